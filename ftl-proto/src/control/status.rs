@@ -78,7 +78,10 @@ impl StatusCode {
             .map(|c| if c.is_control() { ' ' } else { c })
             .take(200)
             .collect();
-        format!("{} {}\n", self.0, clean.trim()).into_bytes()
+        match clean.trim() {
+            "" => format!("{}\n", self.0).into_bytes(),
+            text => format!("{} {text}\n", self.0).into_bytes(),
+        }
     }
 }
 
@@ -99,6 +102,7 @@ mod tests {
             b"405 invalid stream key\n"
         );
         assert_eq!(StatusCode::BAD_REQUEST.reply_line("a\r\nb"), b"400 a  b\n");
+        assert_eq!(StatusCode::OK.reply_line(""), b"200\n");
         assert!(StatusCode::OK.reply_line(&"x".repeat(1000)).len() < 256);
     }
 

@@ -252,4 +252,64 @@ mod tests {
         let long_code = [0x67, 0x42, 0xc0, 0x1e, 0, 0, 0, 0, 0, 0, 0, 0];
         assert!(Sps::parse(&long_code).is_err());
     }
+
+    /// SPSs cut from ffmpeg/libx264 streams; the expected values are ffprobe's (see
+    /// `tests/data/sps-dump.txt`).
+    #[test]
+    fn reads_sizes_of_real_encoder_output() {
+        let cases: [(&[u8], u8, u8, u32, u32); 5] = [
+            (
+                include_bytes!("../../tests/data/sps-baseline-320x180.bin"),
+                66,
+                13,
+                320,
+                180,
+            ),
+            (
+                include_bytes!("../../tests/data/sps-baseline-322x182.bin"),
+                66,
+                13,
+                322,
+                182,
+            ),
+            (
+                include_bytes!("../../tests/data/sps-main-640x360.bin"),
+                77,
+                30,
+                640,
+                360,
+            ),
+            (
+                include_bytes!("../../tests/data/sps-high-1280x720.bin"),
+                100,
+                31,
+                1280,
+                720,
+            ),
+            (
+                include_bytes!("../../tests/data/sps-high-1920x1080.bin"),
+                100,
+                40,
+                1920,
+                1080,
+            ),
+        ];
+        for (nal, profile, level, w, h) in cases {
+            let sps = Sps::parse(nal).unwrap();
+            assert_eq!(
+                (sps.profile_idc, sps.level_idc, sps.width, sps.height),
+                (profile, level, w, h)
+            );
+        }
+        let sps = Sps::parse(include_bytes!("../../tests/data/sps-baseline-320x180.bin")).unwrap();
+        assert_eq!(sps.profile_level_id(), "42c00d");
+    }
+
+    #[test]
+    fn every_truncation_of_a_real_sps_is_safe() {
+        let nal = include_bytes!("../../tests/data/sps-high-1920x1080.bin");
+        for len in 0..nal.len() {
+            let _ = Sps::parse(&nal[..len]);
+        }
+    }
 }
