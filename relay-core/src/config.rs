@@ -1,0 +1,74 @@
+//! Limits and timings of the relay. Every bound on memory or work a peer can cause is here.
+
+use std::time::Duration;
+
+/// Loss repair towards the FTL client.
+#[derive(Debug, Clone)]
+pub struct NackConfig {
+    /// A gap is NACKed only when still open this long after it was seen: packets reordered by
+    /// less than this are not asked for again (the reorder window).
+    pub reorder_delay: Duration,
+    /// Between two NACKs for the same packet (about one round trip).
+    pub retry_interval: Duration,
+    /// NACKs per missing packet before giving up.
+    pub max_retries: u32,
+    /// Give up on a missing packet this long after it went missing, whatever the retries.
+    pub give_up_after: Duration,
+    /// Most packets tracked as missing per track; a larger gap is an outage, not loss.
+    pub max_missing: usize,
+}
+
+impl Default for NackConfig {
+    fn default() -> Self {
+        NackConfig {
+            reorder_delay: Duration::from_millis(10),
+            retry_interval: Duration::from_millis(50),
+            max_retries: 4,
+            give_up_after: Duration::from_millis(500),
+            max_missing: 512,
+        }
+    }
+}
+
+/// The relay's configuration.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Live streams at once.
+    pub max_streams: usize,
+    /// Viewers in total.
+    pub max_viewers: usize,
+    /// Viewers on one channel.
+    pub max_viewers_per_channel: usize,
+    /// Most bytes the GOP cache of one stream holds; a longer GOP disables the cache until the
+    /// next keyframe (joiners then wait for it).
+    pub gop_max_bytes: usize,
+    /// Most time the GOP cache of one stream spans (OBS's simple mode uses ~8 s keyframes).
+    pub gop_max_duration: Duration,
+    /// A viewer whose reported backlog exceeds this many bytes skips to the next keyframe.
+    pub max_viewer_backlog: usize,
+    /// A stream without media for this long ends.
+    pub media_timeout: Duration,
+    /// The RTP timestamp spacing of cached frames replayed to a joining viewer (see
+    /// [`crate::viewer`]), in 90 kHz ticks.
+    pub catch_up_ticks: u32,
+    /// A viewer's keyframe requests are answered from the cache at most this often.
+    pub keyframe_request_interval: Duration,
+    pub nack: NackConfig,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            max_streams: 100,
+            max_viewers: 10_000,
+            max_viewers_per_channel: 10_000,
+            gop_max_bytes: 16 * 1024 * 1024,
+            gop_max_duration: Duration::from_secs(12),
+            max_viewer_backlog: 2 * 1024 * 1024,
+            media_timeout: Duration::from_secs(15),
+            catch_up_ticks: 90,
+            keyframe_request_interval: Duration::from_secs(1),
+            nack: NackConfig::default(),
+        }
+    }
+}

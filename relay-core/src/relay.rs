@@ -1,0 +1,370 @@
+//! The relay: channels, their live streams and their viewers, and the queue of outputs.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use ftl_proto::ChannelId;
+use log::{debug, info};
+
+use crate::config::RelayConfig;
+use crate::stats::{StreamStats, ViewerStats};
+use crate::stream::{Stream, StreamParams};
+use crate::types::{Drop, EndReason, Event, Forward, Ingest, MediaKind, Output, ViewerId};
+use crate::viewer::{TrackState, Viewer};
+use crate::Error;
+
+/// A channel: at most one live stream, and the viewers attached to it whether live or not.
+#[derive(Debug)]
+struct Channel {
+    stream: Option<Stream>,
+    /// Sorted by id (ids only grow, so pushing keeps the order).
+    viewers: Vec<Viewer>,
+}
+
+/// The relay core. See the crate documentation for the call order.
+#[derive(Debug)]
+pub struct Relay {
+    config: RelayConfig,
+    channels: BTreeMap<ChannelId, Channel>,
+    /// Lookup only (never iterated), so its order cannot leak into outputs.
+    viewer_channel: HashMap<ViewerId, ChannelId>,
+    next_viewer: u64,
+    live: usize,
+    outputs: VecDeque<Output>,
+}
+
+impl Relay {
+    /// A relay with no channels.
+    pub fn new(config: RelayConfig) -> Self {
+        Relay {
+            config,
+            channels: BTreeMap::new(),
+            viewer_channel: HashMap::new(),
+            next_viewer: 1,
+            live: 0,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &RelayConfig {
+        &self.config
+    }
+
+    /// Starts a stream on `channel` (its control session completed the handshake). A stream
+    /// already live there is replaced: its viewers stay and continue with the new media from its
+    /// first keyframe.
+    pub fn start_stream(
+        &mut self,
+        channel: ChannelId,
+        params: StreamParams,
+        now: Instant,
+    ) -> Result<(), Error> {
+        if params.media.video.is_none() && params.media.audio.is_none() {
+            return Err(Error::NoTracks(channel));
+        }
+        let replacing = self
+            .channels
+            .get(&channel)
+            .is_some_and(|c| c.stream.is_some());
+        if !replacing && self.live >= self.config.max_streams {
+            return Err(Error::TooManyStreams {
+                limit: self.config.max_streams,
+            });
+        }
+        if replacing {
+            self.end_stream(channel, EndReason::Replaced);
+        }
+        let stream = Stream::new(channel, params, &self.config, now);
+        let ch = self.channels.entry(channel).or_insert_with(|| Channel {
+            stream: None,
+            viewers: Vec::new(),
+        });
+        ch.stream = Some(stream);
+        self.live += 1;
+        info!("channel {channel}: stream started");
+        self.outputs
+            .push_back(Output::Event(Event::StreamStarted { channel }));
+        Ok(())
+    }
+
+    /// Ends the stream on `channel`, if any. Viewers stay attached and wait for the next one.
+    pub fn stop_stream(&mut self, channel: ChannelId, reason: EndReason) {
+        self.end_stream(channel, reason);
+        self.drop_channel_if_empty(channel);
+    }
+
+    /// Feeds one datagram received on `channel`'s media port from `from`. Accepted media is
+    /// fanned out to the channel's viewers as [`Output::Forward`]s.
+    pub fn handle_datagram(
+        &mut self,
+        channel: ChannelId,
+        from: SocketAddr,
+        datagram: &[u8],
+        now: Instant,
+    ) -> Ingest {
+        let Some(ch) = self.channels.get_mut(&channel) else {
+            return Ingest::Dropped(Drop::NotLive);
+        };
+        let Some(stream) = ch.stream.as_mut() else {
+            return Ingest::Dropped(Drop::NotLive);
+        };
+        let (ingest, packet) = stream.ingest(from, datagram, now, &mut self.outputs);
+        if let Some((kind, pkt)) = packet {
+            let max_backlog = self.config.max_viewer_backlog;
+            for v in &mut ch.viewers {
+                if let Some(f) = v.on_packet(kind, &pkt, max_backlog, now) {
+                    self.outputs.push_back(Output::Forward(f));
+                }
+            }
+        }
+        ingest
+    }
+
+    /// Attaches a new viewer to `channel` (live or not). If the channel has a cached GOP, the
+    /// viewer's first packets are queued at once.
+    pub fn add_viewer(&mut self, channel: ChannelId, now: Instant) -> Result<ViewerId, Error> {
+        if self.viewer_channel.len() >= self.config.max_viewers {
+            return Err(Error::TooManyViewers {
+                limit: self.config.max_viewers,
+            });
+        }
+        let ch = self.channels.entry(channel).or_insert_with(|| Channel {
+            stream: None,
+            viewers: Vec::new(),
+        });
+        if ch.viewers.len() >= self.config.max_viewers_per_channel {
+            let limit = self.config.max_viewers_per_channel;
+            self.drop_channel_if_empty(channel);
+            return Err(Error::ChannelFull { channel, limit });
+        }
+        let id = ViewerId(self.next_viewer);
+        self.next_viewer += 1;
+        let mut viewer = Viewer::new(id);
+        if let Some(stream) = &ch.stream {
+            replay_gop(&mut viewer, stream, &self.config, now, &mut self.outputs);
+        }
+        ch.viewers.push(viewer);
+        self.viewer_channel.insert(id, channel);
+        debug!("channel {channel}: viewer {id} joined");
+        self.outputs.push_back(Output::Event(Event::ViewerJoined {
+            channel,
+            viewer: id,
+        }));
+        Ok(id)
+    }
+
+    /// Detaches a viewer. Unknown ids are ignored (the viewer may have left already).
+    pub fn remove_viewer(&mut self, viewer: ViewerId) {
+        let Some(channel) = self.viewer_channel.remove(&viewer) else {
+            return;
+        };
+        if let Some(ch) = self.channels.get_mut(&channel) {
+            if let Ok(i) = ch.viewers.binary_search_by_key(&viewer, |v| v.id) {
+                ch.viewers.remove(i);
+            }
+        }
+        debug!("channel {channel}: viewer {viewer} left");
+        self.outputs
+            .push_back(Output::Event(Event::ViewerLeft { channel, viewer }));
+        self.drop_channel_if_empty(channel);
+    }
+
+    /// The caller's view of how much it still holds for this viewer (bytes queued towards it).
+    /// Over `max_viewer_backlog`, the viewer's video skips to the next keyframe.
+    pub fn report_backlog(&mut self, viewer: ViewerId, bytes: usize) {
+        if let Some(v) = self.viewer_mut(viewer) {
+            v.backlog = bytes;
+        }
+    }
+
+    /// The viewer's decoder asked for a keyframe (PLI/FIR). FTL cannot ask the encoder, so it
+    /// is answered from the GOP cache, at most once per `keyframe_request_interval`.
+    pub fn request_keyframe(&mut self, viewer: ViewerId, now: Instant) -> Result<(), Error> {
+        let channel = *self
+            .viewer_channel
+            .get(&viewer)
+            .ok_or(Error::UnknownViewer(viewer))?;
+        let Some(ch) = self.channels.get_mut(&channel) else {
+            return Err(Error::UnknownViewer(viewer));
+        };
+        let Ok(i) = ch.viewers.binary_search_by_key(&viewer, |v| v.id) else {
+            return Err(Error::UnknownViewer(viewer));
+        };
+        let Some(v) = ch.viewers.get_mut(i) else {
+            return Err(Error::UnknownViewer(viewer));
+        };
+        let interval = self.config.keyframe_request_interval;
+        let recent = v
+            .last_keyframe_request
+            .is_some_and(|t| now.saturating_duration_since(t) < interval);
+        match &ch.stream {
+            Some(stream) if !recent && stream.gop.is_valid() => {
+                v.last_keyframe_request = Some(now);
+                v.stats.keyframes_from_cache += 1;
+                replay_gop(v, stream, &self.config, now, &mut self.outputs);
+            }
+            _ => v.stats.keyframe_requests_ignored += 1,
+        }
+        Ok(())
+    }
+
+    /// Next thing for the caller to do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Relay::handle_timeout`] has work (NACKs due, a stream's media timeout).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.channels
+            .values()
+            .filter_map(|c| c.stream.as_ref())
+            .map(Stream::poll_timeout)
+            .min()
+    }
+
+    /// Sends due NACKs and ends streams whose media stopped.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut timed_out = Vec::new();
+        for (channel, ch) in &mut self.channels {
+            if let Some(stream) = ch.stream.as_mut() {
+                if stream.handle_timeout(now, &mut self.outputs) {
+                    timed_out.push(*channel);
+                }
+            }
+        }
+        for channel in timed_out {
+            info!(
+                "channel {channel}: no media for {:?}",
+                self.config.media_timeout
+            );
+            self.stop_stream(channel, EndReason::MediaTimeout);
+        }
+    }
+
+    /// Whether `channel` has a live stream.
+    pub fn is_live(&self, channel: ChannelId) -> bool {
+        self.channels
+            .get(&channel)
+            .is_some_and(|c| c.stream.is_some())
+    }
+
+    /// Channels with a stream or viewers, in order.
+    pub fn channels(&self) -> impl Iterator<Item = ChannelId> + '_ {
+        self.channels.keys().copied()
+    }
+
+    /// Live streams.
+    pub fn live_streams(&self) -> usize {
+        self.live
+    }
+
+    /// Viewers in total.
+    pub fn viewer_count(&self) -> usize {
+        self.viewer_channel.len()
+    }
+
+    /// Viewers attached to `channel`.
+    pub fn channel_viewers(&self, channel: ChannelId) -> usize {
+        self.channels.get(&channel).map_or(0, |c| c.viewers.len())
+    }
+
+    /// The channel a viewer watches.
+    pub fn viewer_channel(&self, viewer: ViewerId) -> Option<ChannelId> {
+        self.viewer_channel.get(&viewer).copied()
+    }
+
+    /// Statistics of `channel`'s live stream.
+    pub fn stream_stats(&self, channel: ChannelId, now: Instant) -> Option<StreamStats> {
+        let ch = self.channels.get(&channel)?;
+        Some(ch.stream.as_ref()?.stats(ch.viewers.len(), now))
+    }
+
+    /// The SDP `profile-level-id` of `channel`'s video, once its SPS was seen.
+    pub fn profile_level_id(&self, channel: ChannelId) -> Option<&str> {
+        self.channels
+            .get(&channel)?
+            .stream
+            .as_ref()?
+            .profile_level_id()
+    }
+
+    /// Statistics of one viewer.
+    pub fn viewer_stats(&self, viewer: ViewerId) -> Option<ViewerStats> {
+        let channel = self.viewer_channel.get(&viewer)?;
+        let ch = self.channels.get(channel)?;
+        let i = ch.viewers.binary_search_by_key(&viewer, |v| v.id).ok()?;
+        ch.viewers.get(i).map(|v| v.stats)
+    }
+
+    fn viewer_mut(&mut self, viewer: ViewerId) -> Option<&mut Viewer> {
+        let channel = self.viewer_channel.get(&viewer)?;
+        let ch = self.channels.get_mut(channel)?;
+        let i = ch.viewers.binary_search_by_key(&viewer, |v| v.id).ok()?;
+        ch.viewers.get_mut(i)
+    }
+
+    fn end_stream(&mut self, channel: ChannelId, reason: EndReason) {
+        let Some(ch) = self.channels.get_mut(&channel) else {
+            return;
+        };
+        if ch.stream.take().is_none() {
+            return;
+        }
+        self.live -= 1;
+        for v in &mut ch.viewers {
+            v.video.reset();
+            v.audio.reset();
+        }
+        info!("channel {channel}: stream ended ({reason:?})");
+        self.outputs
+            .push_back(Output::Event(Event::StreamEnded { channel, reason }));
+    }
+
+    fn drop_channel_if_empty(&mut self, channel: ChannelId) {
+        if self
+            .channels
+            .get(&channel)
+            .is_some_and(|c| c.stream.is_none() && c.viewers.is_empty())
+        {
+            self.channels.remove(&channel);
+        }
+    }
+}
+
+/// Queues the cached GOP for one viewer (join or keyframe request).
+fn replay_gop(
+    viewer: &mut Viewer,
+    stream: &Stream,
+    config: &RelayConfig,
+    now: Instant,
+    outputs: &mut VecDeque<Output>,
+) {
+    if !stream.gop.is_valid() {
+        return;
+    }
+    let id = viewer.id;
+    let stats = &mut viewer.stats;
+    viewer.video.replay(
+        stream.gop.packets(),
+        config.catch_up_ticks,
+        now,
+        |pkt, seq, ts| {
+            stats.sent_packets += 1;
+            stats.sent_bytes += pkt.payload.len() as u64;
+            outputs.push_back(Output::Forward(Forward {
+                viewer: id,
+                kind: MediaKind::Video,
+                seq,
+                timestamp: ts,
+                wallclock: pkt.wallclock,
+                marker: pkt.marker,
+                keyframe: pkt.keyframe,
+                cached: true,
+                payload: pkt.payload.clone(),
+            }));
+        },
+    );
+    debug_assert!(viewer.video.state == TrackState::Live);
+}

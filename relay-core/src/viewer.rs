@@ -1,0 +1,252 @@
+//! One viewer: how the relay's packets map onto the viewer's own outgoing tracks.
+//!
+//! Each viewer track has its own sequence numbering and RTP timestamp base:
+//! - **Sequence numbers** are `ingest_ext + delta`. A track (re)starts right after the last
+//!   number it sent (or below 2^15 for a new viewer), so skipped stretches leave no gap; only a
+//!   packet lost upstream for good leaves one, which lets the browser see the loss.
+//! - **Timestamps** are `ingest_ts + delta`, with `delta` chosen when the track starts so that
+//!   time runs on from what the viewer last got.
+//!
+//! **Joining from the GOP cache.** A joining viewer gets the cached GOP at once, so its first
+//! picture is decodable immediately. Sent with their real timestamps, the cached frames would
+//! be played at their real pace and the viewer would stay as far behind live as the GOP is
+//! long. Instead the cached frames get timestamps `catch_up_ticks` apart (1 ms by default):
+//! the decoder runs through them as fast as it can decode and shows the newest at once; live
+//! frames then follow with their real spacing from there. Latency is live within the time it
+//! takes to decode one GOP. A keyframe request (PLI/FIR) is answered the same way, continuing
+//! from the viewer's last timestamp. Audio does not come from the cache: it starts live.
+//!
+//! **Falling behind.** When the caller reports a backlog over the bound, the viewer's video
+//! skips to the next keyframe instead of queueing more: delay never grows under overload.
+
+use std::time::Instant;
+
+use crate::packet::Packet;
+use crate::stats::ViewerStats;
+use crate::types::{Forward, MediaKind, ViewerId};
+
+/// Where a viewer's track is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TrackState {
+    /// Waits for a starting point (a keyframe for video, any packet for audio).
+    Waiting,
+    /// Sending.
+    Live,
+    /// Was behind: drops video until the next keyframe, keeping its timestamp mapping.
+    Skipping,
+}
+
+/// The mapping of one viewer track.
+#[derive(Debug, Clone)]
+pub(crate) struct TrackOut {
+    pub(crate) state: TrackState,
+    seq_delta: i64,
+    ts_delta: u32,
+    /// Ingest packets before this one precede the track's start and are not sent.
+    live_from_ext: u64,
+    /// The highest sequence number sent, its timestamp, and when.
+    last: Option<(u64, u32, Instant)>,
+    /// Ingest-to-viewer timestamps of frames replayed from the cache, for late packets of
+    /// those frames; cleared at the next keyframe.
+    burst: Vec<(u32, u32)>,
+    burst_end_ext: u64,
+    rate: u32,
+}
+
+impl TrackOut {
+    pub(crate) fn new(rate: u32) -> Self {
+        TrackOut {
+            state: TrackState::Waiting,
+            seq_delta: 0,
+            ts_delta: 0,
+            live_from_ext: 0,
+            last: None,
+            burst: Vec::new(),
+            burst_end_ext: 0,
+            rate,
+        }
+    }
+
+    /// The viewer's first sequence number when (re)starting at ingest number `ext`.
+    fn next_seq(&self, ext: u64) -> u64 {
+        self.last.map_or(ext & 0x7fff, |(s, _, _)| s + 1)
+    }
+
+    /// Starts sending at `pkt`. `keep_ts` keeps the timestamp mapping (resuming after a skip).
+    pub(crate) fn begin(&mut self, pkt: &Packet, keep_ts: bool, now: Instant) {
+        self.seq_delta = self.next_seq(pkt.ext) as i64 - pkt.ext as i64;
+        if !keep_ts {
+            let first_ts = match self.last {
+                // Time runs on from the last packet sent: the gap in real time, at least a tick.
+                Some((_, ts, at)) => {
+                    let elapsed = now.saturating_duration_since(at);
+                    let ticks = (elapsed.as_micros() * u128::from(self.rate) / 1_000_000) as u32;
+                    ts.wrapping_add(ticks.max(1))
+                }
+                None => pkt.ts,
+            };
+            self.ts_delta = first_ts.wrapping_sub(pkt.ts);
+        }
+        self.live_from_ext = pkt.ext;
+        self.burst.clear();
+        self.state = TrackState::Live;
+    }
+
+    /// Maps a packet for sending, or `None` if it precedes the track's start.
+    pub(crate) fn map(&mut self, pkt: &Packet, now: Instant) -> Option<(u64, u32)> {
+        if pkt.ext < self.live_from_ext {
+            return None;
+        }
+        let seq = (pkt.ext as i64).wrapping_add(self.seq_delta) as u64;
+        let ts = if pkt.ext <= self.burst_end_ext && !self.burst.is_empty() {
+            self.burst
+                .iter()
+                .find(|(ingest, _)| *ingest == pkt.ts)
+                .map_or(pkt.ts.wrapping_add(self.ts_delta), |(_, out)| *out)
+        } else {
+            pkt.ts.wrapping_add(self.ts_delta)
+        };
+        if self.last.is_none_or(|(s, _, _)| seq > s) {
+            self.last = Some((seq, ts, now));
+        }
+        Some((seq, ts))
+    }
+
+    /// Replays cached packets (a GOP, keyframe first) with compressed timestamps; returns each
+    /// packet's `(seq, ts)`. The track is live afterwards.
+    pub(crate) fn replay<'a>(
+        &mut self,
+        cached: impl Iterator<Item = &'a Packet>,
+        catch_up_ticks: u32,
+        now: Instant,
+        mut emit: impl FnMut(&'a Packet, u64, u32),
+    ) {
+        let mut cached = cached.peekable();
+        let Some(first) = cached.peek() else {
+            return;
+        };
+        let first_seq = self.next_seq(first.ext);
+        self.seq_delta = first_seq as i64 - first.ext as i64;
+        let mut ts_out = match self.last {
+            Some((_, ts, _)) => ts.wrapping_add(catch_up_ticks),
+            None => first.ts,
+        };
+        self.live_from_ext = first.ext;
+        self.burst.clear();
+        let mut frame_ts: Option<u32> = None;
+        for pkt in cached {
+            match frame_ts {
+                Some(ts) if ts == pkt.ts => {}
+                Some(_) => {
+                    ts_out = ts_out.wrapping_add(catch_up_ticks);
+                    frame_ts = Some(pkt.ts);
+                    self.burst.push((pkt.ts, ts_out));
+                }
+                None => {
+                    frame_ts = Some(pkt.ts);
+                    self.burst.push((pkt.ts, ts_out));
+                }
+            }
+            let seq = (pkt.ext as i64).wrapping_add(self.seq_delta) as u64;
+            self.burst_end_ext = pkt.ext;
+            self.ts_delta = ts_out.wrapping_sub(pkt.ts);
+            self.last = Some((seq, ts_out, now));
+            emit(pkt, seq, ts_out);
+        }
+        self.state = TrackState::Live;
+    }
+
+    /// The stream restarted or ended: wait for a new start, keep numbering on.
+    pub(crate) fn reset(&mut self) {
+        self.state = TrackState::Waiting;
+        self.burst.clear();
+        self.live_from_ext = 0;
+        self.burst_end_ext = 0;
+    }
+
+    /// A keyframe passed: replayed frames are history.
+    pub(crate) fn forget_burst(&mut self) {
+        self.burst.clear();
+    }
+}
+
+/// One viewer attached to a channel.
+#[derive(Debug, Clone)]
+pub(crate) struct Viewer {
+    pub(crate) id: ViewerId,
+    pub(crate) video: TrackOut,
+    pub(crate) audio: TrackOut,
+    pub(crate) backlog: usize,
+    pub(crate) last_keyframe_request: Option<Instant>,
+    pub(crate) stats: ViewerStats,
+}
+
+impl Viewer {
+    pub(crate) fn new(id: ViewerId) -> Self {
+        Viewer {
+            id,
+            video: TrackOut::new(90_000),
+            audio: TrackOut::new(48_000),
+            backlog: 0,
+            last_keyframe_request: None,
+            stats: ViewerStats::default(),
+        }
+    }
+
+    /// Decides what this viewer gets of a live packet.
+    pub(crate) fn on_packet(
+        &mut self,
+        kind: MediaKind,
+        pkt: &Packet,
+        max_backlog: usize,
+        now: Instant,
+    ) -> Option<Forward> {
+        let track = match kind {
+            MediaKind::Video => &mut self.video,
+            MediaKind::Audio => &mut self.audio,
+        };
+        if kind == MediaKind::Video && pkt.keyframe {
+            track.forget_burst();
+        }
+        match (kind, track.state) {
+            (MediaKind::Video, TrackState::Live) if self.backlog > max_backlog => {
+                track.state = TrackState::Skipping;
+                self.stats.skips += 1;
+                if !pkt.keyframe {
+                    self.stats.skipped_packets += 1;
+                    return None;
+                }
+                // Behind, but this is a keyframe already: restart right here.
+                track.begin(pkt, true, now);
+            }
+            (MediaKind::Video, TrackState::Waiting | TrackState::Skipping) => {
+                if !pkt.keyframe || self.backlog > max_backlog {
+                    if track.state == TrackState::Skipping {
+                        self.stats.skipped_packets += 1;
+                    }
+                    return None;
+                }
+                let keep_ts = track.state == TrackState::Skipping;
+                track.begin(pkt, keep_ts, now);
+            }
+            (MediaKind::Audio, TrackState::Waiting | TrackState::Skipping) => {
+                track.begin(pkt, false, now);
+            }
+            (_, TrackState::Live) => {}
+        }
+        let (seq, timestamp) = track.map(pkt, now)?;
+        self.stats.sent_packets += 1;
+        self.stats.sent_bytes += pkt.payload.len() as u64;
+        Some(Forward {
+            viewer: self.id,
+            kind,
+            seq,
+            timestamp,
+            wallclock: pkt.wallclock,
+            marker: pkt.marker,
+            keyframe: pkt.keyframe,
+            cached: false,
+            payload: pkt.payload.clone(),
+        })
+    }
+}
