@@ -6,6 +6,7 @@ pub(crate) mod bytes;
 pub mod classify;
 pub mod h264;
 pub mod nack;
+pub mod packetize;
 pub mod ping;
 pub mod rtp;
 pub mod sender_report;

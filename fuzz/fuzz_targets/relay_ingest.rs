@@ -1,0 +1,63 @@
+//! The relay fed arbitrary datagrams on a live stream's media port, with viewers joining,
+//! falling behind and asking for keyframes, and time moving. Input: records of
+//! `[len: u8][dt_ms: u8][flags: u8][len bytes]`.
+#![no_main]
+
+use std::time::{Duration, Instant};
+
+use ftl_proto::control::Metadata;
+use ftl_proto::media::MediaParams;
+use ftl_proto::ChannelId;
+use libfuzzer_sys::fuzz_target;
+use relay_core::{Relay, RelayConfig, StreamParams};
+
+fuzz_target!(|data: &[u8]| {
+    let t0 = Instant::now();
+    let mut now = t0;
+    let config = RelayConfig {
+        gop_max_bytes: 64 * 1024,
+        max_viewer_backlog: 1000,
+        ..RelayConfig::default()
+    };
+    let mut relay = Relay::new(config);
+    let channel = ChannelId(77);
+    let params = StreamParams {
+        media: MediaParams::from_metadata(&Metadata::reference(77)),
+        peer_ip: "127.0.0.1".parse().unwrap(),
+    };
+    relay.start_stream(channel, params.clone(), now).unwrap();
+    let from = "127.0.0.1:5000".parse().unwrap();
+    let mut viewers = vec![relay.add_viewer(channel, now).unwrap()];
+    let mut rest = data;
+    while let [len, dt, flags, tail @ ..] = rest {
+        let len = usize::from(*len).min(tail.len());
+        let (datagram, tail) = tail.split_at(len);
+        rest = tail;
+        now += Duration::from_millis(u64::from(*dt));
+        if relay.poll_timeout().is_some_and(|t| t <= now) {
+            relay.handle_timeout(now);
+        }
+        // A few bits of flags turn some datagrams' headers into the stream's own.
+        let mut d = datagram.to_vec();
+        if flags & 1 != 0 && d.len() >= 12 {
+            d[0] = 0x80;
+            d[1] = (d[1] & 0x80) | if flags & 2 != 0 { 96 } else { 97 };
+            d[8..12].copy_from_slice(&(if flags & 2 != 0 { 78u32 } else { 77 }).to_be_bytes());
+        }
+        relay.handle_datagram(channel, from, &d, now);
+        match flags >> 4 {
+            1 => viewers.push(relay.add_viewer(channel, now).unwrap_or(viewers[0])),
+            2 => relay.remove_viewer(viewers[viewers.len() - 1]),
+            3 => relay.report_backlog(viewers[0], usize::from(*dt) * 100),
+            4 => {
+                let _ = relay.request_keyframe(viewers[0], now);
+            }
+            5 => relay.stop_stream(channel, relay_core::EndReason::Disconnect),
+            6 => {
+                let _ = relay.start_stream(channel, params.clone(), now);
+            }
+            _ => {}
+        }
+        while relay.poll_output().is_some() {}
+    }
+});
