@@ -1,0 +1,80 @@
+//! `ftl-client`: stream H.264 and Opus files to an FTL server, as OBS would.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use clap::Parser;
+use server_mio::client::{stream, ClientOptions};
+
+/// Streams an H.264 Annex-B file and an Opus (Ogg) file to an FTL server with real-time pacing.
+#[derive(Debug, Parser)]
+#[command(name = "ftl-client", version)]
+struct Args {
+    /// The server's FTL address.
+    #[arg(long, default_value = "127.0.0.1:8084")]
+    server: String,
+    /// The OBS stream key, `<channel>-<secret>`.
+    #[arg(long, env = "ITG_STREAM_KEY")]
+    key: String,
+    /// H.264 Annex-B file (`ffmpeg ... -c:v libx264 -bsf:v h264_mp4toannexb -f h264`).
+    #[arg(long)]
+    video: Option<PathBuf>,
+    /// Opus in Ogg (`ffmpeg ... -c:a libopus -frame_duration 20`).
+    #[arg(long)]
+    audio: Option<PathBuf>,
+    /// Frame rate of the video file.
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
+    /// Start over at the end of the files.
+    #[arg(long = "loop")]
+    repeat: bool,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Pacing factor (1 = real time).
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+    let read = |p: &Option<PathBuf>| -> Result<Option<Vec<u8>>, String> {
+        p.as_ref()
+            .map(|p| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display())))
+            .transpose()
+    };
+    let (video, audio) = match (read(&args.video), read(&args.audio)) {
+        (Ok(v), Ok(a)) => (v, a),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("ftl-client: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let opts = ClientOptions {
+        server: args.server,
+        stream_key: args.key,
+        video,
+        audio,
+        fps: args.fps,
+        repeat: args.repeat,
+        duration: args.duration.map(Duration::from_secs_f64),
+        speed: args.speed,
+    };
+    let stop = AtomicBool::new(false);
+    match stream(&opts, &stop) {
+        Ok(s) => {
+            println!(
+                "streamed to UDP port {}: {} video, {} audio packets; {} NACKs, {} resent; {}/{} pings answered",
+                s.media_port, s.video_packets, s.audio_packets, s.nacks, s.retransmitted, s.pongs, s.pings
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ftl-client: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

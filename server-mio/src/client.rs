@@ -1,0 +1,463 @@
+//! The project's own FTL client: streams an H.264 Annex-B file and an Opus (Ogg) file to any
+//! FTL server as OBS does, with real-time pacing, pings, sender reports and NACK answers from a
+//! retransmit ring. Tests, benchmarks and users without OBS stream with it.
+//!
+//! It runs on the calling thread with blocking sockets and short timeouts; it is a client, not
+//! part of the server's loop.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ftl_proto::control::{ClientConfig, ClientEvent, ClientSession, Metadata};
+use ftl_proto::media::packetize::{access_units, packetize_nal, split_annexb, FTL_MAX_PAYLOAD};
+use ftl_proto::media::{build_ping, Nack, RtpHeader, SenderReport};
+use ftl_proto::{ChannelId, Ssrc, StreamKey};
+
+/// What to stream and how.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// The server's FTL control address (`host:8084`).
+    pub server: String,
+    /// The OBS stream key, `<channel>-<secret>`.
+    pub stream_key: String,
+    /// H.264 Annex-B elementary stream.
+    pub video: Option<Vec<u8>>,
+    /// Opus in Ogg.
+    pub audio: Option<Vec<u8>>,
+    /// Frames per second of the video file.
+    pub fps: u32,
+    /// Start again at the end (timestamps and numbers continue).
+    pub repeat: bool,
+    /// Stop after this long (default: at the end of the files, or never when repeating).
+    pub duration: Option<Duration>,
+    /// Pacing factor: 1.0 is real time, 2.0 twice as fast.
+    pub speed: f64,
+}
+
+/// What a streaming session did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    pub media_port: u16,
+    pub video_packets: u64,
+    pub audio_packets: u64,
+    pub pings: u64,
+    pub pongs: u64,
+    pub nacks: u64,
+    pub retransmitted: u64,
+}
+
+/// Why streaming stopped early.
+#[derive(Debug)]
+pub enum ClientError {
+    BadKey,
+    Io(io::Error),
+    Protocol(ftl_proto::Error),
+    NoMedia,
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::BadKey => f.write_str("stream key must be <channel>-<secret>"),
+            ClientError::Io(e) => write!(f, "{e}"),
+            ClientError::Protocol(e) => write!(f, "{e}"),
+            ClientError::NoMedia => f.write_str("nothing to stream: give a video or an audio file"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<io::Error> for ClientError {
+    fn from(e: io::Error) -> Self {
+        ClientError::Io(e)
+    }
+}
+
+/// One packet ready to send at an offset from the start.
+struct Scheduled {
+    at: Duration,
+    video: bool,
+    marker: bool,
+    ts: u32,
+    payload: Vec<u8>,
+}
+
+/// The packets of one pass over the files, in send order.
+fn schedule(opts: &ClientOptions) -> (Vec<Scheduled>, Duration) {
+    let mut out = Vec::new();
+    let mut length = Duration::ZERO;
+    if let Some(v) = &opts.video {
+        let nals = split_annexb(v);
+        let fps = opts.fps.max(1);
+        for (i, au) in access_units(&nals).iter().enumerate() {
+            let at = Duration::from_micros(i as u64 * 1_000_000 / u64::from(fps));
+            let mut payloads = Vec::new();
+            for nal in au {
+                packetize_nal(nal, FTL_MAX_PAYLOAD, &mut payloads);
+            }
+            let n = payloads.len();
+            for (j, p) in payloads.into_iter().enumerate() {
+                out.push(Scheduled {
+                    at,
+                    video: true,
+                    marker: j + 1 == n,
+                    ts: (i as u64 * 90_000 / u64::from(fps)) as u32,
+                    payload: p,
+                });
+            }
+            length = length.max(at + Duration::from_micros(1_000_000 / u64::from(fps)));
+        }
+    }
+    if let Some(a) = &opts.audio {
+        let mut r = ogg::PacketReader::new(io::Cursor::new(a));
+        let mut samples: u64 = 0;
+        while let Ok(Some(p)) = r.read_packet() {
+            if p.data.starts_with(b"OpusHead") || p.data.starts_with(b"OpusTags") {
+                continue;
+            }
+            let at = Duration::from_micros(samples * 1_000_000 / 48_000);
+            let n = opus_samples(&p.data);
+            out.push(Scheduled {
+                at,
+                video: false,
+                marker: false,
+                ts: samples as u32,
+                payload: p.data,
+            });
+            samples += n;
+        }
+        length = length.max(Duration::from_micros(samples * 1_000_000 / 48_000));
+    }
+    out.sort_by_key(|s| s.at);
+    (out, length)
+}
+
+/// Samples at 48 kHz in an Opus packet (RFC 6716 §3.1), 960 when unreadable.
+fn opus_samples(p: &[u8]) -> u64 {
+    let Some(&toc) = p.first() else { return 960 };
+    let config = toc >> 3;
+    let frame: u64 = match config {
+        0..=11 => [480, 960, 1920, 2880][usize::from(config % 4)],
+        12..=15 => [480, 960][usize::from(config % 2)],
+        _ => [120, 240, 480, 960][usize::from(config % 4)],
+    };
+    let frames = match toc & 3 {
+        0 => 1,
+        1 | 2 => 2,
+        _ => p.get(1).map_or(1, |b| u64::from(b & 0x3f)),
+    };
+    frame * frames.max(1)
+}
+
+/// A ring of recently sent packets per SSRC, for NACK answers (the reference client keeps 2048).
+struct Ring {
+    packets: VecDeque<(u16, Vec<u8>)>,
+}
+
+impl Ring {
+    const SIZE: usize = 2048;
+    fn push(&mut self, seq: u16, datagram: Vec<u8>) {
+        if self.packets.len() == Self::SIZE {
+            self.packets.pop_front();
+        }
+        self.packets.push_back((seq, datagram));
+    }
+    fn get(&self, seq: u16) -> Option<&[u8]> {
+        self.packets
+            .iter()
+            .rev()
+            .find(|(s, _)| *s == seq)
+            .map(|(_, d)| d.as_slice())
+    }
+}
+
+/// Connects, streams until the files end (or `duration`, or `stop`), then disconnects.
+pub fn stream(opts: &ClientOptions, stop: &AtomicBool) -> Result<ClientStats, ClientError> {
+    let (channel, key) = StreamKey::parse_obs(&opts.stream_key).map_err(|_| ClientError::BadKey)?;
+    if opts.video.is_none() && opts.audio.is_none() {
+        return Err(ClientError::NoMedia);
+    }
+    let server: SocketAddr = opts
+        .server
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "server address"))?;
+    let mut control = Control::connect(server, channel, key, opts)?;
+    let port = control.handshake()?;
+    let mut stats = ClientStats {
+        media_port: port,
+        ..ClientStats::default()
+    };
+    let bind = SocketAddr::new(
+        if server.is_ipv4() {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        },
+        0,
+    );
+    let udp = UdpSocket::bind(bind)?;
+    udp.connect(SocketAddr::new(server.ip(), port))?;
+    udp.set_nonblocking(true)?;
+
+    let (packets, length) = schedule(opts);
+    let audio_ssrc = Ssrc(channel.0);
+    let video_ssrc = Ssrc(channel.0.wrapping_add(1));
+    let (mut vseq, mut aseq) = (0u16, 0u16);
+    let mut vring = Ring {
+        packets: VecDeque::new(),
+    };
+    let mut aring = Ring {
+        packets: VecDeque::new(),
+    };
+    let speed = if opts.speed > 0.0 { opts.speed } else { 1.0 };
+    let start = Instant::now();
+    let scaled = |d: Duration| start + d.div_f64(speed);
+    let mut lap: u32 = 0;
+    let mut i = 0usize;
+    let mut next_ping = start;
+    let mut next_sr = start;
+    let (mut vcount, mut vbytes, mut acount, mut abytes) = (0u32, 0u32, 0u32, 0u32);
+    let lap_ticks_v = (length.as_micros() * 90 / 1000) as u32;
+    let lap_ticks_a = (length.as_micros() * 48 / 1000) as u32;
+    let mut buf = [0u8; 2048];
+    loop {
+        let now = Instant::now();
+        let elapsed = now - start;
+        if stop.load(Ordering::SeqCst) || opts.duration.is_some_and(|d| elapsed.mul_f64(speed) >= d)
+        {
+            break;
+        }
+        // Media due now.
+        while let Some(p) = packets.get(i) {
+            let at = length * lap + p.at;
+            if scaled(at) > now {
+                break;
+            }
+            let (seq, ssrc, pt, ts) = if p.video {
+                (
+                    &mut vseq,
+                    video_ssrc,
+                    96,
+                    p.ts.wrapping_add(lap_ticks_v.wrapping_mul(lap)),
+                )
+            } else {
+                (
+                    &mut aseq,
+                    audio_ssrc,
+                    97,
+                    p.ts.wrapping_add(lap_ticks_a.wrapping_mul(lap)),
+                )
+            };
+            let datagram = RtpHeader {
+                marker: p.marker,
+                payload_type: pt,
+                sequence_number: *seq,
+                timestamp: ts,
+                ssrc,
+            }
+            .build(&p.payload);
+            let _ = udp.send(&datagram);
+            if p.video {
+                stats.video_packets += 1;
+                vcount += 1;
+                vbytes = vbytes.wrapping_add(p.payload.len() as u32);
+                vring.push(*seq, datagram);
+            } else {
+                stats.audio_packets += 1;
+                acount += 1;
+                abytes = abytes.wrapping_add(p.payload.len() as u32);
+                aring.push(*seq, datagram);
+            }
+            *seq = seq.wrapping_add(1);
+            i += 1;
+        }
+        if i >= packets.len() {
+            if !opts.repeat {
+                break;
+            }
+            i = 0;
+            lap += 1;
+        }
+        if now >= next_ping {
+            let _ = udp.send(&build_ping(elapsed.as_micros() as u64));
+            stats.pings += 1;
+            next_ping = now + Duration::from_millis(25);
+        }
+        if now >= next_sr {
+            let ntp = ntp_now();
+            let media_t = elapsed.mul_f64(speed);
+            for (ssrc, rate, count, bytes) in [
+                (video_ssrc, 90u128, vcount, vbytes),
+                (audio_ssrc, 48, acount, abytes),
+            ] {
+                let sr = SenderReport {
+                    ssrc,
+                    ntp,
+                    rtp_timestamp: (media_t.as_micros() * rate / 1000) as u32,
+                    packet_count: count,
+                    octet_count: bytes,
+                };
+                let _ = udp.send(&sr.build());
+            }
+            next_sr = now + Duration::from_secs(1);
+        }
+        // NACKs and ping echoes from the server.
+        while let Ok(n) = udp.recv(&mut buf) {
+            let data = buf.get(..n).unwrap_or_default();
+            if data.get(1) == Some(&250) {
+                stats.pongs += 1;
+            } else if let Ok(nack) = Nack::parse(data) {
+                stats.nacks += 1;
+                let ring = if nack.media_ssrc == video_ssrc {
+                    &vring
+                } else {
+                    &aring
+                };
+                for seq in nack.lost() {
+                    if let Some(d) = ring.get(seq) {
+                        let _ = udp.send(d);
+                        stats.retransmitted += 1;
+                    }
+                }
+            }
+        }
+        control.pump()?;
+        let next_media = packets
+            .get(i)
+            .map(|p| scaled(length * lap + p.at))
+            .unwrap_or(now);
+        let wake = next_media.min(next_ping).min(next_sr);
+        let sleep = wake
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(5));
+        if !sleep.is_zero() {
+            std::thread::sleep(sleep);
+        }
+    }
+    control.disconnect();
+    Ok(stats)
+}
+
+fn ntp_now() -> u64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs() + 2_208_988_800;
+    let frac = (u64::from(since.subsec_nanos()) << 32) / 1_000_000_000;
+    (secs << 32) | frac
+}
+
+/// The control connection, pumped between media sends.
+struct Control {
+    tcp: TcpStream,
+    session: ClientSession,
+}
+
+impl Control {
+    fn connect(
+        server: SocketAddr,
+        channel: ChannelId,
+        key: StreamKey,
+        _opts: &ClientOptions,
+    ) -> Result<Control, ClientError> {
+        let tcp = TcpStream::connect_timeout(&server, Duration::from_secs(5))?;
+        tcp.set_nodelay(true)?;
+        tcp.set_read_timeout(Some(Duration::from_millis(2)))?;
+        let session = ClientSession::new(
+            ClientConfig::new(channel, key, Metadata::reference(channel.0)),
+            Instant::now(),
+        );
+        Ok(Control { tcp, session })
+    }
+
+    /// Runs the handshake; returns the media port.
+    fn handshake(&mut self) -> Result<u16, ClientError> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(ev) = self.pump_events()? {
+                return Ok(ev);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Err(ClientError::Protocol(ftl_proto::Error::ReplyTimeout))
+    }
+
+    fn pump_events(&mut self) -> Result<Option<u16>, ClientError> {
+        self.pump()?;
+        if let Some(ev) = self.session.poll_event() {
+            match ev {
+                ClientEvent::Connected { port } => return Ok(Some(port)),
+                ClientEvent::Closed { reason } => {
+                    return Err(match reason {
+                        ftl_proto::control::ClientCloseReason::Error(e) => ClientError::Protocol(e),
+                        other => ClientError::Io(io::Error::other(format!("{other:?}"))),
+                    })
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn pump(&mut self) -> Result<(), ClientError> {
+        let now = Instant::now();
+        self.session.handle_timeout(now);
+        while let Some(b) = self.session.poll_transmit() {
+            self.tcp.write_all(&b)?;
+        }
+        let mut buf = [0u8; 1024];
+        match self.tcp.read(&mut buf) {
+            Ok(0) => self.session.handle_eof(),
+            Ok(n) => {
+                let _ = self
+                    .session
+                    .handle_input(buf.get(..n).unwrap_or_default(), now);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(e.into()),
+        }
+        while let Some(b) = self.session.poll_transmit() {
+            self.tcp.write_all(&b)?;
+        }
+        if self.session.is_closed() {
+            while let Some(ev) = self.session.poll_event() {
+                if let ClientEvent::Closed {
+                    reason: ftl_proto::control::ClientCloseReason::Error(e),
+                } = ev
+                {
+                    return Err(ClientError::Protocol(e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn disconnect(&mut self) {
+        self.session.disconnect();
+        while let Some(b) = self.session.poll_transmit() {
+            let _ = self.tcp.write_all(&b);
+        }
+        let _ = self.tcp.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opus_durations() {
+        assert_eq!(opus_samples(&[0xfc]), 960); // config 31 (CELT FB 20 ms), one frame
+        assert_eq!(opus_samples(&[0x78]), 960); // config 15 (hybrid FB 20 ms)
+        assert_eq!(opus_samples(&[0xfd]), 1920); // two frames
+        assert_eq!(opus_samples(&[]), 960);
+    }
+}

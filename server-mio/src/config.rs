@@ -1,0 +1,171 @@
+//! Command line and environment: every flag has an `ITG_*` variable.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// ITG: sub-second live streaming. OBS streams in over FTL; browsers watch over WebRTC.
+#[derive(Debug, Parser)]
+#[command(name = "server-mio", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Directory for the stream key file (created on first start).
+    #[arg(
+        long,
+        global = true,
+        env = "ITG_DATA_DIR",
+        default_value = "./itg-data"
+    )]
+    pub data_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands. Without one, the server runs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage channels and their stream keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// Key store subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a channel; prints its OBS stream key (`<channel>-<secret>`) as the last line.
+    Add {
+        /// Channel id (1 to 2147483647); random when omitted.
+        #[arg(long)]
+        channel: Option<u32>,
+        /// A display name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List channels and their OBS stream keys.
+    List,
+    /// Give a channel a new secret; prints the new OBS stream key as the last line.
+    Rotate {
+        #[arg(long)]
+        channel: u32,
+    },
+    /// Remove a channel.
+    Remove {
+        #[arg(long)]
+        channel: u32,
+    },
+}
+
+/// The server's flags.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Address to bind every listener and socket to.
+    #[arg(long, env = "ITG_ADDR", default_value = "0.0.0.0")]
+    pub addr: IpAddr,
+    /// Public IP to advertise to viewers as an extra ICE host candidate (behind 1:1 NAT).
+    #[arg(long, env = "ITG_IP")]
+    pub ip: Option<IpAddr>,
+    /// TCP port of the FTL control channel (OBS's "server").
+    #[arg(long, env = "ITG_FTL_PORT", default_value_t = 8084)]
+    pub ftl_port: u16,
+    /// HTTP port: viewer pages, WHEP, WebSocket signalling, JSON API, metrics.
+    #[arg(long, env = "ITG_HTTP_PORT", default_value_t = 8080)]
+    pub http_port: u16,
+    /// UDP port shared by all WebRTC viewers.
+    #[arg(long, env = "ITG_WEBRTC_PORT", default_value_t = 20000)]
+    pub webrtc_port: u16,
+    /// UDP port range for FTL media, one port per live stream: `A-B`, or `0` for ports the
+    /// system picks.
+    #[arg(long, env = "ITG_MEDIA_PORTS", default_value = "9000-9100", value_parser = parse_port_range)]
+    pub media_ports: (u16, u16),
+    /// ICE servers for viewers, comma separated (`stun:host:port,turn:...`); given to
+    /// browsers in the WHEP `Link` header. None by default.
+    #[arg(long, env = "ITG_ICE_SERVERS", value_delimiter = ',')]
+    pub ice_servers: Vec<String>,
+    /// Serve the viewer site from this folder instead of the embedded copy (development).
+    #[arg(long, env = "ITG_STATIC_DIR")]
+    pub static_dir: Option<PathBuf>,
+    /// Most live streams at once.
+    #[arg(long, env = "ITG_MAX_STREAMS", default_value_t = 100)]
+    pub max_streams: usize,
+    /// Most viewers in total.
+    #[arg(long, env = "ITG_MAX_VIEWERS", default_value_t = 2000)]
+    pub max_viewers: usize,
+    /// Most viewers on one channel.
+    #[arg(long, env = "ITG_MAX_VIEWERS_PER_CHANNEL", default_value_t = 2000)]
+    pub max_viewers_per_channel: usize,
+    /// Most open HTTP connections (WebSockets included).
+    #[arg(long, env = "ITG_MAX_HTTP_CONNECTIONS", default_value_t = 1024)]
+    pub max_http_connections: usize,
+    /// Most open FTL control connections.
+    #[arg(long, env = "ITG_MAX_CONTROL_CONNECTIONS", default_value_t = 128)]
+    pub max_control_connections: usize,
+    /// Seconds an FTL client may stay silent on its control connection before its stream ends.
+    #[arg(long, env = "ITG_KEEPALIVE_TIMEOUT", default_value_t = 30)]
+    pub keepalive_timeout: u64,
+    /// Seconds without media before a stream ends.
+    #[arg(long, env = "ITG_MEDIA_TIMEOUT", default_value_t = 15)]
+    pub media_timeout: u64,
+    /// Most megabytes the GOP cache of one stream holds.
+    #[arg(long, env = "ITG_GOP_CACHE_MB", default_value_t = 16)]
+    pub gop_cache_mb: usize,
+    /// Seconds a viewer may take to connect (ICE and DTLS) before it is dropped.
+    #[arg(long, env = "ITG_VIEWER_CONNECT_TIMEOUT", default_value_t = 15)]
+    pub viewer_connect_timeout: u64,
+}
+
+impl ServerArgs {
+    /// The keepalive timeout as a duration.
+    pub fn keepalive(&self) -> Duration {
+        Duration::from_secs(self.keepalive_timeout)
+    }
+}
+
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    if s == "0" {
+        return Ok((0, 0));
+    }
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?} is not A-B or 0"))?;
+    let a: u16 = a.trim().parse().map_err(|e| format!("{a:?}: {e}"))?;
+    let b: u16 = b.trim().parse().map_err(|e| format!("{b:?}: {e}"))?;
+    if a == 0 || b < a {
+        return Err(format!("{s:?}: need 1 <= A <= B"));
+    }
+    Ok((a, b))
+}
+
+impl Default for ServerArgs {
+    fn default() -> Self {
+        let cli = Cli::parse_from(["server-mio"]);
+        cli.server
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(parse_port_range("9000-9100"), Ok((9000, 9100)));
+        assert_eq!(parse_port_range("0"), Ok((0, 0)));
+        assert!(parse_port_range("9100-9000").is_err());
+        assert!(parse_port_range("x-1").is_err());
+        assert!(parse_port_range("0-5").is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let a = ServerArgs::default();
+        assert_eq!(
+            (a.ftl_port, a.http_port, a.webrtc_port),
+            (8084, 8080, 20000)
+        );
+        assert_eq!(a.media_ports, (9000, 9100));
+        assert!(a.ip.is_none() && a.ice_servers.is_empty());
+    }
+}

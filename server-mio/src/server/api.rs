@@ -1,0 +1,281 @@
+//! `GET /api/streams` (JSON) and `GET /metrics` (Prometheus text).
+
+use std::fmt::Write;
+use std::time::Instant;
+
+use ftl_proto::ChannelId;
+use serde_json::json;
+
+use super::http::Response;
+use super::Server;
+
+/// Server-wide counters (per-stream ones live in the relay).
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub control_accepted: u64,
+    pub control_refused: u64,
+    pub auth_failures: u64,
+    pub media_datagrams: u64,
+    pub http_requests: u64,
+    pub http_errors: u64,
+    pub http_refused: u64,
+    pub http_timeouts: u64,
+    pub ws_bad_messages: u64,
+    pub webrtc_datagrams: u64,
+    pub webrtc_unrouted: u64,
+    pub webrtc_send_errors: u64,
+    pub viewers_created: u64,
+    pub viewers_dropped: u64,
+    pub viewers_refused: u64,
+    pub packets_forwarded: u64,
+}
+
+impl Server {
+    /// Every channel of the key store plus any live one, live first.
+    fn channel_list(&self) -> Vec<ChannelId> {
+        let mut ids: Vec<ChannelId> = self
+            .keys
+            .channels()
+            .iter()
+            .map(|c| ChannelId(c.id))
+            .collect();
+        for c in self.relay.channels() {
+            if !ids.contains(&c) {
+                ids.push(c);
+            }
+        }
+        ids.sort_by_key(|c| (!self.relay.is_live(*c), *c));
+        ids
+    }
+
+    pub(super) fn api_streams(&self, now: Instant) -> Response {
+        let streams: Vec<_> = self
+            .channel_list()
+            .into_iter()
+            .map(|c| {
+                let name = self
+                    .keys
+                    .get(c)
+                    .map(|k| k.name.clone())
+                    .unwrap_or_else(|| format!("Channel {c}"));
+                let mut v = json!({
+                    "channel": c.0,
+                    "name": name,
+                    "live": self.relay.is_live(c),
+                    "viewers": self.relay.channel_viewers(c),
+                    "watch": format!("/watch/{c}"),
+                    "whep": format!("/whep/{c}"),
+                });
+                if let Some(m) = self.media.get(&c) {
+                    v["media_port"] = json!(m.port);
+                }
+                if let Some(s) = self.relay.stream_stats(c, now) {
+                    let codecs: Vec<&str> =
+                        [s.has_video.then_some("H264"), s.has_audio.then_some("opus")]
+                            .into_iter()
+                            .flatten()
+                            .collect();
+                    v["bitrate_bps"] =
+                        json!((s.video.bits_per_second + s.audio.bits_per_second).round());
+                    v["fps"] = json!((s.video.frames_per_second * 10.0).round() / 10.0);
+                    v["width"] = json!(s.width);
+                    v["height"] = json!(s.height);
+                    v["profile_level_id"] = json!(s.profile_level_id);
+                    v["codecs"] = json!(codecs);
+                    v["uptime_s"] = json!(s.uptime.as_secs());
+                    v["keyframe_interval_ms"] =
+                        json!(s.keyframe_interval.map(|d| d.as_millis() as u64));
+                    v["lost"] = json!(s.counters.lost);
+                    v["nacked"] = json!(s.counters.nacked);
+                    v["recovered"] = json!(s.counters.recovered);
+                }
+                v
+            })
+            .collect();
+        Response::new(
+            200,
+            "application/json",
+            json!({ "streams": streams }).to_string(),
+        )
+    }
+
+    pub(super) fn metrics(&self, now: Instant) -> Response {
+        let mut m = String::new();
+        let c = &self.counters;
+        let mut counter = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(
+                m,
+                "# HELP itg_{name} {help}\n# TYPE itg_{name} counter\nitg_{name} {v}"
+            );
+        };
+        counter(
+            "control_connections_total",
+            "FTL control connections accepted.",
+            c.control_accepted,
+        );
+        counter(
+            "control_refused_total",
+            "FTL control connections refused at the limit.",
+            c.control_refused,
+        );
+        counter(
+            "auth_failures_total",
+            "FTL sessions refused for a wrong key or unknown channel.",
+            c.auth_failures,
+        );
+        counter(
+            "media_datagrams_total",
+            "Datagrams received on FTL media ports.",
+            c.media_datagrams,
+        );
+        counter(
+            "http_requests_total",
+            "HTTP requests parsed.",
+            c.http_requests,
+        );
+        counter(
+            "http_errors_total",
+            "Malformed or oversized HTTP requests.",
+            c.http_errors,
+        );
+        counter(
+            "http_timeouts_total",
+            "HTTP connections closed at their deadline.",
+            c.http_timeouts,
+        );
+        counter(
+            "http_refused_total",
+            "HTTP connections refused at the limit.",
+            c.http_refused,
+        );
+        counter(
+            "websocket_bad_messages_total",
+            "WebSocket messages ignored.",
+            c.ws_bad_messages,
+        );
+        counter(
+            "webrtc_datagrams_total",
+            "Datagrams received on the WebRTC port.",
+            c.webrtc_datagrams,
+        );
+        counter(
+            "webrtc_unrouted_total",
+            "WebRTC datagrams that matched no viewer.",
+            c.webrtc_unrouted,
+        );
+        counter(
+            "webrtc_send_errors_total",
+            "WebRTC datagrams the socket refused.",
+            c.webrtc_send_errors,
+        );
+        counter(
+            "viewers_created_total",
+            "Viewer sessions created.",
+            c.viewers_created,
+        );
+        counter(
+            "viewers_dropped_total",
+            "Viewer sessions ended.",
+            c.viewers_dropped,
+        );
+        counter(
+            "viewers_refused_total",
+            "Viewer offers refused.",
+            c.viewers_refused,
+        );
+        counter(
+            "packets_forwarded_total",
+            "RTP packets written to viewers.",
+            c.packets_forwarded,
+        );
+        let _ = writeln!(
+            m,
+            "# HELP itg_streams_live Live streams.\n# TYPE itg_streams_live gauge\nitg_streams_live {}",
+            self.relay.live_streams()
+        );
+        let _ = writeln!(
+            m,
+            "# HELP itg_viewers Viewer sessions (connected or connecting).\n# TYPE itg_viewers gauge\nitg_viewers {}",
+            self.viewers.len()
+        );
+        let _ = writeln!(
+            m,
+            "# HELP itg_viewers_connected Viewers receiving media.\n# TYPE itg_viewers_connected gauge\nitg_viewers_connected {}",
+            self.viewers.connected()
+        );
+        let _ = writeln!(
+            m,
+            "# HELP itg_control_connections Open FTL control connections.\n# TYPE itg_control_connections gauge\nitg_control_connections {}",
+            self.controls.len()
+        );
+        let _ = writeln!(
+            m,
+            "# HELP itg_http_connections Open HTTP and WebSocket connections.\n# TYPE itg_http_connections gauge\nitg_http_connections {}",
+            self.https.len() + self.wss.len()
+        );
+        let _ = writeln!(
+            m,
+            "# HELP itg_uptime_seconds Seconds since start.\n# TYPE itg_uptime_seconds gauge\nitg_uptime_seconds {}",
+            now.saturating_duration_since(self.started).as_secs()
+        );
+        type Gauge = (
+            &'static str,
+            &'static str,
+            fn(&relay_core::StreamStats) -> f64,
+        );
+        let per_stream: [Gauge; 9] = [
+            ("stream_bitrate_bps", "Ingest bitrate.", |s| {
+                s.video.bits_per_second + s.audio.bits_per_second
+            }),
+            ("stream_fps", "Ingest frame rate.", |s| {
+                s.video.frames_per_second
+            }),
+            ("stream_viewers", "Viewers of the stream.", |s| {
+                s.viewers as f64
+            }),
+            ("stream_packets_total", "Media packets received.", |s| {
+                (s.counters.video_packets + s.counters.audio_packets) as f64
+            }),
+            (
+                "stream_lost_total",
+                "Packets lost upstream for good.",
+                |s| s.counters.lost as f64,
+            ),
+            ("stream_nacked_total", "NACK requests sent upstream.", |s| {
+                s.counters.nacked as f64
+            }),
+            (
+                "stream_recovered_total",
+                "Packets recovered by NACK.",
+                |s| s.counters.recovered as f64,
+            ),
+            (
+                "stream_dropped_total",
+                "Ingest datagrams dropped (spoofed, foreign, junk, speed test).",
+                |s| {
+                    let c = &s.counters;
+                    (c.dropped_foreign_source
+                        + c.dropped_foreign_ssrc
+                        + c.dropped_invalid
+                        + c.dropped_speed_test
+                        + c.dropped_too_old) as f64
+                },
+            ),
+            ("stream_gop_cache_bytes", "Bytes in the GOP cache.", |s| {
+                s.gop_bytes as f64
+            }),
+        ];
+        let live: Vec<(ChannelId, relay_core::StreamStats)> = self
+            .relay
+            .channels()
+            .filter_map(|c| self.relay.stream_stats(c, now).map(|s| (c, s)))
+            .collect();
+        for (name, help, f) in per_stream {
+            let _ = writeln!(m, "# HELP itg_{name} {help}\n# TYPE itg_{name} gauge");
+            for (c, s) in &live {
+                let _ = writeln!(m, "itg_{name}{{channel=\"{c}\"}} {}", f(s));
+            }
+        }
+        Response::new(200, "text/plain; version=0.0.4", m)
+    }
+}

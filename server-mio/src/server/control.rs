@@ -1,0 +1,451 @@
+//! FTL control connections (TCP) and the media socket of each live stream (UDP).
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use ftl_proto::control::{
+    CloseReason, ServerConfig, ServerEvent, ServerSession, StatusCode, NONCE_LEN,
+};
+use ftl_proto::media::MediaParams;
+use ftl_proto::ChannelId;
+use log::{debug, info, warn};
+use mio::event::Event;
+use mio::net::{TcpStream, UdpSocket};
+use mio::{Interest, Token};
+use rand::RngCore;
+use relay_core::{EndReason, StreamParams};
+
+use super::{MediaSocket, Server, Slot, READ_BUDGET};
+
+/// Most bytes waiting to be written to an FTL client; a client that does not read its replies
+/// (a PING flood) is cut off past it.
+const MAX_PENDING_WRITE: usize = 64 * 1024;
+
+/// One FTL control connection.
+pub(super) struct ControlConn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    pub(super) session: ServerSession,
+    out: Vec<u8>,
+    writable: bool,
+    /// The channel this connection streams, once its stream started.
+    live: Option<ChannelId>,
+    closing: bool,
+}
+
+impl ControlConn {
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        self.session.poll_timeout()
+    }
+
+    /// Writes what is pending; errors close the connection later.
+    pub(super) fn flush(&mut self) -> io::Result<()> {
+        while !self.out.is_empty() {
+            match self.stream.write(&self.out) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Server {
+    pub(super) fn accept_control(&mut self, now: Instant) {
+        loop {
+            let (mut stream, peer) = match self.ftl_listener.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    warn!("FTL accept: {e}");
+                    return;
+                }
+            };
+            if self.controls.len() >= self.args.max_control_connections {
+                self.counters.control_refused += 1;
+                warn!(
+                    "FTL: refusing {peer}: {} control connections open",
+                    self.controls.len()
+                );
+                let _ =
+                    stream.write(&StatusCode::INTERNAL_ERROR.reply_line("too many connections"));
+                continue;
+            }
+            let token = self.token(Slot::Control);
+            if let Err(e) = self
+                .poll
+                .registry()
+                .register(&mut stream, token, Interest::READABLE)
+            {
+                warn!("FTL register: {e}");
+                self.slots.remove(&token);
+                continue;
+            }
+            let mut nonce = [0u8; NONCE_LEN];
+            rand::rng().fill_bytes(&mut nonce);
+            let config = ServerConfig {
+                keepalive_timeout: self.args.keepalive(),
+                ..ServerConfig::default()
+            };
+            debug!("FTL: connection from {peer}");
+            self.counters.control_accepted += 1;
+            self.controls.insert(
+                token,
+                ControlConn {
+                    stream,
+                    peer,
+                    session: ServerSession::new(config, nonce, now),
+                    out: Vec::new(),
+                    writable: false,
+                    live: None,
+                    closing: false,
+                },
+            );
+        }
+    }
+
+    pub(super) fn control_event(&mut self, token: Token, ev: &Event, now: Instant) {
+        if ev.is_readable() {
+            let mut eof = false;
+            loop {
+                let Some(conn) = self.controls.get_mut(&token) else {
+                    return;
+                };
+                match conn.stream.read(&mut self.buf) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        let _ = conn
+                            .session
+                            .handle_input(self.buf.get(..n).unwrap_or_default(), now);
+                        self.pump_control(token, now);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        eof = true;
+                        break;
+                    }
+                }
+            }
+            if eof {
+                if let Some(conn) = self.controls.get_mut(&token) {
+                    conn.session.handle_eof();
+                }
+            }
+        }
+        self.pump_control(token, now);
+    }
+
+    pub(super) fn control_timeouts(&mut self, now: Instant) {
+        let due: Vec<Token> = self
+            .controls
+            .iter()
+            .filter(|(_, c)| c.deadline().is_some_and(|d| d <= now))
+            .map(|(t, _)| *t)
+            .collect();
+        for t in due {
+            if let Some(c) = self.controls.get_mut(&t) {
+                c.session.handle_timeout(now);
+            }
+            self.pump_control(t, now);
+        }
+    }
+
+    /// Runs the session's events and writes its replies; closes the connection when done.
+    pub(super) fn pump_control(&mut self, token: Token, now: Instant) {
+        loop {
+            let Some(conn) = self.controls.get_mut(&token) else {
+                return;
+            };
+            let Some(ev) = conn.session.poll_event() else {
+                break;
+            };
+            self.control_session_event(token, ev, now);
+        }
+        let Some(conn) = self.controls.get_mut(&token) else {
+            return;
+        };
+        while let Some(b) = conn.session.poll_transmit() {
+            conn.out.extend_from_slice(&b);
+        }
+        let failed = conn.flush().is_err() || conn.out.len() > MAX_PENDING_WRITE;
+        let done = conn.session.is_closed() && conn.out.is_empty();
+        if failed || done {
+            if failed && !conn.session.is_closed() {
+                conn.session.handle_eof();
+                // Run the close event (ends the stream), then drop.
+                return self.pump_control(token, now);
+            }
+            self.drop_control(token);
+            return;
+        }
+        let want_write = !conn.out.is_empty();
+        if want_write != conn.writable {
+            conn.writable = want_write;
+            let interest = if want_write {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let _ = self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, token, interest);
+        }
+        if conn.session.is_closed() {
+            conn.closing = true;
+        }
+    }
+
+    fn control_session_event(&mut self, token: Token, ev: ServerEvent, now: Instant) {
+        match ev {
+            ServerEvent::KeyRequested { channel } => {
+                let key = self.keys.get(channel).map(|c| c.stream_key());
+                let Some(conn) = self.controls.get_mut(&token) else {
+                    return;
+                };
+                match key {
+                    Some(key) => {
+                        if conn.session.provide_key(&key, now).is_err() {
+                            self.counters.auth_failures += 1;
+                            warn!("FTL: {}: wrong stream key for channel {channel}", conn.peer);
+                        }
+                    }
+                    None => {
+                        self.counters.auth_failures += 1;
+                        warn!("FTL: {}: unknown channel {channel}", conn.peer);
+                        let _ = conn.session.reject_unknown_channel();
+                    }
+                }
+            }
+            ServerEvent::Authenticated { channel } => {
+                if let Some(conn) = self.controls.get(&token) {
+                    debug!("FTL: {} authenticated for channel {channel}", conn.peer);
+                }
+            }
+            ServerEvent::MetadataReady { channel, metadata } => {
+                self.start_stream(token, channel, &metadata, now);
+            }
+            ServerEvent::Streaming { channel, port } => {
+                if let Some(conn) = self.controls.get(&token) {
+                    info!(
+                        "channel {channel}: streaming from {} to UDP port {port}",
+                        conn.peer
+                    );
+                }
+            }
+            ServerEvent::Closed { reason } => {
+                let Some(conn) = self.controls.get_mut(&token) else {
+                    return;
+                };
+                let peer = conn.peer;
+                match &reason {
+                    CloseReason::Error(e) => info!("FTL: {peer}: session ended: {e}"),
+                    other => debug!("FTL: {peer}: session ended: {other:?}"),
+                }
+                if let Some(channel) = conn.live.take() {
+                    let end = match reason {
+                        CloseReason::Disconnect => EndReason::Disconnect,
+                        CloseReason::Refused(StatusCode::SERVER_TERMINATE) => EndReason::Replaced,
+                        _ => EndReason::ControlLost,
+                    };
+                    self.end_stream(channel, token, end);
+                }
+            }
+        }
+    }
+
+    /// Allocates a media port and starts the relay's stream; a live stream on the channel is
+    /// replaced (its old control connection is told 410).
+    fn start_stream(
+        &mut self,
+        token: Token,
+        channel: ChannelId,
+        metadata: &ftl_proto::control::Metadata,
+        now: Instant,
+    ) {
+        let Some(peer) = self.controls.get(&token).map(|c| c.peer) else {
+            return;
+        };
+        // Replacement: the newest authenticated session wins (the wire reference's rule).
+        if let Some(old) = self.media.get(&channel).map(|m| m.owner) {
+            if old != token {
+                info!("channel {channel}: a new session from {peer} replaces the live one");
+                if let Some(c) = self.controls.get_mut(&old) {
+                    c.live = None;
+                    c.session
+                        .refuse(StatusCode::SERVER_TERMINATE, "replaced by a newer session");
+                }
+                self.close_media(channel);
+                self.pump_control(old, now);
+            }
+        }
+        if !self.relay.is_live(channel) && self.relay.live_streams() >= self.args.max_streams {
+            warn!(
+                "channel {channel}: refused, {} streams live",
+                self.relay.live_streams()
+            );
+            if let Some(c) = self.controls.get_mut(&token) {
+                c.session
+                    .refuse(StatusCode::INTERNAL_ERROR, "stream limit reached");
+            }
+            return;
+        }
+        let (socket, port) = match self.bind_media_port(peer) {
+            Ok(x) => x,
+            Err(e) => {
+                warn!("channel {channel}: no media port: {e}");
+                if let Some(c) = self.controls.get_mut(&token) {
+                    c.session
+                        .refuse(StatusCode::INTERNAL_ERROR, "no media port available");
+                }
+                return;
+            }
+        };
+        let params = StreamParams {
+            media: MediaParams::from_metadata(metadata),
+            peer_ip: peer.ip(),
+        };
+        if let Err(e) = self.relay.start_stream(channel, params, now) {
+            warn!("channel {channel}: {e}");
+            if let Some(c) = self.controls.get_mut(&token) {
+                c.session.refuse(StatusCode::INTERNAL_ERROR, &e.to_string());
+            }
+            return;
+        }
+        let media_token = self.token(Slot::Media(channel));
+        let mut socket = socket;
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut socket, media_token, Interest::READABLE)
+        {
+            warn!("channel {channel}: media socket: {e}");
+        }
+        self.media.insert(
+            channel,
+            MediaSocket {
+                token: media_token,
+                socket,
+                port,
+                owner: token,
+            },
+        );
+        self.media_tokens.insert(media_token, channel);
+        if let Some(c) = self.controls.get_mut(&token) {
+            c.live = Some(channel);
+            let _ = c.session.assign_port(port, now);
+        }
+        self.viewers_stream_state(channel, true);
+    }
+
+    fn bind_media_port(&mut self, _peer: SocketAddr) -> io::Result<(UdpSocket, u16)> {
+        let (lo, hi) = self.args.media_ports;
+        if lo == 0 {
+            let s = UdpSocket::bind(SocketAddr::new(self.args.addr, 0))?;
+            let port = s.local_addr()?.port();
+            return Ok((s, port));
+        }
+        let used: Vec<u16> = self.media.values().map(|m| m.port).collect();
+        for port in lo..=hi {
+            if used.contains(&port) {
+                continue;
+            }
+            if let Ok(s) = UdpSocket::bind(SocketAddr::new(self.args.addr, port)) {
+                return Ok((s, port));
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("all of {lo}-{hi} in use"),
+        ))
+    }
+
+    /// Ends a stream owned by `owner` and frees its media port.
+    fn end_stream(&mut self, channel: ChannelId, owner: Token, reason: EndReason) {
+        if self.media.get(&channel).is_some_and(|m| m.owner == owner) {
+            self.close_media(channel);
+            self.relay.stop_stream(channel, reason);
+            self.viewers_stream_state(channel, false);
+        }
+    }
+
+    fn close_media(&mut self, channel: ChannelId) {
+        if let Some(mut m) = self.media.remove(&channel) {
+            let _ = self.poll.registry().deregister(&mut m.socket);
+            self.slots.remove(&m.token);
+            self.media_tokens.remove(&m.token);
+            debug!("channel {channel}: media port {} freed", m.port);
+        }
+    }
+
+    fn drop_control(&mut self, token: Token) {
+        if let Some(mut c) = self.controls.remove(&token) {
+            if let Some(channel) = c.live.take() {
+                self.end_stream(channel, token, EndReason::ControlLost);
+            }
+            let _ = self.poll.registry().deregister(&mut c.stream);
+        }
+        self.slots.remove(&token);
+    }
+
+    /// A stream ended by the relay (media timeout): close its control connection too.
+    pub(super) fn stream_timed_out(&mut self, channel: ChannelId, now: Instant) {
+        let Some(owner) = self.media.get(&channel).map(|m| m.owner) else {
+            return;
+        };
+        self.close_media(channel);
+        self.viewers_stream_state(channel, false);
+        if let Some(c) = self.controls.get_mut(&owner) {
+            c.live = None;
+            c.session
+                .refuse(StatusCode::NO_MEDIA_TIMEOUT, "no media received");
+        }
+        self.pump_control(owner, now);
+    }
+
+    pub(super) fn read_media(&mut self, channel: ChannelId, now: Instant) {
+        for _ in 0..READ_BUDGET {
+            let Some(m) = self.media.get(&channel) else {
+                return;
+            };
+            match m.socket.recv_from(&mut self.buf) {
+                Ok((n, from)) => {
+                    let data = self.buf.get(..n).unwrap_or_default();
+                    self.counters.media_datagrams += 1;
+                    self.relay.handle_datagram(channel, from, data, now);
+                    self.drain_relay(now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!("channel {channel}: media recv: {e}");
+                    return;
+                }
+            }
+        }
+        // Budget spent: the socket stays readable and mio (edge-triggered) would not tell us
+        // again, so come back on the next iteration through a zero timeout.
+        if let Some(m) = self.media.get(&channel) {
+            self.again.push(m.token);
+        }
+    }
+
+    /// Sends a datagram from a stream's media port (ping echo, NACK).
+    pub(super) fn send_media(&mut self, channel: ChannelId, to: SocketAddr, bytes: &[u8]) {
+        if let Some(m) = self.media.get(&channel) {
+            if let Err(e) = m.socket.send_to(bytes, to) {
+                debug!("channel {channel}: media send to {to}: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,498 @@
+//! HTTP/1.1 on one port: the viewer site, WHEP, the WebSocket upgrade, the JSON API and
+//! metrics. One request per connection (`Connection: close`), parsed with `httparse`, with a
+//! bounded request size and a deadline: a connection that stalls or sends too much is closed.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ftl_proto::ChannelId;
+use log::{debug, warn};
+use mio::event::Event;
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+
+use super::{Server, Slot};
+
+/// Most bytes of request head.
+const MAX_HEAD: usize = 16 * 1024;
+/// Most bytes of request body (an SDP offer is a few KB).
+const MAX_BODY: usize = 64 * 1024;
+/// From accept to a complete request, and again to a complete response.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A parsed request.
+#[derive(Debug)]
+pub(super) struct Request {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    }
+}
+
+/// A response to write.
+#[derive(Debug)]
+pub(super) struct Response {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn new(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Self {
+        Response {
+            status,
+            headers: vec![("Content-Type", content_type.to_owned())],
+            body: body.into(),
+        }
+    }
+
+    pub fn text(status: u16, body: &str) -> Self {
+        Response::new(status, "text/plain; charset=utf-8", format!("{body}\n"))
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// CORS for players on other origins (WHEP and the API).
+    pub fn cors(self) -> Self {
+        self.header("Access-Control-Allow-Origin", "*")
+            .header(
+                "Access-Control-Allow-Methods",
+                "GET, POST, PATCH, DELETE, OPTIONS",
+            )
+            .header(
+                "Access-Control-Allow-Headers",
+                "Content-Type, Authorization, If-Match",
+            )
+            .header("Access-Control-Expose-Headers", "Location, Link, ETag")
+    }
+
+    fn serialize(&self) -> Vec<u8> {
+        let mut out = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status)).into_bytes();
+        for (k, v) in &self.headers {
+            out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+        }
+        out.extend_from_slice(
+            format!(
+                "Content-Length: {}\r\nConnection: close\r\n\r\n",
+                self.body.len()
+            )
+            .as_bytes(),
+        );
+        out.extend_from_slice(&self.body);
+        out
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        415 => "Unsupported Media Type",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "",
+    }
+}
+
+/// What a handler decided.
+pub(super) enum Reply {
+    Now(Response),
+    /// Answered later (a WHEP offer waiting for a viewer to be built).
+    Later,
+    /// Switch the connection to WebSocket signalling for this channel.
+    Upgrade {
+        channel: ChannelId,
+        accept_key: String,
+    },
+}
+
+enum State {
+    Reading,
+    Waiting,
+    Writing,
+}
+
+/// One HTTP connection.
+pub(super) struct HttpConn {
+    pub(super) stream: TcpStream,
+    pub(super) peer: SocketAddr,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    state: State,
+    pub(super) deadline: Instant,
+    writable: bool,
+}
+
+impl Server {
+    pub(super) fn accept_http(&mut self, now: Instant) {
+        loop {
+            let (mut stream, peer) = match self.http_listener.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    warn!("HTTP accept: {e}");
+                    return;
+                }
+            };
+            if self.https.len() + self.wss.len() >= self.args.max_http_connections {
+                self.counters.http_refused += 1;
+                let _ = stream.write(&Response::text(503, "too many connections").serialize());
+                continue;
+            }
+            let token = self.token(Slot::Http);
+            if self
+                .poll
+                .registry()
+                .register(&mut stream, token, Interest::READABLE)
+                .is_err()
+            {
+                self.slots.remove(&token);
+                continue;
+            }
+            self.https.insert(
+                token,
+                HttpConn {
+                    stream,
+                    peer,
+                    inbuf: Vec::new(),
+                    out: Vec::new(),
+                    state: State::Reading,
+                    deadline: now + DEADLINE,
+                    writable: false,
+                },
+            );
+        }
+    }
+
+    pub(super) fn http_event(&mut self, token: Token, ev: &Event, now: Instant) {
+        if ev.is_readable() {
+            self.http_read(token, now);
+        }
+        if ev.is_writable() {
+            self.http_write(token);
+        }
+    }
+
+    fn http_read(&mut self, token: Token, now: Instant) {
+        loop {
+            let Some(c) = self.https.get_mut(&token) else {
+                return;
+            };
+            if !matches!(c.state, State::Reading) {
+                // Ignore anything sent after the request; EOF is noticed on write.
+                let mut sink = [0u8; 1024];
+                match c.stream.read(&mut sink) {
+                    Ok(0) => {
+                        if matches!(c.state, State::Waiting) {
+                            self.http_close(token);
+                        }
+                        return;
+                    }
+                    Ok(_) => continue,
+                    Err(_) => return,
+                }
+            }
+            match c.stream.read(&mut self.buf) {
+                Ok(0) => return self.http_close(token),
+                Ok(n) => {
+                    let data = self.buf.get(..n).unwrap_or_default();
+                    if c.inbuf.len() + n > MAX_HEAD + MAX_BODY {
+                        self.counters.http_errors += 1;
+                        return self.http_respond(token, Response::text(413, "request too large"));
+                    }
+                    c.inbuf.extend_from_slice(data);
+                    match parse(&c.inbuf) {
+                        Parsed::Partial => {}
+                        Parsed::Error(status, why) => {
+                            self.counters.http_errors += 1;
+                            debug!("HTTP {}: {status} {why}", c.peer);
+                            return self.http_respond(token, Response::text(status, why));
+                        }
+                        Parsed::Done(req) => {
+                            c.state = State::Waiting;
+                            self.counters.http_requests += 1;
+                            return self.http_dispatch(token, req, now);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.http_close(token),
+            }
+        }
+    }
+
+    fn http_dispatch(&mut self, token: Token, req: Request, now: Instant) {
+        match self.route(token, &req, now) {
+            Reply::Now(resp) => self.http_respond(token, resp),
+            Reply::Later => {}
+            Reply::Upgrade {
+                channel,
+                accept_key,
+            } => self.ws_upgrade(token, channel, &accept_key, now),
+        }
+    }
+
+    fn route(&mut self, token: Token, req: &Request, now: Instant) -> Reply {
+        let segments: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
+        match (req.method.as_str(), segments.as_slice()) {
+            ("GET", ["api", "streams"]) => Reply::Now(self.api_streams(now).cors()),
+            ("GET", ["metrics"]) => Reply::Now(self.metrics(now)),
+            ("GET", ["websocket"]) => self.ws_request(req),
+            ("OPTIONS", ["whep", ..]) | ("OPTIONS", ["api", ..]) => {
+                Reply::Now(Response::new(204, "text/plain", Vec::new()).cors())
+            }
+            ("POST", ["whep", channel]) => {
+                let Ok(channel) = channel.parse::<ChannelId>() else {
+                    return Reply::Now(Response::text(404, "no such channel").cors());
+                };
+                let ct = req.header("Content-Type").unwrap_or_default();
+                if !ct.starts_with("application/sdp") {
+                    return Reply::Now(
+                        Response::text(415, "Content-Type must be application/sdp").cors(),
+                    );
+                }
+                let Ok(offer) = std::str::from_utf8(&req.body) else {
+                    return Reply::Now(Response::text(400, "the offer is not UTF-8").cors());
+                };
+                self.whep_offer(token, channel, offer.to_owned(), now)
+            }
+            ("DELETE", ["whep", _channel, session]) => {
+                let found = self.whep_delete(session, now);
+                let status = if found { 200 } else { 404 };
+                Reply::Now(
+                    Response::text(status, if found { "ended" } else { "no such session" }).cors(),
+                )
+            }
+            // Trickle ICE from the player: ICE-lite learns the browser's address from its
+            // checks, so candidates are accepted and not needed.
+            ("PATCH", ["whep", _, _]) => {
+                Reply::Now(Response::new(204, "text/plain", Vec::new()).cors())
+            }
+            ("GET", _) | ("HEAD", _) => Reply::Now(self.static_file(&req.path)),
+            _ => Reply::Now(Response::text(405, "method not allowed")),
+        }
+    }
+
+    /// Queues a response and closes the connection once it is written.
+    pub(super) fn http_respond(&mut self, token: Token, resp: Response) {
+        let Some(c) = self.https.get_mut(&token) else {
+            return;
+        };
+        if resp.status >= 400 {
+            debug!("HTTP {}: {}", c.peer, resp.status);
+        }
+        c.out = resp.serialize();
+        c.state = State::Writing;
+        c.deadline = Instant::now() + DEADLINE;
+        self.http_write(token);
+    }
+
+    fn http_write(&mut self, token: Token) {
+        let Some(c) = self.https.get_mut(&token) else {
+            return;
+        };
+        if !matches!(c.state, State::Writing) {
+            return;
+        }
+        while !c.out.is_empty() {
+            match c.stream.write(&c.out) {
+                Ok(0) => return self.http_close(token),
+                Ok(n) => {
+                    c.out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !c.writable {
+                        c.writable = true;
+                        let _ = self.poll.registry().reregister(
+                            &mut c.stream,
+                            token,
+                            Interest::READABLE | Interest::WRITABLE,
+                        );
+                    }
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.http_close(token),
+            }
+        }
+        self.http_close(token);
+    }
+
+    pub(super) fn http_close(&mut self, token: Token) {
+        if let Some(mut c) = self.https.remove(&token) {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+            let _ = c.stream.shutdown(std::net::Shutdown::Both);
+        }
+        self.slots.remove(&token);
+        self.viewers_http_gone(token);
+    }
+
+    pub(super) fn http_timeouts(&mut self, now: Instant) {
+        let due: Vec<Token> = self
+            .https
+            .iter()
+            .filter(|(_, c)| c.deadline <= now)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in due {
+            self.counters.http_timeouts += 1;
+            let reading = self
+                .https
+                .get(&t)
+                .is_some_and(|c| matches!(c.state, State::Reading));
+            if reading {
+                // Best effort: the peer stalled; tell it why and close.
+                if let Some(c) = self.https.get_mut(&t) {
+                    let _ = c
+                        .stream
+                        .write(&Response::text(408, "request timeout").serialize());
+                }
+            }
+            self.http_close(t);
+        }
+    }
+
+    /// Takes the connection's stream out of HTTP handling (for a WebSocket).
+    pub(super) fn http_take(&mut self, token: Token) -> Option<HttpConn> {
+        self.https.remove(&token)
+    }
+}
+
+enum Parsed {
+    Partial,
+    Done(Request),
+    Error(u16, &'static str),
+}
+
+fn parse(buf: &[u8]) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; 48];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Partial) => {
+            if buf.len() > MAX_HEAD {
+                return Parsed::Error(431, "request head too large");
+            }
+            return Parsed::Partial;
+        }
+        Ok(httparse::Status::Complete(n)) => n,
+        Err(httparse::Error::TooManyHeaders) => return Parsed::Error(431, "too many headers"),
+        Err(_) => return Parsed::Error(400, "malformed request"),
+    };
+    if head_len > MAX_HEAD {
+        return Parsed::Error(431, "request head too large");
+    }
+    let headers: Vec<(String, String)> = req
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_owned(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect();
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_owned())
+    };
+    if find("Transfer-Encoding").is_some() {
+        return Parsed::Error(411, "chunked bodies are not supported; send Content-Length");
+    }
+    let length = match find("Content-Length") {
+        None => 0,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n <= MAX_BODY => n,
+            Ok(_) => return Parsed::Error(413, "body too large"),
+            Err(_) => return Parsed::Error(400, "bad Content-Length"),
+        },
+    };
+    let Some(body) = buf.get(head_len..head_len + length) else {
+        return Parsed::Partial;
+    };
+    let target = req.path.unwrap_or("/");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    Parsed::Done(Request {
+        method: req.method.unwrap_or("GET").to_owned(),
+        path: path.to_owned(),
+        query: query.to_owned(),
+        headers,
+        body: body.to_vec(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_heads_and_bodies() {
+        let r = b"POST /whep/7?x=1 HTTP/1.1\r\nContent-Type: application/sdp\r\nContent-Length: 3\r\n\r\nv=0";
+        match parse(r) {
+            Parsed::Done(req) => {
+                assert_eq!(
+                    (req.method.as_str(), req.path.as_str(), req.query.as_str()),
+                    ("POST", "/whep/7", "x=1")
+                );
+                assert_eq!(req.body, b"v=0");
+                assert_eq!(req.header("content-type"), Some("application/sdp"));
+            }
+            _ => panic!(),
+        }
+        assert!(matches!(parse(&r[..r.len() - 1]), Parsed::Partial));
+        assert!(matches!(parse(b"GET / HTTP/1.1\r\n"), Parsed::Partial));
+        assert!(matches!(
+            parse(b"\x00\x01 / HTTP/1.1\r\n\r\n"),
+            Parsed::Error(400, _)
+        ));
+        assert!(matches!(
+            parse(b"POST / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n"),
+            Parsed::Error(413, _)
+        ));
+        assert!(matches!(
+            parse(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"),
+            Parsed::Error(400, _)
+        ));
+        assert!(matches!(
+            parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Parsed::Error(411, _)
+        ));
+        let many = format!("GET / HTTP/1.1\r\n{}\r\n", "A: b\r\n".repeat(100));
+        assert!(matches!(parse(many.as_bytes()), Parsed::Error(431, _)));
+        let huge = format!("GET /{} HTTP/1.1\r\n", "a".repeat(MAX_HEAD + 1));
+        assert!(matches!(parse(huge.as_bytes()), Parsed::Error(431, _)));
+    }
+}

@@ -1,0 +1,359 @@
+//! The server: one `mio` poll loop on one thread drives every socket, the FTL sessions, the
+//! relay and one str0m `Rtc` per viewer.
+//!
+//! Each iteration, in this order:
+//! 1. poll with the earliest deadline of every state machine as the timeout;
+//! 2. read every ready socket until `WouldBlock`, feeding each input with one `now`;
+//! 3. run due timeouts (control sessions, HTTP deadlines, relay NACKs, viewers);
+//! 4. drain the relay's outputs into viewers and media sockets;
+//! 5. drive the viewers that got packets and send what str0m puts out.
+//!
+//! No call in the loop blocks: every socket is non-blocking, the only thread besides the loop
+//! builds `Rtc`s (1.5-2.5 ms each) and hands them over through a `mio::Waker`.
+
+mod api;
+mod control;
+mod http;
+mod pool;
+mod static_files;
+mod viewers;
+mod ws;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ftl_proto::ChannelId;
+use log::{info, warn};
+use mio::net::{TcpListener, UdpSocket};
+use mio::{Events, Interest, Poll, Token, Waker};
+use relay_core::{Relay, RelayConfig};
+
+use crate::config::ServerArgs;
+use crate::keys::{KeyError, KeyStore};
+
+pub use api::Counters;
+
+const FTL_LISTENER: Token = Token(0);
+const HTTP_LISTENER: Token = Token(1);
+const WEBRTC_SOCKET: Token = Token(2);
+const WAKER: Token = Token(3);
+const SIGNALS: Token = Token(4);
+const FIRST_DYNAMIC: usize = 16;
+
+/// Most datagrams read from one socket per wake-up, so one busy socket cannot starve others.
+const READ_BUDGET: usize = 256;
+
+/// What a dynamic token stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Control,
+    Http,
+    Ws,
+    Media(ChannelId),
+}
+
+/// Why the server could not start.
+#[derive(Debug)]
+pub enum StartError {
+    Bind(&'static str, SocketAddr, io::Error),
+    Keys(KeyError),
+    Io(io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Bind(what, addr, e) => write!(f, "cannot bind the {what} on {addr}: {e}"),
+            StartError::Keys(e) => write!(f, "key store: {e}"),
+            StartError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// The addresses the server listens on (ports resolved when 0 was asked for).
+#[derive(Debug, Clone, Copy)]
+pub struct Addrs {
+    pub ftl: SocketAddr,
+    pub http: SocketAddr,
+    pub webrtc: SocketAddr,
+}
+
+/// Stops a running server from another thread.
+#[derive(Clone)]
+pub struct Handle {
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl Handle {
+    /// Asks the loop to shut down cleanly; returns at once.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+}
+
+/// A live stream's media socket.
+struct MediaSocket {
+    token: Token,
+    socket: UdpSocket,
+    port: u16,
+    /// The control connection that owns the stream.
+    owner: Token,
+}
+
+/// The whole server state, owned by the loop thread.
+pub struct Server {
+    poll: Poll,
+    args: ServerArgs,
+    keys: KeyStore,
+    relay: Relay,
+    ftl_listener: TcpListener,
+    http_listener: TcpListener,
+    rtc_socket: UdpSocket,
+    addrs: Addrs,
+    next_token: usize,
+    slots: HashMap<Token, Slot>,
+    controls: HashMap<Token, control::ControlConn>,
+    https: HashMap<Token, http::HttpConn>,
+    wss: HashMap<Token, ws::WsConn>,
+    /// Sockets whose read budget ran out: read again next iteration without waiting.
+    again: Vec<Token>,
+    media: BTreeMap<ChannelId, MediaSocket>,
+    media_tokens: HashMap<Token, ChannelId>,
+    viewers: viewers::Viewers,
+    pool: pool::RtcPool,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    signals: Option<signal_hook_mio::v1_0::Signals>,
+    counters: Counters,
+    started: Instant,
+    buf: Vec<u8>,
+}
+
+impl Server {
+    /// Binds every listener and socket and opens the key store. With no channel in the key
+    /// store, creates one and prints its OBS stream key and viewer URL.
+    pub fn bind(args: ServerArgs, data_dir: &Path) -> Result<Server, StartError> {
+        let mut keys = KeyStore::open(data_dir).map_err(StartError::Keys)?;
+        let poll = Poll::new().map_err(StartError::Io)?;
+        let bind_tcp = |what, port| {
+            let addr = SocketAddr::new(args.addr, port);
+            TcpListener::bind(addr).map_err(|e| StartError::Bind(what, addr, e))
+        };
+        let mut ftl_listener = bind_tcp("FTL listener", args.ftl_port)?;
+        let mut http_listener = bind_tcp("HTTP listener", args.http_port)?;
+        let rtc_addr = SocketAddr::new(args.addr, args.webrtc_port);
+        let mut rtc_socket = UdpSocket::bind(rtc_addr)
+            .map_err(|e| StartError::Bind("WebRTC socket", rtc_addr, e))?;
+        let addrs = Addrs {
+            ftl: ftl_listener.local_addr().map_err(StartError::Io)?,
+            http: http_listener.local_addr().map_err(StartError::Io)?,
+            webrtc: rtc_socket.local_addr().map_err(StartError::Io)?,
+        };
+        let reg = poll.registry();
+        reg.register(&mut ftl_listener, FTL_LISTENER, Interest::READABLE)
+            .map_err(StartError::Io)?;
+        reg.register(&mut http_listener, HTTP_LISTENER, Interest::READABLE)
+            .map_err(StartError::Io)?;
+        reg.register(&mut rtc_socket, WEBRTC_SOCKET, Interest::READABLE)
+            .map_err(StartError::Io)?;
+        let waker = Arc::new(Waker::new(reg, WAKER).map_err(StartError::Io)?);
+        let signals = match signal_hook_mio::v1_0::Signals::new([
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+        ]) {
+            Ok(mut s) => {
+                reg.register(&mut s, SIGNALS, Interest::READABLE)
+                    .map_err(StartError::Io)?;
+                Some(s)
+            }
+            Err(e) => {
+                warn!("signals: {e}; shut down with the handle only");
+                None
+            }
+        };
+        if keys.channels().is_empty() {
+            let c = keys.add(None, None).map_err(StartError::Keys)?;
+            println!("Created channel {} ({}).", c.id, c.name);
+            println!("OBS settings: Service \"Custom\", Server \"ftl://<this host>\", Stream key:");
+            println!("  {}", c.obs_key());
+            println!(
+                "Viewers watch at http://<this host>:{}/watch/{}",
+                addrs.http.port(),
+                c.id
+            );
+        }
+        let relay = Relay::new(RelayConfig {
+            max_streams: args.max_streams,
+            max_viewers: args.max_viewers,
+            max_viewers_per_channel: args.max_viewers_per_channel,
+            gop_max_bytes: args.gop_cache_mb.saturating_mul(1024 * 1024),
+            media_timeout: Duration::from_secs(args.media_timeout),
+            ..RelayConfig::default()
+        });
+        let candidates = viewers::host_candidates(args.addr, addrs.webrtc.port(), args.ip);
+        info!(
+            "listening: FTL {} HTTP {} WebRTC {} (candidates {:?})",
+            addrs.ftl, addrs.http, addrs.webrtc, candidates
+        );
+        Ok(Server {
+            viewers: viewers::Viewers::new(candidates),
+            pool: pool::RtcPool::start(waker.clone()),
+            poll,
+            args,
+            keys,
+            relay,
+            ftl_listener,
+            http_listener,
+            rtc_socket,
+            addrs,
+            next_token: FIRST_DYNAMIC,
+            slots: HashMap::new(),
+            controls: HashMap::new(),
+            https: HashMap::new(),
+            wss: HashMap::new(),
+            again: Vec::new(),
+            media: BTreeMap::new(),
+            media_tokens: HashMap::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+            waker,
+            signals,
+            counters: Counters::default(),
+            started: Instant::now(),
+            buf: vec![0; 65536],
+        })
+    }
+
+    /// Where the server listens.
+    pub fn addrs(&self) -> Addrs {
+        self.addrs
+    }
+
+    /// A handle to stop the server from another thread.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            stop: self.stop.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
+    /// Runs the loop until SIGINT, SIGTERM or [`Handle::shutdown`].
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let now = Instant::now();
+            let timeout = self
+                .next_deadline(now)
+                .map(|d| d.saturating_duration_since(now));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            for ev in events.iter() {
+                match ev.token() {
+                    FTL_LISTENER => self.accept_control(now),
+                    HTTP_LISTENER => self.accept_http(now),
+                    WEBRTC_SOCKET => self.read_webrtc(now),
+                    WAKER => self.pool_ready(now),
+                    SIGNALS => {
+                        if let Some(s) = self.signals.as_mut() {
+                            for sig in s.pending() {
+                                info!("signal {sig}: shutting down");
+                                self.stop.store(true, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                    t => match self.slots.get(&t).copied() {
+                        Some(Slot::Control) => self.control_event(t, ev, now),
+                        Some(Slot::Http) => self.http_event(t, ev, now),
+                        Some(Slot::Ws) => self.ws_event(t, now),
+                        Some(Slot::Media(c)) => self.read_media(c, now),
+                        None => {}
+                    },
+                }
+            }
+            for t in std::mem::take(&mut self.again) {
+                match t {
+                    WEBRTC_SOCKET => self.read_webrtc(now),
+                    t => {
+                        if let Some(Slot::Media(c)) = self.slots.get(&t).copied() {
+                            self.read_media(c, now);
+                        }
+                    }
+                }
+            }
+            self.timeouts(now);
+            self.drain_relay(now);
+            self.viewers_flush(now);
+            if self.stop.load(Ordering::SeqCst) {
+                self.shutdown(now);
+                return Ok(());
+            }
+        }
+    }
+
+    fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        if !self.again.is_empty() {
+            return Some(now);
+        }
+        let controls = self.controls.values().filter_map(|c| c.deadline());
+        let https = self.https.values().map(|h| h.deadline);
+        [self.relay.poll_timeout(), self.viewers.next_timeout()]
+            .into_iter()
+            .flatten()
+            .chain(controls)
+            .chain(https)
+            .min()
+            .map(|d| d.max(now))
+    }
+
+    fn timeouts(&mut self, now: Instant) {
+        self.control_timeouts(now);
+        self.http_timeouts(now);
+        if self.relay.poll_timeout().is_some_and(|t| t <= now) {
+            self.relay.handle_timeout(now);
+        }
+        self.viewers_timeouts(now);
+    }
+
+    fn token(&mut self, slot: Slot) -> Token {
+        let t = Token(self.next_token);
+        self.next_token += 1;
+        self.slots.insert(t, slot);
+        t
+    }
+
+    fn shutdown(&mut self, now: Instant) {
+        info!(
+            "shutting down: {} streams, {} viewers",
+            self.relay.live_streams(),
+            self.relay.viewer_count()
+        );
+        let tokens: Vec<Token> = self.controls.keys().copied().collect();
+        for t in tokens {
+            if let Some(c) = self.controls.get_mut(&t) {
+                c.session.refuse(
+                    ftl_proto::control::StatusCode::SERVER_TERMINATE,
+                    "server shutting down",
+                );
+            }
+            self.pump_control(t, now);
+            if let Some(c) = self.controls.get_mut(&t) {
+                let _ = c.flush();
+            }
+        }
+        self.viewers_close_all(now);
+        self.pool.stop();
+    }
+}

@@ -1,0 +1,126 @@
+//! Building `Rtc`s off the loop thread. Each costs 1.5-2.5 ms (crypto self-tests, keys); built
+//! on the loop, a burst of joins would stall every stream. A helper thread keeps a few ready
+//! and hands them over through a channel and the loop's `mio::Waker`. All share one DTLS
+//! certificate generated at start.
+
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::thread;
+use std::time::Instant;
+
+use log::warn;
+use mio::Waker;
+use str0m::{Rtc, RtcConfig};
+
+/// How many ready `Rtc`s the loop keeps at hand.
+pub(super) const WARM: usize = 8;
+/// Video packets str0m keeps per viewer to answer NACKs (RTX). ~0.42 KB a slot: 512 slots keep
+/// ~0.5 s at 6 Mbit/s for ~215 KB a viewer (the default 1000 would cost ~420 KB).
+const SEND_BUFFER_VIDEO: usize = 512;
+
+enum Request {
+    Build(usize),
+    Stop,
+}
+
+/// The helper thread and the ready `Rtc`s.
+pub(super) struct RtcPool {
+    ready: Vec<Rtc>,
+    requested: usize,
+    tx: Sender<Request>,
+    rx: Receiver<Rtc>,
+}
+
+/// The configuration every viewer's `Rtc` gets: ICE-lite, RTP mode, receive-only viewers of
+/// H.264 (packetization mode 1, the profiles browsers take) and Opus.
+pub(super) fn rtc_config() -> RtcConfig {
+    let mut cfg = Rtc::builder()
+        .set_ice_lite(true)
+        .set_rtp_mode(true)
+        .clear_codecs()
+        .enable_opus(true, false)
+        .set_send_buffer_video(SEND_BUFFER_VIDEO);
+    let codecs = cfg.codec_config();
+    for (pt, rtx, profile) in [
+        (108u8, 109u8, 0x42e01fu32),
+        (127, 121, 0x42001f),
+        (123, 119, 0x4d001f),
+        (114, 115, 0x64001f),
+    ] {
+        codecs.add_h264(pt.into(), Some(rtx.into()), true, profile);
+    }
+    cfg
+}
+
+impl RtcPool {
+    pub(super) fn start(waker: Arc<Waker>) -> RtcPool {
+        let (req_tx, req_rx) = mpsc::channel::<Request>();
+        let (rtc_tx, rtc_rx) = mpsc::channel::<Rtc>();
+        let spawned = thread::Builder::new()
+            .name("rtc-builder".into())
+            .spawn(move || {
+                let provider = str0m::crypto::from_feature_flags();
+                let cert = provider.dtls_provider.generate_certificate();
+                if cert.is_none() {
+                    warn!("could not pre-generate a DTLS certificate; each viewer makes its own");
+                }
+                while let Ok(Request::Build(n)) = req_rx.recv() {
+                    for _ in 0..n {
+                        let mut cfg = rtc_config();
+                        if let Some(c) = &cert {
+                            cfg = cfg.set_dtls_cert(c.clone());
+                        }
+                        if rtc_tx.send(cfg.build(Instant::now())).is_err() {
+                            return;
+                        }
+                    }
+                    let _ = waker.wake();
+                }
+            });
+        if let Err(e) = spawned {
+            warn!("rtc-builder thread: {e}");
+        }
+        let mut pool = RtcPool {
+            ready: Vec::new(),
+            requested: 0,
+            tx: req_tx,
+            rx: rtc_rx,
+        };
+        pool.refill();
+        pool
+    }
+
+    /// Moves finished `Rtc`s into the ready list (call on the waker's event).
+    pub(super) fn collect(&mut self) {
+        while let Ok(rtc) = self.rx.try_recv() {
+            self.requested = self.requested.saturating_sub(1);
+            self.ready.push(rtc);
+        }
+    }
+
+    /// A ready `Rtc`, if any; asks for more in the background either way.
+    pub(super) fn take(&mut self) -> Option<Rtc> {
+        let rtc = self.ready.pop();
+        self.refill();
+        rtc
+    }
+
+    /// Asks for `n` more beyond the warm level (a burst of joins waiting).
+    pub(super) fn want(&mut self, waiting: usize) {
+        let target = WARM + waiting;
+        let have = self.ready.len() + self.requested;
+        if have < target {
+            let n = target - have;
+            self.requested += n;
+            let _ = self.tx.send(Request::Build(n));
+        }
+    }
+
+    fn refill(&mut self) {
+        self.want(0);
+    }
+
+    pub(super) fn stop(&mut self) {
+        let _ = self.tx.send(Request::Stop);
+    }
+}

@@ -1,0 +1,883 @@
+//! WebRTC viewers: one str0m `Rtc` each, all on one UDP socket.
+//!
+//! Datagrams are routed by source address (known peers) or, for STUN from a new address, by
+//! the local ICE username fragment in the request; never by asking every `Rtc`. Each viewer's
+//! next timeout sits in a heap, so only viewers that are due or got input are touched. Every
+//! call into a viewer's `Rtc` is isolated with `catch_unwind`: a str0m bug drops that viewer,
+//! not the loop.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use ftl_proto::ChannelId;
+use log::{debug, info, warn};
+use mio::Token;
+use rand::distr::{Alphanumeric, SampleString};
+use relay_core::{
+    EndReason, Event as RelayEvent, Forward, MediaKind as RelayKind, Output, ViewerId,
+};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::ice::StunMessage;
+use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::RtpWrite;
+use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rtc};
+
+use super::http::{Reply, Response};
+use super::{Server, READ_BUDGET};
+
+/// How a viewer was signalled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Signal {
+    /// WHEP session id (the `Location`'s last segment).
+    Whep(String),
+    /// WebSocket connection.
+    Ws(Token),
+}
+
+pub(super) struct Viewer {
+    rtc: Rtc,
+    channel: ChannelId,
+    relay_id: Option<ViewerId>,
+    video: Option<(Mid, Pt)>,
+    audio: Option<(Mid, Pt)>,
+    ufrag: String,
+    addrs: Vec<SocketAddr>,
+    created: Instant,
+    connected_at: Option<Instant>,
+    pub(super) signal: Signal,
+    timeout: Instant,
+    pending_offer: Option<SdpPendingOffer>,
+}
+
+enum Pending {
+    Whep {
+        token: Token,
+        channel: ChannelId,
+        offer: String,
+    },
+    Ws {
+        token: Token,
+        channel: ChannelId,
+    },
+}
+
+/// All viewers and their indexes.
+pub(super) struct Viewers {
+    map: HashMap<u64, Viewer>,
+    by_addr: HashMap<SocketAddr, u64>,
+    by_ufrag: HashMap<String, u64>,
+    by_relay: HashMap<ViewerId, u64>,
+    by_whep: HashMap<String, u64>,
+    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    dirty: Vec<u64>,
+    pending: VecDeque<Pending>,
+    candidates: Vec<SocketAddr>,
+    next_id: u64,
+}
+
+/// The host candidates advertised to viewers: the bind address, or every interface address
+/// for a wildcard bind; plus the public `--ip`.
+pub(super) fn host_candidates(bind: IpAddr, port: u16, public: Option<IpAddr>) -> Vec<SocketAddr> {
+    let mut ips: Vec<IpAddr> = Vec::new();
+    if bind.is_unspecified() {
+        if let Ok(ifs) = if_addrs::get_if_addrs() {
+            for i in ifs {
+                let ip = i.ip();
+                if ip.is_ipv4() == bind.is_ipv4() && !ips.contains(&ip) {
+                    ips.push(ip);
+                }
+            }
+        }
+        if ips.is_empty() {
+            ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        }
+    } else {
+        ips.push(bind);
+    }
+    if let Some(p) = public {
+        if !ips.contains(&p) {
+            ips.push(p);
+        }
+    }
+    ips.into_iter()
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect()
+}
+
+impl Viewers {
+    pub(super) fn new(candidates: Vec<SocketAddr>) -> Self {
+        Viewers {
+            map: HashMap::new(),
+            by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_relay: HashMap::new(),
+            by_whep: HashMap::new(),
+            heap: BinaryHeap::new(),
+            dirty: Vec::new(),
+            pending: VecDeque::new(),
+            candidates,
+            next_id: 1,
+        }
+    }
+
+    pub(super) fn next_timeout(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((t, _))| *t)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub(super) fn connected(&self) -> usize {
+        self.map.values().filter(|v| v.relay_id.is_some()).count()
+    }
+
+    pub(super) fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The local address a datagram from `source` was sent to, as str0m's ICE-lite wants it:
+    /// the advertised candidate of the same scope (loopback to loopback).
+    fn destination_for(&self, source: SocketAddr, fallback: SocketAddr) -> SocketAddr {
+        let same_scope = |c: &&SocketAddr| {
+            c.ip().is_loopback() == source.ip().is_loopback() && c.is_ipv4() == source.is_ipv4()
+        };
+        self.candidates
+            .iter()
+            .find(same_scope)
+            .copied()
+            .unwrap_or(fallback)
+    }
+}
+
+/// The `(mid, kind)` of each audio and video m-line of an SDP that is not rejected (port 0).
+fn mids_from_sdp(sdp: &str) -> Vec<(String, MediaKind)> {
+    let mut out = Vec::new();
+    let mut kind: Option<MediaKind> = None;
+    for line in sdp.lines() {
+        if let Some(m) = line.strip_prefix("m=") {
+            let mut words = m.split(' ');
+            let k = words.next();
+            let port = words.next();
+            kind = match (k, port) {
+                (_, Some("0")) => None,
+                (Some("video"), _) => Some(MediaKind::Video),
+                (Some("audio"), _) => Some(MediaKind::Audio),
+                _ => None,
+            };
+        } else if let (Some(mid), Some(k)) = (line.strip_prefix("a=mid:"), kind) {
+            out.push((mid.trim().to_owned(), k));
+        }
+    }
+    out
+}
+
+/// Runs `f` on a viewer's `Rtc`, turning a panic into an error.
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
+        p.downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into())
+    })
+}
+
+impl Server {
+    /// A WHEP offer: answered at once with a ready `Rtc`, or as soon as one is built.
+    pub(super) fn whep_offer(
+        &mut self,
+        token: Token,
+        channel: ChannelId,
+        offer: String,
+        now: Instant,
+    ) -> Reply {
+        if self.keys.get(channel).is_none() && !self.relay.is_live(channel) {
+            return Reply::Now(Response::text(404, "no such channel").cors());
+        }
+        if let Err(resp) = self.viewer_admission(channel) {
+            return Reply::Now(resp);
+        }
+        match self.pool.take() {
+            Some(rtc) => Reply::Now(self.whep_answer(rtc, channel, &offer, now)),
+            None => {
+                self.viewers.pending.push_back(Pending::Whep {
+                    token,
+                    channel,
+                    offer,
+                });
+                self.pool.want(self.viewers.pending.len());
+                Reply::Later
+            }
+        }
+    }
+
+    fn viewer_admission(&self, channel: ChannelId) -> Result<(), Response> {
+        let total = self.viewers.len() + self.viewers.pending();
+        if total >= self.args.max_viewers {
+            return Err(Response::text(503, "viewer limit reached").cors());
+        }
+        if self.relay.channel_viewers(channel) >= self.args.max_viewers_per_channel {
+            return Err(Response::text(503, "channel viewer limit reached").cors());
+        }
+        Ok(())
+    }
+
+    fn whep_answer(
+        &mut self,
+        mut rtc: Rtc,
+        channel: ChannelId,
+        offer: &str,
+        now: Instant,
+    ) -> Response {
+        let offer = match SdpOffer::from_sdp_string(offer) {
+            Ok(o) => o,
+            Err(e) => {
+                self.counters.viewers_refused += 1;
+                return Response::text(400, &format!("invalid SDP offer: {e}")).cors();
+            }
+        };
+        for c in &self.viewers.candidates {
+            if let Ok(c) = Candidate::host(*c, "udp") {
+                rtc.add_local_candidate(c);
+            }
+        }
+        let answer = match guarded(|| rtc.sdp_api().accept_offer(offer)) {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => {
+                self.counters.viewers_refused += 1;
+                return Response::text(400, &format!("cannot accept the offer: {e}")).cors();
+            }
+            Err(p) => {
+                warn!("str0m panicked accepting an offer: {p}");
+                return Response::text(500, "internal error").cors();
+            }
+        };
+        let session = Alphanumeric.sample_string(&mut rand::rng(), 24);
+        let id = self.viewer_insert(rtc, channel, Signal::Whep(session.clone()), None, now);
+        let answer_sdp = answer.to_sdp_string();
+        if let Err(why) = self.viewer_media(id, &mids_from_sdp(&answer_sdp)) {
+            self.viewer_drop(id, "no usable media");
+            self.counters.viewers_refused += 1;
+            return Response::text(400, why).cors();
+        }
+        self.viewers.by_whep.insert(session.clone(), id);
+        self.viewer_drive(id, now);
+        let mut resp = Response::new(201, "application/sdp", answer_sdp)
+            .header("Location", format!("/whep/{channel}/{session}"))
+            .header("ETag", format!("\"{session}\""))
+            .cors();
+        for s in &self.args.ice_servers {
+            resp = resp.header("Link", format!("<{s}>; rel=\"ice-server\""));
+        }
+        resp
+    }
+
+    pub(super) fn whep_delete(&mut self, session: &str, _now: Instant) -> bool {
+        match self.viewers.by_whep.get(session).copied() {
+            Some(id) => {
+                self.viewer_drop(id, "WHEP session deleted");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A WebSocket viewer: the server offers (the seed's protocol).
+    pub(super) fn ws_viewer_create(&mut self, token: Token, channel: ChannelId, now: Instant) {
+        if let Err(resp) = self.viewer_admission(channel) {
+            let why = String::from_utf8_lossy(&resp.body).trim().to_owned();
+            self.ws_send_json(token, "error", serde_json::json!({ "message": why }));
+            return;
+        }
+        match self.pool.take() {
+            Some(rtc) => self.ws_offer(token, rtc, channel, now),
+            None => {
+                self.viewers
+                    .pending
+                    .push_back(Pending::Ws { token, channel });
+                self.pool.want(self.viewers.pending.len());
+            }
+        }
+    }
+
+    fn ws_offer(&mut self, token: Token, mut rtc: Rtc, channel: ChannelId, now: Instant) {
+        for c in &self.viewers.candidates {
+            if let Ok(c) = Candidate::host(*c, "udp") {
+                rtc.add_local_candidate(c);
+            }
+        }
+        let made = guarded(|| {
+            let mut api = rtc.sdp_api();
+            let stream = Some(format!("itg-{channel}"));
+            let v = api.add_media(
+                MediaKind::Video,
+                Direction::SendOnly,
+                stream.clone(),
+                Some("video".into()),
+                None,
+            );
+            let a = api.add_media(
+                MediaKind::Audio,
+                Direction::SendOnly,
+                stream,
+                Some("audio".into()),
+                None,
+            );
+            api.apply().map(|(offer, pending)| (offer, pending, v, a))
+        });
+        let Ok(Some((offer, pending, vmid, amid))) = made else {
+            warn!("could not make an offer for a WebSocket viewer");
+            return;
+        };
+        let id = self.viewer_insert(rtc, channel, Signal::Ws(token), Some(pending), now);
+        if let Some(v) = self.viewers.map.get_mut(&id) {
+            // Payload types are known once the answer arrives; the mids are ours already.
+            v.video = Some((vmid, Pt::from(0)));
+            v.audio = Some((amid, Pt::from(0)));
+        }
+        self.ws_set_viewer(token, id);
+        self.ws_send_json(
+            token,
+            "offer",
+            serde_json::json!({ "type": "offer", "sdp": offer.to_sdp_string() }),
+        );
+        self.viewer_drive(id, now);
+    }
+
+    /// The browser's answer to a WebSocket offer.
+    pub(super) fn ws_answer(&mut self, id: u64, sdp: &str, now: Instant) -> Result<(), String> {
+        let v = self.viewers.map.get_mut(&id).ok_or("no viewer")?;
+        let pending = v.pending_offer.take().ok_or("no offer pending")?;
+        let answer =
+            SdpAnswer::from_sdp_string(sdp).map_err(|e| format!("invalid SDP answer: {e}"))?;
+        match guarded(|| v.rtc.sdp_api().accept_answer(pending, answer)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("cannot accept the answer: {e}")),
+            Err(p) => return Err(format!("internal error: {p}")),
+        }
+        self.viewer_media(id, &[]).map_err(str::to_owned)?;
+        self.viewer_drive(id, now);
+        Ok(())
+    }
+
+    /// A trickled candidate from a WebSocket viewer (not needed with ICE-lite, but harmless).
+    pub(super) fn ws_candidate(&mut self, id: u64, candidate: &str) {
+        if let Some(v) = self.viewers.map.get_mut(&id) {
+            let line = candidate.trim_start_matches("a=");
+            if let Ok(c) = Candidate::from_sdp_string(line) {
+                let _ = guarded(|| v.rtc.add_remote_candidate(c));
+            }
+        }
+    }
+
+    fn viewer_insert(
+        &mut self,
+        mut rtc: Rtc,
+        channel: ChannelId,
+        signal: Signal,
+        pending_offer: Option<SdpPendingOffer>,
+        now: Instant,
+    ) -> u64 {
+        let id = self.viewers.next_id;
+        self.viewers.next_id += 1;
+        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        self.viewers.by_ufrag.insert(ufrag.clone(), id);
+        let deadline = now + Duration::from_secs(self.args.viewer_connect_timeout);
+        self.viewers.heap.push(Reverse((deadline, id)));
+        self.viewers.map.insert(
+            id,
+            Viewer {
+                rtc,
+                channel,
+                relay_id: None,
+                video: None,
+                audio: None,
+                ufrag,
+                addrs: Vec::new(),
+                created: now,
+                connected_at: None,
+                signal,
+                timeout: now,
+                pending_offer,
+            },
+        );
+        self.counters.viewers_created += 1;
+        id
+    }
+
+    /// Finds each negotiated media's mid and payload type (the browser's numbers, not FTL's).
+    fn viewer_media(
+        &mut self,
+        id: u64,
+        answer_mids: &[(String, MediaKind)],
+    ) -> Result<(), &'static str> {
+        let profile = self
+            .viewers
+            .map
+            .get(&id)
+            .and_then(|v| self.relay.profile_level_id(v.channel))
+            .and_then(|p| u32::from_str_radix(p, 16).ok());
+        let Some(v) = self.viewers.map.get_mut(&id) else {
+            return Err("no viewer");
+        };
+        // Polling yields MediaAdded for media the offer created.
+        let mut added: Vec<(Mid, MediaKind)> = Vec::new();
+        for (mid, kind) in [
+            v.video.map(|(m, _)| (m, MediaKind::Video)),
+            v.audio.map(|(m, _)| (m, MediaKind::Audio)),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            added.push((mid, kind));
+        }
+        if added.is_empty() {
+            // WHEP: the browser's offer created the media. str0m announces it only once media
+            // can flow, so take the mids from the answer.
+            added = answer_mids
+                .iter()
+                .map(|(m, k)| (Mid::from(m.as_str()), *k))
+                .collect();
+        }
+        let codecs = v.rtc.codec_config().params().to_vec();
+        let mut video = None;
+        let mut audio = None;
+        for &(mid, kind) in &added {
+            let Some(media) = v.rtc.media(mid) else {
+                continue;
+            };
+            let remote = media.remote_pts();
+            let usable = codecs.iter().filter(|p| remote.contains(&p.pt()));
+            match kind {
+                MediaKind::Video => {
+                    let h264: Vec<_> = usable
+                        .filter(|p| {
+                            p.spec().codec == Codec::H264
+                                && p.spec().format.packetization_mode == Some(1)
+                        })
+                        .collect();
+                    let exact = h264
+                        .iter()
+                        .find(|p| profile.is_some() && p.spec().format.profile_level_id == profile);
+                    let same_profile = h264.iter().find(|p| {
+                        let a = p.spec().format.profile_level_id.map(|x| x >> 16);
+                        profile.is_some() && a == profile.map(|x| x >> 16)
+                    });
+                    if let Some(p) = exact.or(same_profile).or(h264.first()) {
+                        video = Some((mid, p.pt()));
+                    }
+                }
+                MediaKind::Audio => {
+                    if let Some(p) = usable.into_iter().find(|p| p.spec().codec == Codec::Opus) {
+                        audio = Some((mid, p.pt()));
+                    }
+                }
+            }
+        }
+        log::debug!(
+            "viewer {id}: media {added:?} -> video {video:?} audio {audio:?}; codecs {:?}",
+            codecs
+                .iter()
+                .map(|p| (p.pt(), p.spec().codec))
+                .collect::<Vec<_>>()
+        );
+        v.video = video;
+        v.audio = audio;
+        if v.video.is_none() && v.audio.is_none() {
+            return Err("the offer has no H.264 (packetization mode 1) video nor Opus audio");
+        }
+        Ok(())
+    }
+
+    /// Hands freshly built `Rtc`s to waiting viewers.
+    pub(super) fn pool_ready(&mut self, now: Instant) {
+        self.pool.collect();
+        while let Some(p) = self.viewers.pending.pop_front() {
+            let Some(rtc) = self.pool.take() else {
+                self.viewers.pending.push_front(p);
+                self.pool.want(self.viewers.pending.len());
+                return;
+            };
+            match p {
+                Pending::Whep {
+                    token,
+                    channel,
+                    offer,
+                } => {
+                    let resp = self.whep_answer(rtc, channel, &offer, now);
+                    self.http_respond(token, resp);
+                }
+                Pending::Ws { token, channel } => {
+                    if self.ws_is_open(token) {
+                        self.ws_offer(token, rtc, channel, now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// An HTTP connection went away: forget a WHEP offer it was waiting on.
+    pub(super) fn viewers_http_gone(&mut self, token: Token) {
+        self.viewers
+            .pending
+            .retain(|p| !matches!(p, Pending::Whep { token: t, .. } | Pending::Ws { token: t, .. } if *t == token));
+    }
+
+    pub(super) fn read_webrtc(&mut self, now: Instant) {
+        for _ in 0..READ_BUDGET {
+            let (n, source) = match self.rtc_socket.recv_from(&mut self.buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    debug!("WebRTC recv: {e}");
+                    return;
+                }
+            };
+            self.counters.webrtc_datagrams += 1;
+            let data = self.buf.get(..n).unwrap_or_default();
+            let id = match self.viewers.by_addr.get(&source) {
+                Some(id) => Some(*id),
+                None => StunMessage::parse(data)
+                    .ok()
+                    .and_then(|m| m.split_username().map(|(local, _)| local.to_owned()))
+                    .and_then(|local| self.viewers.by_ufrag.get(&local).copied()),
+            };
+            let Some(id) = id else {
+                self.counters.webrtc_unrouted += 1;
+                continue;
+            };
+            let destination = self.viewers.destination_for(source, self.addrs.webrtc);
+            let Some(v) = self.viewers.map.get_mut(&id) else {
+                continue;
+            };
+            let Ok(contents) = data.try_into() else {
+                self.counters.webrtc_unrouted += 1;
+                continue;
+            };
+            let input = Input::Receive(
+                now,
+                Receive {
+                    proto: Protocol::Udp,
+                    source,
+                    destination,
+                    contents,
+                },
+            );
+            if !v.rtc.accepts(&input) {
+                self.counters.webrtc_unrouted += 1;
+                continue;
+            }
+            match guarded(|| v.rtc.handle_input(input)) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    debug!("viewer {id}: input: {e}");
+                }
+                Err(p) => {
+                    warn!("viewer {id}: str0m panicked on input: {p}");
+                    self.viewer_drop(id, "internal error");
+                    continue;
+                }
+            }
+            if !v.addrs.contains(&source) && v.addrs.len() < 8 {
+                v.addrs.push(source);
+                self.viewers.by_addr.insert(source, id);
+            }
+            self.viewer_drive(id, now);
+        }
+        self.again.push(super::WEBRTC_SOCKET);
+    }
+
+    /// Polls a viewer's `Rtc` until it wants a timeout; sends its datagrams, handles events.
+    fn viewer_drive(&mut self, id: u64, now: Instant) {
+        let connect_timeout = Duration::from_secs(self.args.viewer_connect_timeout);
+        loop {
+            let Some(v) = self.viewers.map.get_mut(&id) else {
+                return;
+            };
+            let out = match guarded(|| v.rtc.poll_output()) {
+                Ok(Ok(o)) => o,
+                Ok(Err(e)) => {
+                    debug!("viewer {id}: {e}");
+                    return self.viewer_drop(id, "connection error");
+                }
+                Err(p) => {
+                    warn!("viewer {id}: str0m panicked: {p}");
+                    return self.viewer_drop(id, "internal error");
+                }
+            };
+            match out {
+                RtcOutput::Transmit(t) => {
+                    if let Err(e) = self.rtc_socket.send_to(&t.contents, t.destination) {
+                        self.counters.webrtc_send_errors += 1;
+                        if e.kind() != io::ErrorKind::WouldBlock {
+                            debug!("viewer {id}: send to {}: {e}", t.destination);
+                        }
+                    }
+                }
+                RtcOutput::Timeout(t) => {
+                    if v.connected_at.is_none() && now >= v.created + connect_timeout {
+                        return self.viewer_drop(id, "did not connect in time");
+                    }
+                    if !v.rtc.is_alive() {
+                        return self.viewer_drop(id, "closed");
+                    }
+                    let t = if v.connected_at.is_none() {
+                        t.min(v.created + connect_timeout)
+                    } else {
+                        t
+                    };
+                    if t != v.timeout || t <= now {
+                        v.timeout = t.max(now);
+                        self.viewers.heap.push(Reverse((v.timeout, id)));
+                    }
+                    return;
+                }
+                RtcOutput::Event(e) => self.viewer_event(id, e, now),
+            }
+        }
+    }
+
+    fn viewer_event(&mut self, id: u64, e: Event, now: Instant) {
+        let Some(v) = self.viewers.map.get_mut(&id) else {
+            return;
+        };
+        match e {
+            Event::Connected => {
+                v.connected_at = Some(now);
+                match self.relay.add_viewer(v.channel, now) {
+                    Ok(rid) => {
+                        v.relay_id = Some(rid);
+                        self.viewers.by_relay.insert(rid, id);
+                        info!(
+                            "channel {}: viewer {id} connected in {} ms",
+                            v.channel,
+                            now.saturating_duration_since(v.created).as_millis()
+                        );
+                        self.drain_relay(now);
+                    }
+                    Err(err) => {
+                        warn!("channel {}: viewer {id} refused: {err}", v.channel);
+                        self.viewer_drop(id, "limit reached");
+                    }
+                }
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.viewer_drop(id, "ICE disconnected");
+            }
+            Event::Closed => self.viewer_drop(id, "closed by the viewer"),
+            Event::KeyframeRequest(_) => {
+                if let Some(rid) = v.relay_id {
+                    let _ = self.relay.request_keyframe(rid, now);
+                    self.drain_relay(now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Runs the timeouts of viewers that are due.
+    pub(super) fn viewers_timeouts(&mut self, now: Instant) {
+        while let Some(Reverse((t, id))) = self.viewers.heap.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.viewers.heap.pop();
+            let Some(v) = self.viewers.map.get_mut(&id) else {
+                continue;
+            };
+            if v.timeout > now && v.connected_at.is_some() {
+                continue; // a stale heap entry
+            }
+            match guarded(|| v.rtc.handle_input(Input::Timeout(now))) {
+                Ok(_) => self.viewer_drive(id, now),
+                Err(p) => {
+                    warn!("viewer {id}: str0m panicked on timeout: {p}");
+                    self.viewer_drop(id, "internal error");
+                }
+            }
+        }
+    }
+
+    /// Drains the relay: packets to viewers, datagrams to FTL clients, events.
+    pub(super) fn drain_relay(&mut self, now: Instant) {
+        while let Some(o) = self.relay.poll_output() {
+            match o {
+                Output::Forward(f) => self.viewer_write(f),
+                Output::Transmit { channel, to, bytes } => self.send_media(channel, to, &bytes),
+                Output::Event(e) => match e {
+                    RelayEvent::StreamEnded {
+                        channel,
+                        reason: EndReason::MediaTimeout,
+                    } => {
+                        self.stream_timed_out(channel, now);
+                    }
+                    RelayEvent::ViewerJoined { channel, .. }
+                    | RelayEvent::ViewerLeft { channel, .. } => {
+                        self.ws_broadcast_info(channel);
+                    }
+                    RelayEvent::VideoFormat {
+                        channel,
+                        width,
+                        height,
+                        profile_level_id,
+                    } => {
+                        info!("channel {channel}: video {width}x{height}, profile-level-id {profile_level_id}");
+                    }
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    fn viewer_write(&mut self, f: Forward) {
+        let Some(&id) = self.viewers.by_relay.get(&f.viewer) else {
+            return;
+        };
+        let Some(v) = self.viewers.map.get_mut(&id) else {
+            return;
+        };
+        let track = match f.kind {
+            RelayKind::Video => v.video,
+            RelayKind::Audio => v.audio,
+        };
+        let Some((mid, pt)) = track else { return };
+        let video = f.kind == RelayKind::Video;
+        let written = guarded(|| {
+            let mut api = v.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+                return false;
+            };
+            let w = RtpWrite::new(pt, f.seq.into(), f.timestamp, f.wallclock, f.payload)
+                .marker(f.marker)
+                .nackable(video);
+            tx.write_rtp(w);
+            true
+        });
+        match written {
+            Ok(true) => {
+                self.counters.packets_forwarded += 1;
+                if self.viewers.dirty.last() != Some(&id) {
+                    self.viewers.dirty.push(id);
+                }
+            }
+            Ok(false) => {}
+            Err(p) => {
+                warn!("viewer {id}: str0m panicked on write: {p}");
+                self.viewer_drop(id, "internal error");
+            }
+        }
+    }
+
+    /// Sends what the viewers that got packets put out.
+    pub(super) fn viewers_flush(&mut self, now: Instant) {
+        let mut dirty = std::mem::take(&mut self.viewers.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for id in &dirty {
+            let Some(v) = self.viewers.map.get_mut(id) else {
+                continue;
+            };
+            match guarded(|| v.rtc.handle_input(Input::Timeout(now))) {
+                Ok(_) => self.viewer_drive(*id, now),
+                Err(p) => {
+                    warn!("viewer {id}: str0m panicked: {p}");
+                    self.viewer_drop(*id, "internal error");
+                }
+            }
+        }
+        dirty.clear();
+        self.viewers.dirty = dirty;
+    }
+
+    /// The channel went live or offline: tell its WebSocket viewers.
+    pub(super) fn viewers_stream_state(&mut self, channel: ChannelId, live: bool) {
+        let tokens: Vec<Token> = self
+            .viewers
+            .map
+            .values()
+            .filter(|v| v.channel == channel)
+            .filter_map(|v| match v.signal {
+                Signal::Ws(t) => Some(t),
+                Signal::Whep(_) => None,
+            })
+            .collect();
+        for t in tokens {
+            self.ws_send_json(t, "stream", serde_json::json!({ "live": live }));
+        }
+    }
+
+    fn ws_broadcast_info(&mut self, channel: ChannelId) {
+        let n = self.relay.channel_viewers(channel);
+        let tokens: Vec<Token> = self
+            .viewers
+            .map
+            .values()
+            .filter(|v| v.channel == channel)
+            .filter_map(|v| match v.signal {
+                Signal::Ws(t) => Some(t),
+                Signal::Whep(_) => None,
+            })
+            .collect();
+        for t in tokens {
+            self.ws_send_json(t, "info", serde_json::json!({ "no_connections": n }));
+        }
+    }
+
+    /// Removes a viewer and everything that points at it.
+    pub(super) fn viewer_drop(&mut self, id: u64, why: &str) {
+        let Some(mut v) = self.viewers.map.remove(&id) else {
+            return;
+        };
+        self.viewers.by_ufrag.remove(&v.ufrag);
+        for a in &v.addrs {
+            if self.viewers.by_addr.get(a) == Some(&id) {
+                self.viewers.by_addr.remove(a);
+            }
+        }
+        if let Some(rid) = v.relay_id {
+            self.viewers.by_relay.remove(&rid);
+            self.relay.remove_viewer(rid);
+        }
+        match &v.signal {
+            Signal::Whep(s) => {
+                self.viewers.by_whep.remove(s);
+            }
+            Signal::Ws(t) => self.ws_viewer_gone(*t),
+        }
+        let _ = guarded(|| v.rtc.disconnect());
+        self.counters.viewers_dropped += 1;
+        info!("channel {}: viewer {id} left ({why})", v.channel);
+    }
+
+    /// Drops the viewer signalled over this WebSocket, if any.
+    pub(super) fn viewer_drop_ws(&mut self, token: Token) {
+        let id = self
+            .viewers
+            .map
+            .iter()
+            .find(|(_, v)| v.signal == Signal::Ws(token))
+            .map(|(id, _)| *id);
+        if let Some(id) = id {
+            self.viewer_drop(id, "signalling closed");
+        }
+        self.viewers_http_gone(token);
+    }
+
+    pub(super) fn viewers_close_all(&mut self, now: Instant) {
+        let ids: Vec<u64> = self.viewers.map.keys().copied().collect();
+        for id in ids {
+            if let Some(v) = self.viewers.map.get_mut(&id) {
+                let _ = guarded(|| v.rtc.disconnect());
+            }
+            self.viewer_drive(id, now);
+            self.viewer_drop(id, "server shutting down");
+        }
+    }
+}

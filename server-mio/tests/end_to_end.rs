@@ -1,0 +1,334 @@
+//! The real server through real loopback sockets: the FTL client streams fixtures, in-process
+//! str0m viewers watch over WHEP and over the WebSocket protocol.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+fn live(server: &TestServer, channel: u32) -> Option<Value> {
+    let (_, body) = server.get("/api/streams");
+    let v: Value = serde_json::from_str(&body).ok()?;
+    v["streams"]
+        .as_array()?
+        .iter()
+        .find(|s| s["channel"] == channel && s["live"] == true)
+        .cloned()
+}
+
+/// Drives several viewers side by side until `until` holds (bounded by `limit`).
+fn drive_all(
+    viewers: &mut [&mut TestViewer],
+    limit: Duration,
+    mut until: impl FnMut(&[&mut TestViewer]) -> bool,
+) {
+    let end = Instant::now() + limit;
+    while Instant::now() < end && !until(viewers) {
+        for v in viewers.iter_mut() {
+            v.drive(Duration::from_millis(5), |_| false);
+        }
+    }
+}
+
+#[test]
+fn whep_and_websocket_viewers_get_the_fixture_bit_exact() {
+    let server = TestServer::start();
+    let streamer = server.stream(77, VIDEO_A, None);
+    assert!(server.wait_for(Duration::from_secs(5), |s| live(s, 77).is_some()));
+    let mut whep = TestViewer::whep(&server, 77).unwrap();
+    let mut ws = TestViewer::websocket(&server, "channel=77");
+    drive_all(&mut [&mut whep, &mut ws], Duration::from_secs(10), |_| {
+        streamer.is_finished()
+    });
+    drive_all(
+        &mut [&mut whep, &mut ws],
+        Duration::from_millis(500),
+        |_| false,
+    );
+    streamer.join().unwrap();
+    let fixture = fixture_nals(VIDEO_A);
+    let opus = fixture_opus();
+    for (name, v) in [("WHEP", &whep), ("WebSocket", &ws)] {
+        assert!(v.connected.is_some(), "{name} viewer never connected");
+        let nals = v.nal_units();
+        let start = assert_run_from_keyframe(&nals, &fixture);
+        assert_eq!(
+            start + nals.len(),
+            fixture.len(),
+            "{name}: the stream's end is missing"
+        );
+        let audio: Vec<Vec<u8>> = {
+            let mut a: Vec<_> = v.audio.iter().collect();
+            a.sort_by_key(|p| *p.seq_no);
+            a.iter().map(|p| p.payload.to_vec()).collect()
+        };
+        assert!(
+            audio.len() > 50,
+            "{name}: only {} Opus packets",
+            audio.len()
+        );
+        let k = opus.iter().position(|p| *p == audio[0]).unwrap();
+        assert_eq!(
+            audio[..],
+            opus[k..k + audio.len()],
+            "{name}: Opus packets differ"
+        );
+        let first_video = v.video.iter().map(|p| p.timestamp).min().unwrap();
+        eprintln!(
+            "{name}: first video packet {} ms after the first request; {} NAL units, {} Opus packets",
+            first_video.duration_since(v.created).as_millis(),
+            nals.len(),
+            audio.len()
+        );
+    }
+    // The WebSocket viewer heard the viewer count.
+    assert!(ws
+        .ws_events
+        .iter()
+        .any(|e| e["event"] == "info" && e["data"]["no_connections"].as_u64() >= Some(1)));
+}
+
+#[test]
+fn two_channels_are_isolated() {
+    let server = TestServer::start();
+    let a = server.stream(77, VIDEO_A, None);
+    let b = server.stream(88, VIDEO_B, None);
+    assert!(
+        server.wait_for(Duration::from_secs(5), |s| live(s, 77).is_some()
+            && live(s, 88).is_some())
+    );
+    let mut va = TestViewer::whep(&server, 77).unwrap();
+    let mut vb = TestViewer::whep(&server, 88).unwrap();
+    drive_all(&mut [&mut va, &mut vb], Duration::from_secs(10), |_| {
+        a.is_finished() && b.is_finished()
+    });
+    drive_all(&mut [&mut va, &mut vb], Duration::from_millis(300), |_| {
+        false
+    });
+    assert_run_from_keyframe(&va.nal_units(), &fixture_nals(VIDEO_A));
+    assert_run_from_keyframe(&vb.nal_units(), &fixture_nals(VIDEO_B));
+    a.join().unwrap();
+    b.join().unwrap();
+}
+
+#[test]
+fn a_wrong_key_is_refused_with_405() {
+    let server = TestServer::start();
+    let opts = server_mio::client::ClientOptions {
+        server: server.addrs.ftl.to_string(),
+        stream_key: "77-not-the-key".into(),
+        video: Some(VIDEO_A.to_vec()),
+        audio: None,
+        fps: 30,
+        repeat: false,
+        duration: None,
+        speed: 1.0,
+    };
+    let err =
+        server_mio::client::stream(&opts, &std::sync::atomic::AtomicBool::new(false)).unwrap_err();
+    match err {
+        server_mio::client::ClientError::Protocol(ftl_proto::Error::Refused { status, .. }) => {
+            assert_eq!(status.code(), 405)
+        }
+        other => panic!("{other:?}"),
+    }
+    let unknown = server_mio::client::ClientOptions {
+        stream_key: "5-abc".into(),
+        ..opts
+    };
+    let err = server_mio::client::stream(&unknown, &std::sync::atomic::AtomicBool::new(false))
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        server_mio::client::ClientError::Protocol(ftl_proto::Error::Refused { .. })
+    ));
+    assert_eq!(server.metric("itg_auth_failures_total"), 2.0);
+    assert!(live(&server, 77).is_none());
+}
+
+#[test]
+fn datagrams_from_a_foreign_address_change_nothing() {
+    let server = TestServer::start();
+    let streamer = server.stream(77, VIDEO_A, None);
+    assert!(server.wait_for(Duration::from_secs(5), |s| live(s, 77).is_some()));
+    let port = live(&server, 77).unwrap()["media_port"].as_u64().unwrap() as u16;
+    let mut viewer = TestViewer::whep(&server, 77).unwrap();
+    // Another loopback address sends junk and well-formed packets on the stream's SSRCs.
+    let spoofer = UdpSocket::bind("127.0.0.2:0").unwrap();
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut forged = ftl_proto::media::RtpHeader {
+        marker: true,
+        payload_type: 96,
+        sequence_number: 3,
+        timestamp: 0,
+        ssrc: ftl_proto::Ssrc(78),
+    }
+    .build(&[0x65, 0xde, 0xad]);
+    let mut sent = 0;
+    while !streamer.is_finished() {
+        let _ = spoofer.send_to(b"\x80\x60garbage", target);
+        let _ = spoofer.send_to(&forged, target);
+        forged[3] = forged[3].wrapping_add(1);
+        sent += 2;
+        viewer.drive(Duration::from_millis(10), |_| false);
+    }
+    viewer.drive(Duration::from_millis(500), |_| false);
+    streamer.join().unwrap();
+    let nals = viewer.nal_units();
+    let start = assert_run_from_keyframe(&nals, &fixture_nals(VIDEO_A));
+    assert_eq!(start + nals.len(), fixture_nals(VIDEO_A).len());
+    assert!(sent > 50);
+}
+
+#[test]
+fn disconnect_frees_the_port_and_a_restart_resumes_viewers() {
+    let server = TestServer::start();
+    let first = server.stream(77, VIDEO_A, Some(Duration::from_secs(2)));
+    assert!(server.wait_for(Duration::from_secs(5), |s| live(s, 77).is_some()));
+    let port = live(&server, 77).unwrap()["media_port"].as_u64().unwrap() as u16;
+    let mut whep = TestViewer::whep(&server, 77).unwrap();
+    let mut ws = TestViewer::websocket(&server, &format!("port={port}"));
+    drive_all(&mut [&mut whep, &mut ws], Duration::from_secs(6), |_| {
+        first.is_finished()
+    });
+    first.join().unwrap();
+    drive_all(&mut [&mut whep, &mut ws], Duration::from_secs(2), |v| {
+        v[1].ws_events
+            .iter()
+            .any(|e| e["event"] == "stream" && e["data"]["live"] == false)
+    });
+    assert!(ws
+        .ws_events
+        .iter()
+        .any(|e| e["event"] == "stream" && e["data"]["live"] == false));
+    assert!(live(&server, 77).is_none());
+    assert_eq!(server.metric("itg_streams_live"), 0.0);
+    // The port is free again.
+    UdpSocket::bind(("127.0.0.1", port)).expect("the media port was freed");
+    let before = whep.video.len();
+    assert!(before > 0);
+    // The same channel streams again; the viewers stay and get the new stream.
+    let second = server.stream(77, VIDEO_A, Some(Duration::from_secs(2)));
+    drive_all(&mut [&mut whep, &mut ws], Duration::from_secs(6), |_| {
+        second.is_finished()
+    });
+    second.join().unwrap();
+    drive_all(
+        &mut [&mut whep, &mut ws],
+        Duration::from_millis(300),
+        |_| false,
+    );
+    assert!(
+        whep.video.len() > before + 30,
+        "{} -> {}",
+        before,
+        whep.video.len()
+    );
+    assert!(
+        ws.ws_events
+            .iter()
+            .filter(|e| e["event"] == "stream" && e["data"]["live"] == true)
+            .count()
+            >= 1
+    );
+    // Sequence numbers ran on without a jump backwards across the restart.
+    let mut seqs: Vec<u64> = whep.video.iter().map(|p| *p.seq_no).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), whep.video.len(), "no number was used twice");
+}
+
+#[test]
+fn viewer_churn_leaves_no_state_behind() {
+    let server = TestServer::start();
+    let streamer = server.stream(77, VIDEO_A, Some(Duration::from_secs(30)));
+    assert!(server.wait_for(Duration::from_secs(5), |s| live(s, 77).is_some()));
+    // Hundreds of offers that never connect, each ended with DELETE.
+    for _ in 0..200 {
+        let v = TestViewer::whep(&server, 77).unwrap();
+        assert_eq!(v.whep_delete(&server), 200);
+    }
+    // Connected viewers that leave.
+    for _ in 0..10 {
+        let mut v = TestViewer::whep(&server, 77).unwrap();
+        assert!(v.drive(Duration::from_secs(5), |v| !v.video.is_empty()));
+        assert_eq!(v.whep_delete(&server), 200);
+        assert_eq!(v.whep_delete(&server), 404);
+    }
+    assert!(server.wait_for(Duration::from_secs(2), |s| s.metric("itg_viewers") == 0.0));
+    assert_eq!(server.metric("itg_viewers_connected"), 0.0);
+    assert_eq!(live(&server, 77).unwrap()["viewers"], 0);
+    assert_eq!(server.metric("itg_viewers_created_total"), 210.0);
+    streamer.stop().unwrap();
+}
+
+#[test]
+fn viewers_that_never_connect_expire() {
+    let server = TestServer::start_with(|a| a.viewer_connect_timeout = 1);
+    for _ in 0..20 {
+        TestViewer::whep(&server, 77).unwrap();
+    }
+    assert_eq!(server.metric("itg_viewers"), 20.0);
+    assert!(server.wait_for(Duration::from_secs(4), |s| s.metric("itg_viewers") == 0.0));
+}
+
+#[test]
+fn whep_refusals_are_clear() {
+    let server = TestServer::start();
+    let post = |path: &str, ct: &str, body: &[u8]| {
+        http(
+            server.addrs.http,
+            "POST",
+            path,
+            &[("Content-Type", ct)],
+            body,
+        )
+        .status
+    };
+    assert_eq!(post("/whep/5", "application/sdp", b"v=0"), 404);
+    assert_eq!(post("/whep/x", "application/sdp", b"v=0"), 404);
+    assert_eq!(post("/whep/77", "text/plain", b"v=0"), 415);
+    assert_eq!(post("/whep/77", "application/sdp", b"not sdp at all"), 400);
+    let preflight = http(server.addrs.http, "OPTIONS", "/whep/77", &[], b"");
+    assert_eq!(preflight.status, 204);
+    assert_eq!(preflight.header("Access-Control-Allow-Origin"), Some("*"));
+    assert_eq!(
+        http(server.addrs.http, "DELETE", "/whep/77/nope", &[], b"").status,
+        404
+    );
+    assert_eq!(server.metric("itg_viewers"), 0.0);
+}
+
+#[test]
+fn pages_api_and_metrics_are_served() {
+    let server = TestServer::start();
+    let (status, body) = server.get("/");
+    assert_eq!(status, 200);
+    assert!(body.contains("<html"));
+    assert_eq!(server.get("/watch/77").0, 200);
+    assert_eq!(server.get("/../Cargo.toml").0, 404);
+    assert_eq!(server.get("/nope.js").0, 404);
+    let (status, body) = server.get("/api/streams");
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let channels: Vec<u64> = v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["channel"].as_u64().unwrap())
+        .collect();
+    assert_eq!(channels, [77, 88]);
+    assert!(server
+        .get("/metrics")
+        .1
+        .contains("# TYPE itg_viewers gauge"));
+}
