@@ -47,6 +47,15 @@
 //! assert_eq!(client.poll_event(), Some(ClientEvent::Connected { port: 9000 }));
 //! ```
 #![forbid(unsafe_code)]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 pub mod control;
 mod error;

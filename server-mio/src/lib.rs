@@ -8,4 +8,5 @@
 pub mod client;
 pub mod config;
 pub mod keys;
+pub mod probe;
 pub mod server;

@@ -27,9 +27,9 @@ fn live(server: &TestServer, channel: u32) -> Option<Value> {
 
 /// Drives several viewers side by side until `until` holds (bounded by `limit`).
 fn drive_all(
-    viewers: &mut [&mut TestViewer],
+    viewers: &mut [&mut Viewer],
     limit: Duration,
-    mut until: impl FnMut(&[&mut TestViewer]) -> bool,
+    mut until: impl FnMut(&[&mut Viewer]) -> bool,
 ) {
     let end = Instant::now() + limit;
     while Instant::now() < end && !until(viewers) {
@@ -255,14 +255,14 @@ fn viewer_churn_leaves_no_state_behind() {
     // Hundreds of offers that never connect, each ended with DELETE.
     for _ in 0..200 {
         let v = TestViewer::whep(&server, 77).unwrap();
-        assert_eq!(v.whep_delete(&server), 200);
+        assert_eq!(v.whep_delete(server.addrs.http).unwrap(), 200);
     }
     // Connected viewers that leave.
     for _ in 0..10 {
         let mut v = TestViewer::whep(&server, 77).unwrap();
         assert!(v.drive(Duration::from_secs(5), |v| !v.video.is_empty()));
-        assert_eq!(v.whep_delete(&server), 200);
-        assert_eq!(v.whep_delete(&server), 404);
+        assert_eq!(v.whep_delete(server.addrs.http).unwrap(), 200);
+        assert_eq!(v.whep_delete(server.addrs.http).unwrap(), 404);
     }
     assert!(server.wait_for(Duration::from_secs(2), |s| s.metric("itg_viewers") == 0.0));
     assert_eq!(server.metric("itg_viewers_connected"), 0.0);

@@ -9,25 +9,19 @@
     clippy::indexing_slicing
 )]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ftl_proto::media::packetize::{depacketize, split_annexb};
+use ftl_proto::media::packetize::split_annexb;
 use server_mio::client::{stream, ClientError, ClientOptions, ClientStats};
 use server_mio::config::ServerArgs;
 use server_mio::keys::KeyStore;
+pub use server_mio::probe::{http as try_http, HttpResponse, Viewer};
 use server_mio::server::{Addrs, Handle, Server};
-use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind};
-use str0m::net::{Protocol, Receive};
-use str0m::rtp::RtpPacket;
-use str0m::{Candidate, Event, Input, Output, Rtc};
 
 pub const VIDEO_A: &[u8] =
     include_bytes!("../../../relay-core/tests/data/video-320x180-30fps-4s.h264");
@@ -183,261 +177,6 @@ impl Streamer {
     }
 }
 
-/// A minimal HTTP/1.1 response.
-#[derive(Debug)]
-pub struct HttpResponse {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl HttpResponse {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// One request on a fresh connection (the server closes after each response).
-pub fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> HttpResponse {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    parse_response(&raw)
-}
-
-pub fn parse_response(raw: &[u8]) -> HttpResponse {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a complete response head");
-    let head = String::from_utf8_lossy(&raw[..split]);
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    HttpResponse {
-        status,
-        headers,
-        body: raw[split + 4..].to_vec(),
-    }
-}
-
-/// An in-process str0m viewer (RTP mode: it sees the raw packets).
-pub struct TestViewer {
-    pub rtc: Rtc,
-    sock: UdpSocket,
-    pub video: Vec<RtpPacket>,
-    pub audio: Vec<RtpPacket>,
-    pub connected: Option<Instant>,
-    pub created: Instant,
-    pub whep_location: Option<String>,
-    pub ws: Option<tungstenite::WebSocket<TcpStream>>,
-    pub ws_events: Vec<serde_json::Value>,
-}
-
-fn viewer_rtc() -> (Rtc, UdpSocket) {
-    let rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(5)))
-        .unwrap();
-    (rtc, sock)
-}
-
-impl TestViewer {
-    /// Joins a channel over WHEP.
-    pub fn whep(server: &TestServer, channel: u32) -> Result<TestViewer, HttpResponse> {
-        let created = Instant::now();
-        let (mut rtc, sock) = viewer_rtc();
-        rtc.add_local_candidate(Candidate::host(sock.local_addr().unwrap(), "udp").unwrap());
-        let mut api = rtc.sdp_api();
-        api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
-        api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
-        let (offer, pending): (SdpOffer, SdpPendingOffer) = api.apply().unwrap();
-        let r = http(
-            server.addrs.http,
-            "POST",
-            &format!("/whep/{channel}"),
-            &[("Content-Type", "application/sdp")],
-            offer.to_sdp_string().as_bytes(),
-        );
-        if r.status != 201 {
-            return Err(r);
-        }
-        let answer = SdpAnswer::from_sdp_string(std::str::from_utf8(&r.body).unwrap()).unwrap();
-        rtc.sdp_api().accept_answer(pending, answer).unwrap();
-        Ok(TestViewer {
-            rtc,
-            sock,
-            video: Vec::new(),
-            audio: Vec::new(),
-            connected: None,
-            created,
-            whep_location: r.header("Location").map(str::to_owned),
-            ws: None,
-            ws_events: Vec::new(),
-        })
-    }
-
-    /// Joins over the seed's WebSocket protocol (`query` like `channel=77` or `port=9000`).
-    pub fn websocket(server: &TestServer, query: &str) -> TestViewer {
-        let created = Instant::now();
-        let tcp = TcpStream::connect(server.addrs.http).unwrap();
-        let url = format!("ws://{}/websocket?{query}", server.addrs.http);
-        let (mut ws, _) = tungstenite::client::client(url.as_str(), tcp).unwrap();
-        ws.get_mut()
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        let mut events = Vec::new();
-        let offer = loop {
-            let msg = ws.read().unwrap();
-            let v: serde_json::Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
-            if v["event"] == "offer" {
-                break v["data"]["sdp"].as_str().unwrap().to_owned();
-            }
-            events.push(v);
-        };
-        let (mut rtc, sock) = viewer_rtc();
-        rtc.add_local_candidate(Candidate::host(sock.local_addr().unwrap(), "udp").unwrap());
-        let answer = rtc
-            .sdp_api()
-            .accept_offer(SdpOffer::from_sdp_string(&offer).unwrap())
-            .unwrap();
-        let msg = serde_json::json!({"event": "answer", "data": {"type": "answer", "sdp": answer.to_sdp_string()}});
-        ws.send(tungstenite::Message::text(msg.to_string()))
-            .unwrap();
-        ws.get_mut().set_nonblocking(true).unwrap();
-        TestViewer {
-            rtc,
-            sock,
-            video: Vec::new(),
-            audio: Vec::new(),
-            connected: None,
-            created,
-            whep_location: None,
-            ws: Some(ws),
-            ws_events: events,
-        }
-    }
-
-    /// Drives the viewer until `done` holds or `limit` passes; returns whether `done` held.
-    pub fn drive(&mut self, limit: Duration, mut done: impl FnMut(&TestViewer) -> bool) -> bool {
-        let end = Instant::now() + limit;
-        let mut buf = vec![0u8; 2000];
-        while Instant::now() < end {
-            if done(self) {
-                return true;
-            }
-            loop {
-                match self.rtc.poll_output().unwrap() {
-                    Output::Transmit(t) => {
-                        let _ = self.sock.send_to(&t.contents, t.destination);
-                    }
-                    Output::Event(e) => self.event(e),
-                    Output::Timeout(_) => break,
-                }
-            }
-            if let Some(ws) = self.ws.as_mut() {
-                while let Ok(m) = ws.read() {
-                    if let Ok(v) =
-                        serde_json::from_str::<serde_json::Value>(m.to_text().unwrap_or_default())
-                    {
-                        self.ws_events.push(v);
-                    }
-                }
-            }
-            match self.sock.recv_from(&mut buf) {
-                Ok((n, source)) => {
-                    let input = Input::Receive(
-                        Instant::now(),
-                        Receive {
-                            proto: Protocol::Udp,
-                            source,
-                            destination: self.sock.local_addr().unwrap(),
-                            contents: buf[..n].try_into().unwrap(),
-                        },
-                    );
-                    self.rtc.handle_input(input).unwrap();
-                }
-                Err(_) => self
-                    .rtc
-                    .handle_input(Input::Timeout(Instant::now()))
-                    .unwrap(),
-            }
-        }
-        done(self)
-    }
-
-    fn event(&mut self, e: Event) {
-        match e {
-            Event::Connected => self.connected = Some(Instant::now()),
-            Event::RtpPacket(p) => {
-                let pt = p.header.payload_type;
-                let codec = self
-                    .rtc
-                    .codec_config()
-                    .params()
-                    .iter()
-                    .find(|c| c.pt() == pt)
-                    .map(|c| c.spec().codec);
-                match codec {
-                    Some(Codec::H264) => self.video.push(p),
-                    Some(Codec::Opus) => self.audio.push(p),
-                    _ => {}
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// The H.264 NAL units received, in sequence-number order.
-    pub fn nal_units(&self) -> Vec<Vec<u8>> {
-        let mut v: Vec<&RtpPacket> = self.video.iter().collect();
-        v.sort_by_key(|p| *p.seq_no);
-        depacketize(v.iter().map(|p| &p.payload[..]))
-    }
-
-    /// Ends a WHEP session with DELETE.
-    pub fn whep_delete(&self, server: &TestServer) -> u16 {
-        http(
-            server.addrs.http,
-            "DELETE",
-            self.whep_location.as_deref().unwrap(),
-            &[],
-            b"",
-        )
-        .status
-    }
-}
-
 /// The NAL units of a fixture.
 pub fn fixture_nals(video: &[u8]) -> Vec<Vec<u8>> {
     split_annexb(video)
@@ -471,4 +210,28 @@ pub fn fixture_opus() -> Vec<Vec<u8>> {
         }
     }
     out
+}
+
+/// One HTTP request; panics on I/O errors (tests only).
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    try_http(addr, method, path, headers, body).unwrap()
+}
+
+/// Test shorthands over the library viewer.
+pub struct TestViewer;
+
+impl TestViewer {
+    pub fn whep(server: &TestServer, channel: u32) -> Result<Viewer, server_mio::probe::JoinError> {
+        Viewer::whep(server.addrs.http, channel)
+    }
+
+    pub fn websocket(server: &TestServer, query: &str) -> Viewer {
+        Viewer::websocket(server.addrs.http, query).unwrap()
+    }
 }

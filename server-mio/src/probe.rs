@@ -1,0 +1,376 @@
+//! A receive-only WebRTC viewer built on str0m, for tests, the load generator and anyone who
+//! wants to check a server from a terminal: it joins over WHEP or the WebSocket protocol and
+//! records the raw RTP packets it receives.
+//!
+//! It runs on the caller's thread with a non-blocking socket: [`Viewer::step`] does the work
+//! that is ready without waiting, [`Viewer::drive`] steps until a condition holds or time runs
+//! out.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use ftl_proto::media::packetize::depacketize;
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::RtpPacket;
+use str0m::{Candidate, Event, Input, Output, Rtc};
+
+/// Why joining failed.
+#[derive(Debug)]
+pub enum JoinError {
+    /// The server answered with this response.
+    Refused(HttpResponse),
+    Io(io::Error),
+    Protocol(String),
+}
+
+impl std::fmt::Display for JoinError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JoinError::Refused(r) => {
+                write!(
+                    f,
+                    "refused with {}: {}",
+                    r.status,
+                    String::from_utf8_lossy(&r.body).trim()
+                )
+            }
+            JoinError::Io(e) => write!(f, "{e}"),
+            JoinError::Protocol(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for JoinError {}
+
+impl From<io::Error> for JoinError {
+    fn from(e: io::Error) -> Self {
+        JoinError::Io(e)
+    }
+}
+
+fn protocol(e: impl std::fmt::Display) -> JoinError {
+    JoinError::Protocol(e.to_string())
+}
+
+/// A minimal HTTP/1.1 response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// A header's value (case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One request on a fresh connection (the server closes after each response).
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<HttpResponse> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    parse_response(&raw)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed HTTP response"))
+}
+
+/// Parses a whole HTTP/1.1 response.
+pub fn parse_response(raw: &[u8]) -> Option<HttpResponse> {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(raw.get(..split)?);
+    let mut lines = head.lines();
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    Some(HttpResponse {
+        status,
+        headers,
+        body: raw.get(split + 4..)?.to_vec(),
+    })
+}
+
+/// A viewer and what it received.
+pub struct Viewer {
+    pub rtc: Rtc,
+    sock: UdpSocket,
+    local: SocketAddr,
+    /// Video RTP packets in arrival order.
+    pub video: Vec<RtpPacket>,
+    /// Audio RTP packets in arrival order.
+    pub audio: Vec<RtpPacket>,
+    /// When ICE and DTLS completed.
+    pub connected: Option<Instant>,
+    /// When the join started (the first request).
+    pub created: Instant,
+    /// The WHEP session's URL path, for DELETE.
+    pub whep_location: Option<String>,
+    /// The signalling WebSocket, for viewers that joined over it.
+    pub ws: Option<tungstenite::WebSocket<TcpStream>>,
+    /// Every JSON message received on the WebSocket.
+    pub ws_events: Vec<serde_json::Value>,
+    /// Keep the packets (tests) or only count them (load).
+    pub keep_packets: bool,
+    pub video_count: u64,
+    pub audio_count: u64,
+    pub bytes: u64,
+    /// When the first video packet arrived.
+    pub first_video: Option<Instant>,
+    /// Lowest and highest video sequence numbers seen (for loss: span minus count).
+    pub video_seq_range: Option<(u64, u64)>,
+    buf: Vec<u8>,
+}
+
+fn viewer_rtc(bind: SocketAddr) -> io::Result<(Rtc, UdpSocket, SocketAddr)> {
+    let rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
+    let sock = UdpSocket::bind(bind)?;
+    sock.set_nonblocking(true)?;
+    let local = sock.local_addr()?;
+    Ok((rtc, sock, local))
+}
+
+impl Viewer {
+    fn new(rtc: Rtc, sock: UdpSocket, local: SocketAddr, created: Instant) -> Viewer {
+        Viewer {
+            rtc,
+            sock,
+            local,
+            video: Vec::new(),
+            audio: Vec::new(),
+            connected: None,
+            created,
+            whep_location: None,
+            ws: None,
+            ws_events: Vec::new(),
+            keep_packets: true,
+            video_count: 0,
+            audio_count: 0,
+            bytes: 0,
+            first_video: None,
+            video_seq_range: None,
+            buf: vec![0; 2048],
+        }
+    }
+
+    /// Joins `channel` over WHEP at the server's HTTP address.
+    pub fn whep(http_addr: SocketAddr, channel: u32) -> Result<Viewer, JoinError> {
+        let created = Instant::now();
+        let (mut rtc, sock, local) = viewer_rtc(SocketAddr::new(http_addr.ip(), 0))?;
+        rtc.add_local_candidate(Candidate::host(local, "udp").map_err(protocol)?);
+        let mut api = rtc.sdp_api();
+        api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        let (offer, pending) = api.apply().ok_or_else(|| protocol("no offer"))?;
+        let r = http(
+            http_addr,
+            "POST",
+            &format!("/whep/{channel}"),
+            &[("Content-Type", "application/sdp")],
+            offer.to_sdp_string().as_bytes(),
+        )?;
+        if r.status != 201 {
+            return Err(JoinError::Refused(r));
+        }
+        let sdp = std::str::from_utf8(&r.body).map_err(protocol)?;
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(protocol)?;
+        rtc.sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(protocol)?;
+        let mut v = Viewer::new(rtc, sock, local, created);
+        v.whep_location = r.header("Location").map(str::to_owned);
+        Ok(v)
+    }
+
+    /// Joins over the seed's WebSocket protocol; `query` is like `channel=77` or `port=9000`.
+    pub fn websocket(http_addr: SocketAddr, query: &str) -> Result<Viewer, JoinError> {
+        let created = Instant::now();
+        let tcp = TcpStream::connect(http_addr)?;
+        tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let url = format!("ws://{http_addr}/websocket?{query}");
+        let (mut ws, _) = tungstenite::client::client(url.as_str(), tcp).map_err(protocol)?;
+        let mut events = Vec::new();
+        let offer = loop {
+            let msg = ws.read().map_err(protocol)?;
+            let v: serde_json::Value =
+                serde_json::from_str(msg.to_text().map_err(protocol)?).map_err(protocol)?;
+            if v["event"] == "offer" {
+                break v["data"]["sdp"].as_str().unwrap_or_default().to_owned();
+            }
+            if v["event"] == "error" {
+                return Err(protocol(v["data"]["message"].to_string()));
+            }
+            events.push(v);
+        };
+        let (mut rtc, sock, local) = viewer_rtc(SocketAddr::new(http_addr.ip(), 0))?;
+        rtc.add_local_candidate(Candidate::host(local, "udp").map_err(protocol)?);
+        let offer = SdpOffer::from_sdp_string(&offer).map_err(protocol)?;
+        let answer = rtc.sdp_api().accept_offer(offer).map_err(protocol)?;
+        let msg = serde_json::json!({"event": "answer", "data": {"type": "answer", "sdp": answer.to_sdp_string()}});
+        ws.send(tungstenite::Message::text(msg.to_string()))
+            .map_err(protocol)?;
+        ws.get_mut().set_nonblocking(true)?;
+        let mut v = Viewer::new(rtc, sock, local, created);
+        v.ws = Some(ws);
+        v.ws_events = events;
+        Ok(v)
+    }
+
+    /// Does what is ready: sends str0m's datagrams, reads what arrived, handles timeouts.
+    /// Returns whether any datagram arrived.
+    pub fn step(&mut self) -> Result<bool, JoinError> {
+        let mut got = false;
+        for _ in 0..256 {
+            match self.sock.recv_from(&mut self.buf) {
+                Ok((n, source)) => {
+                    got = true;
+                    let contents = self
+                        .buf
+                        .get(..n)
+                        .unwrap_or_default()
+                        .try_into()
+                        .map_err(protocol)?;
+                    let input = Input::Receive(
+                        Instant::now(),
+                        Receive {
+                            proto: Protocol::Udp,
+                            source,
+                            destination: self.local,
+                            contents,
+                        },
+                    );
+                    self.rtc.handle_input(input).map_err(protocol)?;
+                    self.poll()?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.rtc
+            .handle_input(Input::Timeout(Instant::now()))
+            .map_err(protocol)?;
+        self.poll()?;
+        if let Some(ws) = self.ws.as_mut() {
+            while let Ok(m) = ws.read() {
+                if let Ok(v) =
+                    serde_json::from_str::<serde_json::Value>(m.to_text().unwrap_or_default())
+                {
+                    self.ws_events.push(v);
+                }
+            }
+        }
+        Ok(got)
+    }
+
+    fn poll(&mut self) -> Result<(), JoinError> {
+        loop {
+            match self.rtc.poll_output().map_err(protocol)? {
+                Output::Transmit(t) => {
+                    let _ = self.sock.send_to(&t.contents, t.destination);
+                }
+                Output::Event(e) => self.event(e),
+                Output::Timeout(_) => return Ok(()),
+            }
+        }
+    }
+
+    /// Steps until `done` holds or `limit` passes; returns whether `done` held.
+    pub fn drive(&mut self, limit: Duration, mut done: impl FnMut(&Viewer) -> bool) -> bool {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if done(self) {
+                return true;
+            }
+            match self.step() {
+                Ok(true) => {}
+                Ok(false) => std::thread::sleep(Duration::from_millis(1)),
+                Err(_) => return done(self),
+            }
+        }
+        done(self)
+    }
+
+    fn event(&mut self, e: Event) {
+        match e {
+            Event::Connected => self.connected = Some(Instant::now()),
+            Event::RtpPacket(p) => {
+                let pt = p.header.payload_type;
+                let codec = self
+                    .rtc
+                    .codec_config()
+                    .params()
+                    .iter()
+                    .find(|c| c.pt() == pt)
+                    .map(|c| c.spec().codec);
+                self.bytes += p.payload.len() as u64;
+                match codec {
+                    Some(Codec::H264) => {
+                        self.video_count += 1;
+                        self.first_video.get_or_insert_with(Instant::now);
+                        let seq = *p.seq_no;
+                        self.video_seq_range = Some(match self.video_seq_range {
+                            None => (seq, seq),
+                            Some((lo, hi)) => (lo.min(seq), hi.max(seq)),
+                        });
+                        if self.keep_packets {
+                            self.video.push(p);
+                        }
+                    }
+                    Some(Codec::Opus) => {
+                        self.audio_count += 1;
+                        if self.keep_packets {
+                            self.audio.push(p);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Video packets missing between the lowest and highest sequence number seen.
+    pub fn video_lost(&self) -> u64 {
+        self.video_seq_range
+            .map_or(0, |(lo, hi)| (hi - lo + 1).saturating_sub(self.video_count))
+    }
+
+    /// The H.264 NAL units received, in sequence-number order.
+    pub fn nal_units(&self) -> Vec<Vec<u8>> {
+        let mut v: Vec<&RtpPacket> = self.video.iter().collect();
+        v.sort_by_key(|p| *p.seq_no);
+        depacketize(v.iter().map(|p| &p.payload[..]))
+    }
+
+    /// Ends a WHEP session with DELETE; returns the status.
+    pub fn whep_delete(&self, http_addr: SocketAddr) -> io::Result<u16> {
+        let path = self.whep_location.as_deref().unwrap_or("/whep/none");
+        Ok(http(http_addr, "DELETE", path, &[], b"")?.status)
+    }
+}
