@@ -145,6 +145,11 @@ pub struct Viewer {
     pub first_video: Option<Instant>,
     /// Lowest and highest video sequence numbers seen (for loss: span minus count).
     pub video_seq_range: Option<(u64, u64)>,
+    /// Drop every n-th incoming RTP datagram (loss simulation, after connecting).
+    pub drop_every: Option<u32>,
+    /// Datagrams dropped by `drop_every`.
+    pub dropped: u64,
+    rtp_seen: u32,
     buf: Vec<u8>,
 }
 
@@ -175,6 +180,9 @@ impl Viewer {
             bytes: 0,
             first_video: None,
             video_seq_range: None,
+            drop_every: None,
+            dropped: 0,
+            rtp_seen: 0,
             buf: vec![0; 2048],
         }
     }
@@ -250,6 +258,9 @@ impl Viewer {
             match self.sock.recv_from(&mut self.buf) {
                 Ok((n, source)) => {
                     got = true;
+                    if self.should_drop(n) {
+                        continue;
+                    }
                     let contents = self
                         .buf
                         .get(..n)
@@ -286,6 +297,24 @@ impl Viewer {
             }
         }
         Ok(got)
+    }
+
+    /// Loss simulation: SRTP media (not STUN, DTLS or RTCP) once connected.
+    fn should_drop(&mut self, n: usize) -> bool {
+        let (Some(every), Some(_)) = (self.drop_every, self.connected) else {
+            return false;
+        };
+        let b = self.buf.get(..n).unwrap_or_default();
+        let is_rtp = matches!(b.first(), Some(0x80..=0xbf)) && !matches!(b.get(1), Some(192..=223));
+        if !is_rtp {
+            return false;
+        }
+        self.rtp_seen += 1;
+        if self.rtp_seen % every.max(2) == 0 {
+            self.dropped += 1;
+            return true;
+        }
+        false
     }
 
     fn poll(&mut self) -> Result<(), JoinError> {

@@ -332,3 +332,22 @@ fn pages_api_and_metrics_are_served() {
         .1
         .contains("# TYPE itg_viewers gauge"));
 }
+
+#[test]
+fn viewer_loss_is_repaired_from_the_send_buffer() {
+    let server = TestServer::start();
+    let streamer = server.stream(77, VIDEO_A, None);
+    assert!(server.wait_for(Duration::from_secs(5), |s| live(s, 77).is_some()));
+    let mut viewer = TestViewer::whep(&server, 77).unwrap();
+    viewer.drop_every = Some(25);
+    viewer.drive(Duration::from_secs(10), |_| streamer.is_finished());
+    viewer.drive(Duration::from_millis(800), |_| false);
+    streamer.join().unwrap();
+    assert!(viewer.dropped > 10, "only {} dropped", viewer.dropped);
+    // Every dropped video packet came back (over RTX): the NAL units are complete.
+    let nals = viewer.nal_units();
+    let fixture = fixture_nals(VIDEO_A);
+    let start = assert_run_from_keyframe(&nals, &fixture);
+    assert_eq!(start + nals.len(), fixture.len());
+    assert_eq!(viewer.video_lost(), 0);
+}
