@@ -63,7 +63,13 @@ fn main() -> ExitCode {
         duration: args.duration.map(Duration::from_secs_f64),
         speed: args.speed,
     };
-    let stop = AtomicBool::new(false);
+    // SIGINT/SIGTERM end the stream politely (DISCONNECT), as closing OBS's stream does.
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            eprintln!("ftl-client: cannot handle signal {sig}: {e}");
+        }
+    }
     match stream(&opts, &stop) {
         Ok(s) => {
             println!(

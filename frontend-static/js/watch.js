@@ -1,0 +1,102 @@
+// The watch page: plays /watch/<channel> over WHEP, shows "offline" while the stream is down
+// and reconnects by itself when it comes back.
+import { WhepPlayer } from './whep-player.js';
+import { streams, resolution, escapeHtml } from './api.js';
+
+const channel = location.pathname.split('/').filter(Boolean).pop();
+const video = document.getElementById('video');
+const overlay = document.getElementById('overlay');
+const title = document.getElementById('title');
+const statsBox = document.getElementById('stats');
+const player = new WhepPlayer(video, { url: `/whep/${channel}` });
+// For tests and curious users: the latest stats, and when the first frame was shown
+// (milliseconds since navigation start).
+window.itg = { player, channel, stats: null, firstFrameMs: null };
+if (video.requestVideoFrameCallback) {
+  video.requestVideoFrameCallback(() => { window.itg.firstFrameMs = performance.now(); });
+}
+setInterval(async () => { window.itg.stats = await player.stats(); }, 250);
+
+function show(state, text) {
+  document.body.dataset.state = state;
+  overlay.textContent = text || '';
+  overlay.hidden = !text;
+}
+
+player.addEventListener('state', (e) => {
+  if (e.detail.state === 'error') show('error', `Cannot play: ${e.detail.message}`);
+});
+
+let lastFrames = 0;
+let lastProgress = Date.now();
+let live = null;
+
+async function tick() {
+  let info = null;
+  try {
+    info = (await streams()).find((s) => String(s.channel) === channel);
+  } catch (_) {
+    show('offline', 'Server unreachable, retrying…');
+    return;
+  }
+  if (!info) {
+    show('error', 'No such channel.');
+    return;
+  }
+  title.textContent = info.name;
+  document.title = `${info.name} · ITG`;
+  if (!info.live) {
+    live = false;
+    show('offline', 'Stream offline. It will play as soon as it is back.');
+    return;
+  }
+  const stats = await player.stats();
+  const frames = stats ? stats.framesDecoded : 0;
+  if (frames > lastFrames) {
+    lastFrames = frames;
+    lastProgress = Date.now();
+  }
+  const stalled = Date.now() - lastProgress > 6000;
+  if (!player.pc || player.state === 'disconnected' || player.state === 'error' || stalled) {
+    live = true;
+    lastProgress = Date.now();
+    lastFrames = 0;
+    show('connecting', 'Connecting…');
+    player.start().catch((e) => console.error(`player: ${e.message}`));
+    return;
+  }
+  live = true;
+  if (frames > 0) show('playing', '');
+}
+
+async function renderStats() {
+  if (statsBox.hidden) return;
+  const s = await player.stats();
+  if (!s) return;
+  const f = (v, d = 0) => (v === undefined || Number.isNaN(v) ? '–' : v.toFixed(d));
+  statsBox.innerHTML = `
+    <div>resolution <b>${escapeHtml(resolution(s) || '–')}</b></div>
+    <div>frames/s <b>${f(s.fps)}</b> · decoded <b>${s.framesDecoded}</b></div>
+    <div>bitrate <b>${f(s.kbps)}</b> kbit/s</div>
+    <div>lost <b>${s.packetsLost ?? '–'}</b> of <b>${s.packetsReceived ?? '–'}</b></div>
+    <div>jitter buffer <b>${f(s.jitterBufferMs)}</b> ms · RTT <b>${f(s.rttMs, 1)}</b> ms</div>`;
+}
+
+document.getElementById('unmute').addEventListener('click', (e) => {
+  video.muted = !video.muted;
+  e.currentTarget.textContent = video.muted ? 'Unmute' : 'Mute';
+  video.play().catch(() => {});
+});
+document.getElementById('fullscreen').addEventListener('click', () => {
+  (document.fullscreenElement ? document.exitFullscreen() : document.getElementById('stage').requestFullscreen()).catch(() => {});
+});
+document.getElementById('toggle-stats').addEventListener('click', () => {
+  statsBox.hidden = !statsBox.hidden;
+  renderStats();
+});
+window.addEventListener('pagehide', () => { player.stop(); });
+
+show('connecting', 'Connecting…');
+tick();
+setInterval(tick, 2000);
+setInterval(renderStats, 1000);

@@ -1,0 +1,68 @@
+//! The viewer site in a real browser: headless Chromium (Debian's `chromium`, driven by
+//! `playwright-core` from npm) plays the watch page against the real server. Everything runs
+//! in a fresh loopback-only network namespace, so no traffic leaves the machine.
+//!
+//! Needs root (for `unshare -n`), `/usr/bin/chromium`, `node` and `npm ci` in
+//! `server-mio/tests/browser`; `.ci/install-deps` installs them. Missing pieces fail the test
+//! under CI and skip it, loudly, elsewhere.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::Command;
+
+fn missing() -> Option<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    if !Path::new("/usr/bin/chromium").exists() {
+        return Some("/usr/bin/chromium (apt-get install chromium)".into());
+    }
+    if !dir.join("node_modules/playwright-core").exists() {
+        return Some(format!("playwright-core (npm ci in {})", dir.display()));
+    }
+    if Command::new("node").arg("--version").output().is_err() {
+        return Some("node".into());
+    }
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    if uid.ok().as_deref() != Some("0") {
+        return Some("root (for a private network namespace)".into());
+    }
+    None
+}
+
+#[test]
+fn the_watch_page_plays_in_headless_chromium() {
+    if let Some(what) = missing() {
+        if std::env::var_os("CI").is_some() {
+            panic!("the browser test needs {what}");
+        }
+        eprintln!("\n\n*** SKIPPED the browser test: missing {what} ***\n\n");
+        return;
+    }
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let data = manifest.join("../relay-core/tests/data");
+    let artifacts = manifest.join("../target/browser-artifacts");
+    let status = Command::new("unshare")
+        .args([
+            "-n",
+            "--",
+            "sh",
+            "-c",
+            "ip link set lo up && exec node run.mjs",
+        ])
+        .current_dir(manifest.join("tests/browser"))
+        .env("ITG_SERVER_BIN", env!("CARGO_BIN_EXE_server-mio"))
+        .env("ITG_CLIENT_BIN", env!("CARGO_BIN_EXE_ftl-client"))
+        .env("ITG_VIDEO", data.join("video-320x180-30fps-4s.h264"))
+        .env("ITG_AUDIO", data.join("audio-opus-48k-4s.ogg"))
+        .env("ITG_ARTIFACTS", &artifacts)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "the browser test failed (screenshots in {})",
+        artifacts.display()
+    );
+    assert!(artifacts.join("watch.png").exists());
+}
