@@ -23,6 +23,11 @@ function show(state, text) {
   overlay.hidden = !text;
 }
 
+// Hide "Connecting…" as soon as a picture is there, not at the next API poll.
+video.addEventListener('playing', () => {
+  if (document.body.dataset.state === 'connecting') show('playing', '');
+});
+
 player.addEventListener('state', (e) => {
   if (e.detail.state === 'error') show('error', `Cannot play: ${e.detail.message}`);
 });
