@@ -188,36 +188,40 @@ impl Server {
             "RTP packets written to viewers.",
             c.packets_forwarded,
         );
-        let _ = writeln!(
-            m,
-            "# HELP itg_streams_live Live streams.\n# TYPE itg_streams_live gauge\nitg_streams_live {}",
-            self.relay.live_streams()
-        );
-        let _ = writeln!(
-            m,
-            "# HELP itg_viewers Viewer sessions (connected or connecting).\n# TYPE itg_viewers gauge\nitg_viewers {}",
-            self.viewers.len()
-        );
-        let _ = writeln!(
-            m,
-            "# HELP itg_viewers_connected Viewers receiving media.\n# TYPE itg_viewers_connected gauge\nitg_viewers_connected {}",
-            self.viewers.connected()
-        );
-        let _ = writeln!(
-            m,
-            "# HELP itg_control_connections Open FTL control connections.\n# TYPE itg_control_connections gauge\nitg_control_connections {}",
-            self.controls.len()
-        );
-        let _ = writeln!(
-            m,
-            "# HELP itg_http_connections Open HTTP and WebSocket connections.\n# TYPE itg_http_connections gauge\nitg_http_connections {}",
-            self.https.len() + self.wss.len()
-        );
-        let _ = writeln!(
-            m,
-            "# HELP itg_uptime_seconds Seconds since start.\n# TYPE itg_uptime_seconds gauge\nitg_uptime_seconds {}",
-            now.saturating_duration_since(self.started).as_secs()
-        );
+        let gauges: [(&str, &str, usize); 6] = [
+            ("streams_live", "Live streams.", self.relay.live_streams()),
+            (
+                "viewers",
+                "Viewer sessions (connected or connecting).",
+                self.viewers.len(),
+            ),
+            (
+                "viewers_connected",
+                "Viewers receiving media.",
+                self.viewers.connected(),
+            ),
+            (
+                "control_connections",
+                "Open FTL control connections.",
+                self.controls.len(),
+            ),
+            (
+                "http_connections",
+                "Open HTTP and WebSocket connections.",
+                self.https.len() + self.wss.len(),
+            ),
+            (
+                "uptime_seconds",
+                "Seconds since start.",
+                now.saturating_duration_since(self.started).as_secs() as usize,
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let _ = writeln!(
+                m,
+                "# HELP itg_{name} {help}\n# TYPE itg_{name} gauge\nitg_{name} {v}"
+            );
+        }
         type Gauge = (
             &'static str,
             &'static str,

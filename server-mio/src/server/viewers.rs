@@ -798,25 +798,21 @@ impl Server {
 
     /// The channel went live or offline: tell its WebSocket viewers.
     pub(super) fn viewers_stream_state(&mut self, channel: ChannelId, live: bool) {
-        let tokens: Vec<Token> = self
-            .viewers
-            .map
-            .values()
-            .filter(|v| v.channel == channel)
-            .filter_map(|v| match v.signal {
-                Signal::Ws(t) => Some(t),
-                Signal::Whep(_) => None,
-            })
-            .collect();
-        for t in tokens {
+        for t in self.ws_tokens(channel) {
             self.ws_send_json(t, "stream", serde_json::json!({ "live": live }));
         }
     }
 
     fn ws_broadcast_info(&mut self, channel: ChannelId) {
         let n = self.relay.channel_viewers(channel);
-        let tokens: Vec<Token> = self
-            .viewers
+        for t in self.ws_tokens(channel) {
+            self.ws_send_json(t, "info", serde_json::json!({ "no_connections": n }));
+        }
+    }
+
+    /// The WebSocket connections of a channel's viewers.
+    fn ws_tokens(&self, channel: ChannelId) -> Vec<Token> {
+        self.viewers
             .map
             .values()
             .filter(|v| v.channel == channel)
@@ -824,10 +820,7 @@ impl Server {
                 Signal::Ws(t) => Some(t),
                 Signal::Whep(_) => None,
             })
-            .collect();
-        for t in tokens {
-            self.ws_send_json(t, "info", serde_json::json!({ "no_connections": n }));
-        }
+            .collect()
     }
 
     /// Removes a viewer and everything that points at it.
