@@ -351,3 +351,70 @@ fn viewer_loss_is_repaired_from_the_send_buffer() {
     assert_eq!(start + nals.len(), fixture.len());
     assert_eq!(viewer.video_lost(), 0);
 }
+
+#[test]
+fn hostile_input_is_refused_and_the_server_keeps_serving() {
+    use std::io::{Read, Write};
+    let server = TestServer::start();
+    let raw = |bytes: &[u8]| {
+        let mut s = std::net::TcpStream::connect(server.addrs.http).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(bytes);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    assert!(raw(b"\x00\x01\x02 garbage\r\n\r\n").starts_with("HTTP/1.1 400"));
+    let huge_head = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(100_000));
+    let r = raw(huge_head.as_bytes());
+    assert!(
+        r.starts_with("HTTP/1.1 413") || r.starts_with("HTTP/1.1 431"),
+        "{r}"
+    );
+    let huge_body = format!(
+        "POST /whep/77 HTTP/1.1\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n",
+        10_000_000
+    );
+    assert!(raw(huge_body.as_bytes()).starts_with("HTTP/1.1 413"));
+    assert!(raw(b"GET /websocket HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 400"));
+    // Random datagrams and STUN with unknown credentials on the WebRTC port.
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..500u32 {
+        let junk: Vec<u8> = (0..(i % 200))
+            .map(|j| (i.wrapping_mul(31) ^ j) as u8)
+            .collect();
+        udp.send_to(&junk, server.addrs.webrtc).unwrap();
+    }
+    let mut stun = vec![0x00, 0x01, 0x00, 0x0c, 0x21, 0x12, 0xa4, 0x42];
+    stun.extend_from_slice(&[7; 12]);
+    stun.extend_from_slice(&[0x00, 0x06, 0x00, 0x08]);
+    stun.extend_from_slice(b"nope:bad");
+    udp.send_to(&stun, server.addrs.webrtc).unwrap();
+    // A WebSocket that sends garbage is answered with errors, then closed.
+    let mut ws = TestViewer::websocket(&server, "channel=77");
+    let sock = ws.ws.as_mut().unwrap();
+    for _ in 0..20 {
+        let _ = sock.send(tungstenite::Message::text("{not json"));
+    }
+    let closed = ws.drive(Duration::from_secs(3), |v| {
+        v.ws_events.iter().filter(|e| e["event"] == "error").count() >= 10
+    });
+    assert!(closed, "garbage was not answered");
+    let routed = server.wait_for(Duration::from_secs(2), |s| {
+        s.metric("itg_webrtc_unrouted_total") >= 400.0
+    });
+    assert!(
+        routed,
+        "unrouted {} of {} datagrams",
+        server.metric("itg_webrtc_unrouted_total"),
+        server.metric("itg_webrtc_datagrams_total")
+    );
+    // Through all of it, a stream still reaches a viewer.
+    let streamer = server.stream(77, VIDEO_A, None);
+    assert!(server.wait_for(Duration::from_secs(5), |s| live(s, 77).is_some()));
+    let mut viewer = TestViewer::whep(&server, 77).unwrap();
+    viewer.drive(Duration::from_secs(10), |_| streamer.is_finished());
+    streamer.join().unwrap();
+    viewer.drive(Duration::from_millis(300), |_| false);
+    assert_run_from_keyframe(&viewer.nal_units(), &fixture_nals(VIDEO_A));
+}

@@ -112,37 +112,39 @@ impl Server {
 
     pub(super) fn control_event(&mut self, token: Token, ev: &Event, now: Instant) {
         if ev.is_readable() {
-            let mut eof = false;
-            loop {
-                let Some(conn) = self.controls.get_mut(&token) else {
-                    return;
-                };
-                match conn.stream.read(&mut self.buf) {
-                    Ok(0) => {
-                        eof = true;
-                        break;
-                    }
-                    Ok(n) => {
-                        let _ = conn
-                            .session
-                            .handle_input(self.buf.get(..n).unwrap_or_default(), now);
-                        self.pump_control(token, now);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        eof = true;
-                        break;
-                    }
-                }
+            self.control_read(token, now);
+        }
+        self.pump_control(token, now);
+    }
+
+    /// Reads what the client sent, at most [`READ_BUDGET`] chunks per wake-up.
+    pub(super) fn control_read(&mut self, token: Token, now: Instant) {
+        for _ in 0..READ_BUDGET {
+            let Some(conn) = self.controls.get_mut(&token) else {
+                return;
+            };
+            if conn.session.is_closed() {
+                return;
             }
-            if eof {
-                if let Some(conn) = self.controls.get_mut(&token) {
+            match conn.stream.read(&mut self.buf) {
+                Ok(0) => {
                     conn.session.handle_eof();
+                    return self.pump_control(token, now);
+                }
+                Ok(n) => {
+                    let data = self.buf.get(..n).unwrap_or_default();
+                    let _ = conn.session.handle_input(data, now);
+                    self.pump_control(token, now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    conn.session.handle_eof();
+                    return self.pump_control(token, now);
                 }
             }
         }
-        self.pump_control(token, now);
+        self.again.push(token);
     }
 
     pub(super) fn control_timeouts(&mut self, now: Instant) {
@@ -351,7 +353,7 @@ impl Server {
     fn bind_media_port(&mut self, _peer: SocketAddr) -> io::Result<(UdpSocket, u16)> {
         let (lo, hi) = self.args.media_ports;
         if lo == 0 {
-            let s = UdpSocket::bind(SocketAddr::new(self.args.addr, 0))?;
+            let s = super::udp_socket(SocketAddr::new(self.args.addr, 0))?;
             let port = s.local_addr()?.port();
             return Ok((s, port));
         }
@@ -360,7 +362,7 @@ impl Server {
             if used.contains(&port) {
                 continue;
             }
-            if let Ok(s) = UdpSocket::bind(SocketAddr::new(self.args.addr, port)) {
+            if let Ok(s) = super::udp_socket(SocketAddr::new(self.args.addr, port)) {
                 return Ok((s, port));
             }
         }

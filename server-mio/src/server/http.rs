@@ -210,18 +210,13 @@ impl Server {
                 return;
             };
             if !matches!(c.state, State::Reading) {
-                // Ignore anything sent after the request; EOF is noticed on write.
-                let mut sink = [0u8; 1024];
-                match c.stream.read(&mut sink) {
-                    Ok(0) => {
-                        if matches!(c.state, State::Waiting) {
-                            self.http_close(token);
-                        }
-                        return;
-                    }
-                    Ok(_) => continue,
-                    Err(_) => return,
+                // Nothing more is read after the request (one request per connection); only a
+                // closed connection matters, to forget a WHEP offer still waiting.
+                let mut probe = [0u8; 1];
+                if matches!(c.stream.read(&mut probe), Ok(0)) && matches!(c.state, State::Waiting) {
+                    self.http_close(token);
                 }
+                return;
             }
             match c.stream.read(&mut self.buf) {
                 Ok(0) => return self.http_close(token),

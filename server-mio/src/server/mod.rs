@@ -57,6 +57,23 @@ enum Slot {
     Media(ChannelId),
 }
 
+/// Socket buffers for the UDP sockets: one WebRTC socket carries every viewer, and a burst
+/// (a keyframe fanned out, a GOP replayed to a joiner) must not overflow the kernel's default
+/// ~200 KB. The kernel caps the value at `net.core.{r,w}mem_max`.
+const UDP_BUFFER: usize = 4 * 1024 * 1024;
+
+/// A non-blocking UDP socket with large buffers, bound to `addr`.
+fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let domain = socket2::Domain::for_address(addr);
+    let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    // Best effort: a smaller buffer is worse, not fatal.
+    let _ = s.set_recv_buffer_size(UDP_BUFFER);
+    let _ = s.set_send_buffer_size(UDP_BUFFER);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(UdpSocket::from_std(s.into()))
+}
+
 /// Why the server could not start.
 #[derive(Debug)]
 pub enum StartError {
@@ -151,8 +168,8 @@ impl Server {
         let mut ftl_listener = bind_tcp("FTL listener", args.ftl_port)?;
         let mut http_listener = bind_tcp("HTTP listener", args.http_port)?;
         let rtc_addr = SocketAddr::new(args.addr, args.webrtc_port);
-        let mut rtc_socket = UdpSocket::bind(rtc_addr)
-            .map_err(|e| StartError::Bind("WebRTC socket", rtc_addr, e))?;
+        let mut rtc_socket =
+            udp_socket(rtc_addr).map_err(|e| StartError::Bind("WebRTC socket", rtc_addr, e))?;
         let addrs = Addrs {
             ftl: ftl_listener.local_addr().map_err(StartError::Io)?,
             http: http_listener.local_addr().map_err(StartError::Io)?,
@@ -283,14 +300,17 @@ impl Server {
                     },
                 }
             }
+            // Sockets that still had data when their read budget ran out.
             for t in std::mem::take(&mut self.again) {
-                match t {
-                    WEBRTC_SOCKET => self.read_webrtc(now),
-                    t => {
-                        if let Some(Slot::Media(c)) = self.slots.get(&t).copied() {
-                            self.read_media(c, now);
-                        }
+                match (t, self.slots.get(&t).copied()) {
+                    (WEBRTC_SOCKET, _) => self.read_webrtc(now),
+                    (_, Some(Slot::Media(c))) => self.read_media(c, now),
+                    (_, Some(Slot::Control)) => {
+                        self.control_read(t, now);
+                        self.pump_control(t, now);
                     }
+                    (_, Some(Slot::Ws)) => self.ws_event(t, now),
+                    _ => {}
                 }
             }
             self.timeouts(now);

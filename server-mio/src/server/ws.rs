@@ -120,7 +120,13 @@ impl Server {
     }
 
     pub(super) fn ws_event(&mut self, token: Token, now: Instant) {
+        let mut budget = super::READ_BUDGET;
         loop {
+            if budget == 0 {
+                self.again.push(token);
+                break;
+            }
+            budget -= 1;
             let Some(c) = self.wss.get_mut(&token) else {
                 return;
             };
