@@ -35,6 +35,9 @@ pub struct ClientOptions {
     pub duration: Option<Duration>,
     /// Pacing factor: 1.0 is real time, 2.0 twice as fast.
     pub speed: f64,
+    /// Loss simulation: do not send every n-th media packet the first time (it stays in the
+    /// retransmit ring, so a NACK brings it).
+    pub drop_every: Option<u32>,
 }
 
 /// What a streaming session did.
@@ -261,7 +264,12 @@ pub fn stream(opts: &ClientOptions, stop: &AtomicBool) -> Result<ClientStats, Cl
                 ssrc,
             }
             .build(&p.payload);
-            let _ = udp.send(&datagram);
+            let dropped = opts.drop_every.is_some_and(|n| {
+                (stats.video_packets + stats.audio_packets + 1) % u64::from(n.max(2)) == 0
+            });
+            if !dropped {
+                let _ = udp.send(&datagram);
+            }
             if p.video {
                 stats.video_packets += 1;
                 vcount += 1;

@@ -111,6 +111,15 @@ pub struct ServerArgs {
     /// Most megabytes the GOP cache of one stream holds.
     #[arg(long, env = "ITG_GOP_CACHE_MB", default_value_t = 16)]
     pub gop_cache_mb: usize,
+    /// Record every ingest session (control and media, both ways) as pcap files in this folder.
+    #[arg(long, env = "ITG_CAPTURE")]
+    pub capture: Option<PathBuf>,
+    /// Start a new capture file past this many megabytes.
+    #[arg(long, env = "ITG_CAPTURE_MAX_MB", default_value_t = 64)]
+    pub capture_max_mb: u64,
+    /// Keep at most this many capture files per session (the oldest is deleted).
+    #[arg(long, env = "ITG_CAPTURE_FILES", default_value_t = 4)]
+    pub capture_files: u32,
     /// Seconds a viewer may take to connect (ICE and DTLS) before it is dropped.
     #[arg(long, env = "ITG_VIEWER_CONNECT_TIMEOUT", default_value_t = 15)]
     pub viewer_connect_timeout: u64,

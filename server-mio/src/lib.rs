@@ -5,8 +5,10 @@
 //! `relay-core` relay and one str0m `Rtc` per viewer. [`keys`] is the stream key store,
 //! [`config`] the command line, [`client`] the project's own FTL client.
 
+pub mod capture;
 pub mod client;
 pub mod config;
 pub mod keys;
 pub mod probe;
+pub mod replay;
 pub mod server;

@@ -36,6 +36,9 @@ struct Args {
     /// Pacing factor (1 = real time).
     #[arg(long, default_value_t = 1.0)]
     speed: f64,
+    /// Loss simulation: skip every n-th media packet (resent when the server NACKs it).
+    #[arg(long)]
+    drop_every: Option<u32>,
 }
 
 fn main() -> ExitCode {
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         repeat: args.repeat,
         duration: args.duration.map(Duration::from_secs_f64),
         speed: args.speed,
+        drop_every: args.drop_every,
     };
     // SIGINT/SIGTERM end the stream politely (DISCONNECT), as closing OBS's stream does.
     let stop = std::sync::Arc::new(AtomicBool::new(false));

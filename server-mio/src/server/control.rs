@@ -32,6 +32,8 @@ pub(super) struct ControlConn {
     /// The channel this connection streams, once its stream started.
     live: Option<ChannelId>,
     closing: bool,
+    /// The session's recording, with `--capture`.
+    pub(super) capture: Option<crate::capture::SessionCapture>,
 }
 
 impl ControlConn {
@@ -95,6 +97,30 @@ impl Server {
             };
             debug!("FTL: connection from {peer}");
             self.counters.control_accepted += 1;
+            let capture = self.args.capture.as_ref().and_then(|dir| {
+                let secs = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let stem = format!("ftl-{secs}-{}-{}", peer.ip(), peer.port()).replace(':', "_");
+                let limits = crate::capture::Limits {
+                    max_file_bytes: self.args.capture_max_mb.saturating_mul(1024 * 1024),
+                    max_files: self.args.capture_files.max(1),
+                };
+                match crate::capture::SessionCapture::create(
+                    dir,
+                    &stem,
+                    peer,
+                    self.addrs.ftl,
+                    limits,
+                    now,
+                ) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        warn!("capture in {}: {e}", dir.display());
+                        None
+                    }
+                }
+            });
             self.controls.insert(
                 token,
                 ControlConn {
@@ -105,6 +131,7 @@ impl Server {
                     writable: false,
                     live: None,
                     closing: false,
+                    capture,
                 },
             );
         }
@@ -133,6 +160,9 @@ impl Server {
                 }
                 Ok(n) => {
                     let data = self.buf.get(..n).unwrap_or_default();
+                    if let Some(c) = conn.capture.as_mut() {
+                        c.control_in(data, now);
+                    }
                     let _ = conn.session.handle_input(data, now);
                     self.pump_control(token, now);
                 }
@@ -177,6 +207,9 @@ impl Server {
             return;
         };
         while let Some(b) = conn.session.poll_transmit() {
+            if let Some(c) = conn.capture.as_mut() {
+                c.control_out(&b, now);
+            }
             conn.out.extend_from_slice(&b);
         }
         let failed = conn.flush().is_err() || conn.out.len() > MAX_PENDING_WRITE;
@@ -392,6 +425,10 @@ impl Server {
 
     fn drop_control(&mut self, token: Token) {
         if let Some(mut c) = self.controls.remove(&token) {
+            if let Some(mut cap) = c.capture.take() {
+                cap.finish(Instant::now());
+                info!("capture written: {}", cap.path().display());
+            }
             if let Some(channel) = c.live.take() {
                 self.end_stream(channel, token, EndReason::ControlLost);
             }
@@ -424,6 +461,14 @@ impl Server {
                 Ok((n, from)) => {
                     let data = self.buf.get(..n).unwrap_or_default();
                     self.counters.media_datagrams += 1;
+                    let local = SocketAddr::new(self.addrs.ftl.ip(), m.port);
+                    if let Some(cap) = self
+                        .controls
+                        .get_mut(&m.owner)
+                        .and_then(|c| c.capture.as_mut())
+                    {
+                        cap.media(from, local, data, now);
+                    }
                     self.relay.handle_datagram(channel, from, data, now);
                     self.drain_relay(now);
                 }
@@ -445,6 +490,14 @@ impl Server {
     /// Sends a datagram from a stream's media port (ping echo, NACK).
     pub(super) fn send_media(&mut self, channel: ChannelId, to: SocketAddr, bytes: &[u8]) {
         if let Some(m) = self.media.get(&channel) {
+            let local = SocketAddr::new(self.addrs.ftl.ip(), m.port);
+            if let Some(cap) = self
+                .controls
+                .get_mut(&m.owner)
+                .and_then(|c| c.capture.as_mut())
+            {
+                cap.media(local, to, bytes, Instant::now());
+            }
             if let Err(e) = m.socket.send_to(bytes, to) {
                 debug!("channel {channel}: media send to {to}: {e}");
             }

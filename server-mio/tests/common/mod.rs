@@ -107,6 +107,7 @@ impl TestServer {
             repeat: duration.is_some(),
             duration,
             speed: 1.0,
+            drop_every: None,
         };
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();

@@ -1,0 +1,216 @@
+//! Reading FTL sessions back from a pcap file: ours, or `tcpdump -i lo`'s. The control
+//! connection's bytes are reassembled per direction (retransmissions and reordering handled by
+//! sequence number); media is every UDP datagram between the client's IP and the port the
+//! server assigned.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use pcap_file::pcap::PcapReader;
+
+use super::frame::{decode, Segment, FIN, SYN};
+
+/// One recorded ingest session; times are offsets from the session's first packet.
+#[derive(Debug, Clone, Default)]
+pub struct Recorded {
+    pub client: Option<SocketAddr>,
+    pub server: Option<SocketAddr>,
+    /// Control bytes from the client, in order, each chunk with the time it completed.
+    pub control_in: Vec<(Duration, Vec<u8>)>,
+    /// Control bytes to the client.
+    pub control_out: Vec<(Duration, Vec<u8>)>,
+    /// The media port the server assigned (from its `Use UDP port` reply).
+    pub media_port: Option<u16>,
+    /// Datagrams from the client to the media port, with their source address.
+    pub media_in: Vec<(Duration, SocketAddr, Vec<u8>)>,
+    /// Datagrams from the media port to the client (NACKs, ping echoes).
+    pub media_out: Vec<(Duration, SocketAddr, Vec<u8>)>,
+}
+
+/// Why a capture could not be read.
+#[derive(Debug)]
+pub struct ReadError(pub String);
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "capture: {}", self.0)
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+/// One direction of a TCP connection being reassembled.
+#[derive(Default)]
+struct Direction {
+    next: Option<u32>,
+    pending: BTreeMap<u32, (Duration, Vec<u8>)>,
+    out: Vec<(Duration, Vec<u8>)>,
+}
+
+impl Direction {
+    fn segment(&mut self, at: Duration, seq: u32, flags: u8, payload: Vec<u8>) {
+        if flags & SYN != 0 {
+            self.next = Some(seq.wrapping_add(1));
+        }
+        if payload.is_empty() {
+            return;
+        }
+        let next = *self.next.get_or_insert(seq);
+        // Drop what was already taken (retransmissions); keep what overlaps the edge.
+        let behind = next.wrapping_sub(seq) as i32;
+        let (seq, payload) = if behind > 0 {
+            let skip = behind as usize;
+            if skip >= payload.len() {
+                return;
+            }
+            (next, payload.get(skip..).unwrap_or_default().to_vec())
+        } else {
+            (seq, payload)
+        };
+        self.pending.entry(seq).or_insert((at, payload));
+        while let Some(n) = self.next {
+            let Some((t, p)) = self.pending.remove(&n) else {
+                break;
+            };
+            self.next = Some(n.wrapping_add(p.len() as u32));
+            let _ = t;
+            self.out.push((at, p));
+        }
+        // Bound the reorder buffer: a capture that lost a segment for good cannot be replayed
+        // past it anyway.
+        while self.pending.len() > 4096 {
+            self.pending.pop_first();
+        }
+    }
+}
+
+struct Conn {
+    first: Duration,
+    a: SocketAddr,
+    b: SocketAddr,
+    a_to_b: Direction,
+    b_to_a: Direction,
+}
+
+/// Reads every FTL session (a TCP connection whose client starts with `HMAC`) in a capture.
+pub fn read_sessions(bytes: &[u8]) -> Result<Vec<Recorded>, ReadError> {
+    let mut reader = PcapReader::new(bytes).map_err(|e| ReadError(e.to_string()))?;
+    let link = reader.header().datalink;
+    let mut conns: Vec<Conn> = Vec::new();
+    let mut udp: Vec<(Duration, SocketAddr, SocketAddr, Vec<u8>)> = Vec::new();
+    while let Some(p) = reader.next_packet() {
+        let p = p.map_err(|e| ReadError(e.to_string()))?;
+        let at = p.timestamp;
+        match decode(link, &p.data) {
+            Some(Segment::Tcp {
+                src,
+                dst,
+                seq,
+                flags,
+                payload,
+                ..
+            }) => {
+                let i = match conns
+                    .iter()
+                    .position(|c| (c.a == src && c.b == dst) || (c.a == dst && c.b == src))
+                {
+                    Some(i) => i,
+                    None => {
+                        if flags & FIN != 0 && payload.is_empty() {
+                            continue;
+                        }
+                        conns.push(Conn {
+                            first: at,
+                            a: src,
+                            b: dst,
+                            a_to_b: Direction::default(),
+                            b_to_a: Direction::default(),
+                        });
+                        conns.len() - 1
+                    }
+                };
+                let Some(c) = conns.get_mut(i) else { continue };
+                let dir = if c.a == src {
+                    &mut c.a_to_b
+                } else {
+                    &mut c.b_to_a
+                };
+                dir.segment(at, seq, flags, payload);
+            }
+            Some(Segment::Udp { src, dst, payload }) => udp.push((at, src, dst, payload)),
+            None => {}
+        }
+    }
+    let mut sessions = Vec::new();
+    for c in conns {
+        // The client is the side that asked for the nonce.
+        let (client, server, cin, cout) = if starts_with_hmac(&c.a_to_b.out) {
+            (c.a, c.b, c.a_to_b.out, c.b_to_a.out)
+        } else if starts_with_hmac(&c.b_to_a.out) {
+            (c.b, c.a, c.b_to_a.out, c.a_to_b.out)
+        } else {
+            continue;
+        };
+        let rel = |t: Duration| t.saturating_sub(c.first);
+        let replies: Vec<u8> = cout.iter().flat_map(|(_, b)| b.clone()).collect();
+        let media_port = port_from_replies(&replies);
+        let mut rec = Recorded {
+            client: Some(client),
+            server: Some(server),
+            control_in: cin.into_iter().map(|(t, b)| (rel(t), b)).collect(),
+            control_out: cout.into_iter().map(|(t, b)| (rel(t), b)).collect(),
+            media_port,
+            ..Recorded::default()
+        };
+        if let Some(port) = media_port {
+            for (t, src, dst, p) in &udp {
+                if *t < c.first {
+                    continue;
+                }
+                if src.ip() == client.ip() && dst.ip() == server.ip() && dst.port() == port {
+                    rec.media_in.push((rel(*t), *src, p.clone()));
+                } else if dst.ip() == client.ip() && src.ip() == server.ip() && src.port() == port {
+                    rec.media_out.push((rel(*t), *dst, p.clone()));
+                }
+            }
+        }
+        sessions.push(rec);
+    }
+    Ok(sessions)
+}
+
+fn starts_with_hmac(chunks: &[(Duration, Vec<u8>)]) -> bool {
+    chunks.first().is_some_and(|(_, b)| b.starts_with(b"HMAC"))
+}
+
+/// The port of the server's `200 ... Use UDP port N` reply.
+pub fn port_from_replies(replies: &[u8]) -> Option<u16> {
+    let text = String::from_utf8_lossy(replies);
+    text.lines().find_map(|l| {
+        let rest = l.split_once(" Use UDP port ")?.1;
+        rest.trim().parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reassembles_out_of_order_and_retransmitted_segments() {
+        let mut d = Direction::default();
+        let t = Duration::ZERO;
+        d.segment(t, 99, SYN, vec![]);
+        d.segment(t, 104, 0, b"world".to_vec());
+        d.segment(t, 100, 0, b"hell".to_vec());
+        d.segment(t, 100, 0, b"hell".to_vec());
+        d.segment(t, 102, 0, b"llo".to_vec());
+        let all: Vec<u8> = d.out.iter().flat_map(|(_, b)| b.clone()).collect();
+        assert_eq!(all, b"hellworld");
+        assert_eq!(
+            port_from_replies(b"200 abc\n200\n200 hi. Use UDP port 9001\n"),
+            Some(9001)
+        );
+    }
+}

@@ -1,0 +1,560 @@
+//! Replaying recorded ingest sessions.
+//!
+//! - [`replay`] drives `ftl-proto` and `relay-core` with a recording's timings on a virtual
+//!   clock and a seeded RNG, with viewers joining at chosen times. The same recording, options
+//!   and seed always give the same transcript, line for line.
+//! - [`restream`] sends a recording to a live FTL server, as the original client did.
+//!
+//! The recorded HMAC exchange cannot be reused (the nonce differs each time), so the client's
+//! `CONNECT` line is replaced by one computed with the given key for the fresh nonce.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ftl_proto::control::metadata::MetadataBuilder;
+use ftl_proto::control::{
+    auth, ClientConfig, ClientEvent, ClientSession, Command, Metadata, ServerConfig, ServerEvent,
+    ServerSession, NONCE_LEN,
+};
+use ftl_proto::media::{MediaParams, Nack};
+use ftl_proto::{ChannelId, StreamKey};
+use rand::{RngCore, SeedableRng};
+use relay_core::{Output, Relay, RelayConfig, StreamParams, ViewerId};
+
+use crate::capture::Recorded;
+
+/// How to replay.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    /// The key the fresh handshake uses (the server side is given the same).
+    pub key: StreamKey,
+    /// Seeds the nonce.
+    pub seed: u64,
+    /// When viewers join, from the session's start.
+    pub viewers: Vec<Duration>,
+    pub relay: RelayConfig,
+}
+
+/// What a viewer got.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ViewerSummary {
+    pub joined_at: Duration,
+    pub video: u64,
+    pub audio: u64,
+    pub cached: u64,
+    /// Offset of the first keyframe packet it was sent.
+    pub first_keyframe: Option<Duration>,
+}
+
+/// The outcome of a replay.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayOutput {
+    /// One line per output of the cores, in order, with virtual times.
+    pub transcript: Vec<String>,
+    pub channel: Option<ChannelId>,
+    pub authenticated: bool,
+    pub media_port: Option<u16>,
+    pub datagrams: u64,
+    pub nacks_sent: u64,
+    pub nacked: Vec<u16>,
+    pub counters: Option<relay_core::StreamCounters>,
+    pub viewers: Vec<ViewerSummary>,
+}
+
+impl ReplayOutput {
+    /// A short, stable text for golden files.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "channel {} authenticated {} datagrams {}",
+            self.channel.map_or(0, |c| c.0),
+            self.authenticated,
+            self.datagrams
+        );
+        if let Some(c) = &self.counters {
+            let _ = writeln!(
+                s,
+                "video {} audio {} frames {} keyframes {} pings {} sender_reports {}",
+                c.video_packets, c.audio_packets, c.frames, c.keyframes, c.pings, c.sender_reports
+            );
+            let _ = writeln!(
+                s,
+                "missing {} nacked {} recovered {} reordered {} lost {} duplicates {}",
+                c.missing, c.nacked, c.recovered, c.reordered, c.lost, c.duplicates
+            );
+            let _ = writeln!(
+                s,
+                "dropped foreign_source {} foreign_ssrc {} invalid {} speed_test {} too_old {}",
+                c.dropped_foreign_source,
+                c.dropped_foreign_ssrc,
+                c.dropped_invalid,
+                c.dropped_speed_test,
+                c.dropped_too_old
+            );
+        }
+        let _ = writeln!(
+            s,
+            "nack_datagrams {} nacked_seqs {:?}",
+            self.nacks_sent, self.nacked
+        );
+        for (i, v) in self.viewers.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "viewer {i} joined {} ms: video {} (cached {}) audio {} first_keyframe {:?} ms",
+                v.joined_at.as_millis(),
+                v.video,
+                v.cached,
+                v.audio,
+                v.first_keyframe.map(|d| d.as_millis())
+            );
+        }
+        s
+    }
+}
+
+/// Why a replay could not run.
+#[derive(Debug)]
+pub struct ReplayError(pub String);
+
+impl std::fmt::Display for ReplayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "replay: {}", self.0)
+    }
+}
+
+impl std::error::Error for ReplayError {}
+
+/// The client's control lines with the time each completed, terminators kept.
+fn client_lines(rec: &Recorded) -> Vec<(Duration, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut line = Vec::new();
+    for (t, chunk) in &rec.control_in {
+        for &b in chunk {
+            line.push(b);
+            if b == b'\n' {
+                out.push((*t, std::mem::take(&mut line)));
+            }
+        }
+    }
+    if !line.is_empty() {
+        let t = rec.control_in.last().map_or(Duration::ZERO, |(t, _)| *t);
+        out.push((t, line));
+    }
+    out
+}
+
+/// `CONNECT <channel> $<digest>` for `nonce`, keeping the recorded channel.
+fn fresh_connect(line: &[u8], key: &StreamKey, nonce: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(line);
+    let channel = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.trim().parse::<ChannelId>().ok());
+    match channel {
+        Some(channel) => Command::Connect {
+            channel,
+            digest: auth::digest(key, nonce),
+        }
+        .to_bytes(),
+        None => line.to_vec(),
+    }
+}
+
+enum Step {
+    Control(Vec<u8>),
+    Media(SocketAddr, Vec<u8>),
+    Join(usize),
+}
+
+/// Replays a recorded session through the cores. Deterministic for equal inputs.
+pub fn replay(rec: &Recorded, opts: &ReplayOptions) -> Result<ReplayOutput, ReplayError> {
+    let client = rec
+        .client
+        .ok_or_else(|| ReplayError("no client address".into()))?;
+    let mut steps: Vec<(Duration, u8, Step)> = Vec::new();
+    for (t, l) in client_lines(rec) {
+        steps.push((t, 0, Step::Control(l)));
+    }
+    for (t, from, d) in &rec.media_in {
+        steps.push((*t, 1, Step::Media(*from, d.clone())));
+    }
+    for (i, t) in opts.viewers.iter().enumerate() {
+        steps.push((*t, 2, Step::Join(i)));
+    }
+    steps.sort_by_key(|(t, order, _)| (*t, *order));
+
+    let t0 = Instant::now();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed);
+    let mut nonce = [0u8; NONCE_LEN];
+    rng.fill_bytes(&mut nonce);
+    let mut session = ServerSession::new(ServerConfig::default(), nonce, t0);
+    let mut relay = Relay::new(opts.relay.clone());
+    let mut out = ReplayOutput {
+        media_port: rec.media_port,
+        ..ReplayOutput::default()
+    };
+    let mut viewer_ids: BTreeMap<ViewerId, usize> = BTreeMap::new();
+    out.viewers = opts
+        .viewers
+        .iter()
+        .map(|t| ViewerSummary {
+            joined_at: *t,
+            ..ViewerSummary::default()
+        })
+        .collect();
+    let port = rec.media_port.unwrap_or(9000);
+    let mut now = t0;
+    let end = steps.last().map_or(Duration::ZERO, |(t, _, _)| *t) + Duration::from_secs(1);
+
+    let run_timers =
+        |until: Instant, session: &mut ServerSession, relay: &mut Relay, now: &mut Instant| {
+            for _ in 0..100_000 {
+                let next = [session.poll_timeout(), relay.poll_timeout()]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                match next {
+                    Some(t) if t <= until => {
+                        *now = t.max(*now);
+                        session.handle_timeout(*now);
+                        relay.handle_timeout(*now);
+                    }
+                    _ => break,
+                }
+            }
+            *now = until.max(*now);
+        };
+
+    // Viewers that asked to join before the session named its channel join as soon as it does.
+    let mut waiting: Vec<usize> = Vec::new();
+    for (t, _, step) in
+        steps
+            .into_iter()
+            .chain(std::iter::once((end, 3, Step::Control(Vec::new()))))
+    {
+        run_timers(t0 + t, &mut session, &mut relay, &mut now);
+        drain(
+            &mut session,
+            &mut relay,
+            &mut out,
+            &mut viewer_ids,
+            opts,
+            client,
+            port,
+            t0,
+            now,
+        )?;
+        if let Some(c) = out.channel {
+            for i in waiting.drain(..) {
+                if let Ok(id) = relay.add_viewer(c, now) {
+                    viewer_ids.insert(id, i);
+                    out.transcript
+                        .push(format!("{:?} viewer {i} joins as {id}", now - t0));
+                }
+            }
+        }
+        match step {
+            Step::Control(line) if line.is_empty() => {}
+            Step::Control(line) => {
+                let line = if line.starts_with(b"CONNECT ") {
+                    fresh_connect(&line, &opts.key, &nonce)
+                } else {
+                    line
+                };
+                let _ = session.handle_input(&line, now);
+            }
+            Step::Media(from, d) => {
+                if let Some(c) = out.channel {
+                    out.datagrams += 1;
+                    relay.handle_datagram(c, from, &d, now);
+                }
+            }
+            Step::Join(i) => match out.channel {
+                Some(c) => {
+                    if let Ok(id) = relay.add_viewer(c, now) {
+                        viewer_ids.insert(id, i);
+                        out.transcript
+                            .push(format!("{:?} viewer {i} joins as {id}", now - t0));
+                    }
+                }
+                None => waiting.push(i),
+            },
+        }
+        drain(
+            &mut session,
+            &mut relay,
+            &mut out,
+            &mut viewer_ids,
+            opts,
+            client,
+            port,
+            t0,
+            now,
+        )?;
+    }
+    out.counters = out
+        .channel
+        .and_then(|c| relay.stream_stats(c, now))
+        .map(|s| s.counters);
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn drain(
+    session: &mut ServerSession,
+    relay: &mut Relay,
+    out: &mut ReplayOutput,
+    viewers: &mut BTreeMap<ViewerId, usize>,
+    opts: &ReplayOptions,
+    client: SocketAddr,
+    port: u16,
+    t0: Instant,
+    now: Instant,
+) -> Result<(), ReplayError> {
+    let at = now - t0;
+    while let Some(ev) = session.poll_event() {
+        out.transcript.push(format!("{at:?} session {ev:?}"));
+        match ev {
+            ServerEvent::KeyRequested { channel } => {
+                out.channel = Some(channel);
+                let _ = session.provide_key(&opts.key, now);
+            }
+            ServerEvent::Authenticated { .. } => out.authenticated = true,
+            ServerEvent::MetadataReady { channel, metadata } => {
+                let params = StreamParams {
+                    media: MediaParams::from_metadata(&metadata),
+                    peer_ip: client.ip(),
+                };
+                relay
+                    .start_stream(channel, params, now)
+                    .map_err(|e| ReplayError(e.to_string()))?;
+                let _ = session.assign_port(port, now);
+            }
+            _ => {}
+        }
+    }
+    while let Some(b) = session.poll_transmit() {
+        out.transcript
+            .push(format!("{at:?} reply {:?}", String::from_utf8_lossy(&b)));
+    }
+    while let Some(o) = relay.poll_output() {
+        match o {
+            Output::Forward(f) => {
+                if let Some(v) = viewers.get(&f.viewer).and_then(|i| out.viewers.get_mut(*i)) {
+                    match f.kind {
+                        relay_core::MediaKind::Video => v.video += 1,
+                        relay_core::MediaKind::Audio => v.audio += 1,
+                    }
+                    v.cached += u64::from(f.cached);
+                    if f.keyframe && v.first_keyframe.is_none() {
+                        v.first_keyframe = Some(at);
+                    }
+                }
+                out.transcript.push(format!(
+                    "{at:?} forward {} {:?} seq {} ts {} wall {:?} m {} k {} c {} len {} hash {:016x}",
+                    f.viewer,
+                    f.kind,
+                    f.seq,
+                    f.timestamp,
+                    f.wallclock.saturating_duration_since(t0),
+                    f.marker,
+                    f.keyframe,
+                    f.cached,
+                    f.payload.len(),
+                    fnv(&f.payload)
+                ));
+            }
+            Output::Transmit { to, bytes, .. } => {
+                if let Ok(n) = Nack::parse(&bytes) {
+                    out.nacks_sent += 1;
+                    out.nacked.extend(n.lost());
+                }
+                out.transcript
+                    .push(format!("{at:?} transmit to {to} {}", hex(&bytes)));
+            }
+            Output::Event(e) => out.transcript.push(format!("{at:?} event {e:?}")),
+        }
+    }
+    Ok(())
+}
+
+fn fnv(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf2_9ce4_8422_2325, |h, x| {
+        (h ^ u64::from(*x)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The metadata the recorded client announced.
+pub fn recorded_metadata(rec: &Recorded) -> Option<Metadata> {
+    let mut b = MetadataBuilder::default();
+    for (_, line) in client_lines(rec) {
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim();
+        if let Ok(Command::Attribute { name, value }) = Command::parse(text) {
+            b.add(name, value, 64).ok()?;
+        }
+    }
+    b.finish().ok()
+}
+
+/// What a re-stream did.
+#[derive(Debug, Clone, Default)]
+pub struct RestreamStats {
+    pub media_port: u16,
+    pub sent: u64,
+    pub nacks: u64,
+    pub resent: u64,
+}
+
+/// Sends a recorded session to a live FTL server: a fresh handshake with `obs_key` and the
+/// recorded metadata, then the recorded media datagrams at their original pace divided by
+/// `speed`, answering NACKs from the recording.
+pub fn restream(
+    rec: &Recorded,
+    to: SocketAddr,
+    obs_key: &str,
+    speed: f64,
+    stop: &AtomicBool,
+) -> io::Result<RestreamStats> {
+    let (channel, key) = StreamKey::parse_obs(obs_key)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let metadata = recorded_metadata(rec).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the recording has no complete metadata",
+        )
+    })?;
+    let mut tcp = TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
+    tcp.set_read_timeout(Some(Duration::from_millis(2)))?;
+    let mut session = ClientSession::new(ClientConfig::new(channel, key, metadata), Instant::now());
+    let mut buf = [0u8; 2048];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let port = loop {
+        let now = Instant::now();
+        if now > deadline {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "handshake"));
+        }
+        session.handle_timeout(now);
+        while let Some(b) = session.poll_transmit() {
+            tcp.write_all(&b)?;
+        }
+        match tcp.read(&mut buf) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "server closed",
+                ))
+            }
+            Ok(n) => {
+                let _ = session.handle_input(buf.get(..n).unwrap_or_default(), now);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(e),
+        }
+        match session.poll_event() {
+            Some(ClientEvent::Connected { port }) => break port,
+            Some(ClientEvent::Closed { reason }) => {
+                return Err(io::Error::other(format!("{reason:?}")))
+            }
+            None => {}
+        }
+    };
+    let udp = UdpSocket::bind(SocketAddr::new(
+        if to.is_ipv4() {
+            [0, 0, 0, 0].into()
+        } else {
+            [0u16; 8].into()
+        },
+        0,
+    ))?;
+    udp.connect(SocketAddr::new(to.ip(), port))?;
+    udp.set_nonblocking(true)?;
+    let mut stats = RestreamStats {
+        media_port: port,
+        ..RestreamStats::default()
+    };
+    // Sent datagrams by (SSRC, sequence number), for NACK answers.
+    let mut ring: VecDeque<((u32, u16), Vec<u8>)> = VecDeque::new();
+    let speed = if speed > 0.0 { speed } else { 1.0 };
+    let first = rec.media_in.first().map_or(Duration::ZERO, |(t, _, _)| *t);
+    let start = Instant::now();
+    for (t, _, d) in &rec.media_in {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let due = start + (t.saturating_sub(first)).div_f64(speed);
+        loop {
+            answer_nacks(&udp, &ring, &mut buf, &mut stats);
+            session.handle_timeout(Instant::now());
+            while let Some(b) = session.poll_transmit() {
+                tcp.write_all(&b)?;
+            }
+            let _ = tcp.read(&mut buf);
+            let left = due.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(2)));
+        }
+        let _ = udp.send(d);
+        stats.sent += 1;
+        if d.len() >= 12
+            && d.get(1)
+                .is_some_and(|b| !(192..=223).contains(&(b | 0x80)) && *b != 250)
+        {
+            let seq = u16::from_be_bytes([d[2], d[3]]);
+            let ssrc = u32::from_be_bytes([d[8], d[9], d[10], d[11]]);
+            ring.push_back(((ssrc, seq), d.clone()));
+            if ring.len() > 4096 {
+                ring.pop_front();
+            }
+        }
+    }
+    let linger = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < linger {
+        answer_nacks(&udp, &ring, &mut buf, &mut stats);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    session.disconnect();
+    while let Some(b) = session.poll_transmit() {
+        let _ = tcp.write_all(&b);
+    }
+    Ok(stats)
+}
+
+fn answer_nacks(
+    udp: &UdpSocket,
+    ring: &VecDeque<((u32, u16), Vec<u8>)>,
+    buf: &mut [u8],
+    stats: &mut RestreamStats,
+) {
+    while let Ok(n) = udp.recv(buf) {
+        let Ok(nack) = Nack::parse(buf.get(..n).unwrap_or_default()) else {
+            continue;
+        };
+        stats.nacks += 1;
+        for seq in nack.lost() {
+            if let Some((_, d)) = ring
+                .iter()
+                .rev()
+                .find(|(k, _)| *k == (nack.media_ssrc.0, seq))
+            {
+                let _ = udp.send(d);
+                stats.resent += 1;
+            }
+        }
+    }
+}
