@@ -111,6 +111,13 @@ pub struct ServerArgs {
     /// Most megabytes the GOP cache of one stream holds.
     #[arg(long, env = "ITG_GOP_CACHE_MB", default_value_t = 16)]
     pub gop_cache_mb: usize,
+    /// Failed FTL authentications from one IP address within `--auth-fail-window` after which
+    /// its new control connections are refused at once.
+    #[arg(long, env = "ITG_AUTH_FAIL_LIMIT", default_value_t = 10)]
+    pub auth_fail_limit: u32,
+    /// Seconds over which failed authentications are counted.
+    #[arg(long, env = "ITG_AUTH_FAIL_WINDOW", default_value_t = 60)]
+    pub auth_fail_window: u64,
     /// Record every ingest session (control and media, both ways) as pcap files in this folder.
     #[arg(long, env = "ITG_CAPTURE")]
     pub capture: Option<PathBuf>,

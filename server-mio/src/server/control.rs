@@ -69,6 +69,14 @@ impl Server {
                     return;
                 }
             };
+            if self.auth_blocked(peer.ip(), now) {
+                self.counters.control_refused += 1;
+                debug!("FTL: refusing {peer}: too many failed authentications");
+                let _ = stream.write(
+                    &StatusCode::UNAUTHORIZED.reply_line("too many failed attempts, retry later"),
+                );
+                continue;
+            }
             if self.controls.len() >= self.args.max_control_connections {
                 self.counters.control_refused += 1;
                 warn!(
@@ -248,18 +256,24 @@ impl Server {
                 let Some(conn) = self.controls.get_mut(&token) else {
                     return;
                 };
-                match key {
+                let peer = conn.peer;
+                let failed = match key {
                     Some(key) => {
-                        if conn.session.provide_key(&key, now).is_err() {
-                            self.counters.auth_failures += 1;
-                            warn!("FTL: {}: wrong stream key for channel {channel}", conn.peer);
+                        let bad = conn.session.provide_key(&key, now).is_err();
+                        if bad {
+                            warn!("FTL: {peer}: wrong stream key for channel {channel}");
                         }
+                        bad
                     }
                     None => {
-                        self.counters.auth_failures += 1;
-                        warn!("FTL: {}: unknown channel {channel}", conn.peer);
+                        warn!("FTL: {peer}: unknown channel {channel}");
                         let _ = conn.session.reject_unknown_channel();
+                        true
                     }
+                };
+                if failed {
+                    self.counters.auth_failures += 1;
+                    self.note_auth_failure(peer.ip(), now);
                 }
             }
             ServerEvent::Authenticated { channel } => {
@@ -296,6 +310,46 @@ impl Server {
                     self.end_stream(channel, token, end);
                 }
             }
+        }
+    }
+
+    /// Whether `ip` failed authentication too often lately.
+    fn auth_blocked(&mut self, ip: std::net::IpAddr, now: Instant) -> bool {
+        let window = std::time::Duration::from_secs(self.args.auth_fail_window);
+        match self.auth_failures.get(&ip) {
+            Some((n, since)) if now.saturating_duration_since(*since) < window => {
+                *n >= self.args.auth_fail_limit
+            }
+            Some(_) => {
+                self.auth_failures.remove(&ip);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn note_auth_failure(&mut self, ip: std::net::IpAddr, now: Instant) {
+        let window = std::time::Duration::from_secs(self.args.auth_fail_window);
+        // Bounded: expired entries go first; past the bound the table starts over (an attacker
+        // spread over that many addresses is not slowed by a per-address limit anyway).
+        if self.auth_failures.len() >= 4096 {
+            self.auth_failures
+                .retain(|_, (_, since)| now.saturating_duration_since(*since) < window);
+            if self.auth_failures.len() >= 4096 {
+                self.auth_failures.clear();
+            }
+        }
+        let e = self.auth_failures.entry(ip).or_insert((0, now));
+        if now.saturating_duration_since(e.1) >= window {
+            *e = (0, now);
+        }
+        e.0 += 1;
+        if e.0 == self.args.auth_fail_limit {
+            warn!(
+                "FTL: {ip}: {} failed authentications; refusing it for {}s",
+                e.0,
+                window.as_secs()
+            );
         }
     }
 

@@ -151,6 +151,8 @@ pub struct Server {
     waker: Arc<Waker>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
     counters: Counters,
+    /// Failed authentications per source IP: (count, start of the counting window).
+    auth_failures: HashMap<std::net::IpAddr, (u32, Instant)>,
     started: Instant,
     buf: Vec<u8>,
 }
@@ -244,6 +246,7 @@ impl Server {
             waker,
             signals,
             counters: Counters::default(),
+            auth_failures: HashMap::new(),
             started: Instant::now(),
             buf: vec![0; 65536],
         })
