@@ -38,6 +38,9 @@ pub struct ClientOptions {
     /// Loss simulation: do not send every n-th media packet the first time (it stays in the
     /// retransmit ring, so a NACK brings it).
     pub drop_every: Option<u32>,
+    /// Start like OBS: about a second of 1392-byte junk on the audio SSRC (its bandwidth
+    /// test), then the stream with numbering from 0.
+    pub speed_test: bool,
 }
 
 /// What a streaming session did.
@@ -207,6 +210,27 @@ pub fn stream(opts: &ClientOptions, stop: &AtomicBool) -> Result<ClientStats, Cl
     udp.connect(SocketAddr::new(server.ip(), port))?;
     udp.set_nonblocking(true)?;
 
+    if opts.speed_test {
+        // OBS sends ~15 Mbit/s for a second: 1392-byte payloads, timestamp 0, PT 97.
+        let junk = vec![0xa5u8; 1392];
+        let t = Instant::now();
+        let mut seq: u16 = 0;
+        while t.elapsed() < Duration::from_secs(1) {
+            for _ in 0..14 {
+                let d = RtpHeader {
+                    marker: false,
+                    payload_type: 97,
+                    sequence_number: seq,
+                    timestamp: 0,
+                    ssrc: Ssrc(channel.0),
+                }
+                .build(&junk);
+                let _ = udp.send(&d);
+                seq = seq.wrapping_add(1);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
     let (packets, length) = schedule(opts);
     let audio_ssrc = Ssrc(channel.0);
     let video_ssrc = Ssrc(channel.0.wrapping_add(1));

@@ -133,6 +133,7 @@ fn a_wrong_key_is_refused_with_405() {
         duration: None,
         speed: 1.0,
         drop_every: None,
+        speed_test: false,
     };
     let err =
         server_mio::client::stream(&opts, &std::sync::atomic::AtomicBool::new(false)).unwrap_err();

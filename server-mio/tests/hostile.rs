@@ -171,6 +171,7 @@ impl Spawned {
             duration: None,
             speed: 1.0,
             drop_every: None,
+            speed_test: false,
         }
     }
 }
@@ -747,4 +748,35 @@ fn a_second_authenticated_session_replaces_the_live_one_and_a_vanished_viewer_is
         "the vanished viewer was not freed"
     );
     eprintln!("| fault: second session, viewer vanishes | 410 to the old session; viewer freed after ICE timeout | - | - | viewer continued | - |");
+}
+
+#[test]
+fn obs_speed_test_never_reaches_a_viewer() {
+    let srv = Spawned::start(&[]);
+    // A viewer waits on channel 88 before its stream starts.
+    let mut viewer = Viewer::whep(srv.http, 88).unwrap();
+    let opts = ClientOptions {
+        speed_test: true,
+        repeat: false,
+        ..srv.options(88, true)
+    };
+    let client = std::thread::spawn(move || stream(&opts, &AtomicBool::new(false)));
+    viewer.drive(Duration::from_secs(3), |v| v.video_count > 30);
+    let dropped = srv.metric("itg_stream_dropped_total{channel=\"88\"}");
+    viewer.drive(Duration::from_secs(12), |_| client.is_finished());
+    let stats = client.join().unwrap().unwrap();
+    viewer.drive(Duration::from_millis(300), |_| false);
+    assert!(dropped > 500.0, "only {dropped} datagrams dropped");
+    assert!(
+        viewer.audio.len() > 50,
+        "{} audio packets",
+        viewer.audio.len()
+    );
+    assert!(
+        viewer.audio.iter().all(|p| p.payload.len() < 1000),
+        "speed-test junk reached the viewer"
+    );
+    assert!(viewer.video_count > 50);
+    eprintln!("| OBS speed test burst | dropped ({dropped} datagrams), never NACKed, never forwarded | - | - | {} audio packets clean | - |", viewer.audio.len());
+    assert!(stats.nacks == 0, "the burst was NACKed");
 }

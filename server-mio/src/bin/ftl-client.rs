@@ -39,6 +39,9 @@ struct Args {
     /// Loss simulation: skip every n-th media packet (resent when the server NACKs it).
     #[arg(long)]
     drop_every: Option<u32>,
+    /// Begin with OBS's one-second bandwidth test (junk on the audio SSRC).
+    #[arg(long)]
+    speed_test: bool,
 }
 
 fn main() -> ExitCode {
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         duration: args.duration.map(Duration::from_secs_f64),
         speed: args.speed,
         drop_every: args.drop_every,
+        speed_test: args.speed_test,
     };
     // SIGINT/SIGTERM end the stream politely (DISCONNECT), as closing OBS's stream does.
     let stop = std::sync::Arc::new(AtomicBool::new(false));

@@ -108,6 +108,7 @@ impl TestServer {
             duration,
             speed: 1.0,
             drop_every: None,
+            speed_test: false,
         };
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
