@@ -249,6 +249,9 @@ pub fn replay(rec: &Recorded, opts: &ReplayOptions) -> Result<ReplayOutput, Repl
             t0,
             now,
         )?;
+        if let Step::Join(i) = step {
+            waiting.push(i);
+        }
         if let Some(c) = out.channel {
             for i in waiting.drain(..) {
                 if let Ok(id) = relay.add_viewer(c, now) {
@@ -274,16 +277,7 @@ pub fn replay(rec: &Recorded, opts: &ReplayOptions) -> Result<ReplayOutput, Repl
                     relay.handle_datagram(c, from, &d, now);
                 }
             }
-            Step::Join(i) => match out.channel {
-                Some(c) => {
-                    if let Ok(id) = relay.add_viewer(c, now) {
-                        viewer_ids.insert(id, i);
-                        out.transcript
-                            .push(format!("{:?} viewer {i} joins as {id}", now - t0));
-                    }
-                }
-                None => waiting.push(i),
-            },
+            Step::Join(_) => {}
         }
         drain(
             &mut session,
