@@ -111,6 +111,14 @@ pub struct ServerArgs {
     /// Most megabytes the GOP cache of one stream holds.
     #[arg(long, env = "ITG_GOP_CACHE_MB", default_value_t = 16)]
     pub gop_cache_mb: usize,
+    /// Ask this service for stream keys instead of the key file, and send it stream events:
+    /// `GET <url>/hmac/<channel>` answers the key (4xx: no such channel), `POST <url>/events`
+    /// receives JSON events (stream_start, stream_stop, stream_stats).
+    #[arg(long, env = "ITG_AUTH_URL")]
+    pub auth_url: Option<String>,
+    /// Seconds between `stream_stats` events to the service.
+    #[arg(long, env = "ITG_EVENTS_INTERVAL", default_value_t = 5)]
+    pub events_interval: u64,
     /// Failed FTL authentications from one IP address within `--auth-fail-window` after which
     /// its new control connections are refused at once.
     #[arg(long, env = "ITG_AUTH_FAIL_LIMIT", default_value_t = 10)]

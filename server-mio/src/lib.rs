@@ -8,6 +8,7 @@
 pub mod capture;
 pub mod client;
 pub mod config;
+pub mod hooks;
 pub mod keys;
 pub mod probe;
 pub mod replay;

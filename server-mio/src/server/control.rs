@@ -37,6 +37,10 @@ pub(super) struct ControlConn {
 }
 
 impl ControlConn {
+    pub(super) fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
     pub(super) fn deadline(&self) -> Option<Instant> {
         self.session.poll_timeout()
     }
@@ -251,6 +255,9 @@ impl Server {
 
     fn control_session_event(&mut self, token: Token, ev: ServerEvent, now: Instant) {
         match ev {
+            ServerEvent::KeyRequested { channel } if self.hooks.is_some() => {
+                self.hook_lookup(channel, token, now);
+            }
             ServerEvent::KeyRequested { channel } => {
                 let key = self.keys.get(channel).map(|c| c.stream_key());
                 let Some(conn) = self.controls.get_mut(&token) else {
@@ -328,7 +335,7 @@ impl Server {
         }
     }
 
-    fn note_auth_failure(&mut self, ip: std::net::IpAddr, now: Instant) {
+    pub(super) fn note_auth_failure(&mut self, ip: std::net::IpAddr, now: Instant) {
         let window = std::time::Duration::from_secs(self.args.auth_fail_window);
         // Bounded: expired entries go first; past the bound the table starts over (an attacker
         // spread over that many addresses is not slowed by a per-address limit anyway).
@@ -435,6 +442,7 @@ impl Server {
             let _ = c.session.assign_port(port, now);
         }
         self.viewers_stream_state(channel, true);
+        self.hook_stream_started(channel, metadata, port, now);
     }
 
     fn bind_media_port(&mut self, _peer: SocketAddr) -> io::Result<(UdpSocket, u16)> {
@@ -462,9 +470,19 @@ impl Server {
     /// Ends a stream owned by `owner` and frees its media port.
     fn end_stream(&mut self, channel: ChannelId, owner: Token, reason: EndReason) {
         if self.media.get(&channel).is_some_and(|m| m.owner == owner) {
+            let now = Instant::now();
+            let stats = self.relay.stream_stats(channel, now);
             self.close_media(channel);
             self.relay.stop_stream(channel, reason);
             self.viewers_stream_state(channel, false);
+            let why = match reason {
+                EndReason::Disconnect => "disconnect",
+                EndReason::Replaced => "replaced",
+                EndReason::MediaTimeout => "media_timeout",
+                EndReason::Shutdown => "shutdown",
+                EndReason::ControlLost => "control_lost",
+            };
+            self.hook_stream_ended(channel, why, stats, now);
         }
     }
 
@@ -498,6 +516,7 @@ impl Server {
         };
         self.close_media(channel);
         self.viewers_stream_state(channel, false);
+        self.hook_stream_ended(channel, "media_timeout", None, now);
         if let Some(c) = self.controls.get_mut(&owner) {
             c.live = None;
             c.session

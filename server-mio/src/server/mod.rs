@@ -13,6 +13,7 @@
 
 mod api;
 mod control;
+mod hooks;
 mod http;
 mod pool;
 mod static_files;
@@ -54,6 +55,7 @@ enum Slot {
     Control,
     Http,
     Ws,
+    Hook,
     Media(ChannelId),
 }
 
@@ -79,6 +81,7 @@ fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
 pub enum StartError {
     Bind(&'static str, SocketAddr, io::Error),
     Keys(KeyError),
+    Hooks(crate::hooks::HookError),
     Io(io::Error),
 }
 
@@ -87,6 +90,7 @@ impl std::fmt::Display for StartError {
         match self {
             StartError::Bind(what, addr, e) => write!(f, "cannot bind the {what} on {addr}: {e}"),
             StartError::Keys(e) => write!(f, "key store: {e}"),
+            StartError::Hooks(e) => write!(f, "{e}"),
             StartError::Io(e) => write!(f, "{e}"),
         }
     }
@@ -153,6 +157,8 @@ pub struct Server {
     counters: Counters,
     /// Failed authentications per source IP: (count, start of the counting window).
     auth_failures: HashMap<std::net::IpAddr, (u32, Instant)>,
+    /// The external key service and event sink, with `--auth-url`.
+    hooks: Option<crate::hooks::Hooks>,
     started: Instant,
     buf: Vec<u8>,
 }
@@ -162,6 +168,17 @@ impl Server {
     /// store, creates one and prints its OBS stream key and viewer URL.
     pub fn bind(args: ServerArgs, data_dir: &Path) -> Result<Server, StartError> {
         let mut keys = KeyStore::open(data_dir).map_err(StartError::Keys)?;
+        let hooks = match &args.auth_url {
+            Some(url) => Some(
+                crate::hooks::Hooks::new(
+                    url,
+                    Duration::from_secs(args.events_interval.max(1)),
+                    Instant::now(),
+                )
+                .map_err(StartError::Hooks)?,
+            ),
+            None => None,
+        };
         let poll = Poll::new().map_err(StartError::Io)?;
         let bind_tcp = |what, port| {
             let addr = SocketAddr::new(args.addr, port);
@@ -199,7 +216,7 @@ impl Server {
                 None
             }
         };
-        if keys.channels().is_empty() {
+        if keys.channels().is_empty() && hooks.is_none() {
             let c = keys.add(None, None).map_err(StartError::Keys)?;
             println!("Created channel {} ({}).", c.id, c.name);
             println!("OBS settings: Service \"Custom\", Server \"ftl://<this host>\", Stream key:");
@@ -247,6 +264,7 @@ impl Server {
             signals,
             counters: Counters::default(),
             auth_failures: HashMap::new(),
+            hooks,
             started: Instant::now(),
             buf: vec![0; 65536],
         })
@@ -298,6 +316,7 @@ impl Server {
                         Some(Slot::Control) => self.control_event(t, ev, now),
                         Some(Slot::Http) => self.http_event(t, ev, now),
                         Some(Slot::Ws) => self.ws_event(t, now),
+                        Some(Slot::Hook) => self.hook_event(t, now),
                         Some(Slot::Media(c)) => self.read_media(c, now),
                         None => {}
                     },
@@ -332,13 +351,18 @@ impl Server {
         }
         let controls = self.controls.values().filter_map(|c| c.deadline());
         let https = self.https.values().map(|h| h.deadline);
-        [self.relay.poll_timeout(), self.viewers.next_timeout()]
-            .into_iter()
-            .flatten()
-            .chain(controls)
-            .chain(https)
-            .min()
-            .map(|d| d.max(now))
+        let hooks = self.hooks.as_ref().and_then(|h| h.deadline());
+        [
+            self.relay.poll_timeout(),
+            self.viewers.next_timeout(),
+            hooks,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(controls)
+        .chain(https)
+        .min()
+        .map(|d| d.max(now))
     }
 
     fn timeouts(&mut self, now: Instant) {
@@ -348,6 +372,7 @@ impl Server {
             self.relay.handle_timeout(now);
         }
         self.viewers_timeouts(now);
+        self.hooks_timeouts(now);
     }
 
     fn token(&mut self, slot: Slot) -> Token {

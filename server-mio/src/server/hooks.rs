@@ -1,0 +1,298 @@
+//! The loop's side of the key service and events (see `crate::hooks`).
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use ftl_proto::control::{Metadata, StatusCode};
+use ftl_proto::ChannelId;
+use log::{debug, warn};
+use mio::{Interest, Token};
+use relay_core::StreamStats;
+use serde_json::{json, Value};
+
+use super::{Server, Slot};
+use crate::hooks::http::{Exchange, Progress, Reply};
+use crate::hooks::{key_from_body, Purpose, EVENT_TIMEOUT, LOOKUP_TIMEOUT};
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn totals(s: &StreamStats) -> Value {
+    let c = &s.counters;
+    json!({
+        "video_packets": c.video_packets,
+        "audio_packets": c.audio_packets,
+        "bytes": c.bytes,
+        "frames": c.frames,
+        "keyframes": c.keyframes,
+        "lost": c.lost,
+        "nacked": c.nacked,
+        "recovered": c.recovered,
+    })
+}
+
+impl Server {
+    /// Asks the service for `channel`'s key on behalf of control connection `token`.
+    pub(super) fn hook_lookup(&mut self, channel: ChannelId, token: Token, now: Instant) {
+        let Some(h) = self.hooks.as_mut() else { return };
+        let waiting = h.waiting.entry(channel).or_default();
+        waiting.push(token);
+        if waiting.len() > 1 {
+            return; // a lookup for this channel is in flight already
+        }
+        let path = h.key_path(channel);
+        match Exchange::start(h.addr, &h.host, "GET", &path, None, now + LOOKUP_TIMEOUT) {
+            Ok(ex) => self.hook_register(Purpose::Lookup(channel), ex),
+            Err(e) => self.hook_lookup_done(channel, Err(format!("connect: {e}")), now),
+        }
+    }
+
+    fn hook_register(&mut self, purpose: Purpose, mut ex: Exchange) {
+        let token = self.token(Slot::Hook);
+        if let Err(e) = self.poll.registry().register(
+            &mut ex.stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            warn!("key service: {e}");
+        }
+        if let Some(h) = self.hooks.as_mut() {
+            h.exchanges.insert(token, (purpose, ex));
+        }
+    }
+
+    /// Readiness on an exchange's socket.
+    pub(super) fn hook_event(&mut self, token: Token, now: Instant) {
+        let progress = match self
+            .hooks
+            .as_mut()
+            .and_then(|h| h.exchanges.get_mut(&token))
+        {
+            Some((_, ex)) => ex.progress(),
+            None => return,
+        };
+        match progress {
+            Progress::Pending => {}
+            Progress::Done(reply) => self.hook_finish(token, Ok(reply), now),
+            Progress::Failed(e) => self.hook_finish(token, Err(e), now),
+        }
+    }
+
+    fn hook_finish(&mut self, token: Token, result: Result<Reply, String>, now: Instant) {
+        self.slots.remove(&token);
+        let Some((purpose, mut ex)) = self.hooks.as_mut().and_then(|h| h.exchanges.remove(&token))
+        else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut ex.stream);
+        match purpose {
+            Purpose::Lookup(channel) => self.hook_lookup_done(channel, result, now),
+            Purpose::Event => {
+                let Some(h) = self.hooks.as_mut() else { return };
+                match result {
+                    Ok(r) if (200..300).contains(&r.status) => h.event_done(now),
+                    Ok(r) => {
+                        debug!("events: the service answered {}", r.status);
+                        h.event_failed(now);
+                    }
+                    Err(e) => {
+                        debug!("events: {e}");
+                        h.event_failed(now);
+                    }
+                }
+                self.hooks_pump(now);
+            }
+        }
+    }
+
+    /// The service's answer about `channel`: every waiting session gets it.
+    fn hook_lookup_done(
+        &mut self,
+        channel: ChannelId,
+        result: Result<Reply, String>,
+        now: Instant,
+    ) {
+        let waiting = self
+            .hooks
+            .as_mut()
+            .and_then(|h| h.waiting.remove(&channel))
+            .unwrap_or_default();
+        enum Answer {
+            Key(ftl_proto::StreamKey),
+            Unknown,
+            Failed(String),
+        }
+        let answer = match result {
+            Ok(r) if r.status == 200 => match key_from_body(&r.body) {
+                Some(k) => Answer::Key(ftl_proto::StreamKey::new(k.into_bytes())),
+                None => Answer::Failed("an answer without a key".into()),
+            },
+            Ok(r) if (400..500).contains(&r.status) => Answer::Unknown,
+            Ok(r) => Answer::Failed(format!("status {}", r.status)),
+            Err(e) => Answer::Failed(e),
+        };
+        if let Answer::Failed(why) = &answer {
+            warn!("key service: lookup for channel {channel} failed: {why}; refusing the stream");
+            if let Some(h) = self.hooks.as_mut() {
+                h.lookup_failures += 1;
+            }
+        }
+        for token in waiting {
+            let Some(conn) = self.controls.get_mut(&token) else {
+                continue;
+            };
+            let peer = conn.peer();
+            let failed = match &answer {
+                Answer::Key(key) => {
+                    let bad = conn.session.provide_key(key, now).is_err();
+                    if bad {
+                        warn!("FTL: {peer}: wrong stream key for channel {channel}");
+                    }
+                    bad
+                }
+                Answer::Unknown => {
+                    warn!("FTL: {peer}: the key service knows no channel {channel}");
+                    let _ = conn.session.reject_unknown_channel();
+                    true
+                }
+                Answer::Failed(_) => {
+                    conn.session
+                        .refuse(StatusCode::INTERNAL_ERROR, "key service unavailable");
+                    false
+                }
+            };
+            if failed {
+                self.counters.auth_failures += 1;
+                self.note_auth_failure(peer.ip(), now);
+            }
+            self.pump_control(token, now);
+        }
+    }
+
+    /// Deadlines, event sending and periodic stats.
+    pub(super) fn hooks_timeouts(&mut self, now: Instant) {
+        let Some(h) = self.hooks.as_ref() else { return };
+        let expired: Vec<Token> = h
+            .exchanges
+            .iter()
+            .filter(|(_, (_, e))| e.deadline <= now)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in expired {
+            self.hook_finish(t, Err("no answer in time".into()), now);
+        }
+        if self.hooks.as_ref().is_some_and(|h| h.next_stats <= now) {
+            let channels: Vec<ChannelId> = self
+                .relay
+                .channels()
+                .filter(|c| self.relay.is_live(*c))
+                .collect();
+            for c in channels {
+                let Some(s) = self.relay.stream_stats(c, now) else {
+                    continue;
+                };
+                let event = json!({
+                    "event": "stream_stats",
+                    "channel": c.0,
+                    "time_ms": unix_ms(),
+                    "viewers": s.viewers,
+                    "bitrate_bps": (s.video.bits_per_second + s.audio.bits_per_second).round(),
+                    "fps": s.video.frames_per_second,
+                    "width": s.width,
+                    "height": s.height,
+                    "lost": s.counters.lost,
+                    "uptime_s": s.uptime.as_secs(),
+                });
+                if let Some(h) = self.hooks.as_mut() {
+                    if let Some(l) = h.live.get_mut(&c) {
+                        l.1 = totals(&s);
+                    }
+                    h.push_event(event.to_string());
+                }
+            }
+            if let Some(h) = self.hooks.as_mut() {
+                h.next_stats = now + h.stats_interval;
+            }
+        }
+        self.hooks_pump(now);
+    }
+
+    /// Sends the oldest queued event when nothing is in flight and the back-off allows.
+    fn hooks_pump(&mut self, now: Instant) {
+        let Some(h) = self.hooks.as_mut() else { return };
+        if h.event_in_flight || h.next_event_try > now {
+            return;
+        }
+        let Some(event) = h.events.front().cloned() else {
+            return;
+        };
+        let path = h.events_path();
+        match Exchange::start(
+            h.addr,
+            &h.host,
+            "POST",
+            &path,
+            Some(event.as_bytes()),
+            now + EVENT_TIMEOUT,
+        ) {
+            Ok(ex) => {
+                h.event_in_flight = true;
+                self.hook_register(Purpose::Event, ex);
+            }
+            Err(e) => {
+                debug!("events: {e}");
+                h.event_failed(now);
+            }
+        }
+    }
+
+    pub(super) fn hook_stream_started(
+        &mut self,
+        channel: ChannelId,
+        metadata: &Metadata,
+        port: u16,
+        now: Instant,
+    ) {
+        let Some(h) = self.hooks.as_mut() else { return };
+        h.live.insert(channel, (now, Value::Null));
+        let event = json!({
+            "event": "stream_start",
+            "channel": channel.0,
+            "time_ms": unix_ms(),
+            "media_port": port,
+            "vendor": { "name": metadata.vendor_name, "version": metadata.vendor_version },
+            "video": metadata.video.as_ref().map(|v| json!({
+                "codec": "H264", "width": v.width, "height": v.height,
+                "payload_type": v.payload_type, "ssrc": v.ssrc.0,
+            })),
+            "audio": metadata.audio.as_ref().map(|a| json!({
+                "codec": "OPUS", "payload_type": a.payload_type, "ssrc": a.ssrc.0,
+            })),
+        });
+        h.push_event(event.to_string());
+        self.hooks_pump(now);
+    }
+
+    pub(super) fn hook_stream_ended(
+        &mut self,
+        channel: ChannelId,
+        reason: &str,
+        stats: Option<StreamStats>,
+        now: Instant,
+    ) {
+        let Some(h) = self.hooks.as_mut() else { return };
+        let (started, last) = h.live.remove(&channel).unwrap_or((now, Value::Null));
+        let event = json!({
+            "event": "stream_stop",
+            "channel": channel.0,
+            "time_ms": unix_ms(),
+            "reason": reason,
+            "duration_ms": now.saturating_duration_since(started).as_millis() as u64,
+            "totals": stats.as_ref().map_or(last, totals),
+        });
+        h.push_event(event.to_string());
+        self.hooks_pump(now);
+    }
+}

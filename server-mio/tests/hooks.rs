@@ -1,0 +1,346 @@
+//! The external key service and stream events, against a mock HTTP service on loopback.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+use server_mio::client::{stream, ClientError, ClientOptions};
+
+/// How the mock answers.
+#[derive(Clone)]
+struct Mode {
+    key: Option<String>,
+    delay: Duration,
+    events_ok: bool,
+}
+
+/// A scripted HTTP service that records what it was asked.
+struct Mock {
+    addr: SocketAddr,
+    mode: Arc<Mutex<Mode>>,
+    requests: Arc<Mutex<Vec<(String, String, String)>>>,
+}
+
+impl Mock {
+    fn start(addr: &str, mode: Mode) -> Mock {
+        let listener = TcpListener::bind(addr).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mode = Arc::new(Mutex::new(mode));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (m, r) = (mode.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let (m, r) = (m.clone(), r.clone());
+                std::thread::spawn(move || serve(conn, &m, &r));
+            }
+        });
+        Mock {
+            addr,
+            mode,
+            requests,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/ftl", self.addr)
+    }
+
+    fn events(&self) -> Vec<Value> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, p, _)| m == "POST" && p == "/ftl/events")
+            .map(|(_, _, b)| serde_json::from_str(b).unwrap())
+            .collect()
+    }
+}
+
+fn serve(mut s: TcpStream, mode: &Mutex<Mode>, requests: &Mutex<Vec<(String, String, String)>>) {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    let (head, body) = loop {
+        let Ok(n) = s.read(&mut buf) else { return };
+        if n == 0 {
+            return;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..i]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            while raw.len() < i + 4 + len {
+                let Ok(n) = s.read(&mut buf) else { return };
+                if n == 0 {
+                    return;
+                }
+                raw.extend_from_slice(&buf[..n]);
+            }
+            break (
+                head,
+                String::from_utf8_lossy(&raw[i + 4..i + 4 + len]).into_owned(),
+            );
+        }
+    };
+    let mut words = head.split(' ');
+    let (method, path) = (
+        words.next().unwrap().to_owned(),
+        words.next().unwrap().to_owned(),
+    );
+    let mode = mode.lock().unwrap().clone();
+    requests
+        .lock()
+        .unwrap()
+        .push((method.clone(), path.clone(), body));
+    std::thread::sleep(mode.delay);
+    let (status, body) = if method == "GET" && path.starts_with("/ftl/hmac/") {
+        match mode.key {
+            Some(k) => (200, format!("{{\"key\":\"{k}\"}}")),
+            None => (404, "no such channel".to_owned()),
+        }
+    } else if method == "POST" && path == "/ftl/events" {
+        if mode.events_ok {
+            (200, "ok".to_owned())
+        } else {
+            (503, "down".to_owned())
+        }
+    } else {
+        (404, "?".to_owned())
+    };
+    let _ = write!(
+        s,
+        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+fn client(server: &TestServer, key: &str, duration: Option<Duration>) -> ClientOptions {
+    ClientOptions {
+        server: server.addrs.ftl.to_string(),
+        stream_key: key.to_owned(),
+        video: Some(VIDEO_A.to_vec()),
+        audio: Some(AUDIO.to_vec()),
+        fps: 30,
+        repeat: duration.is_some(),
+        duration,
+        speed: 1.0,
+        drop_every: None,
+        speed_test: false,
+    }
+}
+
+fn refused_with(r: Result<server_mio::client::ClientStats, ClientError>) -> (u16, String) {
+    match r {
+        Err(ClientError::Protocol(ftl_proto::Error::Refused { status, reason })) => {
+            (status.code(), reason)
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn ok_mode(key: &str) -> Mode {
+    Mode {
+        key: Some(key.into()),
+        delay: Duration::ZERO,
+        events_ok: true,
+    }
+}
+
+#[test]
+fn keys_from_the_service_are_enforced_and_events_arrive_in_order() {
+    let mock = Mock::start("127.0.0.1:0", ok_mode("s3cret"));
+    let url = mock.url();
+    let server = TestServer::start_with(|a| {
+        a.auth_url = Some(url);
+        a.events_interval = 1;
+    });
+    // The service's key works (the key file's does not matter).
+    let stats = stream(
+        &client(&server, "77-s3cret", Some(Duration::from_millis(2500))),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    // A wrong key is refused with 405; a channel the service does not know with 401.
+    let (code, _) = refused_with(stream(
+        &client(&server, "77-wrong", None),
+        &AtomicBool::new(false),
+    ));
+    assert_eq!(code, 405);
+    mock.mode.lock().unwrap().key = None;
+    let (code, _) = refused_with(stream(
+        &client(&server, "5-s3cret", None),
+        &AtomicBool::new(false),
+    ));
+    assert_eq!(code, 401);
+    assert!(server.wait_for(Duration::from_secs(3), |_| mock
+        .events()
+        .iter()
+        .any(|e| e["event"] == "stream_stop")));
+    let events = mock.events();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"stream_start"));
+    assert_eq!(kinds.last(), Some(&"stream_stop"));
+    assert!(
+        kinds.iter().filter(|k| **k == "stream_stats").count() >= 1,
+        "{kinds:?}"
+    );
+    let start = &events[0];
+    assert_eq!(start["channel"], 77);
+    assert_eq!(start["media_port"], stats.media_port);
+    assert_eq!(start["video"]["codec"], "H264");
+    assert_eq!(start["audio"]["ssrc"], 77);
+    let stop = events.last().unwrap();
+    assert_eq!(stop["reason"], "disconnect");
+    assert!(stop["duration_ms"].as_u64().unwrap() >= 2000);
+    assert_eq!(
+        stop["totals"]["video_packets"].as_u64(),
+        Some(stats.video_packets)
+    );
+    let stat = events
+        .iter()
+        .rev()
+        .find(|e| e["event"] == "stream_stats")
+        .unwrap();
+    assert!(stat["bitrate_bps"].as_f64().unwrap() > 50_000.0);
+    assert_eq!(stat["width"], 320);
+}
+
+#[test]
+fn a_slow_service_refuses_before_the_clients_timeout() {
+    let mock = Mock::start(
+        "127.0.0.1:0",
+        Mode {
+            delay: Duration::from_secs(8),
+            ..ok_mode("k")
+        },
+    );
+    let url = mock.url();
+    let server = TestServer::start_with(|a| a.auth_url = Some(url));
+    let t = Instant::now();
+    let (code, reason) = refused_with(stream(
+        &client(&server, "77-k", None),
+        &AtomicBool::new(false),
+    ));
+    assert_eq!(code, 500);
+    assert!(reason.contains("key service"), "{reason}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
+#[test]
+fn a_service_down_at_start_and_back_later() {
+    // A port with nothing behind it yet.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/ftl");
+    let server = TestServer::start_with(|a| a.auth_url = Some(url));
+    let (code, _) = refused_with(stream(
+        &client(&server, "77-k", None),
+        &AtomicBool::new(false),
+    ));
+    assert_eq!(code, 500, "a service that is down never lets a stream in");
+    let mock = Mock::start(&format!("127.0.0.1:{port}"), ok_mode("k"));
+    stream(
+        &client(&server, "77-k", Some(Duration::from_millis(500))),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    assert!(server.wait_for(Duration::from_secs(3), |_| mock.events().len() >= 2));
+}
+
+#[test]
+fn events_are_kept_across_an_outage() {
+    let mock = Mock::start(
+        "127.0.0.1:0",
+        Mode {
+            events_ok: false,
+            ..ok_mode("k")
+        },
+    );
+    let url = mock.url();
+    let server = TestServer::start_with(|a| a.auth_url = Some(url));
+    stream(
+        &client(&server, "77-k", Some(Duration::from_millis(800))),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    stream(
+        &client(&server, "77-k", Some(Duration::from_millis(800))),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        mock.events().iter().all(|e| e["event"] == "stream_start"),
+        "only the first event is being retried"
+    );
+    mock.mode.lock().unwrap().events_ok = true;
+    // Back-off is at most a few seconds here; then all four arrive, in order.
+    assert!(server.wait_for(Duration::from_secs(10), |_| {
+        let ok: Vec<Value> = mock.events();
+        ok.iter().filter(|e| e["event"] == "stream_stop").count() == 2
+    }));
+    let kinds: Vec<String> = mock
+        .events()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_owned())
+        .collect::<Vec<_>>();
+    let mut deduped = kinds.clone();
+    deduped.dedup();
+    assert_eq!(
+        deduped,
+        ["stream_start", "stream_stop", "stream_start", "stream_stop"],
+        "{kinds:?}"
+    );
+}
+
+#[test]
+fn a_live_stream_keeps_flowing_while_the_service_hangs() {
+    let mock = Mock::start("127.0.0.1:0", ok_mode("k"));
+    let url = mock.url();
+    let server = TestServer::start_with(|a| a.auth_url = Some(url));
+    let opts = client(&server, "77-k", Some(Duration::from_secs(6)));
+    let live = std::thread::spawn(move || stream(&opts, &AtomicBool::new(false)));
+    assert!(server.wait_for(Duration::from_secs(5), |s| s
+        .get("/api/streams")
+        .1
+        .contains("\"live\":true")));
+    let mut viewer = TestViewer::whep(&server, 77).unwrap();
+    viewer.keep_packets = false;
+    viewer.drive(Duration::from_secs(1), |v| v.video_count > 10);
+    // The service hangs; another streamer's lookup waits on it and is refused in time.
+    mock.mode.lock().unwrap().delay = Duration::from_secs(30);
+    let opts = client(&server, "88-k", None);
+    let other = std::thread::spawn(move || stream(&opts, &AtomicBool::new(false)));
+    let before = viewer.video_count;
+    viewer.drive(Duration::from_secs(3), |_| false);
+    assert!(
+        viewer.video_count > before + 50,
+        "media stalled while the service hung"
+    );
+    assert_eq!(refused_with(other.join().unwrap()).0, 500);
+    viewer.drive(Duration::from_secs(8), |_| live.is_finished());
+    live.join().unwrap().unwrap();
+    assert_eq!(viewer.video_lost(), 0);
+}
