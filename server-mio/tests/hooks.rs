@@ -344,3 +344,184 @@ fn a_live_stream_keeps_flowing_while_the_service_hangs() {
     live.join().unwrap().unwrap();
     assert_eq!(viewer.video_lost(), 0);
 }
+
+/// The WebSocket flavour of the mock: answers `key_request`s, records every message.
+struct WsMock {
+    addr: SocketAddr,
+    mode: Arc<Mutex<Mode>>,
+    messages: Arc<Mutex<Vec<Value>>>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl WsMock {
+    fn start(addr: &str, mode: Mode) -> WsMock {
+        let listener = TcpListener::bind(addr).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mode = Arc::new(Mutex::new(mode));
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (m, msgs, conns) = (mode.clone(), messages.clone(), connections.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                conns.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let (m, msgs) = (m.clone(), msgs.clone());
+                std::thread::spawn(move || {
+                    let Ok(mut ws) = tungstenite::accept(conn) else {
+                        return;
+                    };
+                    while let Ok(msg) = ws.read() {
+                        let Ok(text) = msg.to_text() else { continue };
+                        let v: Value = serde_json::from_str(text).unwrap_or_default();
+                        msgs.lock().unwrap().push(v.clone());
+                        if v["type"] == "key_request" {
+                            let mode = m.lock().unwrap().clone();
+                            std::thread::sleep(mode.delay);
+                            let answer = match mode.key {
+                                Some(k) => {
+                                    serde_json::json!({"type": "key", "id": v["id"], "key": k})
+                                }
+                                None => {
+                                    serde_json::json!({"type": "key", "id": v["id"], "error": "no such channel"})
+                                }
+                            };
+                            if ws
+                                .send(tungstenite::Message::text(answer.to_string()))
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        WsMock {
+            addr,
+            mode,
+            messages,
+            connections,
+        }
+    }
+
+    fn events(&self) -> Vec<Value> {
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m["type"] == "event")
+            .cloned()
+            .collect()
+    }
+}
+
+#[test]
+fn keys_and_events_over_a_websocket() {
+    let mock = WsMock::start("127.0.0.1:0", ok_mode("wskey"));
+    let url = format!("ws://{}/ftl", mock.addr);
+    let server = TestServer::start_with(|a| a.auth_url = Some(url));
+    assert!(server.wait_for(Duration::from_secs(5), |_| mock
+        .connections
+        .load(std::sync::atomic::Ordering::SeqCst)
+        == 1));
+    std::thread::sleep(Duration::from_millis(200));
+    let stats = stream(
+        &client(&server, "77-wskey", Some(Duration::from_millis(1500))),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    assert_eq!(
+        refused_with(stream(
+            &client(&server, "77-nope", None),
+            &AtomicBool::new(false)
+        ))
+        .0,
+        405
+    );
+    mock.mode.lock().unwrap().key = None;
+    assert_eq!(
+        refused_with(stream(
+            &client(&server, "88-wskey", None),
+            &AtomicBool::new(false)
+        ))
+        .0,
+        401
+    );
+    assert!(server.wait_for(Duration::from_secs(3), |_| mock
+        .events()
+        .iter()
+        .any(|e| e["event"] == "stream_stop")));
+    let events = mock.events();
+    assert_eq!(events[0]["event"], "stream_start");
+    assert_eq!(events[0]["media_port"], stats.media_port);
+    assert_eq!(events.last().unwrap()["event"], "stream_stop");
+    // Requests carry correlation ids; one connection served them all.
+    let ids: Vec<u64> = mock
+        .messages
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|m| m["type"] == "key_request")
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [1, 2, 3]);
+    assert_eq!(
+        mock.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}
+
+#[test]
+fn a_websocket_service_down_at_start_is_reconnected() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("ws://127.0.0.1:{port}/ftl");
+    let server = TestServer::start_with(|a| a.auth_url = Some(url));
+    let (code, reason) = refused_with(stream(
+        &client(&server, "77-k", None),
+        &AtomicBool::new(false),
+    ));
+    assert_eq!(code, 500, "{reason}");
+    let mock = WsMock::start(&format!("127.0.0.1:{port}"), ok_mode("k"));
+    // Back-off: 1 s, 2 s, 4 s ...
+    assert!(server.wait_for(Duration::from_secs(10), |_| mock
+        .connections
+        .load(std::sync::atomic::Ordering::SeqCst)
+        >= 1));
+    std::thread::sleep(Duration::from_millis(300));
+    stream(
+        &client(&server, "77-k", Some(Duration::from_millis(500))),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_slow_websocket_service_refuses_in_time() {
+    let mock = WsMock::start(
+        "127.0.0.1:0",
+        Mode {
+            delay: Duration::from_secs(8),
+            ..ok_mode("k")
+        },
+    );
+    let url = format!("ws://{}/ftl", mock.addr);
+    let server = TestServer::start_with(|a| a.auth_url = Some(url));
+    assert!(server.wait_for(Duration::from_secs(5), |_| mock
+        .connections
+        .load(std::sync::atomic::Ordering::SeqCst)
+        == 1));
+    let t = Instant::now();
+    assert_eq!(
+        refused_with(stream(
+            &client(&server, "77-k", None),
+            &AtomicBool::new(false)
+        ))
+        .0,
+        500
+    );
+    assert!(t.elapsed() < Duration::from_secs(5));
+}

@@ -14,6 +14,7 @@
 //! is resolved once at start.
 
 pub mod http;
+pub mod ws;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -72,20 +73,27 @@ pub struct Hooks {
     pub lookup_failures: u64,
     /// Live streams: when they started and their latest totals (for the stop event).
     pub live: HashMap<ChannelId, (Instant, serde_json::Value)>,
+    /// The WebSocket link, for ws:// URLs.
+    pub ws: Option<ws::WsLink>,
+    pub ws_token: Option<Token>,
+    /// Lookups sent over the link: id to channel and deadline.
+    pub ws_pending: HashMap<u64, (ChannelId, Instant)>,
+    pub next_id: u64,
 }
 
 impl Hooks {
     /// Parses and resolves the service URL (blocking DNS, at start only).
     pub fn new(url: &str, stats_interval: Duration, now: Instant) -> Result<Hooks, HookError> {
         let u = url::Url::parse(url).map_err(|e| HookError(format!("{url:?}: {e}")))?;
-        match u.scheme() {
-            "http" => {}
+        let ws = match u.scheme() {
+            "http" => None,
+            "ws" => Some(ws::WsLink::new(url.to_owned(), now)),
             other => {
                 return Err(HookError(format!(
-                    "scheme {other}:// is not supported yet; use http://"
+                    "scheme {other}:// is not supported yet; use http:// or ws://"
                 )))
             }
-        }
+        };
         let host = u
             .host_str()
             .ok_or_else(|| HookError(format!("{url:?} has no host")))?
@@ -112,6 +120,10 @@ impl Hooks {
             events_sent: 0,
             lookup_failures: 0,
             live: HashMap::new(),
+            ws,
+            ws_token: None,
+            ws_pending: HashMap::new(),
+            next_id: 1,
         })
     }
 

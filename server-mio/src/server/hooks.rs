@@ -42,6 +42,18 @@ impl Server {
         if waiting.len() > 1 {
             return; // a lookup for this channel is in flight already
         }
+        if let Some(link) = h.ws.as_mut() {
+            let id = h.next_id;
+            h.next_id += 1;
+            let request =
+                json!({ "type": "key_request", "id": id, "channel": channel.0 }).to_string();
+            if link.send(request, now) {
+                h.ws_pending.insert(id, (channel, now + LOOKUP_TIMEOUT));
+            } else {
+                self.hook_lookup_done(channel, Err("not connected".into()), now);
+            }
+            return;
+        }
         let path = h.key_path(channel);
         match Exchange::start(h.addr, &h.host, "GET", &path, None, now + LOOKUP_TIMEOUT) {
             Ok(ex) => self.hook_register(Purpose::Lookup(channel), ex),
@@ -65,6 +77,13 @@ impl Server {
 
     /// Readiness on an exchange's socket.
     pub(super) fn hook_event(&mut self, token: Token, now: Instant) {
+        if self
+            .hooks
+            .as_ref()
+            .is_some_and(|h| h.ws_token == Some(token))
+        {
+            return self.hook_link_event(now);
+        }
         let progress = match self
             .hooks
             .as_mut()
@@ -171,8 +190,94 @@ impl Server {
         }
     }
 
+    /// The WebSocket link made progress or has messages.
+    fn hook_link_event(&mut self, now: Instant) {
+        let Some(h) = self.hooks.as_mut() else { return };
+        let Some(link) = h.ws.as_mut() else { return };
+        if !link.is_open() {
+            link.advance(now);
+        }
+        let incoming = link.read(now);
+        let down = link.retry_at().is_some();
+        let mut answers = Vec::new();
+        for crate::hooks::ws::Incoming::Key { id, key } in incoming {
+            if let Some((channel, _)) = h.ws_pending.remove(&id) {
+                let reply = match key {
+                    Ok(k) => Reply {
+                        status: 200,
+                        body: k.into_bytes(),
+                    },
+                    Err(e) => Reply {
+                        status: 404,
+                        body: e.into_bytes(),
+                    },
+                };
+                answers.push((channel, reply));
+            }
+        }
+        if down {
+            self.hook_link_down(now);
+        }
+        for (channel, reply) in answers {
+            self.hook_lookup_done(channel, Ok(reply), now);
+        }
+        self.hooks_pump(now);
+    }
+
+    /// The link broke: lookups in flight fail (the sessions get a refusal, never a pass).
+    fn hook_link_down(&mut self, now: Instant) {
+        let Some(h) = self.hooks.as_mut() else { return };
+        if let Some(t) = h.ws_token.take() {
+            self.slots.remove(&t);
+        }
+        let failed: Vec<ChannelId> = h.ws_pending.drain().map(|(_, (c, _))| c).collect();
+        for c in failed {
+            self.hook_lookup_done(c, Err("connection to the key service lost".into()), now);
+        }
+    }
+
     /// Deadlines, event sending and periodic stats.
     pub(super) fn hooks_timeouts(&mut self, now: Instant) {
+        // The WebSocket link: reconnect when due; fail lookups past their deadline.
+        if let Some(h) = self.hooks.as_mut() {
+            let addr = h.addr;
+            if let Some(link) = h.ws.as_mut() {
+                if link.retry_at().is_some_and(|t| t <= now) {
+                    match mio::net::TcpStream::connect(addr) {
+                        Ok(stream) => link.link = crate::hooks::ws::Link::Connecting(stream),
+                        Err(e) => {
+                            debug!("key service: {e}");
+                            link.fail(now);
+                        }
+                    }
+                    if let Some(stream) = link.stream_mut() {
+                        let token = Token(self.next_token);
+                        self.next_token += 1;
+                        self.slots.insert(token, Slot::Hook);
+                        let _ = self.poll.registry().register(
+                            stream,
+                            token,
+                            Interest::READABLE | Interest::WRITABLE,
+                        );
+                        h.ws_token = Some(token);
+                    }
+                }
+            }
+            let expired: Vec<u64> = h
+                .ws_pending
+                .iter()
+                .filter(|(_, (_, d))| *d <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            let channels: Vec<ChannelId> = expired
+                .iter()
+                .filter_map(|id| h.ws_pending.remove(id))
+                .map(|(c, _)| c)
+                .collect();
+            for c in channels {
+                self.hook_lookup_done(c, Err("no answer in time".into()), now);
+            }
+        }
         let Some(h) = self.hooks.as_ref() else { return };
         let expired: Vec<Token> = h
             .exchanges
@@ -222,6 +327,23 @@ impl Server {
     /// Sends the oldest queued event when nothing is in flight and the back-off allows.
     fn hooks_pump(&mut self, now: Instant) {
         let Some(h) = self.hooks.as_mut() else { return };
+        if let Some(link) = h.ws.as_mut() {
+            // Over the link, events go out in order as long as it is open.
+            while let Some(event) = h.events.front().cloned() {
+                let mut msg: Value = serde_json::from_str(&event).unwrap_or(Value::Null);
+                msg["type"] = json!("event");
+                if !link.send(msg.to_string(), now) {
+                    break;
+                }
+                h.events.pop_front();
+                h.events_sent += 1;
+            }
+            let down = link.retry_at().is_some();
+            if down && h.ws_token.is_some() {
+                self.hook_link_down(now);
+            }
+            return;
+        }
         if h.event_in_flight || h.next_event_try > now {
             return;
         }
