@@ -116,6 +116,10 @@ pub struct ServerArgs {
     /// receives JSON events (stream_start, stream_stop, stream_stats).
     #[arg(long, env = "ITG_AUTH_URL")]
     pub auth_url: Option<String>,
+    /// Extra CA certificates (PEM) to trust for an https:// or wss:// `--auth-url`, besides the
+    /// bundled Mozilla roots.
+    #[arg(long, env = "ITG_AUTH_CA")]
+    pub auth_ca: Option<PathBuf>,
     /// Seconds between `stream_stats` events to the service.
     #[arg(long, env = "ITG_EVENTS_INTERVAL", default_value_t = 5)]
     pub events_interval: u64,

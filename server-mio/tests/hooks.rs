@@ -9,7 +9,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,6 +35,10 @@ struct Mock {
 
 impl Mock {
     fn start(addr: &str, mode: Mode) -> Mock {
+        Self::start_tls(addr, mode, None)
+    }
+
+    fn start_tls(addr: &str, mode: Mode, tls: Option<Arc<rustls::ServerConfig>>) -> Mock {
         let listener = TcpListener::bind(addr).unwrap();
         let addr = listener.local_addr().unwrap();
         let mode = Arc::new(Mutex::new(mode));
@@ -43,8 +47,17 @@ impl Mock {
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
-                let (m, r) = (m.clone(), r.clone());
-                std::thread::spawn(move || serve(conn, &m, &r));
+                conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let (m, r, tls) = (m.clone(), r.clone(), tls.clone());
+                std::thread::spawn(move || match tls {
+                    None => serve(conn, &m, &r),
+                    Some(cfg) => {
+                        let Ok(server) = rustls::ServerConnection::new(cfg) else {
+                            return;
+                        };
+                        serve(rustls::StreamOwned::new(server, conn), &m, &r);
+                    }
+                });
             }
         });
         Mock {
@@ -69,8 +82,11 @@ impl Mock {
     }
 }
 
-fn serve(mut s: TcpStream, mode: &Mutex<Mode>, requests: &Mutex<Vec<(String, String, String)>>) {
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+fn serve(
+    mut s: impl Read + Write,
+    mode: &Mutex<Mode>,
+    requests: &Mutex<Vec<(String, String, String)>>,
+) {
     let mut raw = Vec::new();
     let mut buf = [0u8; 4096];
     let (head, body) = loop {
@@ -355,6 +371,10 @@ struct WsMock {
 
 impl WsMock {
     fn start(addr: &str, mode: Mode) -> WsMock {
+        Self::start_tls(addr, mode, None)
+    }
+
+    fn start_tls(addr: &str, mode: Mode, tls: Option<Arc<rustls::ServerConfig>>) -> WsMock {
         let listener = TcpListener::bind(addr).unwrap();
         let addr = listener.local_addr().unwrap();
         let mode = Arc::new(Mutex::new(mode));
@@ -365,33 +385,14 @@ impl WsMock {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
                 conns.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let (m, msgs) = (m.clone(), msgs.clone());
-                std::thread::spawn(move || {
-                    let Ok(mut ws) = tungstenite::accept(conn) else {
-                        return;
-                    };
-                    while let Ok(msg) = ws.read() {
-                        let Ok(text) = msg.to_text() else { continue };
-                        let v: Value = serde_json::from_str(text).unwrap_or_default();
-                        msgs.lock().unwrap().push(v.clone());
-                        if v["type"] == "key_request" {
-                            let mode = m.lock().unwrap().clone();
-                            std::thread::sleep(mode.delay);
-                            let answer = match mode.key {
-                                Some(k) => {
-                                    serde_json::json!({"type": "key", "id": v["id"], "key": k})
-                                }
-                                None => {
-                                    serde_json::json!({"type": "key", "id": v["id"], "error": "no such channel"})
-                                }
-                            };
-                            if ws
-                                .send(tungstenite::Message::text(answer.to_string()))
-                                .is_err()
-                            {
-                                return;
-                            }
-                        }
+                let (m, msgs, tls) = (m.clone(), msgs.clone(), tls.clone());
+                std::thread::spawn(move || match tls {
+                    None => ws_serve(conn, &m, &msgs),
+                    Some(cfg) => {
+                        let Ok(server) = rustls::ServerConnection::new(cfg) else {
+                            return;
+                        };
+                        ws_serve(rustls::StreamOwned::new(server, conn), &m, &msgs);
                     }
                 });
             }
@@ -412,6 +413,32 @@ impl WsMock {
             .filter(|m| m["type"] == "event")
             .cloned()
             .collect()
+    }
+}
+
+fn ws_serve(conn: impl Read + Write, m: &Mutex<Mode>, msgs: &Mutex<Vec<Value>>) {
+    let Ok(mut ws) = tungstenite::accept(conn) else {
+        return;
+    };
+    while let Ok(msg) = ws.read() {
+        let Ok(text) = msg.to_text() else { continue };
+        let v: Value = serde_json::from_str(text).unwrap_or_default();
+        msgs.lock().unwrap().push(v.clone());
+        if v["type"] != "key_request" {
+            continue;
+        }
+        let mode = m.lock().unwrap().clone();
+        std::thread::sleep(mode.delay);
+        let answer = match mode.key {
+            Some(k) => serde_json::json!({"type": "key", "id": v["id"], "key": k}),
+            None => serde_json::json!({"type": "key", "id": v["id"], "error": "no such channel"}),
+        };
+        if ws
+            .send(tungstenite::Message::text(answer.to_string()))
+            .is_err()
+        {
+            return;
+        }
     }
 }
 
@@ -524,4 +551,97 @@ fn a_slow_websocket_service_refuses_in_time() {
         500
     );
     assert!(t.elapsed() < Duration::from_secs(5));
+}
+
+/// A self-signed certificate for 127.0.0.1, its server config, and a CA file trusting it.
+fn tls_setup() -> (Arc<rustls::ServerConfig>, std::path::PathBuf) {
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap();
+    let cert = rustls::pki_types::CertificateDer::from(ck.cert.der().to_vec());
+    let key = rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+    let ca = std::env::temp_dir().join(format!(
+        "itg-ca-{}-{}.pem",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::write(&ca, ck.cert.pem()).unwrap();
+    (Arc::new(cfg), ca)
+}
+
+#[test]
+fn keys_and_events_over_https() {
+    let (cfg, ca) = tls_setup();
+    let mock = Mock::start_tls("127.0.0.1:0", ok_mode("tls"), Some(cfg));
+    let url = format!("https://{}/ftl", mock.addr);
+    let server = TestServer::start_with(|a| {
+        a.auth_url = Some(url);
+        a.auth_ca = Some(ca.clone());
+    });
+    stream(
+        &client(&server, "77-tls", Some(Duration::from_millis(800))),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    assert_eq!(
+        refused_with(stream(
+            &client(&server, "77-bad", None),
+            &AtomicBool::new(false)
+        ))
+        .0,
+        405
+    );
+    assert!(server.wait_for(Duration::from_secs(5), |_| mock
+        .events()
+        .iter()
+        .any(|e| e["event"] == "stream_stop")));
+    std::fs::remove_file(ca).unwrap();
+}
+
+#[test]
+fn an_untrusted_certificate_never_lets_a_stream_in() {
+    let (cfg, ca) = tls_setup();
+    let mock = Mock::start_tls("127.0.0.1:0", ok_mode("tls"), Some(cfg));
+    let url = format!("https://{}/ftl", mock.addr);
+    // No --auth-ca: the self-signed certificate is not trusted.
+    let server = TestServer::start_with(|a| a.auth_url = Some(url));
+    let (code, reason) = refused_with(stream(
+        &client(&server, "77-tls", None),
+        &AtomicBool::new(false),
+    ));
+    assert_eq!(code, 500, "{reason}");
+    std::fs::remove_file(ca).unwrap();
+}
+
+#[test]
+fn keys_and_events_over_wss() {
+    let (cfg, ca) = tls_setup();
+    let mock = WsMock::start_tls("127.0.0.1:0", ok_mode("wss"), Some(cfg));
+    let url = format!("wss://{}/ftl", mock.addr);
+    let server = TestServer::start_with(|a| {
+        a.auth_url = Some(url);
+        a.auth_ca = Some(ca.clone());
+    });
+    assert!(server.wait_for(Duration::from_secs(5), |_| mock
+        .connections
+        .load(std::sync::atomic::Ordering::SeqCst)
+        == 1));
+    std::thread::sleep(Duration::from_millis(300));
+    stream(
+        &client(&server, "77-wss", Some(Duration::from_millis(800))),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    assert!(server.wait_for(Duration::from_secs(5), |_| mock
+        .events()
+        .iter()
+        .any(|e| e["event"] == "stream_stop")));
+    std::fs::remove_file(ca).unwrap();
 }

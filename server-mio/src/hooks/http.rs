@@ -5,7 +5,7 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use mio::net::TcpStream;
+use super::conn::{Conn, Tls};
 
 /// Most bytes of a service's response.
 pub const MAX_RESPONSE: usize = 64 * 1024;
@@ -19,7 +19,7 @@ pub struct Reply {
 
 /// An exchange in progress.
 pub struct Exchange {
-    pub stream: TcpStream,
+    pub stream: Conn,
     request: Vec<u8>,
     sent: usize,
     response: Vec<u8>,
@@ -38,13 +38,14 @@ impl Exchange {
     /// Starts connecting to `addr` to send `method path` with an optional JSON body.
     pub fn start(
         addr: SocketAddr,
+        tls: Option<&Tls>,
         host: &str,
         method: &str,
         path: &str,
         body: Option<&[u8]>,
         deadline: Instant,
     ) -> io::Result<Exchange> {
-        let stream = TcpStream::connect(addr)?;
+        let stream = Conn::connect(addr, tls)?;
         let mut request = format!(
             "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: itg\r\nAccept: application/json, text/plain\r\nConnection: close\r\n"
         )
@@ -73,6 +74,11 @@ impl Exchange {
 
     /// Makes what progress the socket allows.
     pub fn progress(&mut self) -> Progress {
+        match self.stream.connected() {
+            Ok(true) => {}
+            Ok(false) => return Progress::Pending,
+            Err(e) => return Progress::Failed(e.to_string()),
+        }
         while self.sent < self.request.len() {
             match self
                 .stream

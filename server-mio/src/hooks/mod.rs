@@ -13,6 +13,7 @@
 //! Everything runs on the server's poll loop on non-blocking sockets. The service's host name
 //! is resolved once at start.
 
+pub mod conn;
 pub mod http;
 pub mod ws;
 
@@ -75,6 +76,8 @@ pub struct Hooks {
     pub live: HashMap<ChannelId, (Instant, serde_json::Value)>,
     /// The WebSocket link, for ws:// URLs.
     pub ws: Option<ws::WsLink>,
+    /// TLS settings for https:// and wss://.
+    pub tls: Option<conn::Tls>,
     pub ws_token: Option<Token>,
     /// Lookups sent over the link: id to channel and deadline.
     pub ws_pending: HashMap<u64, (ChannelId, Instant)>,
@@ -83,21 +86,31 @@ pub struct Hooks {
 
 impl Hooks {
     /// Parses and resolves the service URL (blocking DNS, at start only).
-    pub fn new(url: &str, stats_interval: Duration, now: Instant) -> Result<Hooks, HookError> {
+    pub fn new(
+        url: &str,
+        ca_file: Option<&std::path::Path>,
+        stats_interval: Duration,
+        now: Instant,
+    ) -> Result<Hooks, HookError> {
         let u = url::Url::parse(url).map_err(|e| HookError(format!("{url:?}: {e}")))?;
-        let ws = match u.scheme() {
-            "http" => None,
-            "ws" => Some(ws::WsLink::new(url.to_owned(), now)),
-            other => {
-                return Err(HookError(format!(
-                    "scheme {other}:// is not supported yet; use http:// or ws://"
-                )))
-            }
-        };
         let host = u
             .host_str()
             .ok_or_else(|| HookError(format!("{url:?} has no host")))?
             .to_owned();
+        let tls_for = |h: &str| {
+            conn::Tls::new(h.trim_start_matches('[').trim_end_matches(']'), ca_file).map(Some)
+        };
+        let (ws, tls) = match u.scheme() {
+            "http" => (None, None),
+            "https" => (None, tls_for(&host)?),
+            "ws" => (Some(ws::WsLink::new(url.to_owned(), now)), None),
+            "wss" => (Some(ws::WsLink::new(url.to_owned(), now)), tls_for(&host)?),
+            other => {
+                return Err(HookError(format!(
+                    "unsupported scheme {other}://; use http, https, ws or wss"
+                )))
+            }
+        };
         let port = u.port_or_known_default().unwrap_or(80);
         let addr = (host.as_str(), port)
             .to_socket_addrs()
@@ -121,6 +134,7 @@ impl Hooks {
             lookup_failures: 0,
             live: HashMap::new(),
             ws,
+            tls,
             ws_token: None,
             ws_pending: HashMap::new(),
             next_id: 1,
@@ -202,17 +216,36 @@ mod tests {
     #[test]
     fn urls() {
         let now = Instant::now();
-        let h = Hooks::new("http://127.0.0.1:9/base/", Duration::from_secs(5), now).unwrap();
+        let h = Hooks::new(
+            "http://127.0.0.1:9/base/",
+            None,
+            Duration::from_secs(5),
+            now,
+        )
+        .unwrap();
         assert_eq!(h.key_path(ChannelId(7)), "/base/hmac/7");
         assert_eq!(h.events_path(), "/base/events");
-        assert!(Hooks::new("ftp://x", Duration::from_secs(5), now).is_err());
-        assert!(Hooks::new("not a url", Duration::from_secs(5), now).is_err());
+        assert!(Hooks::new("ftp://x", None, Duration::from_secs(5), now).is_err());
+        assert!(
+            Hooks::new("https://127.0.0.1:9", None, Duration::from_secs(5), now)
+                .unwrap()
+                .tls
+                .is_some()
+        );
+        assert!(Hooks::new(
+            "https://127.0.0.1:9",
+            Some(std::path::Path::new("/nonexistent.pem")),
+            Duration::from_secs(5),
+            now
+        )
+        .is_err());
+        assert!(Hooks::new("not a url", None, Duration::from_secs(5), now).is_err());
     }
 
     #[test]
     fn the_event_queue_is_bounded_and_backs_off() {
         let now = Instant::now();
-        let mut h = Hooks::new("http://127.0.0.1:9", Duration::from_secs(5), now).unwrap();
+        let mut h = Hooks::new("http://127.0.0.1:9", None, Duration::from_secs(5), now).unwrap();
         for i in 0..(MAX_QUEUED_EVENTS + 5) {
             h.push_event(format!("{i}"));
         }

@@ -7,7 +7,7 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
+use super::conn::Conn;
 use tungstenite::handshake::client::ClientHandshake;
 use tungstenite::handshake::{HandshakeError, MidHandshake};
 use tungstenite::protocol::WebSocketConfig;
@@ -20,10 +20,10 @@ pub enum Link {
     /// Waiting to (re)connect at this instant.
     Down(Instant),
     /// TCP connect in progress.
-    Connecting(TcpStream),
+    Connecting(Conn),
     /// WebSocket handshake in progress.
-    Handshaking(MidHandshake<ClientHandshake<TcpStream>>),
-    Open(Box<WebSocket<TcpStream>>),
+    Handshaking(MidHandshake<ClientHandshake<Conn>>),
+    Open(Box<WebSocket<Conn>>),
 }
 
 /// The link and its back-off.
@@ -72,13 +72,9 @@ impl WsLink {
     pub fn advance(&mut self, now: Instant) {
         let link = std::mem::replace(&mut self.link, Link::Down(now));
         self.link = match link {
-            Link::Connecting(stream) => match stream
-                .take_error()
-                .ok()
-                .flatten()
-                .map_or_else(|| stream.peer_addr(), Err)
-            {
-                Ok(_) => {
+            Link::Connecting(mut stream) => match stream.connected() {
+                Ok(false) => Link::Connecting(stream),
+                Ok(true) => {
                     let config = WebSocketConfig::default()
                         .max_message_size(Some(64 * 1024))
                         .max_frame_size(Some(64 * 1024));
@@ -96,7 +92,6 @@ impl WsLink {
                         }
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => Link::Connecting(stream),
                 Err(e) => {
                     log::warn!("key service {}: {e}", self.url);
                     self.fail(now);
@@ -181,7 +176,7 @@ impl WsLink {
     }
 
     /// The socket of the link, for (re)registration.
-    pub fn stream_mut(&mut self) -> Option<&mut TcpStream> {
+    pub fn stream_mut(&mut self) -> Option<&mut Conn> {
         match &mut self.link {
             Link::Connecting(s) => Some(s),
             Link::Handshaking(mid) => Some(mid.get_mut().get_mut()),

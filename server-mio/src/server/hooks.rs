@@ -55,7 +55,15 @@ impl Server {
             return;
         }
         let path = h.key_path(channel);
-        match Exchange::start(h.addr, &h.host, "GET", &path, None, now + LOOKUP_TIMEOUT) {
+        match Exchange::start(
+            h.addr,
+            h.tls.as_ref(),
+            &h.host,
+            "GET",
+            &path,
+            None,
+            now + LOOKUP_TIMEOUT,
+        ) {
             Ok(ex) => self.hook_register(Purpose::Lookup(channel), ex),
             Err(e) => self.hook_lookup_done(channel, Err(format!("connect: {e}")), now),
         }
@@ -64,7 +72,7 @@ impl Server {
     fn hook_register(&mut self, purpose: Purpose, mut ex: Exchange) {
         let token = self.token(Slot::Hook);
         if let Err(e) = self.poll.registry().register(
-            &mut ex.stream,
+            ex.stream.tcp(),
             token,
             Interest::READABLE | Interest::WRITABLE,
         ) {
@@ -105,7 +113,7 @@ impl Server {
         else {
             return;
         };
-        let _ = self.poll.registry().deregister(&mut ex.stream);
+        let _ = self.poll.registry().deregister(ex.stream.tcp());
         match purpose {
             Purpose::Lookup(channel) => self.hook_lookup_done(channel, result, now),
             Purpose::Event => {
@@ -241,9 +249,10 @@ impl Server {
         // The WebSocket link: reconnect when due; fail lookups past their deadline.
         if let Some(h) = self.hooks.as_mut() {
             let addr = h.addr;
+            let tls = h.tls.clone();
             if let Some(link) = h.ws.as_mut() {
                 if link.retry_at().is_some_and(|t| t <= now) {
-                    match mio::net::TcpStream::connect(addr) {
+                    match crate::hooks::conn::Conn::connect(addr, tls.as_ref()) {
                         Ok(stream) => link.link = crate::hooks::ws::Link::Connecting(stream),
                         Err(e) => {
                             debug!("key service: {e}");
@@ -255,7 +264,7 @@ impl Server {
                         self.next_token += 1;
                         self.slots.insert(token, Slot::Hook);
                         let _ = self.poll.registry().register(
-                            stream,
+                            stream.tcp(),
                             token,
                             Interest::READABLE | Interest::WRITABLE,
                         );
@@ -353,6 +362,7 @@ impl Server {
         let path = h.events_path();
         match Exchange::start(
             h.addr,
+            h.tls.as_ref(),
             &h.host,
             "POST",
             &path,

@@ -172,6 +172,7 @@ impl Server {
             Some(url) => Some(
                 crate::hooks::Hooks::new(
                     url,
+                    args.auth_ca.as_deref(),
                     Duration::from_secs(args.events_interval.max(1)),
                     Instant::now(),
                 )
