@@ -41,6 +41,20 @@ pub struct ClientOptions {
     /// Start like OBS: about a second of 1392-byte junk on the audio SSRC (its bandwidth
     /// test), then the stream with numbering from 0.
     pub speed_test: bool,
+    /// Records when each media payload was sent (by content hash), for latency measurements.
+    pub sent_log: Option<SentLog>,
+}
+
+/// Send instants of media payloads, keyed by [`payload_hash`]; shared between a sender and the
+/// viewers of a load test in one process (one clock).
+pub type SentLog = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u64, Instant>>>;
+
+/// FNV-1a of a payload: how a receiver finds the send time of what it got, whatever the server
+/// rewrote in the headers.
+pub fn payload_hash(p: &[u8]) -> u64 {
+    p.iter().fold(0xcbf2_9ce4_8422_2325, |h, x| {
+        (h ^ u64::from(*x)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// What a streaming session did.
@@ -84,16 +98,16 @@ impl From<io::Error> for ClientError {
 }
 
 /// One packet ready to send at an offset from the start.
-struct Scheduled {
-    at: Duration,
-    video: bool,
-    marker: bool,
-    ts: u32,
-    payload: Vec<u8>,
+pub struct Scheduled {
+    pub at: Duration,
+    pub video: bool,
+    pub marker: bool,
+    pub ts: u32,
+    pub payload: Vec<u8>,
 }
 
 /// The packets of one pass over the files, in send order.
-fn schedule(opts: &ClientOptions) -> (Vec<Scheduled>, Duration) {
+pub fn schedule(opts: &ClientOptions) -> (Vec<Scheduled>, Duration) {
     let mut out = Vec::new();
     let mut length = Duration::ZERO;
     if let Some(v) = &opts.video {
@@ -292,6 +306,12 @@ pub fn stream(opts: &ClientOptions, stop: &AtomicBool) -> Result<ClientStats, Cl
                 (stats.video_packets + stats.audio_packets + 1) % u64::from(n.max(2)) == 0
             });
             if !dropped {
+                // Logged before sending: a receiver must never look up a packet before its entry.
+                if let Some(log) = &opts.sent_log {
+                    if let Ok(mut m) = log.lock() {
+                        m.insert(payload_hash(&p.payload), Instant::now());
+                    }
+                }
                 let _ = udp.send(&datagram);
             }
             if p.video {
@@ -492,4 +512,75 @@ mod tests {
         assert_eq!(opus_samples(&[0xfd]), 1920); // two frames
         assert_eq!(opus_samples(&[]), 960);
     }
+}
+
+/// Sends the files as plain RTP (video PT 96, audio PT 111) to two UDP addresses with real-time
+/// pacing, looping until `stop`: the input for relays without FTL (a Janus streaming
+/// mountpoint). Returns the packets sent.
+pub fn rtp_sender(
+    opts: &ClientOptions,
+    video: SocketAddr,
+    audio: SocketAddr,
+    stop: &AtomicBool,
+) -> io::Result<u64> {
+    let udp = UdpSocket::bind(SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0))?;
+    let (packets, length) = schedule(opts);
+    let start = Instant::now();
+    let (mut vseq, mut aseq) = (0u16, 0u16);
+    let mut sent = 0u64;
+    let lap_v = (length.as_micros() * 90 / 1000) as u32;
+    let lap_a = (length.as_micros() * 48 / 1000) as u32;
+    let mut lap = 0u32;
+    while !stop.load(Ordering::SeqCst) && opts.duration.is_none_or(|d| start.elapsed() < d) {
+        for p in &packets {
+            let due = start + length * lap + p.at;
+            while Instant::now() < due {
+                if stop.load(Ordering::SeqCst) {
+                    return Ok(sent);
+                }
+                std::thread::sleep(
+                    due.saturating_duration_since(Instant::now())
+                        .min(Duration::from_millis(2)),
+                );
+            }
+            let (seq, ssrc, pt, ts, to) = if p.video {
+                (
+                    &mut vseq,
+                    Ssrc(2),
+                    96,
+                    p.ts.wrapping_add(lap_v.wrapping_mul(lap)),
+                    video,
+                )
+            } else {
+                (
+                    &mut aseq,
+                    Ssrc(1),
+                    111,
+                    p.ts.wrapping_add(lap_a.wrapping_mul(lap)),
+                    audio,
+                )
+            };
+            let d = RtpHeader {
+                marker: p.marker,
+                payload_type: pt,
+                sequence_number: *seq,
+                timestamp: ts,
+                ssrc,
+            }
+            .build(&p.payload);
+            *seq = seq.wrapping_add(1);
+            if let Some(log) = &opts.sent_log {
+                if let Ok(mut m) = log.lock() {
+                    m.insert(payload_hash(&p.payload), Instant::now());
+                }
+            }
+            let _ = udp.send_to(&d, to);
+            sent += 1;
+        }
+        if !opts.repeat {
+            break;
+        }
+        lap += 1;
+    }
+    Ok(sent)
 }

@@ -85,7 +85,7 @@ pub fn http(
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (k, v) in headers {
@@ -106,15 +106,38 @@ pub fn parse_response(raw: &[u8]) -> Option<HttpResponse> {
     let head = String::from_utf8_lossy(raw.get(..split)?);
     let mut lines = head.lines();
     let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers = lines
+    let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect();
+    let mut body = raw.get(split + 4..)?.to_vec();
+    let chunked = headers.iter().any(|(k, v): &(String, String)| {
+        k.eq_ignore_ascii_case("Transfer-Encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    if chunked {
+        body = dechunk(&body)?;
+    }
     Some(HttpResponse {
         status,
         headers,
-        body: raw.get(split + 4..)?.to_vec(),
+        body,
     })
+}
+
+/// Joins a chunked body (RFC 9112 §7.1).
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(b.get(..eol)?).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        b = b.get(eol + 2..)?;
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(b.get(..size)?);
+        b = b.get(size + 2..)?;
+    }
 }
 
 /// A viewer and what it received.
@@ -143,12 +166,18 @@ pub struct Viewer {
     pub bytes: u64,
     /// When the first video packet arrived.
     pub first_video: Option<Instant>,
+    /// When the first packet that starts a keyframe arrived.
+    pub first_keyframe: Option<Instant>,
     /// Lowest and highest video sequence numbers seen (for loss: span minus count).
     pub video_seq_range: Option<(u64, u64)>,
     /// Drop every n-th incoming RTP datagram (loss simulation, after connecting).
     pub drop_every: Option<u32>,
     /// Datagrams dropped by `drop_every`.
     pub dropped: u64,
+    /// The sender's log of send instants: set it to measure per-packet latency.
+    pub sent_log: Option<crate::client::SentLog>,
+    /// Per-packet latency samples in microseconds (from the sender's send to this arrival).
+    pub latency_us: Vec<u32>,
     rtp_seen: u32,
     buf: Vec<u8>,
 }
@@ -179,9 +208,12 @@ impl Viewer {
             audio_count: 0,
             bytes: 0,
             first_video: None,
+            first_keyframe: None,
             video_seq_range: None,
             drop_every: None,
             dropped: 0,
+            sent_log: None,
+            latency_us: Vec::new(),
             rtp_seen: 0,
             buf: vec![0; 2048],
         }
@@ -248,6 +280,75 @@ impl Viewer {
         v.ws = Some(ws);
         v.ws_events = events;
         Ok(v)
+    }
+
+    /// Watches a Janus streaming mountpoint over Janus's HTTP API (`base` like
+    /// `http://127.0.0.1:8088/janus`): create a session, attach the streaming plugin, `watch`,
+    /// take Janus's offer from the long poll, answer with `start`.
+    pub fn janus(api: SocketAddr, base: &str, mountpoint: u64) -> Result<Viewer, JoinError> {
+        let created = Instant::now();
+        let post = |path: &str, body: serde_json::Value| -> Result<serde_json::Value, JoinError> {
+            let r = http(
+                api,
+                "POST",
+                path,
+                &[("Content-Type", "application/json")],
+                body.to_string().as_bytes(),
+            )?;
+            serde_json::from_slice(&r.body).map_err(protocol)
+        };
+        let session = post(
+            base,
+            serde_json::json!({"janus": "create", "transaction": "c"}),
+        )?["data"]["id"]
+            .as_u64()
+            .ok_or_else(|| protocol("janus: no session"))?;
+        let spath = format!("{base}/{session}");
+        let handle = post(&spath, serde_json::json!({"janus": "attach", "plugin": "janus.plugin.streaming", "transaction": "a"}))?
+            ["data"]["id"]
+            .as_u64()
+            .ok_or_else(|| protocol("janus: no handle"))?;
+        let hpath = format!("{spath}/{handle}");
+        post(
+            &hpath,
+            serde_json::json!({"janus": "message", "transaction": "w", "body": {"request": "watch", "id": mountpoint}}),
+        )?;
+        let offer = loop {
+            if created.elapsed() > Duration::from_secs(20) {
+                return Err(protocol("janus: no offer"));
+            }
+            let r = http(
+                api,
+                "GET",
+                &format!("{spath}?maxev=1&rid={}", created.elapsed().as_micros()),
+                &[],
+                b"",
+            )?;
+            let v: serde_json::Value = serde_json::from_slice(&r.body).map_err(protocol)?;
+            let events = if v.is_array() {
+                v.as_array().cloned().unwrap_or_default()
+            } else {
+                vec![v]
+            };
+            if let Some(sdp) = events
+                .iter()
+                .find_map(|e| e["jsep"]["sdp"].as_str().map(str::to_owned))
+            {
+                break sdp;
+            }
+        };
+        let (mut rtc, sock, local) = viewer_rtc(SocketAddr::new(api.ip(), 0))?;
+        rtc.add_local_candidate(Candidate::host(local, "udp").map_err(protocol)?);
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(SdpOffer::from_sdp_string(&offer).map_err(protocol)?)
+            .map_err(protocol)?;
+        post(
+            &hpath,
+            serde_json::json!({"janus": "message", "transaction": "s", "body": {"request": "start"},
+                "jsep": {"type": "answer", "sdp": answer.to_sdp_string()}}),
+        )?;
+        Ok(Viewer::new(rtc, sock, local, created))
     }
 
     /// Does what is ready: sends str0m's datagrams, reads what arrived, handles timeouts.
@@ -349,6 +450,18 @@ impl Viewer {
         match e {
             Event::Connected => self.connected = Some(Instant::now()),
             Event::RtpPacket(p) => {
+                if let Some(log) = &self.sent_log {
+                    let sent = log
+                        .lock()
+                        .ok()
+                        .and_then(|m| m.get(&crate::client::payload_hash(&p.payload)).copied());
+                    if let Some(t) = sent {
+                        if self.latency_us.len() < 200_000 {
+                            self.latency_us
+                                .push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                        }
+                    }
+                }
                 let pt = p.header.payload_type;
                 let codec = self
                     .rtc
@@ -362,6 +475,12 @@ impl Viewer {
                     Some(Codec::H264) => {
                         self.video_count += 1;
                         self.first_video.get_or_insert_with(Instant::now);
+                        if self.first_keyframe.is_none()
+                            && ftl_proto::media::h264::inspect(&p.payload)
+                                .is_ok_and(|i| i.starts_keyframe())
+                        {
+                            self.first_keyframe = Some(Instant::now());
+                        }
                         let seq = *p.seq_no;
                         self.video_seq_range = Some(match self.video_seq_range {
                             None => (seq, seq),

@@ -134,6 +134,7 @@ fn a_wrong_key_is_refused_with_405() {
         speed: 1.0,
         drop_every: None,
         speed_test: false,
+        sent_log: None,
     };
     let err =
         server_mio::client::stream(&opts, &std::sync::atomic::AtomicBool::new(false)).unwrap_err();
@@ -275,12 +276,18 @@ fn viewer_churn_leaves_no_state_behind() {
 
 #[test]
 fn viewers_that_never_connect_expire() {
-    let server = TestServer::start_with(|a| a.viewer_connect_timeout = 1);
-    for _ in 0..20 {
+    let server = TestServer::start_with(|a| a.viewer_connect_timeout = 3);
+    TestViewer::whep(&server, 77).unwrap();
+    assert!(
+        server.metric("itg_viewers") >= 1.0,
+        "the viewer exists until its deadline"
+    );
+    for _ in 0..19 {
         TestViewer::whep(&server, 77).unwrap();
     }
-    assert_eq!(server.metric("itg_viewers"), 20.0);
-    assert!(server.wait_for(Duration::from_secs(4), |s| s.metric("itg_viewers") == 0.0));
+    assert_eq!(server.metric("itg_viewers_created_total"), 20.0);
+    assert!(server.wait_for(Duration::from_secs(8), |s| s.metric("itg_viewers") == 0.0));
+    assert_eq!(server.metric("itg_viewers_dropped_total"), 20.0);
 }
 
 #[test]

@@ -158,6 +158,7 @@ fn client(server: &TestServer, key: &str, duration: Option<Duration>) -> ClientO
         speed: 1.0,
         drop_every: None,
         speed_test: false,
+        sent_log: None,
     }
 }
 

@@ -172,6 +172,7 @@ impl Spawned {
             speed: 1.0,
             drop_every: None,
             speed_test: false,
+            sent_log: None,
         }
     }
 }

@@ -70,6 +70,7 @@ fn main() -> ExitCode {
         speed: args.speed,
         drop_every: args.drop_every,
         speed_test: args.speed_test,
+        sent_log: None,
     };
     // SIGINT/SIGTERM end the stream politely (DISCONNECT), as closing OBS's stream does.
     let stop = std::sync::Arc::new(AtomicBool::new(false));

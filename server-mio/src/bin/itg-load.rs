@@ -1,55 +1,132 @@
-//! `itg-load`: N receive-only WebRTC viewers in one process against a running server, joined
-//! over WHEP at a given rate; prints join-to-first-video times, delivered rate and loss.
+//! `itg-load`: a sender and N receive-only WebRTC viewers in one process, against ITG (FTL in,
+//! WHEP out) or Janus (plain RTP in, Janus HTTP API out). Sender and viewers share one clock, so
+//! each received payload's latency is measured from the moment the sender sent that payload
+//! (matched by content, whatever the server rewrites). Prints a summary, and one
+//! machine-readable `RESULT` line.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+use server_mio::client::{rtp_sender, stream, ClientOptions, SentLog};
 use server_mio::probe::Viewer;
 
-/// Joins N viewers to a channel over WHEP and measures what they receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Target {
+    Itg,
+    Janus,
+}
+
+/// Load generator for ITG and, for comparison, Janus.
 #[derive(Debug, Parser)]
 #[command(name = "itg-load", version)]
 struct Args {
-    /// The server's HTTP address.
+    #[arg(long, value_enum, default_value = "itg")]
+    target: Target,
+    /// ITG: the server's HTTP address; Janus: the Janus HTTP API address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     http: SocketAddr,
-    #[arg(long, default_value_t = 77)]
-    channel: u32,
+    /// ITG: the FTL address the sender streams to.
+    #[arg(long, default_value = "127.0.0.1:8084")]
+    ftl: String,
+    /// ITG: the OBS stream key (`<channel>-<secret>`); the channel is watched.
+    #[arg(long)]
+    key: Option<String>,
+    /// Janus: the API base path.
+    #[arg(long, default_value = "/janus")]
+    janus_base: String,
+    /// Janus: the streaming mountpoint id.
+    #[arg(long, default_value_t = 1)]
+    mountpoint: u64,
+    /// Janus: where the mountpoint takes video and audio RTP.
+    #[arg(long, default_value = "127.0.0.1:15004")]
+    rtp_video: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:15002")]
+    rtp_audio: SocketAddr,
+    /// H.264 Annex-B and Ogg Opus files to send (default: the test fixtures).
+    #[arg(long)]
+    video: Option<std::path::PathBuf>,
+    #[arg(long)]
+    audio: Option<std::path::PathBuf>,
     #[arg(long, default_value_t = 50)]
     viewers: usize,
     /// Joins per second.
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, default_value_t = 50.0)]
     join_rate: f64,
-    /// Seconds to run after the last join.
+    /// Seconds of measurement after the last join.
     #[arg(long, default_value_t = 20.0)]
     duration: f64,
 }
+
+const FIXTURE_VIDEO: &[u8] =
+    include_bytes!("../../../relay-core/tests/data/video-320x180-30fps-4s.h264");
+const FIXTURE_AUDIO: &[u8] = include_bytes!("../../../relay-core/tests/data/audio-opus-48k-4s.ogg");
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
     v.sort_by(|a, b| a.total_cmp(b));
-    let i = ((v.len() - 1) as f64 * p).round() as usize;
-    v[i.min(v.len() - 1)]
+    v[(((v.len() - 1) as f64) * p).round() as usize]
 }
 
 fn main() {
     let args = Args::parse();
+    let read = |p: &Option<std::path::PathBuf>, d: &[u8]| {
+        p.as_ref()
+            .map_or_else(|| d.to_vec(), |p| std::fs::read(p).expect("media file"))
+    };
+    let log: SentLog = Arc::new(Mutex::new(HashMap::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let opts = ClientOptions {
+        server: args.ftl.clone(),
+        stream_key: args.key.clone().unwrap_or_default(),
+        video: Some(read(&args.video, FIXTURE_VIDEO)),
+        audio: Some(read(&args.audio, FIXTURE_AUDIO)),
+        fps: 30,
+        repeat: true,
+        duration: None,
+        speed: 1.0,
+        drop_every: None,
+        speed_test: false,
+        sent_log: Some(log.clone()),
+    };
+    let channel: u32 = args
+        .key
+        .as_deref()
+        .and_then(|k| k.split(['-', '_', ',']).next()?.parse().ok())
+        .unwrap_or(0);
+    let s = stop.clone();
+    let (v_addr, a_addr, target) = (args.rtp_video, args.rtp_audio, args.target);
+    let sender = std::thread::spawn(move || match target {
+        Target::Itg => stream(&opts, &s)
+            .map(|st| st.video_packets + st.audio_packets)
+            .map_err(|e| e.to_string()),
+        Target::Janus => rtp_sender(&opts, v_addr, a_addr, &s).map_err(|e| e.to_string()),
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+
     let start = Instant::now();
     let mut viewers: Vec<Viewer> = Vec::new();
     let mut failed = 0;
     let gap = Duration::from_secs_f64(1.0 / args.join_rate.max(0.01));
     let mut next_join = start;
     let mut all_joined: Option<Instant> = None;
-    let mut measure_from: Option<(Instant, u64)> = None;
+    let mut window: Option<(Instant, u64)> = None;
     loop {
         let now = Instant::now();
         if viewers.len() + failed < args.viewers && now >= next_join {
-            match Viewer::whep(args.http, args.channel) {
+            let joined = match args.target {
+                Target::Itg => Viewer::whep(args.http, channel),
+                Target::Janus => Viewer::janus(args.http, &args.janus_base, args.mountpoint),
+            };
+            match joined {
                 Ok(mut v) => {
                     v.keep_packets = false;
+                    v.sent_log = Some(log.clone());
                     viewers.push(v);
                 }
                 Err(e) => {
@@ -63,8 +140,11 @@ fn main() {
             all_joined = Some(now);
         }
         if let Some(t) = all_joined {
-            if measure_from.is_none() && now >= t + Duration::from_secs(2) {
-                measure_from = Some((now, viewers.iter().map(|v| v.bytes).sum()));
+            if window.is_none() && now >= t + Duration::from_secs(2) {
+                for v in &mut viewers {
+                    v.latency_us.clear();
+                }
+                window = Some((now, viewers.iter().map(|v| v.bytes).sum()));
             }
             if now >= t + Duration::from_secs_f64(args.duration) {
                 break;
@@ -75,41 +155,52 @@ fn main() {
             busy |= v.step().unwrap_or(false);
         }
         if !busy {
-            std::thread::sleep(Duration::from_micros(500));
+            std::thread::sleep(Duration::from_micros(300));
         }
     }
-    let mut first: Vec<f64> = viewers
+    stop.store(true, Ordering::SeqCst);
+    let sent = sender.join().ok().and_then(Result::ok).unwrap_or(0);
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let mut first_key: Vec<f64> = viewers
         .iter()
-        .filter_map(|v| {
-            v.first_video
-                .map(|t| t.duration_since(v.created).as_secs_f64() * 1000.0)
-        })
+        .filter_map(|v| v.first_keyframe.map(|t| ms(t - v.created)))
+        .collect();
+    let mut latency: Vec<f64> = viewers
+        .iter()
+        .flat_map(|v| v.latency_us.iter().map(|u| f64::from(*u) / 1000.0))
         .collect();
     let connected = viewers.iter().filter(|v| v.connected.is_some()).count();
-    let packets: u64 = viewers.iter().map(|v| v.video_count + v.audio_count).sum();
     let lost: u64 = viewers.iter().map(Viewer::video_lost).sum();
     let video: u64 = viewers.iter().map(|v| v.video_count).sum();
-    let mbps = measure_from.map_or(0.0, |(t, b0)| {
+    let loss_pct = if video + lost > 0 {
+        lost as f64 * 100.0 / (video + lost) as f64
+    } else {
+        0.0
+    };
+    let (mbps, secs) = window.map_or((0.0, 0.0), |(t, b0)| {
         let b1: u64 = viewers.iter().map(|v| v.bytes).sum();
-        (b1 - b0) as f64 * 8.0 / t.elapsed().as_secs_f64() / 1e6
+        let secs = t.elapsed().as_secs_f64();
+        ((b1 - b0) as f64 * 8.0 / secs / 1e6, secs)
     });
+    let (l50, l99) = (
+        percentile(&mut latency.clone(), 0.5),
+        percentile(&mut latency, 0.99),
+    );
+    let (k50, k99) = (
+        percentile(&mut first_key.clone(), 0.5),
+        percentile(&mut first_key, 0.99),
+    );
     println!(
-        "viewers: {} joined, {} connected, {} failed",
+        "target {:?}: {} viewers joined, {} connected, {} failed; sender sent {sent} packets",
+        args.target,
         viewers.len(),
         connected,
         failed
     );
+    println!("delivered payload {mbps:.2} Mbit/s over {secs:.1} s; video loss {loss_pct:.3}%");
+    println!("latency send->receive p50 {l50:.2} ms, p99 {l99:.2} ms; join->first keyframe p50 {k50:.0} ms, p99 {k99:.0} ms");
     println!(
-        "join to first video packet: p50 {:.0} ms, p99 {:.0} ms",
-        percentile(&mut first.clone(), 0.5),
-        percentile(&mut first, 0.99)
-    );
-    println!(
-        "received: {packets} packets, delivered payload {mbps:.2} Mbit/s, video loss {:.3}%",
-        if video + lost > 0 {
-            lost as f64 * 100.0 / (video + lost) as f64
-        } else {
-            0.0
-        }
+        "RESULT viewers={} connected={connected} mbps={mbps:.3} secs={secs:.2} loss_pct={loss_pct:.4} lat_p50_ms={l50:.3} lat_p99_ms={l99:.3} key_p50_ms={k50:.1} key_p99_ms={k99:.1}",
+        viewers.len()
     );
 }

@@ -109,6 +109,7 @@ impl TestServer {
             speed: 1.0,
             drop_every: None,
             speed_test: false,
+            sent_log: None,
         };
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();

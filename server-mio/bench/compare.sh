@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: ITG and Janus relaying the same H.264 + Opus to N WebRTC viewers.
+# Not run by CI. Needs root (a private network namespace) and installs Debian's janus.
+#
+#   server-mio/bench/compare.sh [VIEWERS...]      # default: 1 50 200 500
+#
+# Everything runs inside a fresh network namespace with loopback and one veth
+# pair (10.77.0.1 on veth v0, a test host of our own): Janus's ICE (libnice) does not use loopback, so both
+# servers are reached on the dummy address. The server under test is pinned to CPU 0, the load
+# generator to CPU 1. Each scenario runs RUNS times (default 3); the table shows medians.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+if [ "${ITG_IN_NETNS:-}" != 1 ]; then
+    need=()
+    command -v janus >/dev/null || need+=(janus)
+    command -v ffmpeg >/dev/null || need+=(ffmpeg)
+    if [ ${#need[@]} -gt 0 ]; then
+        apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
+    fi
+    (cd "$root" && cargo build --release -p server-mio --bin server-mio --bin itg-load)
+    exec unshare -n env ITG_IN_NETNS=1 "$0" "$@"
+fi
+ip link set lo up
+ip link add v0 type veth peer name v1
+ip addr add 10.77.0.1/24 dev v0
+ip link set v0 up
+ip link set v1 up
+ADDR=10.77.0.1
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-20}
+if [ $# -gt 0 ]; then VIEWERS=("$@"); else VIEWERS=(1 50 200 500); fi
+bin="$root/target/release"
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+start_itg() {
+    "$bin/server-mio" keys add --data-dir "$work/itg" --channel 77 | tail -1 > "$work/key"
+    RUST_LOG=warn taskset -c 0 "$bin/server-mio" --data-dir "$work/itg" --addr "$ADDR" \
+        --http-port 8080 --ftl-port 8084 --webrtc-port 20000 --max-viewers 5000 \
+        --max-viewers-per-channel 5000 > "$work/itg.log" 2>&1 &
+    echo $!
+}
+
+start_janus() {
+    mkdir -p "$work/janus"
+    for f in "$here"/janus/*.jcfg; do
+        sed -e "s|@CONFIG@|$work/janus|; s|@HTTP_PORT@|8088|; s|\"lo\"|\"v0\"|" "$f" > "$work/janus/$(basename "$f")"
+    done
+    sed -i "s|ip = \"127.0.0.1\"|ip = \"$ADDR\"|" "$work/janus/janus.transport.http.jcfg"
+    sed -i "s|^itg-bench: {|itg-bench: {\n\taudioiface = \"$ADDR\"\n\tvideoiface = \"$ADDR\"|" "$work/janus/janus.plugin.streaming.jcfg"
+    taskset -c 0 janus -F "$work/janus" -C "$work/janus/janus.jcfg" > "$work/janus.log" 2>&1 &
+    echo $!
+}
+
+run_load() { # target pid viewers
+    local target=$1 pid=$2 n=$3 t0 t1 r0 r1 out
+    t0=$(cpu_ticks "$pid"); s0=$(date +%s.%N)
+    if [ "$target" = itg ]; then
+        out=$(taskset -c 1 "$bin/itg-load" --target itg --http "$ADDR:8080" --ftl "$ADDR:8084" \
+            --key "$(cat "$work/key")" --viewers "$n" --join-rate 100 --duration "$DURATION" "${MEDIA[@]}" | grep ^RESULT)
+    else
+        out=$(taskset -c 1 "$bin/itg-load" --target janus --http "$ADDR:8088" \
+            --rtp-video "$ADDR:15004" --rtp-audio "$ADDR:15002" --viewers "$n" --join-rate 100 \
+            --duration "$DURATION" "${MEDIA[@]}" | grep ^RESULT)
+    fi
+    t1=$(cpu_ticks "$pid"); s1=$(date +%s.%N)
+    local cpu wall
+    cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / hz }')
+    wall=$(awk -v a="$s0" -v b="$s1" 'BEGIN { printf "%.1f", b - a }')
+    echo "$out cpu_s=$cpu wall_s=$wall rss_kb=$(rss_kb "$pid") base_rss_kb=$base_rss"
+}
+
+# The input: 10 s of 1280x720 H.264 at 2.5 Mbit/s (keyframe every 2 s) and Opus, looped.
+ffmpeg -loglevel error -f lavfi -i "testsrc2=size=1280x720:rate=30" -t 10 -c:v libx264 \
+    -profile:v baseline -preset veryfast -tune zerolatency -g 60 -b:v 2500k -maxrate 2500k \
+    -bufsize 2500k -pix_fmt yuv420p -bsf:v h264_mp4toannexb -f h264 "$work/in.h264"
+ffmpeg -loglevel error -f lavfi -i "sine=frequency=440:sample_rate=48000" -t 10 -c:a libopus \
+    -b:a 64k -frame_duration 20 -ac 2 "$work/in.ogg"
+MEDIA=(--video "$work/in.h264" --audio "$work/in.ogg")
+
+results="$work/results.txt"
+for target in itg janus; do
+    if [ $target = itg ]; then pid=$(start_itg); else pid=$(start_janus); fi
+    sleep 2
+    base_rss=$(rss_kb "$pid")
+    for n in "${VIEWERS[@]}"; do
+        for r in $(seq "$RUNS"); do
+            echo "$target $n $r $(run_load $target "$pid" "$n")" | tee -a "$results"
+        done
+    done
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+done
+python3 "$here/table.py" < "$results"

@@ -1,0 +1,34 @@
+"""Medians per target and viewer count from compare.sh's RESULT lines, as a Markdown table."""
+import statistics
+import sys
+from collections import defaultdict
+
+rows = defaultdict(list)
+for line in sys.stdin:
+    parts = line.split()
+    if len(parts) < 4 or parts[3] != "RESULT":
+        continue
+    target, n = parts[0], int(parts[1])
+    kv = dict(p.split("=", 1) for p in parts[4:] if "=" in p)
+    rows[(target, n)].append({k: float(v) for k, v in kv.items()})
+
+def med(runs, key):
+    vals = [r[key] for r in runs if key in r and r[key] == r[key]]
+    return statistics.median(vals) if vals else float("nan")
+
+print("| target | viewers | delivered Mbit/s | server CPU % | Gbit/s per CPU-s | loss % | latency p50/p99 ms | first keyframe p50/p99 ms | RSS growth/viewer KB | runs |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for (target, n), runs in sorted(rows.items(), key=lambda x: (x[0][1], x[0][0])):
+    mbps, cpu, wall = med(runs, "mbps"), med(runs, "cpu_s"), med(runs, "wall_s")
+    cpu_pct = 100 * cpu / wall if wall else float("nan")
+    per_cpu = (mbps / 1000 * wall / cpu) if cpu else float("nan")
+    rss = (med(runs, "rss_kb") - med(runs, "base_rss_kb")) / max(n, 1)
+    print(f"| {target} | {n} | {mbps:.2f} | {cpu_pct:.1f} | {per_cpu:.3f} | {med(runs, 'loss_pct'):.3f} | "
+          f"{med(runs, 'lat_p50_ms'):.2f}/{med(runs, 'lat_p99_ms'):.2f} | {med(runs, 'key_p50_ms'):.0f}/{med(runs, 'key_p99_ms'):.0f} | "
+          f"{rss:.0f} | {len(runs)} |")
+for n in sorted({n for (_, n) in rows}):
+    a, b = rows.get(("itg", n)), rows.get(("janus", n))
+    if a and b:
+        def eff(runs):
+            return med(runs, "mbps") * med(runs, "wall_s") / med(runs, "cpu_s")
+        print(f"\n{n} viewers: ITG/Janus delivered per CPU-second = {eff(a) / eff(b):.2f}x")
