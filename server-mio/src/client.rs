@@ -501,19 +501,6 @@ impl Control {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn opus_durations() {
-        assert_eq!(opus_samples(&[0xfc]), 960); // config 31 (CELT FB 20 ms), one frame
-        assert_eq!(opus_samples(&[0x78]), 960); // config 15 (hybrid FB 20 ms)
-        assert_eq!(opus_samples(&[0xfd]), 1920); // two frames
-        assert_eq!(opus_samples(&[]), 960);
-    }
-}
-
 /// Sends the files as plain RTP (video PT 96, audio PT 111) to two UDP addresses with real-time
 /// pacing, looping until `stop`: the input for relays without FTL (a Janus streaming
 /// mountpoint). Returns the packets sent.
@@ -583,4 +570,17 @@ pub fn rtp_sender(
         lap += 1;
     }
     Ok(sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opus_durations() {
+        assert_eq!(opus_samples(&[0xfc]), 960); // config 31 (CELT FB 20 ms), one frame
+        assert_eq!(opus_samples(&[0x78]), 960); // config 15 (hybrid FB 20 ms)
+        assert_eq!(opus_samples(&[0xfd]), 1920); // two frames
+        assert_eq!(opus_samples(&[]), 960);
+    }
 }
