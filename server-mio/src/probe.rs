@@ -184,7 +184,12 @@ pub struct Viewer {
 
 fn viewer_rtc(bind: SocketAddr) -> io::Result<(Rtc, UdpSocket, SocketAddr)> {
     let rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
-    let sock = UdpSocket::bind(bind)?;
+    // A large receive buffer: many viewers in one thread must not lose a keyframe burst in the
+    // kernel before their turn comes (that would measure the load generator, not the server).
+    let s = socket2::Socket::new(socket2::Domain::for_address(bind), socket2::Type::DGRAM, None)?;
+    let _ = s.set_recv_buffer_size(4 * 1024 * 1024);
+    s.bind(&bind.into())?;
+    let sock: UdpSocket = s.into();
     sock.set_nonblocking(true)?;
     let local = sock.local_addr()?;
     Ok((rtc, sock, local))
