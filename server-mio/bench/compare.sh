@@ -68,6 +68,7 @@ run_load() { # target pid viewers
             --duration "$DURATION" "${MEDIA[@]}" | grep ^RESULT)
     fi
     t1=$(cpu_ticks "$pid"); s1=$(date +%s.%N)
+    sleep 3 # let the server tear the sessions down before the next run
     local cpu wall
     cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / hz }')
     wall=$(awk -v a="$s0" -v b="$s1" 'BEGIN { printf "%.1f", b - a }')

@@ -155,6 +155,8 @@ pub struct Viewer {
     pub created: Instant,
     /// The WHEP session's URL path, for DELETE.
     pub whep_location: Option<String>,
+    /// The Janus session's API path, for `destroy`.
+    pub janus_session: Option<String>,
     /// The signalling WebSocket, for viewers that joined over it.
     pub ws: Option<tungstenite::WebSocket<TcpStream>>,
     /// Every JSON message received on the WebSocket.
@@ -206,6 +208,7 @@ impl Viewer {
             connected: None,
             created,
             whep_location: None,
+            janus_session: None,
             ws: None,
             ws_events: Vec::new(),
             keep_packets: true,
@@ -353,7 +356,19 @@ impl Viewer {
             serde_json::json!({"janus": "message", "transaction": "s", "body": {"request": "start"},
                 "jsep": {"type": "answer", "sdp": answer.to_sdp_string()}}),
         )?;
-        Ok(Viewer::new(rtc, sock, local, created))
+        let mut v = Viewer::new(rtc, sock, local, created);
+        v.janus_session = Some(spath);
+        Ok(v)
+    }
+
+    /// Ends the viewer's session on the server (WHEP DELETE, or Janus `destroy`).
+    pub fn leave(&self, api: SocketAddr) {
+        if let Some(path) = &self.janus_session {
+            let body = serde_json::json!({"janus": "destroy", "transaction": "d"}).to_string();
+            let _ = http(api, "POST", path, &[("Content-Type", "application/json")], body.as_bytes());
+        } else if self.whep_location.is_some() {
+            let _ = self.whep_delete(api);
+        }
     }
 
     /// Does what is ready: sends str0m's datagrams, reads what arrived, handles timeouts.

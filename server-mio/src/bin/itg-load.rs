@@ -160,6 +160,10 @@ fn main() {
     }
     stop.store(true, Ordering::SeqCst);
     let sent = sender.join().ok().and_then(Result::ok).unwrap_or(0);
+    // Leave cleanly, so the next run does not pay for viewers that are gone.
+    for v in &viewers {
+        v.leave(args.http);
+    }
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let mut first_key: Vec<f64> = viewers
         .iter()
