@@ -188,7 +188,11 @@ fn viewer_rtc(bind: SocketAddr) -> io::Result<(Rtc, UdpSocket, SocketAddr)> {
     let rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
     // A large receive buffer: many viewers in one thread must not lose a keyframe burst in the
     // kernel before their turn comes (that would measure the load generator, not the server).
-    let s = socket2::Socket::new(socket2::Domain::for_address(bind), socket2::Type::DGRAM, None)?;
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(bind),
+        socket2::Type::DGRAM,
+        None,
+    )?;
     let _ = s.set_recv_buffer_size(4 * 1024 * 1024);
     s.bind(&bind.into())?;
     let sock: UdpSocket = s.into();
@@ -365,7 +369,13 @@ impl Viewer {
     pub fn leave(&self, api: SocketAddr) {
         if let Some(path) = &self.janus_session {
             let body = serde_json::json!({"janus": "destroy", "transaction": "d"}).to_string();
-            let _ = http(api, "POST", path, &[("Content-Type", "application/json")], body.as_bytes());
+            let _ = http(
+                api,
+                "POST",
+                path,
+                &[("Content-Type", "application/json")],
+                body.as_bytes(),
+            );
         } else if self.whep_location.is_some() {
             let _ = self.whep_delete(api);
         }
