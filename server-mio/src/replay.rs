@@ -192,13 +192,10 @@ pub fn replay(rec: &Recorded, opts: &ReplayOptions) -> Result<ReplayOutput, Repl
     let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed);
     let mut nonce = [0u8; NONCE_LEN];
     rng.fill_bytes(&mut nonce);
-    let mut session = ServerSession::new(ServerConfig::default(), nonce, t0);
-    let mut relay = Relay::new(opts.relay.clone());
     let mut out = ReplayOutput {
         media_port: rec.media_port,
         ..ReplayOutput::default()
     };
-    let mut viewer_ids: BTreeMap<ViewerId, usize> = BTreeMap::new();
     out.viewers = opts
         .viewers
         .iter()
@@ -207,28 +204,18 @@ pub fn replay(rec: &Recorded, opts: &ReplayOptions) -> Result<ReplayOutput, Repl
             ..ViewerSummary::default()
         })
         .collect();
-    let port = rec.media_port.unwrap_or(9000);
+    let mut r = Replay {
+        session: ServerSession::new(ServerConfig::default(), nonce, t0),
+        relay: Relay::new(opts.relay.clone()),
+        out,
+        viewers: BTreeMap::new(),
+        opts,
+        client,
+        port: rec.media_port.unwrap_or(9000),
+        t0,
+    };
     let mut now = t0;
     let end = steps.last().map_or(Duration::ZERO, |(t, _, _)| *t) + Duration::from_secs(1);
-
-    let run_timers =
-        |until: Instant, session: &mut ServerSession, relay: &mut Relay, now: &mut Instant| {
-            for _ in 0..100_000 {
-                let next = [session.poll_timeout(), relay.poll_timeout()]
-                    .into_iter()
-                    .flatten()
-                    .min();
-                match next {
-                    Some(t) if t <= until => {
-                        *now = t.max(*now);
-                        session.handle_timeout(*now);
-                        relay.handle_timeout(*now);
-                    }
-                    _ => break,
-                }
-            }
-            *now = until.max(*now);
-        };
 
     // Viewers that asked to join before the session named its channel join as soon as it does.
     let mut waiting: Vec<usize> = Vec::new();
@@ -237,26 +224,17 @@ pub fn replay(rec: &Recorded, opts: &ReplayOptions) -> Result<ReplayOutput, Repl
             .into_iter()
             .chain(std::iter::once((end, 3, Step::Control(Vec::new()))))
     {
-        run_timers(t0 + t, &mut session, &mut relay, &mut now);
-        drain(
-            &mut session,
-            &mut relay,
-            &mut out,
-            &mut viewer_ids,
-            opts,
-            client,
-            port,
-            t0,
-            now,
-        )?;
+        r.run_timers(t0 + t, &mut now);
+        r.drain(now)?;
         if let Step::Join(i) = step {
             waiting.push(i);
         }
-        if let Some(c) = out.channel {
+        if let Some(c) = r.out.channel {
             for i in waiting.drain(..) {
-                if let Ok(id) = relay.add_viewer(c, now) {
-                    viewer_ids.insert(id, i);
-                    out.transcript
+                if let Ok(id) = r.relay.add_viewer(c, now) {
+                    r.viewers.insert(id, i);
+                    r.out
+                        .transcript
                         .push(format!("{:?} viewer {i} joins as {id}", now - t0));
                 }
             }
@@ -269,112 +247,138 @@ pub fn replay(rec: &Recorded, opts: &ReplayOptions) -> Result<ReplayOutput, Repl
                 } else {
                     line
                 };
-                let _ = session.handle_input(&line, now);
+                let _ = r.session.handle_input(&line, now);
             }
             Step::Media(from, d) => {
-                if let Some(c) = out.channel {
-                    out.datagrams += 1;
-                    relay.handle_datagram(c, from, &d, now);
+                if let Some(c) = r.out.channel {
+                    r.out.datagrams += 1;
+                    r.relay.handle_datagram(c, from, &d, now);
                 }
             }
             Step::Join(_) => {}
         }
-        drain(
-            &mut session,
-            &mut relay,
-            &mut out,
-            &mut viewer_ids,
+        r.drain(now)?;
+    }
+    r.out.counters = r
+        .out
+        .channel
+        .and_then(|c| r.relay.stream_stats(c, now))
+        .map(|s| s.counters);
+    Ok(r.out)
+}
+
+/// The cores being replayed and what came out of them.
+struct Replay<'a> {
+    session: ServerSession,
+    relay: Relay,
+    out: ReplayOutput,
+    /// Which requested viewer each relay viewer is.
+    viewers: BTreeMap<ViewerId, usize>,
+    opts: &'a ReplayOptions,
+    client: SocketAddr,
+    port: u16,
+    t0: Instant,
+}
+
+impl Replay<'_> {
+    /// Runs the session's and the relay's timers up to `until`.
+    fn run_timers(&mut self, until: Instant, now: &mut Instant) {
+        for _ in 0..100_000 {
+            let next = [self.session.poll_timeout(), self.relay.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            match next {
+                Some(t) if t <= until => {
+                    *now = t.max(*now);
+                    self.session.handle_timeout(*now);
+                    self.relay.handle_timeout(*now);
+                }
+                _ => break,
+            }
+        }
+        *now = until.max(*now);
+    }
+
+    /// Takes every output of the cores into the transcript and answers the session's decisions.
+    fn drain(&mut self, now: Instant) -> Result<(), ReplayError> {
+        let Replay {
+            session,
+            relay,
+            out,
+            viewers,
             opts,
             client,
             port,
             t0,
-            now,
-        )?;
-    }
-    out.counters = out
-        .channel
-        .and_then(|c| relay.stream_stats(c, now))
-        .map(|s| s.counters);
-    Ok(out)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn drain(
-    session: &mut ServerSession,
-    relay: &mut Relay,
-    out: &mut ReplayOutput,
-    viewers: &mut BTreeMap<ViewerId, usize>,
-    opts: &ReplayOptions,
-    client: SocketAddr,
-    port: u16,
-    t0: Instant,
-    now: Instant,
-) -> Result<(), ReplayError> {
-    let at = now - t0;
-    while let Some(ev) = session.poll_event() {
-        out.transcript.push(format!("{at:?} session {ev:?}"));
-        match ev {
-            ServerEvent::KeyRequested { channel } => {
-                out.channel = Some(channel);
-                let _ = session.provide_key(&opts.key, now);
-            }
-            ServerEvent::Authenticated { .. } => out.authenticated = true,
-            ServerEvent::MetadataReady { channel, metadata } => {
-                let params = StreamParams {
-                    media: MediaParams::from_metadata(&metadata),
-                    peer_ip: client.ip(),
-                };
-                relay
-                    .start_stream(channel, params, now)
-                    .map_err(|e| ReplayError(e.to_string()))?;
-                let _ = session.assign_port(port, now);
-            }
-            _ => {}
-        }
-    }
-    while let Some(b) = session.poll_transmit() {
-        out.transcript
-            .push(format!("{at:?} reply {:?}", String::from_utf8_lossy(&b)));
-    }
-    while let Some(o) = relay.poll_output() {
-        match o {
-            Output::Forward(f) => {
-                if let Some(v) = viewers.get(&f.viewer).and_then(|i| out.viewers.get_mut(*i)) {
-                    match f.kind {
-                        relay_core::MediaKind::Video => v.video += 1,
-                        relay_core::MediaKind::Audio => v.audio += 1,
-                    }
-                    v.cached += u64::from(f.cached);
-                    if f.keyframe && v.first_keyframe.is_none() {
-                        v.first_keyframe = Some(at);
-                    }
+        } = self;
+        let (opts, client, port, t0) = (*opts, *client, *port, *t0);
+        let at = now - t0;
+        while let Some(ev) = session.poll_event() {
+            out.transcript.push(format!("{at:?} session {ev:?}"));
+            match ev {
+                ServerEvent::KeyRequested { channel } => {
+                    out.channel = Some(channel);
+                    let _ = session.provide_key(&opts.key, now);
                 }
-                out.transcript.push(format!(
-                    "{at:?} forward {} {:?} seq {} ts {} wall {:?} m {} k {} c {} len {} hash {:016x}",
-                    f.viewer,
-                    f.kind,
-                    f.seq,
-                    f.timestamp,
-                    f.wallclock.saturating_duration_since(t0),
-                    f.marker,
-                    f.keyframe,
-                    f.cached,
-                    f.payload.len(),
-                    fnv(&f.payload)
-                ));
-            }
-            Output::Transmit { to, bytes, .. } => {
-                if let Ok(n) = Nack::parse(&bytes) {
-                    out.nacks_sent += 1;
-                    out.nacked.extend(n.lost());
+                ServerEvent::Authenticated { .. } => out.authenticated = true,
+                ServerEvent::MetadataReady { channel, metadata } => {
+                    let params = StreamParams {
+                        media: MediaParams::from_metadata(&metadata),
+                        peer_ip: client.ip(),
+                    };
+                    relay
+                        .start_stream(channel, params, now)
+                        .map_err(|e| ReplayError(e.to_string()))?;
+                    let _ = session.assign_port(port, now);
                 }
-                out.transcript
-                    .push(format!("{at:?} transmit to {to} {}", hex(&bytes)));
+                _ => {}
             }
-            Output::Event(e) => out.transcript.push(format!("{at:?} event {e:?}")),
         }
+        while let Some(b) = session.poll_transmit() {
+            out.transcript
+                .push(format!("{at:?} reply {:?}", String::from_utf8_lossy(&b)));
+        }
+        while let Some(o) = relay.poll_output() {
+            match o {
+                Output::Forward(f) => {
+                    if let Some(v) = viewers.get(&f.viewer).and_then(|i| out.viewers.get_mut(*i)) {
+                        match f.kind {
+                            relay_core::MediaKind::Video => v.video += 1,
+                            relay_core::MediaKind::Audio => v.audio += 1,
+                        }
+                        v.cached += u64::from(f.cached);
+                        if f.keyframe && v.first_keyframe.is_none() {
+                            v.first_keyframe = Some(at);
+                        }
+                    }
+                    out.transcript.push(format!(
+                        "{at:?} forward {} {:?} seq {} ts {} wall {:?} m {} k {} c {} len {} hash {:016x}",
+                        f.viewer,
+                        f.kind,
+                        f.seq,
+                        f.timestamp,
+                        f.wallclock.saturating_duration_since(t0),
+                        f.marker,
+                        f.keyframe,
+                        f.cached,
+                        f.payload.len(),
+                        fnv(&f.payload)
+                    ));
+                }
+                Output::Transmit { to, bytes, .. } => {
+                    if let Ok(n) = Nack::parse(&bytes) {
+                        out.nacks_sent += 1;
+                        out.nacked.extend(n.lost());
+                    }
+                    out.transcript
+                        .push(format!("{at:?} transmit to {to} {}", hex(&bytes)));
+                }
+                Output::Event(e) => out.transcript.push(format!("{at:?} event {e:?}")),
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 fn fnv(b: &[u8]) -> u64 {

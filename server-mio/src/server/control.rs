@@ -31,7 +31,6 @@ pub(super) struct ControlConn {
     writable: bool,
     /// The channel this connection streams, once its stream started.
     live: Option<ChannelId>,
-    closing: bool,
     /// The session's recording, with `--capture`.
     pub(super) capture: Option<crate::capture::SessionCapture>,
 }
@@ -142,7 +141,6 @@ impl Server {
                     out: Vec::new(),
                     writable: false,
                     live: None,
-                    closing: false,
                     capture,
                 },
             );
@@ -247,9 +245,6 @@ impl Server {
                 .poll
                 .registry()
                 .reregister(&mut conn.stream, token, interest);
-        }
-        if conn.session.is_closed() {
-            conn.closing = true;
         }
     }
 
