@@ -41,7 +41,7 @@ fn bench(c: &mut Criterion) {
             |b, &viewers| {
                 let t0 = Instant::now();
                 let mut relay = Relay::new(RelayConfig::default());
-                let params = StreamParams {
+                let params = StreamParams::Ftl {
                     media: MediaParams::from_metadata(&Metadata::reference(77)),
                     peer_ip: "127.0.0.1".parse().unwrap(),
                 };

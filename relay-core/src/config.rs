@@ -53,6 +53,9 @@ pub struct RelayConfig {
     pub catch_up_ticks: u32,
     /// A viewer's keyframe requests are answered from the cache at most this often.
     pub keyframe_request_interval: Duration,
+    /// Keyframes are asked of an encoder that can be asked (a WebRTC publisher) at most this
+    /// often per stream.
+    pub upstream_keyframe_interval: Duration,
     pub nack: NackConfig,
 }
 
@@ -68,6 +71,7 @@ impl Default for RelayConfig {
             media_timeout: Duration::from_secs(15),
             catch_up_ticks: 90,
             keyframe_request_interval: Duration::from_secs(1),
+            upstream_keyframe_interval: Duration::from_secs(1),
             nack: NackConfig::default(),
         }
     }

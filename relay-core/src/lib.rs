@@ -4,8 +4,11 @@
 //! viewer, as a pure state machine:
 //!
 //! - **Streams** ([`Relay::start_stream`], [`Relay::stop_stream`]): one per channel, started
-//!   from the control session's metadata and the control connection's peer address; ended on
-//!   `DISCONNECT`, control loss, replacement, or when media stops for `media_timeout`.
+//!   from an FTL control session's metadata and peer address, or for RTP that a WebRTC peer
+//!   (a WHIP publisher) already decrypted and repaired ([`StreamParams`], fed with
+//!   [`Relay::handle_rtp`]); ended on `DISCONNECT`, control loss, replacement, or when media
+//!   stops for `media_timeout`. A stream from a WebRTC peer can be asked for keyframes
+//!   ([`Output::RequestKeyframe`]) when the GOP cache cannot serve a viewer.
 //! - **Ingest validation** ([`Relay::handle_datagram`]): only the peer's IP, only the announced
 //!   SSRC and payload type pairs; everything else is counted and dropped ([`Drop`]). OBS's
 //!   speed-test burst on the audio SSRC is never forwarded nor NACKed.
@@ -35,7 +38,7 @@
 //!
 //! let now = Instant::now();
 //! let mut relay = Relay::new(RelayConfig::default());
-//! let params = StreamParams {
+//! let params = StreamParams::Ftl {
 //!     media: MediaParams::from_metadata(&Metadata::reference(77)),
 //!     peer_ip: "127.0.0.1".parse().unwrap(),
 //! };
@@ -57,6 +60,7 @@
 )]
 
 pub mod clock;
+pub mod codec;
 pub mod config;
 mod error;
 pub mod gop;
@@ -69,11 +73,12 @@ mod stream;
 mod types;
 pub mod viewer;
 
+pub use codec::{VideoCodec, VideoFormat, VideoInfo};
 pub use config::{NackConfig, RelayConfig};
 pub use error::Error;
 pub use ftl_proto;
 pub use packet::Packet;
 pub use relay::Relay;
 pub use stats::{Rates, StreamCounters, StreamStats, ViewerStats};
-pub use stream::{StreamParams, MAX_OPUS_PACKET};
+pub use stream::{RtpIn, StreamParams, MAX_OPUS_PACKET};
 pub use types::{Drop, EndReason, Event, Forward, Ingest, MediaKind, Output, ViewerId};

@@ -9,7 +9,7 @@ use log::{debug, info};
 
 use crate::config::RelayConfig;
 use crate::stats::{StreamStats, ViewerStats};
-use crate::stream::{Stream, StreamParams};
+use crate::stream::{RtpIn, Stream, StreamParams};
 use crate::types::{Drop, EndReason, Event, Forward, Ingest, MediaKind, Output, ViewerId};
 use crate::viewer::{TrackState, Viewer};
 use crate::Error;
@@ -61,7 +61,7 @@ impl Relay {
         params: StreamParams,
         now: Instant,
     ) -> Result<(), Error> {
-        if params.media.video.is_none() && params.media.audio.is_none() {
+        if !params.has_tracks() {
             return Err(Error::NoTracks(channel));
         }
         let replacing = self
@@ -76,16 +76,21 @@ impl Relay {
         if replacing {
             self.end_stream(channel, EndReason::Replaced);
         }
-        let stream = Stream::new(channel, params, &self.config, now);
+        let source = params.source_name();
+        let mut stream = Stream::new(channel, params, &self.config, now);
         let ch = self.channels.entry(channel).or_insert_with(|| Channel {
             stream: None,
             viewers: Vec::new(),
         });
-        ch.stream = Some(stream);
-        self.live += 1;
-        info!("channel {channel}: stream started");
+        info!("channel {channel}: stream started ({source})");
         self.outputs
             .push_back(Output::Event(Event::StreamStarted { channel }));
+        // Viewers waiting (a replaced stream's): a keyframe gets them going soonest.
+        if !ch.viewers.is_empty() {
+            stream.want_keyframe(now, &mut self.outputs);
+        }
+        ch.stream = Some(stream);
+        self.live += 1;
         Ok(())
     }
 
@@ -122,6 +127,46 @@ impl Relay {
         ingest
     }
 
+    /// Feeds one RTP packet of a stream started with [`StreamParams::Rtp`] (a WebRTC peer that
+    /// already decrypted and repaired it). Accepted media is fanned out like FTL's.
+    pub fn handle_rtp(&mut self, channel: ChannelId, rtp: RtpIn, now: Instant) -> Ingest {
+        let Some(ch) = self.channels.get_mut(&channel) else {
+            return Ingest::Dropped(Drop::NotLive);
+        };
+        let Some(stream) = ch.stream.as_mut() else {
+            return Ingest::Dropped(Drop::NotLive);
+        };
+        let (ingest, packet) = stream.ingest_rtp(rtp, now, &mut self.outputs);
+        if let Some((kind, pkt)) = packet {
+            let max_backlog = self.config.max_viewer_backlog;
+            for v in &mut ch.viewers {
+                if let Some(f) = v.on_packet(kind, &pkt, max_backlog, now) {
+                    self.outputs.push_back(Output::Forward(f));
+                }
+            }
+        }
+        ingest
+    }
+
+    /// A sender report of a WebRTC peer's track: `rtp_timestamp` was captured at NTP time
+    /// `ntp` (64-bit fixed point). Both tracks map through one anchor, so they stay in sync.
+    pub fn handle_sender_report(
+        &mut self,
+        channel: ChannelId,
+        kind: MediaKind,
+        ntp: u64,
+        rtp_timestamp: u32,
+        now: Instant,
+    ) {
+        if let Some(stream) = self
+            .channels
+            .get_mut(&channel)
+            .and_then(|c| c.stream.as_mut())
+        {
+            stream.sender_report(kind, ntp, rtp_timestamp, now);
+        }
+    }
+
     /// Attaches a new viewer to `channel` (live or not). If the channel has a cached GOP, the
     /// viewer's first packets are queued at once.
     pub fn add_viewer(&mut self, channel: ChannelId, now: Instant) -> Result<ViewerId, Error> {
@@ -142,8 +187,13 @@ impl Relay {
         let id = ViewerId(self.next_viewer);
         self.next_viewer += 1;
         let mut viewer = Viewer::new(id);
-        if let Some(stream) = &ch.stream {
-            replay_gop(&mut viewer, stream, &self.config, now, &mut self.outputs);
+        if let Some(stream) = ch.stream.as_mut() {
+            if stream.gop.is_valid() {
+                replay_gop(&mut viewer, stream, &self.config, now, &mut self.outputs);
+            } else {
+                // Nothing cached to start from: ask the encoder, if it can be asked.
+                stream.want_keyframe(now, &mut self.outputs);
+            }
         }
         ch.viewers.push(viewer);
         self.viewer_channel.insert(id, channel);
@@ -179,8 +229,9 @@ impl Relay {
         }
     }
 
-    /// The viewer's decoder asked for a keyframe (PLI/FIR). FTL cannot ask the encoder, so it
-    /// is answered from the GOP cache, at most once per `keyframe_request_interval`.
+    /// The viewer's decoder asked for a keyframe (PLI/FIR). It is answered from the GOP cache,
+    /// at most once per `keyframe_request_interval`. When the cache cannot answer (empty), an
+    /// encoder that can be asked (a WebRTC publisher) is asked; FTL's cannot.
     pub fn request_keyframe(&mut self, viewer: ViewerId, now: Instant) -> Result<(), Error> {
         let channel = *self
             .viewer_channel
@@ -199,11 +250,15 @@ impl Relay {
         let recent = v
             .last_keyframe_request
             .is_some_and(|t| now.saturating_duration_since(t) < interval);
-        match &ch.stream {
+        match ch.stream.as_mut() {
             Some(stream) if !recent && stream.gop.is_valid() => {
                 v.last_keyframe_request = Some(now);
                 v.stats.keyframes_from_cache += 1;
                 replay_gop(v, stream, &self.config, now, &mut self.outputs);
+            }
+            Some(stream) if !stream.gop.is_valid() && stream.keyframes_on_demand() => {
+                v.stats.keyframes_from_encoder += 1;
+                stream.want_keyframe(now, &mut self.outputs);
             }
             _ => v.stats.keyframe_requests_ignored += 1,
         }
@@ -215,7 +270,8 @@ impl Relay {
         self.outputs.pop_front()
     }
 
-    /// When [`Relay::handle_timeout`] has work (NACKs due, a stream's media timeout).
+    /// When [`Relay::handle_timeout`] has work (NACKs or a keyframe request due, a stream's
+    /// media timeout).
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.channels
             .values()
@@ -224,7 +280,7 @@ impl Relay {
             .min()
     }
 
-    /// Sends due NACKs and ends streams whose media stopped.
+    /// Sends due NACKs and keyframe requests, and ends streams whose media stopped.
     pub fn handle_timeout(&mut self, now: Instant) {
         let mut timed_out = Vec::new();
         for (channel, ch) in &mut self.channels {

@@ -95,6 +95,8 @@ pub struct StreamCounters {
     pub sequence_restarts: u64,
     /// GOPs too large or long for the cache.
     pub gop_overflows: u64,
+    /// Keyframes asked of the encoder (sources that can be asked: WebRTC peers).
+    pub keyframe_requests: u64,
 }
 
 /// A snapshot of one stream.
@@ -115,6 +117,8 @@ pub struct StreamStats {
     pub viewers: usize,
     /// Bytes held by the GOP cache.
     pub gop_bytes: usize,
+    /// The encoder sends B-frames (bi-predicted pictures), which browsers play as a stutter.
+    pub b_frames: bool,
 }
 
 /// Per-viewer counters.
@@ -128,6 +132,8 @@ pub struct ViewerStats {
     pub skips: u64,
     /// Keyframe requests answered from the GOP cache.
     pub keyframes_from_cache: u64,
+    /// Keyframe requests passed on to the encoder (nothing cached, a WebRTC publisher).
+    pub keyframes_from_encoder: u64,
     /// Keyframe requests not answered (rate-limited or nothing cached).
     pub keyframe_requests_ignored: u64,
 }

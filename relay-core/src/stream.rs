@@ -1,16 +1,28 @@
 //! One live stream's ingest: validating datagrams, ordering, loss tracking, keyframes, the GOP
 //! cache and A/V timing. What survives becomes a [`Packet`] for the fan-out.
+//!
+//! A stream's media comes from one of two sources ([`StreamParams`]):
+//! - **FTL**: raw RTP datagrams from the client's address on the stream's media port. The relay
+//!   checks the peer, echoes pings, reads sender reports and NACKs gaps itself.
+//! - **RTP from a WebRTC peer** (a WHIP publisher, an edge's pull of an origin): packets that the
+//!   peer's stack already decrypted and repaired (NACK/RTX happen there). The relay only orders
+//!   them, and it can ask the encoder for a keyframe ([`Output::RequestKeyframe`]), which FTL
+//!   cannot.
+//!
+//! Everything after that (keyframes through the codec seam, the GOP cache, fan-out, stats) is
+//! the same for both.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ftl_proto::media::{classify, h264, MediaDatagram, MediaParams, Nack, RtpPacket, Sps};
+use ftl_proto::media::{classify, MediaDatagram, MediaParams, Nack};
 use ftl_proto::{ChannelId, Ssrc};
-use log::debug;
+use log::{debug, info};
 
 use crate::clock::{NtpAnchor, TrackClock};
+use crate::codec::VideoCodec;
 use crate::config::{NackConfig, RelayConfig};
 use crate::gop::GopCache;
 use crate::nack::{Arrival, LossTracker};
@@ -22,13 +34,60 @@ use crate::types::{Drop, Event, Ingest, MediaKind, Output};
 /// The largest Opus packet (RFC 6716 §3.4, R5). OBS's speed-test payloads are 1392 bytes.
 pub const MAX_OPUS_PACKET: usize = 1275;
 
-/// What a stream is started with.
+/// What a stream is started with: where its media comes from.
 #[derive(Debug, Clone)]
-pub struct StreamParams {
-    /// The negotiated payload types and SSRCs.
-    pub media: MediaParams,
-    /// The control connection's peer: media is accepted only from this address.
-    pub peer_ip: IpAddr,
+pub enum StreamParams {
+    /// An FTL session: datagrams from the client on the stream's media port, fed with
+    /// [`crate::Relay::handle_datagram`].
+    Ftl {
+        /// The negotiated payload types and SSRCs.
+        media: MediaParams,
+        /// The control connection's peer: media is accepted only from this address.
+        peer_ip: IpAddr,
+    },
+    /// RTP already decrypted and repaired by a WebRTC peer, fed with
+    /// [`crate::Relay::handle_rtp`]. The encoder can be asked for keyframes.
+    Rtp {
+        /// The video track's codec, if there is video.
+        video: Option<VideoCodec>,
+        /// Whether there is an Opus audio track.
+        audio: bool,
+    },
+}
+
+impl StreamParams {
+    /// Whether the stream has a video and an audio track.
+    fn tracks(&self) -> (bool, bool) {
+        match self {
+            StreamParams::Ftl { media, .. } => (media.video.is_some(), media.audio.is_some()),
+            StreamParams::Rtp { video, audio } => (video.is_some(), *audio),
+        }
+    }
+
+    pub(crate) fn has_tracks(&self) -> bool {
+        let (v, a) = self.tracks();
+        v || a
+    }
+
+    /// The source kind's name, for logs.
+    pub fn source_name(&self) -> &'static str {
+        match self {
+            StreamParams::Ftl { .. } => "FTL",
+            StreamParams::Rtp { .. } => "RTP",
+        }
+    }
+}
+
+/// One RTP packet from a WebRTC peer (see [`StreamParams::Rtp`]).
+#[derive(Debug, Clone)]
+pub struct RtpIn {
+    pub kind: MediaKind,
+    /// The wire sequence number (16 bits; the relay extends it).
+    pub seq: u16,
+    pub timestamp: u32,
+    pub marker: bool,
+    /// The payload, shared as it is with the GOP cache and every viewer.
+    pub payload: Arc<[u8]>,
 }
 
 /// Per-track ingest state.
@@ -61,6 +120,14 @@ enum Placed {
     Rejected(Drop),
 }
 
+/// One RTP packet's fields, whichever source it came from.
+struct MediaIn {
+    seq: u16,
+    ts: u32,
+    marker: bool,
+    payload: Arc<[u8]>,
+}
+
 /// One live stream.
 #[derive(Debug)]
 pub(crate) struct Stream {
@@ -81,6 +148,13 @@ pub(crate) struct Stream {
     pub(crate) counters: StreamCounters,
     nack: NackConfig,
     media_timeout: Duration,
+    codec: VideoCodec,
+    /// Whether the stream's video has shown a bi-predicted frame.
+    b_frames: bool,
+    /// A keyframe is wanted from the encoder (only for sources that can be asked).
+    keyframe_wanted: bool,
+    last_keyframe_request: Option<Instant>,
+    keyframe_request_interval: Duration,
 }
 
 impl Stream {
@@ -90,11 +164,29 @@ impl Stream {
         config: &RelayConfig,
         now: Instant,
     ) -> Self {
+        let (video, audio, codec) = match &params {
+            StreamParams::Ftl { media, .. } => (
+                media.video.map(|t| t.ssrc),
+                media.audio.map(|t| t.ssrc),
+                VideoCodec::H264,
+            ),
+            // The peer's stack knows the SSRCs; the relay only needs the tracks.
+            StreamParams::Rtp { video, audio } => (
+                video.map(|_| Ssrc(0)),
+                audio.then_some(Ssrc(0)),
+                video.unwrap_or_default(),
+            ),
+        };
         Stream {
             channel,
-            video: params.media.video.map(|t| Track::new(t.ssrc, 90_000)),
-            audio: params.media.audio.map(|t| Track::new(t.ssrc, 48_000)),
+            video: video.map(|ssrc| Track::new(ssrc, 90_000)),
+            audio: audio.map(|ssrc| Track::new(ssrc, 48_000)),
             params,
+            codec,
+            b_frames: false,
+            keyframe_wanted: false,
+            last_keyframe_request: None,
+            keyframe_request_interval: config.upstream_keyframe_interval,
             started_at: now,
             last_media: now,
             ingest_addr: None,
@@ -119,13 +211,31 @@ impl Stream {
         now: Instant,
         out: &mut VecDeque<Output>,
     ) -> (Ingest, Option<(MediaKind, Packet)>) {
-        if from.ip() != self.params.peer_ip {
+        let StreamParams::Ftl { media, peer_ip } = &self.params else {
+            self.counters.dropped_foreign_source += 1;
+            return (Ingest::Dropped(Drop::ForeignSource), None);
+        };
+        if from.ip() != *peer_ip {
             self.counters.dropped_foreign_source += 1;
             return (Ingest::Dropped(Drop::ForeignSource), None);
         }
-        match classify(datagram, &self.params.media) {
-            MediaDatagram::Video(rtp) => self.on_media(MediaKind::Video, &rtp, from, now, out),
-            MediaDatagram::Audio(rtp) => self.on_media(MediaKind::Audio, &rtp, from, now, out),
+        let media_in = |rtp: &ftl_proto::media::RtpPacket<'_>| MediaIn {
+            seq: rtp.sequence_number(),
+            ts: rtp.timestamp(),
+            marker: rtp.marker(),
+            payload: Arc::from(rtp.payload()),
+        };
+        match classify(datagram, media) {
+            MediaDatagram::Video(rtp) => {
+                let m = media_in(&rtp);
+                self.ingest_addr = Some(from);
+                self.on_media(MediaKind::Video, m, now, out)
+            }
+            MediaDatagram::Audio(rtp) => {
+                let m = media_in(&rtp);
+                self.ingest_addr = Some(from);
+                self.on_media(MediaKind::Audio, m, now, out)
+            }
             MediaDatagram::Ping(p) => {
                 self.counters.pings += 1;
                 self.ingest_addr = Some(from);
@@ -160,31 +270,68 @@ impl Stream {
         }
     }
 
-    fn on_media(
+    /// Takes one RTP packet from a WebRTC peer.
+    pub(crate) fn ingest_rtp(
         &mut self,
-        kind: MediaKind,
-        rtp: &RtpPacket<'_>,
-        from: SocketAddr,
+        rtp: RtpIn,
         now: Instant,
         out: &mut VecDeque<Output>,
     ) -> (Ingest, Option<(MediaKind, Packet)>) {
+        if !matches!(self.params, StreamParams::Rtp { .. }) {
+            self.counters.dropped_foreign_source += 1;
+            return (Ingest::Dropped(Drop::ForeignSource), None);
+        }
+        let m = MediaIn {
+            seq: rtp.seq,
+            ts: rtp.timestamp,
+            marker: rtp.marker,
+            payload: rtp.payload,
+        };
+        self.on_media(rtp.kind, m, now, out)
+    }
+
+    /// A sender report from a WebRTC peer's track: `rtp_ts` was captured at NTP time `ntp`.
+    pub(crate) fn sender_report(&mut self, kind: MediaKind, ntp: u64, rtp_ts: u32, now: Instant) {
+        let at = self.anchor.instant(ntp, now);
+        let track = match kind {
+            MediaKind::Video => self.video.as_mut(),
+            MediaKind::Audio => self.audio.as_mut(),
+        };
+        if let Some(t) = track {
+            self.counters.sender_reports += 1;
+            t.clock.on_report(rtp_ts, at);
+        }
+    }
+
+    fn on_media(
+        &mut self,
+        kind: MediaKind,
+        m: MediaIn,
+        now: Instant,
+        out: &mut VecDeque<Output>,
+    ) -> (Ingest, Option<(MediaKind, Packet)>) {
+        let ftl = matches!(self.params, StreamParams::Ftl { .. });
         if kind == MediaKind::Audio
-            && ((self.video.is_some() && !self.seen_video) || rtp.payload().len() > MAX_OPUS_PACKET)
+            && ((ftl && self.video.is_some() && !self.seen_video)
+                || m.payload.len() > MAX_OPUS_PACKET)
         {
             // OBS's speed test: garbage on the audio SSRC before the stream proper. Never
-            // forwarded, never NACKed, and it does not count as the stream being alive.
+            // forwarded, never NACKed, and it does not count as the stream being alive. (Over
+            // WebRTC audio may well come first; only the size rule applies there.)
             self.counters.dropped_speed_test += 1;
             return (Ingest::Dropped(Drop::SpeedTest), None);
         }
         self.last_media = now;
-        self.ingest_addr = Some(from);
-        let (ext, recovered) = match self.place(kind, rtp.sequence_number(), now) {
+        let (ext, recovered) = match self.place(kind, m.seq, now) {
             Placed::New { ext, recovered } => (ext, recovered),
             Placed::Rejected(d) => return (Ingest::Dropped(d), None),
         };
-        let payload: Arc<[u8]> = Arc::from(rtp.payload());
-        let ts = rtp.timestamp();
-        let marker = rtp.marker();
+        let MediaIn {
+            ts,
+            marker,
+            payload,
+            ..
+        } = m;
         let track = match kind {
             MediaKind::Video => self.video.as_mut(),
             MediaKind::Audio => self.audio.as_mut(),
@@ -221,21 +368,34 @@ impl Stream {
         (ingest, Some((kind, pkt)))
     }
 
-    /// Keyframe detection, format changes and the GOP cache.
+    /// Keyframe detection, format changes, B-frames and the GOP cache.
     fn on_video(&mut self, pkt: &mut Packet, now: Instant, out: &mut VecDeque<Output>) {
-        let Ok(info) = h264::inspect(&pkt.payload) else {
+        let Some(info) = self.codec.inspect(&pkt.payload) else {
             // Forwarded as it is (the decoder judges); it just never starts a keyframe.
             self.gop.insert(pkt, now);
+            self.flush_keyframe_request(now, out);
             return;
         };
-        if info.has_sps {
-            self.note_sps(&pkt.payload.clone(), out);
+        if let Some(f) = info.format {
+            self.note_format((f.width, f.height, f.profile_level_id), out);
+        }
+        if info.bidirectional && !self.b_frames {
+            self.b_frames = true;
+            info!(
+                "channel {}: the encoder sends B-frames, which browsers play as a stutter; \
+                 turn them off (OBS: x264 option bframes=0, or \"Max B-frames\" 0)",
+                self.channel
+            );
+            out.push_back(Output::Event(Event::BFrames {
+                channel: self.channel,
+            }));
         }
         let newest = self.video.as_ref().and_then(|t| t.seq.highest()) == Some(pkt.ext);
         let new_frame = self.last_keyframe.is_none_or(|(ts, _)| ts != pkt.ts);
         // Only the newest packet can open a GOP: a late keyframe packet belongs to an old one.
-        if info.starts_keyframe() && new_frame && newest {
+        if info.starts_keyframe && new_frame && newest {
             pkt.keyframe = true;
+            self.keyframe_wanted = false;
             self.counters.keyframes += 1;
             if let Some((_, at)) = self.last_keyframe {
                 self.keyframe_interval = Some(now.saturating_duration_since(at));
@@ -252,13 +412,46 @@ impl Stream {
                 debug!("channel {}: GOP outgrew the cache", self.channel);
             }
         }
+        self.flush_keyframe_request(now, out);
     }
 
-    fn note_sps(&mut self, payload: &[u8], out: &mut VecDeque<Output>) {
-        let Some(Ok(sps)) = h264::find_sps(payload).map(Sps::parse) else {
-            return;
-        };
-        let format = (sps.width, sps.height, sps.profile_level_id());
+    /// Asks the encoder for a keyframe, if the source can be asked: now, or as soon as the
+    /// rate limit allows, and again every interval until one arrives.
+    pub(crate) fn want_keyframe(&mut self, now: Instant, out: &mut VecDeque<Output>) {
+        if matches!(self.params, StreamParams::Rtp { video: Some(_), .. }) {
+            self.keyframe_wanted = true;
+            self.flush_keyframe_request(now, out);
+        }
+    }
+
+    /// Whether the encoder can be asked for keyframes.
+    pub(crate) fn keyframes_on_demand(&self) -> bool {
+        matches!(self.params, StreamParams::Rtp { video: Some(_), .. })
+    }
+
+    /// When the next keyframe request may go out, if one is wanted. Waits for the first video
+    /// packet: before it there is no video stream upstream to ask.
+    fn keyframe_request_due(&self) -> Option<Instant> {
+        if !self.keyframe_wanted || !self.seen_video {
+            return None;
+        }
+        Some(
+            self.last_keyframe_request
+                .map_or(self.started_at, |t| t + self.keyframe_request_interval),
+        )
+    }
+
+    fn flush_keyframe_request(&mut self, now: Instant, out: &mut VecDeque<Output>) {
+        if self.keyframe_request_due().is_some_and(|t| t <= now) {
+            self.last_keyframe_request = Some(now);
+            self.counters.keyframe_requests += 1;
+            out.push_back(Output::RequestKeyframe {
+                channel: self.channel,
+            });
+        }
+    }
+
+    fn note_format(&mut self, format: (u32, u32, String), out: &mut VecDeque<Output>) {
         if self.format.as_ref() != Some(&format) {
             out.push_back(Output::Event(Event::VideoFormat {
                 channel: self.channel,
@@ -272,6 +465,7 @@ impl Stream {
 
     /// Extends the sequence number, detects duplicates and gaps.
     fn place(&mut self, kind: MediaKind, seq: u16, now: Instant) -> Placed {
+        let repairs = &matches!(self.params, StreamParams::Ftl { .. });
         let Self {
             video,
             audio,
@@ -289,7 +483,10 @@ impl Stream {
             Extended::Ahead { ext, gap } => {
                 if gap > 0 {
                     c.missing += gap;
-                    c.lost += t.loss.on_gap(ext - gap, gap, now, nack);
+                    // A WebRTC peer repairs loss itself; only FTL gaps are tracked and NACKed.
+                    if *repairs {
+                        c.lost += t.loss.on_gap(ext - gap, gap, now, nack);
+                    }
                 }
                 t.received.insert(ext);
                 Placed::New {
@@ -336,8 +533,10 @@ impl Stream {
         }
     }
 
-    /// Sends due NACKs. Returns whether the stream timed out (no media for too long).
+    /// Sends due NACKs and keyframe requests. Returns whether the stream timed out (no media
+    /// for too long).
     pub(crate) fn handle_timeout(&mut self, now: Instant, out: &mut VecDeque<Output>) -> bool {
+        self.flush_keyframe_request(now, out);
         let mut due = Vec::new();
         for t in [self.video.as_mut(), self.audio.as_mut()]
             .into_iter()
@@ -373,6 +572,7 @@ impl Stream {
             .into_iter()
             .flatten()
             .filter_map(|t| t.loss.next_due(&self.nack))
+            .chain(self.keyframe_request_due())
             .fold(media, Instant::min)
     }
 
@@ -392,6 +592,7 @@ impl Stream {
             has_audio: self.audio.is_some(),
             viewers,
             gop_bytes: self.gop.bytes(),
+            b_frames: self.b_frames,
         }
     }
 

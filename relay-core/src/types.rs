@@ -75,6 +75,10 @@ pub enum Event {
         channel: ChannelId,
         reason: EndReason,
     },
+    /// The stream's video has B-frames (first seen now; said once per stream).
+    BFrames {
+        channel: ChannelId,
+    },
     /// The video's real size or profile changed (read from the SPS).
     VideoFormat {
         channel: ChannelId,
@@ -106,6 +110,12 @@ pub enum Output {
         bytes: Vec<u8>,
     },
     Event(Event),
+    /// Ask the stream's encoder for a keyframe (a PLI to a WebRTC publisher). Only streams fed
+    /// by a source that can be asked get these, at most one per
+    /// [`crate::RelayConfig::upstream_keyframe_interval`].
+    RequestKeyframe {
+        channel: ChannelId,
+    },
 }
 
 /// What happened to one ingest datagram.
@@ -128,7 +138,8 @@ pub enum Ingest {
 pub enum Drop {
     /// No live stream on this channel.
     NotLive,
-    /// From another IP than the stream's control connection (spoofed or stray).
+    /// From another IP than the stream's control connection (spoofed or stray), or through the
+    /// other source kind than the stream was started with.
     ForeignSource,
     /// Well-formed, but not one of the stream's SSRC and payload type pairs.
     ForeignSsrc,

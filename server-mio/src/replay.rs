@@ -323,7 +323,7 @@ impl Replay<'_> {
                 }
                 ServerEvent::Authenticated { .. } => out.authenticated = true,
                 ServerEvent::MetadataReady { channel, metadata } => {
-                    let params = StreamParams {
+                    let params = StreamParams::Ftl {
                         media: MediaParams::from_metadata(&metadata),
                         peer_ip: client.ip(),
                     };
@@ -375,6 +375,10 @@ impl Replay<'_> {
                         .push(format!("{at:?} transmit to {to} {}", hex(&bytes)));
                 }
                 Output::Event(e) => out.transcript.push(format!("{at:?} event {e:?}")),
+                // Only streams from WebRTC peers are asked; replays are FTL sessions.
+                Output::RequestKeyframe { channel } => out
+                    .transcript
+                    .push(format!("{at:?} keyframe request {channel}")),
             }
         }
         Ok(())

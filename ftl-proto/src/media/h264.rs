@@ -88,6 +88,59 @@ impl PayloadInfo {
     }
 }
 
+/// The kind of picture a slice belongs to (`slice_type`, ITU-T H.264 Table 7-6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SliceType {
+    /// Predicted from earlier pictures only (P, and SP).
+    P,
+    /// Bi-predicted: may refer to a later picture, so decode order differs from display order.
+    /// Browsers' WebRTC decoders do not reorder frames, and a stream with B slices stutters.
+    B,
+    /// Intra only (I, and SI).
+    I,
+}
+
+/// The bytes of a slice header read at most: `first_mb_in_slice` and `slice_type` are the
+/// first two Exp-Golomb codes, together at most 8 bytes.
+const SLICE_HEAD: usize = 16;
+
+/// The slice type of the first slice that this payload begins (a single slice NAL unit, the
+/// start fragment of an FU-A, or a slice inside a STAP-A); `None` for anything else, including
+/// a slice header too short or malformed to read.
+pub fn slice_type(payload: &[u8]) -> Option<SliceType> {
+    let header = *payload.first()?;
+    let slice_head = match NalType::from_header(header) {
+        NalType::Slice | NalType::Idr => payload.get(1..)?,
+        NalType::FuA => {
+            let fu = *payload.get(1)?;
+            let starts = fu & 0x80 != 0;
+            if !starts || !matches!(NalType::from_header(fu), NalType::Slice | NalType::Idr) {
+                return None;
+            }
+            payload.get(2..)?
+        }
+        NalType::StapA => {
+            return stap_a_units(payload).ok()?.into_iter().find_map(|u| {
+                let t = NalType::from_header(*u.first()?);
+                if matches!(t, NalType::Slice | NalType::Idr) {
+                    slice_type(u)
+                } else {
+                    None
+                }
+            })
+        }
+        _ => return None,
+    };
+    let rbsp = crate::media::sps::unescape(slice_head.get(..SLICE_HEAD).unwrap_or(slice_head));
+    let mut r = crate::media::sps::BitReader::new(&rbsp);
+    r.ue_max(u32::MAX).ok()?; // first_mb_in_slice
+    match r.ue_max(9).ok()? % 5 {
+        0 | 3 => Some(SliceType::P),
+        1 => Some(SliceType::B),
+        _ => Some(SliceType::I),
+    }
+}
+
 /// Inspects an H.264 RTP payload.
 pub fn inspect(payload: &[u8]) -> Result<PayloadInfo, Error> {
     let header = *payload.first().ok_or(Error::BadH264("empty payload"))?;
@@ -218,6 +271,37 @@ mod tests {
         assert_eq!(find_sps(&stap), Some(&[0x67, 0x42][..]));
         assert_eq!(find_sps(&[0x67, 1, 2]), Some(&[0x67, 1, 2][..]));
         assert_eq!(find_sps(&[0x65, 1, 2]), None);
+    }
+
+    #[test]
+    fn slice_types() {
+        // first_mb_in_slice = 0 ("1"), then slice_type as Exp-Golomb.
+        // slice_type 0 (P): "1" -> 0b11xx_xxxx.
+        assert_eq!(slice_type(&[0x41, 0xc0]), Some(SliceType::P));
+        // slice_type 1 (B): "010" -> 0b1010_xxxx.
+        assert_eq!(slice_type(&[0x01, 0xa0]), Some(SliceType::B));
+        // slice_type 6 (B, all slices of the picture): "00111" -> 0b1001_11xx.
+        assert_eq!(slice_type(&[0x01, 0x9c]), Some(SliceType::B));
+        // slice_type 7 (I): "0001000" -> 0b1000_1000.
+        assert_eq!(slice_type(&[0x65, 0x88, 0x80]), Some(SliceType::I));
+        // FU-A start of a B slice; a middle fragment says nothing.
+        assert_eq!(slice_type(&[0x7c, 0x81, 0xa0]), Some(SliceType::B));
+        assert_eq!(slice_type(&[0x7c, 0x01, 0xa0]), None);
+        // STAP-A with SPS, then a B slice.
+        assert_eq!(
+            slice_type(&[0x78, 0, 2, 0x67, 0x42, 0, 2, 0x01, 0xa0]),
+            Some(SliceType::B)
+        );
+        // Not slices, or too short to read.
+        for p in [
+            &[0x67, 0x42][..],
+            &[0x41],
+            &[0x41, 0x00],
+            &[],
+            &[0x68, 0xce],
+        ] {
+            assert_eq!(slice_type(p), None, "{p:02x?}");
+        }
     }
 
     #[test]

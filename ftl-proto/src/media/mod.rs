@@ -13,7 +13,7 @@ pub mod sender_report;
 pub mod sps;
 
 pub use classify::{classify, MediaDatagram, MediaParams, TrackParams};
-pub use h264::{Fragment, NalType, PayloadInfo};
+pub use h264::{Fragment, NalType, PayloadInfo, SliceType};
 pub use nack::{Nack, NackEntry};
 pub use ping::{build_ping, FtlPing};
 pub use rtp::{RtpHeader, RtpPacket};

@@ -148,7 +148,7 @@ fn skip_scaling_list(r: &mut BitReader<'_>, size: usize) -> Result<(), Error> {
 }
 
 /// Removes emulation prevention bytes (`00 00 03` -> `00 00`, §7.4.1).
-fn unescape(data: &[u8]) -> Vec<u8> {
+pub(crate) fn unescape(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len());
     let mut zeros = 0;
     for &b in data {
@@ -163,13 +163,13 @@ fn unescape(data: &[u8]) -> Vec<u8> {
 }
 
 /// Reads bits MSB first; running out of bits is an error, never a panic.
-struct BitReader<'a> {
+pub(crate) struct BitReader<'a> {
     data: &'a [u8],
     pos: usize,
 }
 
 impl<'a> BitReader<'a> {
-    fn new(data: &'a [u8]) -> Self {
+    pub(crate) fn new(data: &'a [u8]) -> Self {
         BitReader { data, pos: 0 }
     }
 
@@ -196,7 +196,7 @@ impl<'a> BitReader<'a> {
     }
 
     /// Unsigned Exp-Golomb (§9.1), refused above `max`.
-    fn ue_max(&mut self, max: u32) -> Result<u32, Error> {
+    pub(crate) fn ue_max(&mut self, max: u32) -> Result<u32, Error> {
         let mut zeros = 0;
         while self.bit()? == 0 {
             zeros += 1;

@@ -201,7 +201,7 @@ pub fn peer() -> SocketAddr {
 }
 
 pub fn params(channel: u32) -> StreamParams {
-    StreamParams {
+    StreamParams::Ftl {
         media: MediaParams::from_metadata(&Metadata::reference(channel)),
         peer_ip: peer().ip(),
     }
@@ -216,6 +216,8 @@ pub struct Harness {
     pub transmits: Vec<(Duration, ChannelId, SocketAddr, Vec<u8>)>,
     pub events: Vec<(Duration, Event)>,
     pub ingests: Vec<Ingest>,
+    /// Keyframes asked of the encoder, and when.
+    pub keyframe_requests: Vec<(Duration, ChannelId)>,
 }
 
 impl Harness {
@@ -229,6 +231,7 @@ impl Harness {
             transmits: Vec::new(),
             events: Vec::new(),
             ingests: Vec::new(),
+            keyframe_requests: Vec::new(),
         }
     }
 
@@ -270,6 +273,37 @@ impl Harness {
         self.drain();
     }
 
+    /// Starts a stream fed by a WebRTC peer (H.264 and Opus).
+    pub fn start_rtp(&mut self, channel: u32) {
+        let params = StreamParams::Rtp {
+            video: Some(VideoCodec::H264),
+            audio: true,
+        };
+        self.relay
+            .start_stream(ChannelId(channel), params, self.now)
+            .unwrap();
+        self.drain();
+    }
+
+    /// Feeds a session's media datagram as a WebRTC peer hands it over (parsed RTP, shared
+    /// payload); pings and sender reports are FTL's and are skipped (`None`).
+    pub fn feed_rtp(&mut self, channel: u32, sent: &Sent) -> Option<Ingest> {
+        let kind = sent.kind?;
+        let rtp = ftl_proto::media::RtpPacket::parse(&sent.bytes).unwrap();
+        let input = RtpIn {
+            kind,
+            seq: rtp.sequence_number(),
+            timestamp: rtp.timestamp(),
+            marker: rtp.marker(),
+            payload: rtp.payload().into(),
+        };
+        self.advance_to(sent.at);
+        let r = self.relay.handle_rtp(ChannelId(channel), input, self.now);
+        self.ingests.push(r.clone());
+        self.drain();
+        Some(r)
+    }
+
     pub fn join(&mut self, channel: u32) -> ViewerId {
         let v = self.relay.add_viewer(ChannelId(channel), self.now).unwrap();
         self.forwards.entry(v).or_default();
@@ -286,6 +320,7 @@ impl Harness {
                     self.transmits.push((at, channel, to, bytes))
                 }
                 Output::Event(e) => self.events.push((at, e)),
+                Output::RequestKeyframe { channel } => self.keyframe_requests.push((at, channel)),
             }
         }
     }

@@ -402,7 +402,7 @@ impl Server {
                 return;
             }
         };
-        let params = StreamParams {
+        let params = StreamParams::Ftl {
             media: MediaParams::from_metadata(metadata),
             peer_ip: peer.ip(),
         };

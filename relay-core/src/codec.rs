@@ -1,0 +1,96 @@
+//! The codec seam: everything the relay needs to know about a video payload, in one place.
+//!
+//! The relay forwards payloads untouched; it looks inside a video payload only to find where a
+//! decoder can start (a keyframe), the picture's size and profile (from a parameter set), and
+//! whether the encoder reorders frames (B-frames, which browsers' WebRTC decoders do not
+//! handle). Those three questions are answered here per codec, so another codec (VP8, VP9,
+//! AV1 passthrough) is one more arm of [`VideoCodec`] and nothing else in the relay changes.
+
+use ftl_proto::media::{h264, SliceType, Sps};
+
+/// The video codec of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VideoCodec {
+    /// H.264, RTP packetization mode 1 (RFC 6184): what FTL carries and WHIP publishers send.
+    #[default]
+    H264,
+}
+
+/// The picture format read from a parameter set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoFormat {
+    pub width: u32,
+    pub height: u32,
+    /// The SDP `profile-level-id` (H.264), e.g. `42c01f`.
+    pub profile_level_id: String,
+}
+
+/// What one video payload tells the relay.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VideoInfo {
+    /// A decoder joining here can start (a keyframe, or the parameter sets ahead of one).
+    pub starts_keyframe: bool,
+    /// The format, when the payload carries a parameter set that gives it.
+    pub format: Option<VideoFormat>,
+    /// The payload begins a bi-predicted picture (a B-frame).
+    pub bidirectional: bool,
+}
+
+impl VideoCodec {
+    /// Inspects one RTP payload. `None` if it cannot be read as this codec: such a payload is
+    /// forwarded as it is (the decoder judges) and never starts a keyframe.
+    pub fn inspect(self, payload: &[u8]) -> Option<VideoInfo> {
+        match self {
+            VideoCodec::H264 => {
+                let info = h264::inspect(payload).ok()?;
+                let format = if info.has_sps {
+                    h264::find_sps(payload)
+                        .and_then(|nal| Sps::parse(nal).ok())
+                        .map(|sps| VideoFormat {
+                            width: sps.width,
+                            height: sps.height,
+                            profile_level_id: sps.profile_level_id(),
+                        })
+                } else {
+                    None
+                };
+                let bidirectional = info.begins_nal()
+                    && matches!(info.first_nal, h264::NalType::Slice | h264::NalType::StapA)
+                    && h264::slice_type(payload) == Some(SliceType::B);
+                Some(VideoInfo {
+                    starts_keyframe: info.starts_keyframe(),
+                    format,
+                    bidirectional,
+                })
+            }
+        }
+    }
+
+    /// The codec's name as SDP and logs spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            VideoCodec::H264 => "H264",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn h264_payloads() {
+        let c = VideoCodec::H264;
+        let idr = c.inspect(&[0x65, 0x88, 0x80]).unwrap();
+        assert!(idr.starts_keyframe && !idr.bidirectional && idr.format.is_none());
+        let b = c.inspect(&[0x01, 0xa0]).unwrap();
+        assert!(b.bidirectional && !b.starts_keyframe);
+        let p = c.inspect(&[0x41, 0xc0]).unwrap();
+        assert!(!p.bidirectional);
+        // An FU-A start of a B slice is one; its middle fragments are not counted again.
+        assert!(c.inspect(&[0x7c, 0x81, 0xa0]).unwrap().bidirectional);
+        assert!(!c.inspect(&[0x7c, 0x01, 0xa0]).unwrap().bidirectional);
+        assert_eq!(c.inspect(&[]), None);
+        assert_eq!(c.inspect(&[0xe7]), None);
+    }
+}
