@@ -57,6 +57,21 @@ pub fn payload_hash(p: &[u8]) -> u64 {
     })
 }
 
+/// The contents of the optional video and audio files.
+pub type MediaFiles = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Reads the optional video and audio files a client binary was given.
+pub fn read_media_files(
+    video: Option<&std::path::Path>,
+    audio: Option<&std::path::Path>,
+) -> Result<MediaFiles, String> {
+    let read = |p: Option<&std::path::Path>| -> Result<Option<Vec<u8>>, String> {
+        p.map(|p| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display())))
+            .transpose()
+    };
+    Ok((read(video)?, read(audio)?))
+}
+
 /// What a streaming session did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientStats {

@@ -16,13 +16,7 @@ use common::*;
 use serde_json::Value;
 
 fn live(server: &TestServer, channel: u32) -> Option<Value> {
-    let (_, body) = server.get("/api/streams");
-    let v: Value = serde_json::from_str(&body).ok()?;
-    v["streams"]
-        .as_array()?
-        .iter()
-        .find(|s| s["channel"] == channel && s["live"] == true)
-        .cloned()
+    stream_info(server, channel)
 }
 
 /// Drives several viewers side by side until `until` holds (bounded by `limit`).

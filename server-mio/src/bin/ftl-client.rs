@@ -47,18 +47,14 @@ struct Args {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
-    let read = |p: &Option<PathBuf>| -> Result<Option<Vec<u8>>, String> {
-        p.as_ref()
-            .map(|p| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display())))
-            .transpose()
-    };
-    let (video, audio) = match (read(&args.video), read(&args.audio)) {
-        (Ok(v), Ok(a)) => (v, a),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("ftl-client: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let (video, audio) =
+        match server_mio::client::read_media_files(args.video.as_deref(), args.audio.as_deref()) {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("ftl-client: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     let opts = ClientOptions {
         server: args.server,
         stream_key: args.key,

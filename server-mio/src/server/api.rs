@@ -28,6 +28,10 @@ pub struct Counters {
     pub viewers_dropped: u64,
     pub viewers_refused: u64,
     pub packets_forwarded: u64,
+    pub publishers_created: u64,
+    pub whip_refused: u64,
+    pub whip_packets: u64,
+    pub whip_keyframe_requests: u64,
 }
 
 impl Server {
@@ -69,6 +73,9 @@ impl Server {
                 if let Some(m) = self.media.get(&c) {
                     v["media_port"] = json!(m.port);
                 }
+                if let Some(p) = self.protocol_of(c) {
+                    v["protocol"] = json!(p);
+                }
                 if let Some(s) = self.relay.stream_stats(c, now) {
                     let codecs: Vec<&str> =
                         [s.has_video.then_some("H264"), s.has_audio.then_some("opus")]
@@ -88,6 +95,8 @@ impl Server {
                     v["lost"] = json!(s.counters.lost);
                     v["nacked"] = json!(s.counters.nacked);
                     v["recovered"] = json!(s.counters.recovered);
+                    v["b_frames"] = json!(s.b_frames);
+                    v["keyframe_requests"] = json!(s.counters.keyframe_requests);
                 }
                 v
             })
@@ -188,6 +197,26 @@ impl Server {
             "RTP packets written to viewers.",
             c.packets_forwarded,
         );
+        counter(
+            "whip_publishers_total",
+            "WHIP offers answered (publishers negotiated).",
+            c.publishers_created,
+        );
+        counter(
+            "whip_refused_total",
+            "WHIP offers refused (key, channel, SDP, codec, limits).",
+            c.whip_refused,
+        );
+        counter(
+            "whip_packets_total",
+            "RTP packets received from WHIP publishers.",
+            c.whip_packets,
+        );
+        counter(
+            "whip_keyframe_requests_total",
+            "PLIs sent to WHIP publishers.",
+            c.whip_keyframe_requests,
+        );
         let gauges: [(&str, &str, usize); 6] = [
             ("streams_live", "Live streams.", self.relay.live_streams()),
             (
@@ -227,7 +256,7 @@ impl Server {
             &'static str,
             fn(&relay_core::StreamStats) -> f64,
         );
-        let per_stream: [Gauge; 9] = [
+        let per_stream: [Gauge; 10] = [
             ("stream_bitrate_bps", "Ingest bitrate.", |s| {
                 s.video.bits_per_second + s.audio.bits_per_second
             }),
@@ -268,6 +297,11 @@ impl Server {
             ("stream_gop_cache_bytes", "Bytes in the GOP cache.", |s| {
                 s.gop_bytes as f64
             }),
+            (
+                "stream_b_frames",
+                "1 if the encoder sends B-frames (browsers stutter on them).",
+                |s| f64::from(u8::from(s.b_frames)),
+            ),
         ];
         let live: Vec<(ChannelId, relay_core::StreamStats)> = self
             .relay
@@ -277,7 +311,12 @@ impl Server {
         for (name, help, f) in per_stream {
             let _ = writeln!(m, "# HELP itg_{name} {help}\n# TYPE itg_{name} gauge");
             for (c, s) in &live {
-                let _ = writeln!(m, "itg_{name}{{channel=\"{c}\"}} {}", f(s));
+                let protocol = self.protocol_of(*c).unwrap_or("none");
+                let _ = writeln!(
+                    m,
+                    "itg_{name}{{channel=\"{c}\",protocol=\"{protocol}\"}} {}",
+                    f(s)
+                );
             }
         }
         Response::new(200, "text/plain; version=0.0.4", m)

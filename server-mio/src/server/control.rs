@@ -316,7 +316,7 @@ impl Server {
     }
 
     /// Whether `ip` failed authentication too often lately.
-    fn auth_blocked(&mut self, ip: std::net::IpAddr, now: Instant) -> bool {
+    pub(super) fn auth_blocked(&mut self, ip: std::net::IpAddr, now: Instant) -> bool {
         let window = std::time::Duration::from_secs(self.args.auth_fail_window);
         match self.auth_failures.get(&ip) {
             Some((n, since)) if now.saturating_duration_since(*since) < window => {
@@ -367,19 +367,9 @@ impl Server {
         let Some(peer) = self.controls.get(&token).map(|c| c.peer) else {
             return;
         };
-        // Replacement: the newest authenticated session wins (the wire reference's rule).
-        if let Some(old) = self.media.get(&channel).map(|m| m.owner) {
-            if old != token {
-                info!("channel {channel}: a new session from {peer} replaces the live one");
-                if let Some(c) = self.controls.get_mut(&old) {
-                    c.live = None;
-                    c.session
-                        .refuse(StatusCode::SERVER_TERMINATE, "replaced by a newer session");
-                }
-                self.close_media(channel);
-                self.pump_control(old, now);
-            }
-        }
+        // Replacement: the newest authenticated session wins (the wire reference's rule),
+        // whichever protocol the live one came in over.
+        self.take_over(channel, Some(token), now);
         if !self.relay.is_live(channel) && self.relay.live_streams() >= self.args.max_streams {
             warn!(
                 "channel {channel}: refused, {} streams live",
@@ -438,6 +428,27 @@ impl Server {
         }
         self.viewers_stream_state(channel, true);
         self.hook_stream_started(channel, metadata, port, now);
+    }
+
+    /// Lets go of an FTL session that owns `channel`'s stream (other than `except`): it is
+    /// told 410 and its media port is freed; a `stream_stop` with reason `replaced` is sent.
+    pub(super) fn ftl_let_go(&mut self, channel: ChannelId, except: Option<Token>, now: Instant) {
+        let Some(old) = self.media.get(&channel).map(|m| m.owner) else {
+            return;
+        };
+        if Some(old) == except {
+            return;
+        }
+        info!("channel {channel}: a new session replaces the live FTL session");
+        let stats = self.relay.stream_stats(channel, now);
+        self.hook_stream_ended(channel, "replaced", stats, now);
+        if let Some(c) = self.controls.get_mut(&old) {
+            c.live = None;
+            c.session
+                .refuse(StatusCode::SERVER_TERMINATE, "replaced by a newer session");
+        }
+        self.close_media(channel);
+        self.pump_control(old, now);
     }
 
     fn bind_media_port(&mut self, _peer: SocketAddr) -> io::Result<(UdpSocket, u16)> {
@@ -506,6 +517,9 @@ impl Server {
 
     /// A stream ended by the relay (media timeout): close its control connection too.
     pub(super) fn stream_timed_out(&mut self, channel: ChannelId, now: Instant) {
+        if self.whip_timed_out(channel, now) {
+            return;
+        }
         let Some(owner) = self.media.get(&channel).map(|m| m.owner) else {
             return;
         };

@@ -167,6 +167,15 @@ impl Server {
             }
         }
         for token in waiting {
+            if self.whip_auth.contains_key(&token) {
+                let a = match &answer {
+                    Answer::Key(k) => super::whip::KeyAnswer::Key(k.clone()),
+                    Answer::Unknown => super::whip::KeyAnswer::Unknown,
+                    Answer::Failed(_) => super::whip::KeyAnswer::Failed,
+                };
+                self.whip_key_answer(token, &a, now);
+                continue;
+            }
             let Some(conn) = self.controls.get_mut(&token) else {
                 continue;
             };
@@ -310,6 +319,8 @@ impl Server {
                 let event = json!({
                     "event": "stream_stats",
                     "channel": c.0,
+                    "protocol": self.protocol_of(c).unwrap_or("ftl"),
+                    "b_frames": s.b_frames,
                     "time_ms": unix_ms(),
                     "viewers": s.viewers,
                     "bitrate_bps": (s.video.bits_per_second + s.audio.bits_per_second).round(),
@@ -392,8 +403,11 @@ impl Server {
         let event = json!({
             "event": "stream_start",
             "channel": channel.0,
+            "protocol": "ftl",
             "time_ms": unix_ms(),
             "media_port": port,
+            // Known once the first frames are in; a `stream_update` says so then.
+            "b_frames": false,
             "vendor": { "name": metadata.vendor_name, "version": metadata.vendor_version },
             "video": metadata.video.as_ref().map(|v| json!({
                 "codec": "H264", "width": v.width, "height": v.height,
@@ -402,6 +416,50 @@ impl Server {
             "audio": metadata.audio.as_ref().map(|a| json!({
                 "codec": "OPUS", "payload_type": a.payload_type, "ssrc": a.ssrc.0,
             })),
+        });
+        h.push_event(event.to_string());
+        self.hooks_pump(now);
+    }
+
+    /// A WHIP publisher's stream went live.
+    pub(super) fn hook_whip_started(
+        &mut self,
+        channel: ChannelId,
+        from: std::net::SocketAddr,
+        video: bool,
+        audio: bool,
+        now: Instant,
+    ) {
+        let Some(h) = self.hooks.as_mut() else { return };
+        h.live.insert(channel, (now, Value::Null));
+        let event = json!({
+            "event": "stream_start",
+            "channel": channel.0,
+            "protocol": super::whip::PROTOCOL,
+            "time_ms": unix_ms(),
+            "from": from.ip().to_string(),
+            "b_frames": false,
+            "video": video.then(|| json!({ "codec": "H264" })),
+            "audio": audio.then(|| json!({ "codec": "OPUS" })),
+        });
+        h.push_event(event.to_string());
+        self.hooks_pump(now);
+    }
+
+    /// Something about a live stream that its `stream_start` could not say yet: B-frames.
+    pub(super) fn hook_stream_update(&mut self, channel: ChannelId, now: Instant) {
+        let protocol = self.protocol_of(channel).unwrap_or("ftl");
+        let b_frames = self
+            .relay
+            .stream_stats(channel, now)
+            .is_some_and(|s| s.b_frames);
+        let Some(h) = self.hooks.as_mut() else { return };
+        let event = json!({
+            "event": "stream_update",
+            "channel": channel.0,
+            "protocol": protocol,
+            "time_ms": unix_ms(),
+            "b_frames": b_frames,
         });
         h.push_event(event.to_string());
         self.hooks_pump(now);

@@ -114,10 +114,12 @@ fn reason(status: u16) -> &'static str {
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        406 => "Not Acceptable",
         408 => "Request Timeout",
         411 => "Length Required",
         413 => "Payload Too Large",
         415 => "Unsupported Media Type",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
@@ -265,7 +267,7 @@ impl Server {
             ("GET", ["api", "streams"]) => Reply::Now(self.api_streams(now).cors()),
             ("GET", ["metrics"]) => Reply::Now(self.metrics(now)),
             ("GET", ["websocket"]) => self.ws_request(req),
-            ("OPTIONS", ["whep", ..]) | ("OPTIONS", ["api", ..]) => {
+            ("OPTIONS", ["whep", ..]) | ("OPTIONS", ["whip", ..]) | ("OPTIONS", ["api", ..]) => {
                 Reply::Now(Response::new(204, "text/plain", Vec::new()).cors())
             }
             ("POST", ["whep", channel]) => {
@@ -283,8 +285,8 @@ impl Server {
                 };
                 self.whep_offer(token, channel, offer.to_owned(), now)
             }
-            ("DELETE", ["whep", _channel, session]) => {
-                let found = self.whep_delete(session, now);
+            ("DELETE", [kind @ ("whep" | "whip"), _channel, session]) => {
+                let found = self.session_delete(session, *kind == "whip");
                 let status = if found { 200 } else { 404 };
                 Reply::Now(
                     Response::text(status, if found { "ended" } else { "no such session" }).cors(),
@@ -295,6 +297,20 @@ impl Server {
             ("PATCH", ["whep", _, _]) => {
                 Reply::Now(Response::new(204, "text/plain", Vec::new()).cors())
             }
+            ("POST", ["whip", channel]) => {
+                let peer = self.https.get(&token).map(|c| c.peer);
+                let Some(peer) = peer else {
+                    return Reply::Later;
+                };
+                self.whip_post(token, channel, req, peer, now)
+            }
+            // Trickle ICE and ICE restarts (RFC 9725 §4.3): not needed with ICE-lite and a
+            // complete offer, so refused as the RFC allows.
+            ("PATCH", ["whip", _, _]) => Reply::Now(
+                Response::text(405, "trickle ICE is not supported; send a complete offer")
+                    .header("Allow", "DELETE, OPTIONS")
+                    .cors(),
+            ),
             ("GET", _) | ("HEAD", _) => Reply::Now(self.static_file(&req.path)),
             _ => Reply::Now(Response::text(405, "method not allowed")),
         }
@@ -351,6 +367,7 @@ impl Server {
             let _ = c.stream.shutdown(std::net::Shutdown::Both);
         }
         self.slots.remove(&token);
+        self.whip_auth.remove(&token);
         self.viewers_http_gone(token);
     }
 

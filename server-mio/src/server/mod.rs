@@ -18,6 +18,7 @@ mod http;
 mod pool;
 mod static_files;
 mod viewers;
+mod whip;
 mod ws;
 
 use std::collections::{BTreeMap, HashMap};
@@ -157,6 +158,10 @@ pub struct Server {
     counters: Counters,
     /// Failed authentications per source IP: (count, start of the counting window).
     auth_failures: HashMap<std::net::IpAddr, (u32, Instant)>,
+    /// Channels whose live stream a WHIP publisher owns, and which (peer id).
+    whip_live: BTreeMap<ChannelId, u64>,
+    /// WHIP offers waiting for the key service, by HTTP connection.
+    whip_auth: HashMap<Token, whip::WhipAuth>,
     /// The external key service and event sink, with `--auth-url`.
     hooks: Option<crate::hooks::Hooks>,
     started: Instant,
@@ -265,6 +270,8 @@ impl Server {
             signals,
             counters: Counters::default(),
             auth_failures: HashMap::new(),
+            whip_live: BTreeMap::new(),
+            whip_auth: HashMap::new(),
             hooks,
             started: Instant::now(),
             buf: vec![0; 65536],

@@ -1,4 +1,6 @@
-//! WebRTC viewers: one str0m `Rtc` each, all on one UDP socket.
+//! The table of WebRTC peers: one str0m `Rtc` each, all on one UDP socket. A peer is a viewer
+//! (fed by the relay) or a WHIP publisher (feeding it, see `whip.rs`); what differs is its
+//! [`Role`], not its routing.
 //!
 //! Datagrams are routed by source address (known peers) or, for STUN from a new address, by
 //! the local ICE username fragment in the request; never by asking every `Rtc`. Each viewer's
@@ -38,24 +40,35 @@ pub(super) enum Signal {
     Whep(String),
     /// WebSocket connection.
     Ws(Token),
+    /// WHIP session id (a publisher's `Location`).
+    Whip(String),
+}
+
+/// What a peer is to the relay.
+pub(super) enum Role {
+    /// Watches a channel: the relay's packets go to it.
+    Viewer,
+    /// Publishes to a channel over WHIP: its packets go to the relay.
+    Publisher(super::whip::Publisher),
 }
 
 pub(super) struct Viewer {
-    rtc: Rtc,
-    channel: ChannelId,
+    pub(super) rtc: Rtc,
+    pub(super) channel: ChannelId,
     relay_id: Option<ViewerId>,
     video: Option<(Mid, Pt)>,
     audio: Option<(Mid, Pt)>,
     ufrag: String,
     addrs: Vec<SocketAddr>,
-    created: Instant,
+    pub(super) created: Instant,
     connected_at: Option<Instant>,
     pub(super) signal: Signal,
     timeout: Instant,
     pending_offer: Option<SdpPendingOffer>,
+    pub(super) role: Role,
 }
 
-enum Pending {
+pub(super) enum Pending {
     Whep {
         token: Token,
         channel: ChannelId,
@@ -65,19 +78,28 @@ enum Pending {
         token: Token,
         channel: ChannelId,
     },
+    /// An authorized WHIP offer waiting for an `Rtc`.
+    Whip {
+        token: Token,
+        channel: ChannelId,
+        offer: String,
+        from: SocketAddr,
+    },
 }
 
 /// All viewers and their indexes.
 pub(super) struct Viewers {
-    map: HashMap<u64, Viewer>,
+    pub(super) map: HashMap<u64, Viewer>,
     by_addr: HashMap<SocketAddr, u64>,
     by_ufrag: HashMap<String, u64>,
     by_relay: HashMap<ViewerId, u64>,
-    by_whep: HashMap<String, u64>,
+    pub(super) by_whep: HashMap<String, u64>,
+    /// WHIP session id to publisher.
+    pub(super) by_whip: HashMap<String, u64>,
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
     dirty: Vec<u64>,
-    pending: VecDeque<Pending>,
-    candidates: Vec<SocketAddr>,
+    pub(super) pending: VecDeque<Pending>,
+    pub(super) candidates: Vec<SocketAddr>,
     next_id: u64,
 }
 
@@ -118,6 +140,7 @@ impl Viewers {
             by_ufrag: HashMap::new(),
             by_relay: HashMap::new(),
             by_whep: HashMap::new(),
+            by_whip: HashMap::new(),
             heap: BinaryHeap::new(),
             dirty: Vec::new(),
             pending: VecDeque::new(),
@@ -157,7 +180,7 @@ impl Viewers {
 }
 
 /// The `(mid, kind)` of each audio and video m-line of an SDP that is not rejected (port 0).
-fn mids_from_sdp(sdp: &str) -> Vec<(String, MediaKind)> {
+pub(super) fn mids_from_sdp(sdp: &str) -> Vec<(String, MediaKind)> {
     let mut out = Vec::new();
     let mut kind: Option<MediaKind> = None;
     for line in sdp.lines() {
@@ -179,7 +202,7 @@ fn mids_from_sdp(sdp: &str) -> Vec<(String, MediaKind)> {
 }
 
 /// Runs `f` on a viewer's `Rtc`, turning a panic into an error.
-fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+pub(super) fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
         p.downcast_ref::<&str>()
             .map(|s| s.to_string())
@@ -217,7 +240,7 @@ impl Server {
         }
     }
 
-    fn viewer_admission(&self, channel: ChannelId) -> Result<(), Response> {
+    pub(super) fn viewer_admission(&self, channel: ChannelId) -> Result<(), Response> {
         let total = self.viewers.len() + self.viewers.pending();
         if total >= self.args.max_viewers {
             return Err(Response::text(503, "viewer limit reached").cors());
@@ -268,9 +291,15 @@ impl Server {
         }
         self.viewers.by_whep.insert(session.clone(), id);
         self.viewer_drive(id, now);
-        let mut resp = Response::new(201, "application/sdp", answer_sdp)
-            .header("Location", format!("/whep/{channel}/{session}"))
-            .header("ETag", format!("\"{session}\""))
+        self.session_created(answer_sdp, &format!("/whep/{channel}/{session}"), &session)
+    }
+
+    /// `201 Created` for a WHEP or WHIP session: the answer, its `Location` and `ETag`, and the
+    /// ICE servers as `Link` headers (RFC 9725 §4.4).
+    pub(super) fn session_created(&self, answer: String, location: &str, etag: &str) -> Response {
+        let mut resp = Response::new(201, "application/sdp", answer)
+            .header("Location", location.to_owned())
+            .header("ETag", format!("\"{etag}\""))
             .cors();
         for s in &self.args.ice_servers {
             resp = resp.header("Link", format!("<{s}>; rel=\"ice-server\""));
@@ -278,10 +307,21 @@ impl Server {
         resp
     }
 
-    pub(super) fn whep_delete(&mut self, session: &str, _now: Instant) -> bool {
-        match self.viewers.by_whep.get(session).copied() {
+    /// Ends the peer of a WHEP or WHIP session id; whether there was one.
+    pub(super) fn session_delete(&mut self, session: &str, whip: bool) -> bool {
+        let table = if whip {
+            &self.viewers.by_whip
+        } else {
+            &self.viewers.by_whep
+        };
+        match table.get(session).copied() {
             Some(id) => {
-                self.viewer_drop(id, "WHEP session deleted");
+                let why = if whip {
+                    "WHIP session deleted"
+                } else {
+                    "WHEP session deleted"
+                };
+                self.viewer_drop(id, why);
                 true
             }
             None => false,
@@ -376,7 +416,7 @@ impl Server {
         }
     }
 
-    fn viewer_insert(
+    pub(super) fn viewer_insert(
         &mut self,
         mut rtc: Rtc,
         channel: ChannelId,
@@ -405,6 +445,7 @@ impl Server {
                 signal,
                 timeout: now,
                 pending_offer,
+                role: Role::Viewer,
             },
         );
         self.counters.viewers_created += 1;
@@ -518,6 +559,15 @@ impl Server {
                         self.ws_offer(token, rtc, channel, now);
                     }
                 }
+                Pending::Whip {
+                    token,
+                    channel,
+                    offer,
+                    from,
+                } => {
+                    let resp = self.whip_answer(rtc, channel, &offer, from, now);
+                    self.http_respond(token, resp);
+                }
             }
         }
     }
@@ -526,7 +576,7 @@ impl Server {
     pub(super) fn viewers_http_gone(&mut self, token: Token) {
         self.viewers
             .pending
-            .retain(|p| !matches!(p, Pending::Whep { token: t, .. } | Pending::Ws { token: t, .. } if *t == token));
+            .retain(|p| !matches!(p, Pending::Whep { token: t, .. } | Pending::Ws { token: t, .. } | Pending::Whip { token: t, .. } if *t == token));
     }
 
     pub(super) fn read_webrtc(&mut self, now: Instant) {
@@ -594,8 +644,8 @@ impl Server {
         self.again.push(super::WEBRTC_SOCKET);
     }
 
-    /// Polls a viewer's `Rtc` until it wants a timeout; sends its datagrams, handles events.
-    fn viewer_drive(&mut self, id: u64, now: Instant) {
+    /// Polls a peer's `Rtc` until it wants a timeout; sends its datagrams, handles events.
+    pub(super) fn viewer_drive(&mut self, id: u64, now: Instant) {
         let connect_timeout = Duration::from_secs(self.args.viewer_connect_timeout);
         loop {
             let Some(v) = self.viewers.map.get_mut(&id) else {
@@ -648,6 +698,9 @@ impl Server {
         let Some(v) = self.viewers.map.get_mut(&id) else {
             return;
         };
+        if matches!(v.role, Role::Publisher(_)) {
+            return self.publisher_event(id, e, now);
+        }
         match e {
             Event::Connected => {
                 v.connected_at = Some(now);
@@ -711,6 +764,7 @@ impl Server {
             match o {
                 Output::Forward(f) => self.viewer_write(f),
                 Output::Transmit { channel, to, bytes } => self.send_media(channel, to, &bytes),
+                Output::RequestKeyframe { channel } => self.whip_request_keyframe(channel, now),
                 Output::Event(e) => match e {
                     RelayEvent::StreamEnded {
                         channel,
@@ -730,6 +784,7 @@ impl Server {
                     } => {
                         info!("channel {channel}: video {width}x{height}, profile-level-id {profile_level_id}");
                     }
+                    RelayEvent::BFrames { channel } => self.hook_stream_update(channel, now),
                     _ => {}
                 },
             }
@@ -772,6 +827,13 @@ impl Server {
                 warn!("viewer {id}: str0m panicked on write: {p}");
                 self.viewer_drop(id, "internal error");
             }
+        }
+    }
+
+    /// Marks a peer to be driven at the end of this iteration (it has something to send).
+    pub(super) fn viewers_mark_dirty(&mut self, id: u64) {
+        if self.viewers.dirty.last() != Some(&id) {
+            self.viewers.dirty.push(id);
         }
     }
 
@@ -818,7 +880,7 @@ impl Server {
             .filter(|v| v.channel == channel)
             .filter_map(|v| match v.signal {
                 Signal::Ws(t) => Some(t),
-                Signal::Whep(_) => None,
+                Signal::Whep(_) | Signal::Whip(_) => None,
             })
             .collect()
     }
@@ -843,8 +905,15 @@ impl Server {
                 self.viewers.by_whep.remove(s);
             }
             Signal::Ws(t) => self.ws_viewer_gone(*t),
+            Signal::Whip(s) => {
+                self.viewers.by_whip.remove(s);
+            }
         }
         let _ = guarded(|| v.rtc.disconnect());
+        if let Role::Publisher(p) = v.role {
+            self.publisher_gone(id, v.channel, p, why);
+            return;
+        }
         self.counters.viewers_dropped += 1;
         info!("channel {}: viewer {id} left ({why})", v.channel);
     }

@@ -22,6 +22,7 @@ use server_mio::config::ServerArgs;
 use server_mio::keys::KeyStore;
 pub use server_mio::probe::{http as try_http, HttpResponse, Viewer};
 use server_mio::server::{Addrs, Handle, Server};
+pub use server_mio::whip_client::{publish, WhipError, WhipOptions, WhipStats};
 
 pub const VIDEO_A: &[u8] =
     include_bytes!("../../../relay-core/tests/data/video-320x180-30fps-4s.h264");
@@ -157,6 +158,77 @@ impl Drop for TestServer {
             let _ = t.join();
         }
         let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+impl TestServer {
+    /// Publishes a fixture over WHIP on a thread (our WHIP client); returns its handle.
+    pub fn publish(
+        &self,
+        channel: u32,
+        video: &'static [u8],
+        duration: Option<Duration>,
+    ) -> Publisher {
+        self.publish_as(channel, &self.key(channel), video, duration)
+    }
+
+    /// Publishes with a given Bearer token.
+    pub fn publish_as(
+        &self,
+        channel: u32,
+        token: &str,
+        video: &'static [u8],
+        duration: Option<Duration>,
+    ) -> Publisher {
+        let opts = WhipOptions {
+            url: format!("http://{}/whip/{channel}", self.addrs.http),
+            token: token.to_owned(),
+            video: Some(video.to_vec()),
+            audio: Some(AUDIO.to_vec()),
+            fps: 30,
+            repeat: duration.is_some(),
+            duration,
+            sent_log: None,
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || publish(&opts, &s));
+        Publisher {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+/// The `/api/streams` entry of a live channel.
+pub fn stream_info(server: &TestServer, channel: u32) -> Option<serde_json::Value> {
+    let (_, body) = server.get("/api/streams");
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v["streams"]
+        .as_array()?
+        .iter()
+        .find(|s| s["channel"] == channel && s["live"] == true)
+        .cloned()
+}
+
+/// A WHIP publisher on its own thread.
+pub struct Publisher {
+    pub stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<WhipStats, WhipError>>>,
+}
+
+impl Publisher {
+    pub fn join(mut self) -> Result<WhipStats, WhipError> {
+        self.thread.take().unwrap().join().unwrap()
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    pub fn stop(self) -> Result<WhipStats, WhipError> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.join()
     }
 }
 

@@ -1,0 +1,80 @@
+//! `whip-client`: publish H.264 and Opus files to a WHIP endpoint with real-time pacing.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use clap::Parser;
+use server_mio::whip_client::{publish, WhipOptions};
+
+/// Publishes an H.264 Annex-B file and an Opus (Ogg) file to a WHIP endpoint (RFC 9725), as a
+/// WebRTC encoder would: real-time pacing, NACK answers over RTX, a keyframe on request.
+#[derive(Debug, Parser)]
+#[command(name = "whip-client", version)]
+struct Args {
+    /// The WHIP endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:8080/whip/1")]
+    url: String,
+    /// The Bearer token: for ITG, the OBS stream key `<channel>-<secret>`.
+    #[arg(long, env = "ITG_STREAM_KEY")]
+    key: String,
+    /// H.264 Annex-B file (no B-frames: `ffmpeg ... -c:v libx264 -bf 0 -f h264`).
+    #[arg(long)]
+    video: Option<PathBuf>,
+    /// Opus in Ogg (`ffmpeg ... -c:a libopus -frame_duration 20`).
+    #[arg(long)]
+    audio: Option<PathBuf>,
+    /// Frame rate of the video file.
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
+    /// Start over at the end of the files.
+    #[arg(long = "loop")]
+    repeat: bool,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    duration: Option<f64>,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+    let (video, audio) =
+        match server_mio::client::read_media_files(args.video.as_deref(), args.audio.as_deref()) {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("whip-client: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+    let opts = WhipOptions {
+        url: args.url,
+        token: args.key,
+        video,
+        audio,
+        fps: args.fps,
+        repeat: args.repeat,
+        duration: args.duration.map(Duration::from_secs_f64),
+        sent_log: None,
+    };
+    // SIGINT/SIGTERM end the session politely (DELETE).
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            eprintln!("whip-client: cannot handle signal {sig}: {e}");
+        }
+    }
+    match publish(&opts, &stop) {
+        Ok(s) => {
+            println!(
+                "published {} video and {} audio packets; {} keyframe requests ({} keyframes sent early)",
+                s.video_packets, s.audio_packets, s.keyframe_requests, s.keyframes_forced
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("whip-client: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

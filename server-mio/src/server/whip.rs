@@ -1,0 +1,593 @@
+//! WHIP ingest (RFC 9725): a publisher's offer over HTTP, then its media over WebRTC on the
+//! shared peer table and UDP port, fed into the relay as a stream of the RTP source kind.
+//!
+//! - `POST /whip/{channel}` with `Authorization: Bearer <channel>-<secret>` (the OBS stream
+//!   key) and an SDP offer: `201` with the answer, `Location` and `ETag`. The key is checked
+//!   like FTL's (locally, or through `--auth-url`), and a wrong one counts toward the same
+//!   per-address limit of failed authentications.
+//! - The stream starts when ICE and DTLS complete; like an FTL session, a newer publisher of
+//!   the channel (FTL or WHIP) replaces it and its viewers carry on.
+//! - `DELETE` on the `Location` ends it; so do ICE or DTLS failure and `--media-timeout`
+//!   without media.
+//! - The relay asks for keyframes when its GOP cache cannot serve a viewer; they go to the
+//!   publisher as a PLI.
+
+use std::net::SocketAddr;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use ftl_proto::control::auth;
+use ftl_proto::{ChannelId, StreamKey};
+use log::{info, warn};
+use mio::Token;
+use rand::distr::{Alphanumeric, SampleString};
+use relay_core::{EndReason, MediaKind as RelayKind, RtpIn, StreamParams, VideoCodec};
+use str0m::change::SdpOffer;
+use str0m::format::Codec;
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::{Candidate, Event, Rtc};
+
+use super::http::{Reply, Request, Response};
+use super::viewers::{guarded, mids_from_sdp, Pending, Role, Signal};
+use super::Server;
+
+/// What the relay knows a WHIP publisher's stream by, for logs and events.
+pub(super) const PROTOCOL: &str = "whip";
+
+/// The codecs a publisher may send, named in refusals.
+const SUPPORTED: &str = "H.264 (packetization-mode=1) video and Opus audio";
+
+/// A publisher's side of the peer table.
+pub(super) struct Publisher {
+    /// Where the offer came from (logs, the failed-authentication limit).
+    pub(super) from: SocketAddr,
+    video_mid: Option<Mid>,
+    video_pts: Vec<Pt>,
+    audio_pts: Vec<Pt>,
+    /// Whether this publisher owns its channel's live stream.
+    live: bool,
+    /// The last sender report seen per track (video, audio), to pass on only new ones.
+    reports: [Option<SystemTime>; 2],
+}
+
+/// An offer waiting for the key service's answer.
+pub(super) struct WhipAuth {
+    channel: ChannelId,
+    secret: StreamKey,
+    offer: String,
+    from: SocketAddr,
+}
+
+/// The key service's answer about a channel.
+pub(super) enum KeyAnswer {
+    Key(StreamKey),
+    Unknown,
+    Failed,
+}
+
+/// The bearer token of a request, if any.
+fn bearer(req: &Request) -> Option<&str> {
+    let v = req.header("Authorization")?.trim();
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+/// Compares two keys in constant time (HMACs of a fixed message, compared by `verify`).
+fn same_key(expected: &StreamKey, presented: &StreamKey) -> bool {
+    let digest = auth::digest(presented, b"itg-whip");
+    auth::verify(expected, b"itg-whip", &digest)
+}
+
+/// Checks an offer before any WebRTC state is made: it parses, it has media, and the media
+/// can be relayed. Audio alone (Opus) is a stream too.
+fn check_offer(sdp: &str) -> Result<(), (u16, String)> {
+    SdpOffer::from_sdp_string(sdp).map_err(|e| (400, format!("invalid SDP offer: {e}")))?;
+    let mids = mids_from_sdp(sdp);
+    let has = |k: MediaKind| mids.iter().any(|(_, kind)| *kind == k);
+    if !has(MediaKind::Video) && !has(MediaKind::Audio) {
+        return Err((400, "the offer has no audio or video to publish".into()));
+    }
+    let mut h264 = false;
+    let mut opus = false;
+    let mut section: Option<&str> = None;
+    let mut h264_pts: Vec<&str> = Vec::new();
+    for line in sdp.lines() {
+        if let Some(m) = line.strip_prefix("m=") {
+            section = m.split(' ').next();
+        } else if let Some(map) = line.strip_prefix("a=rtpmap:") {
+            let (pt, codec) = map.split_once(' ').unwrap_or((map, ""));
+            let codec = codec.to_ascii_lowercase();
+            if section == Some("video") && codec.starts_with("h264/90000") {
+                h264_pts.push(pt);
+            }
+            if section == Some("audio") && codec.starts_with("opus/48000") {
+                opus = true;
+            }
+        } else if let Some(fmtp) = line.strip_prefix("a=fmtp:") {
+            let (pt, params) = fmtp.split_once(' ').unwrap_or((fmtp, ""));
+            if h264_pts.contains(&pt)
+                && params
+                    .split(';')
+                    .any(|p| p.trim().eq_ignore_ascii_case("packetization-mode=1"))
+            {
+                h264 = true;
+            }
+        }
+    }
+    if has(MediaKind::Video) && !h264 {
+        return Err((
+            406,
+            format!("the offer's video has no H.264 with packetization-mode=1; this server takes {SUPPORTED}"),
+        ));
+    }
+    if !has(MediaKind::Video) && !opus {
+        return Err((
+            406,
+            format!("the offer's audio is not Opus; this server takes {SUPPORTED}"),
+        ));
+    }
+    Ok(())
+}
+
+fn ntp_of(t: SystemTime) -> u64 {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    // Seconds and a 32-bit fraction, as in RTCP (only differences are used).
+    (d.as_secs() << 32) | ((u64::from(d.subsec_nanos()) << 32) / 1_000_000_000)
+}
+
+impl Server {
+    /// `POST /whip/{channel}`.
+    pub(super) fn whip_post(
+        &mut self,
+        token: Token,
+        channel: &str,
+        req: &Request,
+        from: SocketAddr,
+        now: Instant,
+    ) -> Reply {
+        let refuse = |status: u16, why: &str| {
+            warn!("WHIP {from}: channel {channel}: {status} {why}");
+            Reply::Now(Response::text(status, why).cors())
+        };
+        if self.auth_blocked(from.ip(), now) {
+            self.counters.whip_refused += 1;
+            let r = refuse(429, "too many failed authentications, retry later");
+            return match r {
+                Reply::Now(resp) => {
+                    Reply::Now(resp.header("Retry-After", self.args.auth_fail_window.to_string()))
+                }
+                other => other,
+            };
+        }
+        let Ok(channel) = channel.parse::<ChannelId>() else {
+            self.counters.whip_refused += 1;
+            return refuse(404, "no such channel");
+        };
+        let ct = req.header("Content-Type").unwrap_or_default();
+        if !ct.starts_with("application/sdp") {
+            self.counters.whip_refused += 1;
+            return refuse(415, "Content-Type must be application/sdp");
+        }
+        let Some(key) = bearer(req) else {
+            self.counters.whip_refused += 1;
+            return match refuse(401, "missing Authorization: Bearer <stream key>") {
+                Reply::Now(resp) => Reply::Now(resp.header("WWW-Authenticate", "Bearer")),
+                other => other,
+            };
+        };
+        let (key_channel, secret) = match StreamKey::parse_obs(key) {
+            Ok(x) => x,
+            Err(_) => (channel, StreamKey::new(key.as_bytes())),
+        };
+        if key_channel != channel {
+            self.counters.whip_refused += 1;
+            self.counters.auth_failures += 1;
+            self.note_auth_failure(from.ip(), now);
+            return refuse(401, "the stream key belongs to another channel");
+        }
+        let Ok(offer) = std::str::from_utf8(&req.body) else {
+            self.counters.whip_refused += 1;
+            return refuse(400, "the offer is not UTF-8");
+        };
+        if let Err((status, why)) = check_offer(offer) {
+            self.counters.whip_refused += 1;
+            return refuse(status, &why);
+        }
+        if self.hooks.is_some() {
+            self.whip_auth.insert(
+                token,
+                WhipAuth {
+                    channel,
+                    secret,
+                    offer: offer.to_owned(),
+                    from,
+                },
+            );
+            self.hook_lookup(channel, token, now);
+            return Reply::Later;
+        }
+        let answer = match self.keys.get(channel) {
+            Some(c) => KeyAnswer::Key(c.stream_key()),
+            None => KeyAnswer::Unknown,
+        };
+        let auth = WhipAuth {
+            channel,
+            secret,
+            offer: offer.to_owned(),
+            from,
+        };
+        self.whip_checked(token, auth, &answer, now)
+    }
+
+    /// The key service answered for an offer waiting on `token`.
+    pub(super) fn whip_key_answer(&mut self, token: Token, answer: &KeyAnswer, now: Instant) {
+        let Some(auth) = self.whip_auth.remove(&token) else {
+            return;
+        };
+        match self.whip_checked(token, auth, answer, now) {
+            Reply::Now(resp) => self.http_respond(token, resp),
+            Reply::Later | Reply::Upgrade { .. } => {}
+        }
+    }
+
+    /// Judges the key, then answers (or queues for an `Rtc`).
+    fn whip_checked(
+        &mut self,
+        token: Token,
+        auth: WhipAuth,
+        answer: &KeyAnswer,
+        now: Instant,
+    ) -> Reply {
+        let WhipAuth {
+            channel,
+            secret,
+            offer,
+            from,
+        } = auth;
+        let refuse = |status: u16, why: &str| {
+            warn!("WHIP {from}: channel {channel}: {status} {why}");
+            Reply::Now(Response::text(status, why).cors())
+        };
+        match answer {
+            KeyAnswer::Key(k) if same_key(k, &secret) => {}
+            KeyAnswer::Key(_) => {
+                self.counters.whip_refused += 1;
+                self.counters.auth_failures += 1;
+                self.note_auth_failure(from.ip(), now);
+                return refuse(401, "wrong stream key");
+            }
+            KeyAnswer::Unknown => {
+                self.counters.whip_refused += 1;
+                self.counters.auth_failures += 1;
+                self.note_auth_failure(from.ip(), now);
+                return refuse(404, "no such channel");
+            }
+            KeyAnswer::Failed => {
+                self.counters.whip_refused += 1;
+                return refuse(500, "key service unavailable");
+            }
+        }
+        if !self.relay.is_live(channel) && self.relay.live_streams() >= self.args.max_streams {
+            self.counters.whip_refused += 1;
+            return refuse(503, "stream limit reached");
+        }
+        if self.viewers.len() + self.viewers.pending() >= self.args.max_viewers {
+            self.counters.whip_refused += 1;
+            return refuse(503, "peer limit reached");
+        }
+        match self.pool.take() {
+            Some(rtc) => Reply::Now(self.whip_answer(rtc, channel, &offer, from, now)),
+            None => {
+                self.viewers.pending.push_back(Pending::Whip {
+                    token,
+                    channel,
+                    offer,
+                    from,
+                });
+                self.pool.want(self.viewers.pending.len());
+                Reply::Later
+            }
+        }
+    }
+
+    /// Answers an authorized offer with a fresh `Rtc`: a publisher joins the peer table.
+    pub(super) fn whip_answer(
+        &mut self,
+        mut rtc: Rtc,
+        channel: ChannelId,
+        offer: &str,
+        from: SocketAddr,
+        now: Instant,
+    ) -> Response {
+        let offer = match SdpOffer::from_sdp_string(offer) {
+            Ok(o) => o,
+            Err(e) => return Response::text(400, &format!("invalid SDP offer: {e}")).cors(),
+        };
+        for c in &self.viewers.candidates {
+            if let Ok(c) = Candidate::host(*c, "udp") {
+                rtc.add_local_candidate(c);
+            }
+        }
+        let answer = match guarded(|| rtc.sdp_api().accept_offer(offer)) {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => {
+                self.counters.whip_refused += 1;
+                warn!("WHIP {from}: channel {channel}: cannot accept the offer: {e}");
+                return Response::text(400, &format!("cannot accept the offer: {e}")).cors();
+            }
+            Err(p) => {
+                warn!("str0m panicked accepting a WHIP offer: {p}");
+                return Response::text(500, "internal error").cors();
+            }
+        };
+        let answer_sdp = answer.to_sdp_string();
+        // The payload types of each track, as negotiated (RTX is unwrapped by str0m).
+        let codecs = rtc.codec_config().params().to_vec();
+        let mut publisher = Publisher {
+            from,
+            video_mid: None,
+            video_pts: Vec::new(),
+            audio_pts: Vec::new(),
+            live: false,
+            reports: [None, None],
+        };
+        for (mid, kind) in mids_from_sdp(&answer_sdp) {
+            let mid = Mid::from(mid.as_str());
+            let Some(media) = rtc.media(mid) else {
+                continue;
+            };
+            let remote = media.remote_pts();
+            for p in codecs.iter().filter(|p| remote.contains(&p.pt())) {
+                match (kind, p.spec().codec) {
+                    (MediaKind::Video, Codec::H264)
+                        if p.spec().format.packetization_mode == Some(1) =>
+                    {
+                        publisher.video_mid = Some(mid);
+                        publisher.video_pts.push(p.pt());
+                    }
+                    (MediaKind::Audio, Codec::Opus) => publisher.audio_pts.push(p.pt()),
+                    _ => {}
+                }
+            }
+        }
+        if publisher.video_pts.is_empty() && publisher.audio_pts.is_empty() {
+            self.counters.whip_refused += 1;
+            warn!("WHIP {from}: channel {channel}: nothing usable was negotiated");
+            return Response::text(
+                406,
+                &format!("nothing usable was negotiated; this server takes {SUPPORTED}"),
+            )
+            .cors();
+        }
+        let session = Alphanumeric.sample_string(&mut rand::rng(), 24);
+        let id = self.viewer_insert(rtc, channel, Signal::Whip(session.clone()), None, now);
+        if let Some(p) = self.viewers.map.get_mut(&id) {
+            p.role = Role::Publisher(publisher);
+        }
+        self.viewers.by_whip.insert(session.clone(), id);
+        self.counters.publishers_created += 1;
+        info!("channel {channel}: WHIP publisher {id} from {from} negotiated");
+        self.viewer_drive(id, now);
+        self.session_created(answer_sdp, &format!("/whip/{channel}/{session}"), &session)
+    }
+
+    /// Events of a publisher's `Rtc`.
+    pub(super) fn publisher_event(&mut self, id: u64, e: Event, now: Instant) {
+        match e {
+            Event::Connected => self.publisher_connected(id, now),
+            Event::RtpPacket(pkt) => {
+                let Some(peer) = self.viewers.map.get_mut(&id) else {
+                    return;
+                };
+                let channel = peer.channel;
+                let Role::Publisher(p) = &mut peer.role else {
+                    return;
+                };
+                if !p.live {
+                    return;
+                }
+                let pt = pkt.header.payload_type;
+                let kind = if p.video_pts.contains(&pt) {
+                    RelayKind::Video
+                } else if p.audio_pts.contains(&pt) {
+                    RelayKind::Audio
+                } else {
+                    return;
+                };
+                let slot = usize::from(kind == RelayKind::Audio);
+                let report = pkt
+                    .last_sender_info
+                    .filter(|i| p.reports.get(slot).copied().flatten() != Some(i.ntp_time));
+                if let Some(info) = report {
+                    if let Some(r) = p.reports.get_mut(slot) {
+                        *r = Some(info.ntp_time);
+                    }
+                    self.relay.handle_sender_report(
+                        channel,
+                        kind,
+                        ntp_of(info.ntp_time),
+                        info.rtp_time.numer() as u32,
+                        now,
+                    );
+                }
+                let rtp = RtpIn {
+                    kind,
+                    seq: pkt.header.sequence_number,
+                    timestamp: pkt.header.timestamp,
+                    marker: pkt.header.marker,
+                    payload: pkt.payload,
+                };
+                self.counters.whip_packets += 1;
+                self.relay.handle_rtp(channel, rtp, now);
+                self.drain_relay(now);
+            }
+            Event::IceConnectionStateChange(str0m::IceConnectionState::Disconnected) => {
+                self.viewer_drop(id, "ICE disconnected");
+            }
+            Event::Closed => self.viewer_drop(id, "closed by the publisher"),
+            _ => {}
+        }
+    }
+
+    /// ICE and DTLS are up: the publisher's stream goes live, replacing any other.
+    fn publisher_connected(&mut self, id: u64, now: Instant) {
+        let Some(peer) = self.viewers.map.get(&id) else {
+            return;
+        };
+        let channel = peer.channel;
+        let Role::Publisher(p) = &peer.role else {
+            return;
+        };
+        let from = p.from;
+        let params = StreamParams::Rtp {
+            video: p.video_mid.map(|_| VideoCodec::H264),
+            audio: !p.audio_pts.is_empty(),
+        };
+        let (has_video, has_audio) = (p.video_mid.is_some(), !p.audio_pts.is_empty());
+        let connect_ms = now.saturating_duration_since(peer.created).as_millis();
+        self.take_over(channel, None, now);
+        if let Err(e) = self.relay.start_stream(channel, params, now) {
+            warn!("channel {channel}: WHIP publisher {id} refused: {e}");
+            self.viewer_drop(id, "stream limit reached");
+            return;
+        }
+        if let Some(Role::Publisher(p)) = self.viewers.map.get_mut(&id).map(|p| &mut p.role) {
+            p.live = true;
+        }
+        self.whip_live.insert(channel, id);
+        info!("channel {channel}: streaming over WHIP from {from} (connected in {connect_ms} ms)");
+        self.viewers_stream_state(channel, true);
+        self.hook_whip_started(channel, from, has_video, has_audio, now);
+        self.drain_relay(now);
+    }
+
+    /// The relay wants a keyframe of `channel`: a PLI to its publisher.
+    pub(super) fn whip_request_keyframe(&mut self, channel: ChannelId, now: Instant) {
+        let Some(&id) = self.whip_live.get(&channel) else {
+            return;
+        };
+        let Some(peer) = self.viewers.map.get_mut(&id) else {
+            return;
+        };
+        let Role::Publisher(p) = &peer.role else {
+            return;
+        };
+        let Some(mid) = p.video_mid else {
+            return;
+        };
+        let rtc = &mut peer.rtc;
+        let asked = guarded(|| {
+            rtc.direct_api()
+                .stream_rx_by_mid(mid, None)
+                .map(|rx| rx.request_keyframe(KeyframeRequestKind::Pli))
+                .is_some()
+        });
+        if matches!(asked, Ok(true)) {
+            self.counters.whip_keyframe_requests += 1;
+            log::debug!("channel {channel}: PLI to WHIP publisher {id}");
+            self.viewers_mark_dirty(id);
+        }
+        let _ = now;
+    }
+
+    /// A publisher left the peer table: its stream ends if it still owns the channel.
+    pub(super) fn publisher_gone(&mut self, id: u64, channel: ChannelId, p: Publisher, why: &str) {
+        info!(
+            "channel {channel}: WHIP publisher {id} from {} left ({why})",
+            p.from
+        );
+        if self.whip_live.get(&channel) != Some(&id) {
+            return;
+        }
+        self.whip_live.remove(&channel);
+        let now = Instant::now();
+        let (reason, name) = match why {
+            "WHIP session deleted" => (EndReason::Disconnect, "disconnect"),
+            "server shutting down" => (EndReason::Shutdown, "shutdown"),
+            _ => (EndReason::ControlLost, "control_lost"),
+        };
+        let stats = self.relay.stream_stats(channel, now);
+        self.relay.stop_stream(channel, reason);
+        self.viewers_stream_state(channel, false);
+        self.hook_stream_ended(channel, name, stats, now);
+    }
+
+    /// Before a new stream goes live on `channel`: whoever owns it now (an FTL session other
+    /// than `except`, or a WHIP publisher) is told and let go, and a `stream_stop` with reason
+    /// `replaced` is sent. The relay's stream itself is replaced by the new start.
+    pub(super) fn take_over(&mut self, channel: ChannelId, except: Option<Token>, now: Instant) {
+        if let Some(old) = self.whip_live.remove(&channel) {
+            info!("channel {channel}: a new session replaces WHIP publisher {old}");
+            let stats = self.relay.stream_stats(channel, now);
+            self.hook_stream_ended(channel, "replaced", stats, now);
+            self.viewer_drop(old, "replaced by a newer session");
+        }
+        self.ftl_let_go(channel, except, now);
+    }
+
+    /// The WHIP publisher that owns `channel`'s stream timed out in the relay.
+    pub(super) fn whip_timed_out(&mut self, channel: ChannelId, now: Instant) -> bool {
+        let Some(id) = self.whip_live.remove(&channel) else {
+            return false;
+        };
+        self.viewers_stream_state(channel, false);
+        self.hook_stream_ended(channel, "media_timeout", None, now);
+        self.viewer_drop(id, "no media");
+        true
+    }
+
+    /// Which protocol feeds `channel`'s live stream.
+    pub(super) fn protocol_of(&self, channel: ChannelId) -> Option<&'static str> {
+        if self.whip_live.contains_key(&channel) {
+            Some(PROTOCOL)
+        } else if self.media.contains_key(&channel) {
+            Some("ftl")
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H264: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\na=setup:actpass\r\na=rtcp-mux\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n";
+
+    #[test]
+    fn offers_are_judged_by_their_codecs() {
+        assert!(check_offer(H264).is_ok());
+        let vp8 = H264.replace("H264/90000", "VP8/90000").replace(
+            "a=fmtp:96 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n",
+            "",
+        );
+        let (status, why) = check_offer(&vp8).unwrap_err();
+        assert_eq!(status, 406);
+        assert!(why.contains("H.264") && why.contains("Opus"), "{why}");
+        let mode0 = H264.replace("packetization-mode=1", "packetization-mode=0");
+        assert_eq!(check_offer(&mode0).unwrap_err().0, 406);
+        assert_eq!(check_offer("garbage").unwrap_err().0, 400);
+        let rejected = H264.replace("m=video 9", "m=video 0");
+        assert_eq!(check_offer(&rejected).unwrap_err().0, 400);
+    }
+
+    #[test]
+    fn bearer_tokens_and_keys() {
+        let req = |v: &str| Request {
+            method: "POST".into(),
+            path: "/whip/1".into(),
+            query: String::new(),
+            headers: vec![("authorization".into(), v.into())],
+            body: Vec::new(),
+        };
+        assert_eq!(bearer(&req("Bearer 77-abc")), Some("77-abc"));
+        assert_eq!(bearer(&req("bearer  77-abc ")), Some("77-abc"));
+        assert_eq!(bearer(&req("Basic dXNlcg==")), None);
+        assert_eq!(bearer(&req("Bearer")), None);
+        let k = StreamKey::new(b"secret".to_vec());
+        assert!(same_key(&k, &StreamKey::new(b"secret".to_vec())));
+        assert!(!same_key(&k, &StreamKey::new(b"secreT".to_vec())));
+        assert!(!same_key(&k, &StreamKey::new(Vec::new())));
+    }
+}

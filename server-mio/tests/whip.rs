@@ -1,0 +1,301 @@
+//! WHIP ingest through real loopback sockets: our WHIP client publishes fixtures, in-process
+//! str0m viewers watch over WHEP; bad offers are refused with their status.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn drive_until(v: &mut Viewer, limit: Duration, mut f: impl FnMut(&Viewer) -> bool) -> bool {
+    v.drive(limit, |v| f(v))
+}
+
+/// A minimal offer with the given video codec line (no H.264 when `codec` is not it).
+fn offer(codec: &str, fmtp: &str) -> String {
+    format!(
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+         m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\n\
+         a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+         a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
+         a=setup:actpass\r\na=rtcp-mux\r\na=rtpmap:96 {codec}\r\n{fmtp}"
+    )
+}
+
+fn h264_offer() -> String {
+    offer(
+        "H264/90000",
+        "a=fmtp:96 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n",
+    )
+}
+
+fn post(server: &TestServer, channel: &str, auth: Option<&str>, body: &str) -> HttpResponse {
+    let mut h = vec![("Content-Type", "application/sdp")];
+    let bearer = auth.map(|a| format!("Bearer {a}"));
+    if let Some(b) = &bearer {
+        h.push(("Authorization", b.as_str()));
+    }
+    http(
+        server.addrs.http,
+        "POST",
+        &format!("/whip/{channel}"),
+        &h,
+        body.as_bytes(),
+    )
+}
+
+#[test]
+fn a_whip_publisher_reaches_a_whep_viewer_bit_exact() {
+    let server = TestServer::start();
+    let publisher = server.publish(77, VIDEO_A, None);
+    assert!(server.wait_for(Duration::from_secs(10), |s| stream_info(s, 77).is_some()));
+    let info = stream_info(&server, 77).unwrap();
+    assert_eq!(info["protocol"], "whip");
+    let mut viewer = TestViewer::whep(&server, 77).unwrap();
+    drive_until(&mut viewer, Duration::from_secs(12), |_| {
+        publisher.is_finished()
+    });
+    viewer.drive(Duration::from_millis(500), |_| false);
+    let stats = publisher.join().unwrap();
+    assert!(stats.video_packets > 100, "{stats:?}");
+    let fixture = fixture_nals(VIDEO_A);
+    let nals = viewer.nal_units();
+    let start = assert_run_from_keyframe(&nals, &fixture);
+    assert_eq!(
+        start + nals.len(),
+        fixture.len(),
+        "the stream's end is missing"
+    );
+    let opus = fixture_opus();
+    let mut audio: Vec<_> = viewer.audio.iter().collect();
+    audio.sort_by_key(|p| *p.seq_no);
+    let audio: Vec<Vec<u8>> = audio.iter().map(|p| p.payload.to_vec()).collect();
+    assert!(audio.len() > 50, "only {} Opus packets", audio.len());
+    let k = opus.iter().position(|p| *p == audio[0]).unwrap();
+    assert_eq!(audio[..], opus[k..k + audio.len()], "Opus packets differ");
+    let first = viewer.first_video.unwrap();
+    eprintln!(
+        "WHIP -> WHEP: join to first video packet {} ms; publisher connected in {:?}",
+        first.duration_since(viewer.created).as_millis(),
+        stats.connected_after
+    );
+    // DELETE at the end of the publisher's run ended the stream.
+    assert!(server.wait_for(Duration::from_secs(3), |s| stream_info(s, 77).is_none()));
+    assert_eq!(server.metric("itg_whip_publishers_total"), 1.0);
+}
+
+#[test]
+fn a_mid_gop_joiner_gets_the_cache_and_an_empty_cache_asks_the_publisher() {
+    // A tiny GOP cache: the fixture's GOPs outgrow it, so the cache is empty most of the time.
+    let server = TestServer::start_with(|a| a.gop_cache_mb = 0);
+    let publisher = server.publish(77, VIDEO_A, Some(Duration::from_secs(8)));
+    assert!(server.wait_for(Duration::from_secs(10), |s| stream_info(s, 77).is_some()));
+    std::thread::sleep(Duration::from_millis(1300));
+    let mut viewer = TestViewer::whep(&server, 77).unwrap();
+    let t0 = Instant::now();
+    assert!(
+        drive_until(&mut viewer, Duration::from_secs(5), |v| v
+            .first_keyframe
+            .is_some()),
+        "no keyframe reached the viewer"
+    );
+    let waited = viewer.first_keyframe.unwrap().duration_since(t0);
+    viewer.drive(Duration::from_millis(300), |_| false);
+    let stats = publisher.stop().unwrap();
+    assert!(
+        stats.keyframe_requests >= 1,
+        "the publisher got no PLI: {stats:?}"
+    );
+    assert!(stats.keyframes_forced >= 1, "{stats:?}");
+    assert!(server.metric("itg_whip_keyframe_requests_total") >= 1.0);
+    eprintln!(
+        "empty cache: keyframe after {} ms (PLI to the publisher)",
+        waited.as_millis()
+    );
+    let nals = viewer.nal_units();
+    assert_eq!(nals[0][0] & 0x1f, 7, "starts at an SPS");
+}
+
+#[test]
+fn a_joiner_with_a_cache_gets_a_picture_at_once_without_asking() {
+    let server = TestServer::start();
+    let publisher = server.publish(77, VIDEO_A, Some(Duration::from_secs(6)));
+    assert!(server.wait_for(Duration::from_secs(10), |s| stream_info(s, 77).is_some()));
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut viewer = TestViewer::whep(&server, 77).unwrap();
+    assert!(drive_until(&mut viewer, Duration::from_secs(3), |v| v
+        .first_keyframe
+        .is_some()));
+    let join_to_kf = viewer
+        .first_keyframe
+        .unwrap()
+        .duration_since(viewer.created);
+    viewer.drive(Duration::from_millis(300), |_| false);
+    let stats = publisher.stop().unwrap();
+    eprintln!(
+        "WHIP stream, cached GOP: join to first keyframe packet {} ms",
+        join_to_kf.as_millis()
+    );
+    assert_eq!(stats.keyframe_requests, 0, "the cache served the joiner");
+    let fixture = fixture_nals(VIDEO_A);
+    assert_run_from_keyframe(&viewer.nal_units(), &fixture);
+}
+
+#[test]
+fn publishers_replace_each_other_across_protocols_and_viewers_carry_on() {
+    let server = TestServer::start();
+    let ftl = server.stream(77, VIDEO_A, Some(Duration::from_secs(20)));
+    assert!(
+        server.wait_for(Duration::from_secs(5), |s| stream_info(s, 77)
+            .is_some_and(|i| i["protocol"] == "ftl"))
+    );
+    let mut viewer = TestViewer::whep(&server, 77).unwrap();
+    assert!(drive_until(&mut viewer, Duration::from_secs(3), |v| v
+        .video
+        .len()
+        > 30));
+    // WHIP takes over from FTL.
+    let whip = server.publish(77, VIDEO_B, Some(Duration::from_secs(20)));
+    let switched = |v: &Viewer| {
+        let n = v.nal_units();
+        fixture_nals(VIDEO_B)
+            .iter()
+            .filter(|f| f[0] & 0x1f == 5)
+            .any(|idr| n.contains(idr))
+    };
+    assert!(
+        drive_until(&mut viewer, Duration::from_secs(8), switched),
+        "the viewer never got the WHIP publisher's picture"
+    );
+    assert_eq!(stream_info(&server, 77).unwrap()["protocol"], "whip");
+    assert!(
+        ftl.join().is_err(),
+        "the FTL session was told it was replaced"
+    );
+    // And FTL takes it back.
+    let before = viewer.video.len();
+    let ftl2 = server.stream(77, VIDEO_A, Some(Duration::from_secs(20)));
+    assert!(drive_until(&mut viewer, Duration::from_secs(8), |v| {
+        stream_info(&server, 77).is_some_and(|i| i["protocol"] == "ftl")
+            && v.video.len() > before + 60
+    }));
+    let w = whip.join();
+    assert!(w.is_err(), "the WHIP publisher was dropped: {w:?}");
+    // The viewer never reconnected: one session, numbering without a restart.
+    let mut seqs: Vec<u64> = viewer.video.iter().map(|p| *p.seq_no).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert!(
+        seqs.windows(2).all(|w| w[1] - w[0] < 50),
+        "numbering jumped"
+    );
+    let _ = ftl2.stop();
+    assert_eq!(server.metric("itg_viewers_connected"), 1.0);
+}
+
+#[test]
+fn bad_whip_requests_get_their_status_and_disturb_nothing() {
+    let server = TestServer::start();
+    let key = server.key(77);
+    let good = h264_offer();
+    // A healthy stream and viewer alongside.
+    let streamer = server.stream(88, VIDEO_A, Some(Duration::from_secs(30)));
+    assert!(server.wait_for(Duration::from_secs(5), |s| stream_info(s, 88).is_some()));
+    let mut viewer = TestViewer::whep(&server, 88).unwrap();
+    assert!(drive_until(&mut viewer, Duration::from_secs(3), |v| v
+        .video
+        .len()
+        > 10));
+
+    let r = post(&server, "77", None, &good);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("WWW-Authenticate"), Some("Bearer"));
+    assert_eq!(post(&server, "77", Some("77-wrong"), &good).status, 401);
+    assert_eq!(
+        post(&server, "77", Some(&server.key(88)), &good).status,
+        401
+    );
+    let r = post(&server, "99", Some("99-whatever"), &good);
+    assert_eq!(r.status, 404);
+    assert_eq!(post(&server, "abc", Some(&key), &good).status, 404);
+    assert_eq!(post(&server, "77", Some(&key), "garbage").status, 400);
+    let r = post(&server, "77", Some(&key), &offer("VP8/90000", ""));
+    assert_eq!(r.status, 406);
+    let body = String::from_utf8_lossy(&r.body);
+    assert!(body.contains("H.264") && body.contains("Opus"), "{body}");
+    let none = good.replace("m=video 9", "m=video 0");
+    assert_eq!(post(&server, "77", Some(&key), &none).status, 400);
+    let r = http(
+        server.addrs.http,
+        "POST",
+        "/whip/77",
+        &[
+            ("Content-Type", "text/plain"),
+            ("Authorization", &format!("Bearer {key}")),
+        ],
+        good.as_bytes(),
+    );
+    assert_eq!(r.status, 415);
+    assert_eq!(
+        http(
+            server.addrs.http,
+            "DELETE",
+            "/whip/77/nosuchsession",
+            &[],
+            b""
+        )
+        .status,
+        404
+    );
+    assert_eq!(
+        http(server.addrs.http, "PATCH", "/whip/77/x", &[], b"").status,
+        405
+    );
+    let r = http(server.addrs.http, "OPTIONS", "/whip/77", &[], b"");
+    assert_eq!(r.status, 204);
+    assert!(r
+        .header("Access-Control-Allow-Headers")
+        .unwrap()
+        .contains("Authorization"));
+
+    // Many offers that never connect: answered, then gone when they expire.
+    for _ in 0..200 {
+        let r = post(&server, "77", Some(&key), &good);
+        assert_eq!(r.status, 201);
+        assert!(r.header("Location").unwrap().starts_with("/whip/77/"));
+        assert!(r.header("ETag").is_some());
+    }
+    assert!(stream_info(&server, 77).is_none(), "nothing went live");
+    // The healthy viewer lost nothing meanwhile.
+    let got = viewer.video.len();
+    assert!(drive_until(&mut viewer, Duration::from_secs(2), |v| v
+        .video
+        .len()
+        > got + 30));
+    assert_eq!(viewer.video_lost(), 0);
+    // viewer_connect_timeout is 5 s in tests.
+    assert!(
+        server.wait_for(Duration::from_secs(10), |s| s.metric("itg_viewers") <= 1.0),
+        "unconnected publishers were not cleaned up: {}",
+        server.metric("itg_viewers")
+    );
+    let _ = streamer.stop();
+}
+
+#[test]
+fn repeated_wrong_keys_hit_the_per_address_limit() {
+    let server = TestServer::start_with(|a| a.auth_fail_limit = 3);
+    let good = h264_offer();
+    for _ in 0..3 {
+        assert_eq!(post(&server, "77", Some("77-wrong"), &good).status, 401);
+    }
+    let r = post(&server, "77", Some(&server.key(77)), &good);
+    assert_eq!(r.status, 429);
+    assert!(r.header("Retry-After").is_some());
+}
