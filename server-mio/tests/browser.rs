@@ -31,32 +31,62 @@ fn missing() -> Option<String> {
     None
 }
 
-#[test]
-fn the_watch_page_plays_in_headless_chromium() {
+/// Whether the browser tests can run here; fails under CI when they cannot.
+fn ready() -> bool {
     if let Some(what) = missing() {
         if std::env::var_os("CI").is_some() {
             panic!("the browser test needs {what}");
         }
         eprintln!("\n\n*** SKIPPED the browser test: missing {what} ***\n\n");
+        return false;
+    }
+    true
+}
+
+/// Runs a browser script in a fresh loopback-only network namespace.
+fn run_in_namespace(script: &str) -> Command {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut c = Command::new("unshare");
+    c.args([
+        "-n",
+        "--",
+        "sh",
+        "-c",
+        &format!("ip link set lo up && exec node {script}"),
+    ])
+    .current_dir(manifest.join("tests/browser"))
+    .env("ITG_SERVER_BIN", env!("CARGO_BIN_EXE_server-mio"))
+    .env("ITG_ARTIFACTS", manifest.join("../target/browser-artifacts"));
+    c
+}
+
+#[test]
+fn the_publish_page_goes_live_from_a_fake_camera_and_stop_ends_it() {
+    if !ready() {
+        return;
+    }
+    let status = run_in_namespace("publish.mjs").status().unwrap();
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/browser-artifacts");
+    assert!(
+        status.success(),
+        "the publish test failed (screenshots in {})",
+        artifacts.display()
+    );
+    assert!(artifacts.join("watch-whip.png").exists());
+}
+
+#[test]
+fn the_watch_page_plays_in_headless_chromium() {
+    if !ready() {
         return;
     }
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let data = manifest.join("../relay-core/tests/data");
     let artifacts = manifest.join("../target/browser-artifacts");
-    let status = Command::new("unshare")
-        .args([
-            "-n",
-            "--",
-            "sh",
-            "-c",
-            "ip link set lo up && exec node run.mjs",
-        ])
-        .current_dir(manifest.join("tests/browser"))
-        .env("ITG_SERVER_BIN", env!("CARGO_BIN_EXE_server-mio"))
+    let status = run_in_namespace("run.mjs")
         .env("ITG_CLIENT_BIN", env!("CARGO_BIN_EXE_ftl-client"))
         .env("ITG_VIDEO", data.join("video-320x180-30fps-4s.h264"))
         .env("ITG_AUDIO", data.join("audio-opus-48k-4s.ogg"))
-        .env("ITG_ARTIFACTS", &artifacts)
         .status()
         .unwrap();
     assert!(

@@ -29,9 +29,11 @@ pub(super) fn site_path(url_path: &str) -> Option<String> {
     if p.is_empty() {
         return Some("index.html".into());
     }
-    if let Some(rest) = p.strip_prefix("watch/") {
-        if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) {
-            return Some("watch.html".into());
+    for (prefix, page) in [("watch/", "watch.html"), ("publish/", "publish.html")] {
+        if let Some(rest) = p.strip_prefix(prefix) {
+            if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) {
+                return Some(page.into());
+            }
         }
     }
     let ok = Path::new(p)
@@ -71,6 +73,7 @@ mod tests {
     fn paths_stay_inside_the_site() {
         assert_eq!(site_path("/").as_deref(), Some("index.html"));
         assert_eq!(site_path("/watch/77").as_deref(), Some("watch.html"));
+        assert_eq!(site_path("/publish/77").as_deref(), Some("publish.html"));
         assert_eq!(site_path("/player.js").as_deref(), Some("player.js"));
         assert_eq!(site_path("/../etc/passwd"), None);
         assert_eq!(site_path("/a/../../b"), None);

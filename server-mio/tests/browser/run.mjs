@@ -5,12 +5,12 @@
 // Environment: ITG_SERVER_BIN, ITG_CLIENT_BIN, ITG_VIDEO, ITG_AUDIO (fixture files),
 // ITG_ARTIFACTS (where the screenshot and the summary go), ITG_RUNS (page loads to time).
 import { chromium } from 'playwright-core';
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
+import { children, sleep, env, start, until, CHROMIUM_ARGS } from './lib.mjs';
 import { mkdtempSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-const env = (k) => { const v = process.env[k]; if (!v) throw new Error(`${k} is not set`); return v; };
 const SERVER = env('ITG_SERVER_BIN');
 const CLIENT = env('ITG_CLIENT_BIN');
 const VIDEO = env('ITG_VIDEO');
@@ -18,26 +18,6 @@ const AUDIO = env('ITG_AUDIO');
 const ARTIFACTS = env('ITG_ARTIFACTS');
 const RUNS = Number(process.env.ITG_RUNS || 5);
 const HTTP = 'http://127.0.0.1:18080';
-const children = [];
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function start(bin, args, name) {
-  const p = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'info' } });
-  p.stdout.on('data', (d) => process.stderr.write(`[${name}] ${d}`));
-  p.stderr.on('data', (d) => process.stderr.write(`[${name}] ${d}`));
-  children.push(p);
-  return p;
-}
-
-async function until(what, ms, f) {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    try { if (await f()) return; } catch (_) { /* not yet */ }
-    await sleep(100);
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
-
 async function isLive() {
   const r = await fetch(`${HTTP}/api/streams`);
   return (await r.json()).streams.some((s) => s.channel === 77 && s.live);
@@ -70,8 +50,7 @@ try {
 
   browser = await chromium.launch({
     executablePath: '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-features=WebRtcHideLocalIpsWithMdns', '--allow-loopback-in-peer-connection',
-      '--autoplay-policy=no-user-gesture-required'],
+    args: CHROMIUM_ARGS,
   });
   // Time from page open to the first decoded frame, over several fresh page loads.
   const firstFrame = [];
