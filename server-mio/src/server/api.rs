@@ -311,12 +311,17 @@ impl Server {
         for (name, help, f) in per_stream {
             let _ = writeln!(m, "# HELP itg_{name} {help}\n# TYPE itg_{name} gauge");
             for (c, s) in &live {
-                let protocol = self.protocol_of(*c).unwrap_or("none");
-                let _ = writeln!(
-                    m,
-                    "itg_{name}{{channel=\"{c}\",protocol=\"{protocol}\"}} {}",
-                    f(s)
-                );
+                let _ = writeln!(m, "itg_{name}{{channel=\"{c}\"}} {}", f(s));
+            }
+        }
+        // Which protocol feeds each live stream, as an info metric (labels only).
+        let _ = writeln!(
+            m,
+            "# HELP itg_stream_info A live stream and the protocol it comes in over.\n# TYPE itg_stream_info gauge"
+        );
+        for (c, _) in &live {
+            if let Some(p) = self.protocol_of(*c) {
+                let _ = writeln!(m, "itg_stream_info{{channel=\"{c}\",protocol=\"{p}\"}} 1");
             }
         }
         Response::new(200, "text/plain; version=0.0.4", m)
