@@ -117,12 +117,7 @@ impl Relay {
         };
         let (ingest, packet) = stream.ingest(from, datagram, now, &mut self.outputs);
         if let Some((kind, pkt)) = packet {
-            let max_backlog = self.config.max_viewer_backlog;
-            for v in &mut ch.viewers {
-                if let Some(f) = v.on_packet(kind, &pkt, max_backlog, now) {
-                    self.outputs.push_back(Output::Forward(f));
-                }
-            }
+            fan_out(ch, kind, &pkt, &self.config, now, &mut self.outputs);
         }
         ingest
     }
@@ -138,12 +133,7 @@ impl Relay {
         };
         let (ingest, packet) = stream.ingest_rtp(rtp, now, &mut self.outputs);
         if let Some((kind, pkt)) = packet {
-            let max_backlog = self.config.max_viewer_backlog;
-            for v in &mut ch.viewers {
-                if let Some(f) = v.on_packet(kind, &pkt, max_backlog, now) {
-                    self.outputs.push_back(Output::Forward(f));
-                }
-            }
+            fan_out(ch, kind, &pkt, &self.config, now, &mut self.outputs);
         }
         ingest
     }
@@ -385,6 +375,22 @@ impl Relay {
             .is_some_and(|c| c.stream.is_none() && c.viewers.is_empty())
         {
             self.channels.remove(&channel);
+        }
+    }
+}
+
+/// Hands one accepted packet to every viewer of the channel, whichever source it came from.
+fn fan_out(
+    ch: &mut Channel,
+    kind: MediaKind,
+    pkt: &crate::Packet,
+    config: &RelayConfig,
+    now: Instant,
+    outputs: &mut VecDeque<Output>,
+) {
+    for v in &mut ch.viewers {
+        if let Some(f) = v.on_packet(kind, pkt, config.max_viewer_backlog, now) {
+            outputs.push_back(Output::Forward(f));
         }
     }
 }

@@ -121,11 +121,34 @@ enum Placed {
 }
 
 /// One RTP packet's fields, whichever source it came from.
-struct MediaIn {
+struct MediaIn<'a> {
     seq: u16,
     ts: u32,
     marker: bool,
-    payload: Arc<[u8]>,
+    payload: Payload<'a>,
+}
+
+/// A payload as a source hands it over: FTL's still in the receive buffer (copied once, only if
+/// the packet is kept), a WebRTC peer's already shared.
+enum Payload<'a> {
+    Borrowed(&'a [u8]),
+    Shared(Arc<[u8]>),
+}
+
+impl Payload<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Payload::Borrowed(b) => b.len(),
+            Payload::Shared(a) => a.len(),
+        }
+    }
+
+    fn into_shared(self) -> Arc<[u8]> {
+        match self {
+            Payload::Borrowed(b) => Arc::from(b),
+            Payload::Shared(a) => a,
+        }
+    }
 }
 
 /// One live stream.
@@ -219,23 +242,9 @@ impl Stream {
             self.counters.dropped_foreign_source += 1;
             return (Ingest::Dropped(Drop::ForeignSource), None);
         }
-        let media_in = |rtp: &ftl_proto::media::RtpPacket<'_>| MediaIn {
-            seq: rtp.sequence_number(),
-            ts: rtp.timestamp(),
-            marker: rtp.marker(),
-            payload: Arc::from(rtp.payload()),
-        };
-        match classify(datagram, media) {
-            MediaDatagram::Video(rtp) => {
-                let m = media_in(&rtp);
-                self.ingest_addr = Some(from);
-                self.on_media(MediaKind::Video, m, now, out)
-            }
-            MediaDatagram::Audio(rtp) => {
-                let m = media_in(&rtp);
-                self.ingest_addr = Some(from);
-                self.on_media(MediaKind::Audio, m, now, out)
-            }
+        let (kind, rtp) = match classify(datagram, media) {
+            MediaDatagram::Video(rtp) => (MediaKind::Video, rtp),
+            MediaDatagram::Audio(rtp) => (MediaKind::Audio, rtp),
             MediaDatagram::Ping(p) => {
                 self.counters.pings += 1;
                 self.ingest_addr = Some(from);
@@ -244,7 +253,7 @@ impl Stream {
                     to: from,
                     bytes: p.echo().to_vec(),
                 });
-                (Ingest::Ping, None)
+                return (Ingest::Ping, None);
             }
             MediaDatagram::SenderReport(sr) => {
                 self.counters.sender_reports += 1;
@@ -257,17 +266,25 @@ impl Stream {
                         t.clock.on_report(sr.rtp_timestamp, at);
                     }
                 }
-                (Ingest::SenderReport, None)
+                return (Ingest::SenderReport, None);
             }
             MediaDatagram::Foreign { .. } => {
                 self.counters.dropped_foreign_ssrc += 1;
-                (Ingest::Dropped(Drop::ForeignSsrc), None)
+                return (Ingest::Dropped(Drop::ForeignSsrc), None);
             }
             MediaDatagram::Invalid(e) => {
                 self.counters.dropped_invalid += 1;
-                (Ingest::Dropped(Drop::Invalid(e)), None)
+                return (Ingest::Dropped(Drop::Invalid(e)), None);
             }
-        }
+        };
+        self.ingest_addr = Some(from);
+        let m = MediaIn {
+            seq: rtp.sequence_number(),
+            ts: rtp.timestamp(),
+            marker: rtp.marker(),
+            payload: Payload::Borrowed(rtp.payload()),
+        };
+        self.on_media(kind, m, now, out)
     }
 
     /// Takes one RTP packet from a WebRTC peer.
@@ -285,7 +302,7 @@ impl Stream {
             seq: rtp.seq,
             ts: rtp.timestamp,
             marker: rtp.marker,
-            payload: rtp.payload,
+            payload: Payload::Shared(rtp.payload),
         };
         self.on_media(rtp.kind, m, now, out)
     }
@@ -306,7 +323,7 @@ impl Stream {
     fn on_media(
         &mut self,
         kind: MediaKind,
-        m: MediaIn,
+        m: MediaIn<'_>,
         now: Instant,
         out: &mut VecDeque<Output>,
     ) -> (Ingest, Option<(MediaKind, Packet)>) {
@@ -332,6 +349,7 @@ impl Stream {
             payload,
             ..
         } = m;
+        let payload = payload.into_shared();
         let track = match kind {
             MediaKind::Video => self.video.as_mut(),
             MediaKind::Audio => self.audio.as_mut(),

@@ -307,6 +307,26 @@ fn replacement_both_ways_keeps_viewers_going_with_continuous_numbering() {
     assert_eq!(ends, vec![EndReason::Replaced, EndReason::Replaced]);
 }
 
+/// A harness with a stream on channel 77 from either source.
+fn started(rtp: bool) -> Harness {
+    let mut h = Harness::new(RelayConfig::default());
+    if rtp {
+        h.start_rtp(77);
+    } else {
+        h.start(77);
+    }
+    h
+}
+
+/// Feeds one datagram of a session through either source.
+fn feed(h: &mut Harness, rtp: bool, s: &Sent) {
+    if rtp {
+        h.feed_rtp(77, s);
+    } else {
+        h.feed(77, peer(), &s.bytes, s.at);
+    }
+}
+
 /// A frame of B slices (slice_type 1) between P frames, as x264 with `bframes=2` sends.
 fn b_frame_payload() -> Vec<u8> {
     vec![0x01, 0xa0, 0x11, 0x22]
@@ -316,12 +336,7 @@ fn b_frame_payload() -> Vec<u8> {
 fn b_frames_are_flagged_once_for_either_source() {
     for rtp in [false, true] {
         let sent = session(&SessionSpec::default());
-        let mut h = Harness::new(RelayConfig::default());
-        if rtp {
-            h.start_rtp(77);
-        } else {
-            h.start(77);
-        }
+        let mut h = started(rtp);
         let mut n = 0;
         for s in &sent {
             if s.at > ms(500) && s.kind == Some(MediaKind::Video) && n < 3 {
@@ -331,19 +346,11 @@ fn b_frames_are_flagged_once_for_either_source() {
                     b.bytes.truncate(12);
                     b.bytes.extend(b_frame_payload());
                     n += 1;
-                    if rtp {
-                        h.feed_rtp(77, &b);
-                    } else {
-                        h.feed(77, peer(), &b.bytes, b.at);
-                    }
+                    feed(&mut h, rtp, &b);
                     continue;
                 }
             }
-            if rtp {
-                h.feed_rtp(77, s);
-            } else {
-                h.feed(77, peer(), &s.bytes, s.at);
-            }
+            feed(&mut h, rtp, s);
             if s.at <= ms(500) {
                 let st = h.relay.stream_stats(ChannelId(77), h.now).unwrap();
                 assert!(!st.b_frames, "a stream without B-frames is never flagged");
@@ -364,18 +371,9 @@ fn b_frames_are_flagged_once_for_either_source() {
 fn the_fixture_has_no_b_frames() {
     for rtp in [false, true] {
         let sent = session(&SessionSpec::default());
-        let mut h = Harness::new(RelayConfig::default());
-        if rtp {
-            h.start_rtp(77);
-        } else {
-            h.start(77);
-        }
+        let mut h = started(rtp);
         for s in &sent {
-            if rtp {
-                h.feed_rtp(77, s);
-            } else {
-                h.feed(77, peer(), &s.bytes, s.at);
-            }
+            feed(&mut h, rtp, s);
         }
         assert!(!h
             .events

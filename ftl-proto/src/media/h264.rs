@@ -131,8 +131,10 @@ pub fn slice_type(payload: &[u8]) -> Option<SliceType> {
         }
         _ => return None,
     };
-    let rbsp = crate::media::sps::unescape(slice_head.get(..SLICE_HEAD).unwrap_or(slice_head));
-    let mut r = crate::media::sps::BitReader::new(&rbsp);
+    // Emulation prevention removed into a stack buffer: this runs on every slice packet.
+    let mut buf = [0u8; SLICE_HEAD];
+    let rbsp = crate::media::sps::unescape_into(slice_head, &mut buf);
+    let mut r = crate::media::sps::BitReader::new(rbsp);
     r.ue_max(u32::MAX).ok()?; // first_mb_in_slice
     match r.ue_max(9).ok()? % 5 {
         0 | 3 => Some(SliceType::P),

@@ -30,8 +30,9 @@ impl Sps {
         if header & 0x1f != 7 {
             return Err(Error::BadH264("not an SPS NAL unit"));
         }
-        let rbsp = unescape(body.get(..MAX_SPS).unwrap_or(body));
-        let mut r = BitReader::new(&rbsp);
+        let mut buf = [0u8; MAX_SPS];
+        let rbsp = unescape_into(body, &mut buf);
+        let mut r = BitReader::new(rbsp);
         let profile_idc = r.bits(8)? as u8;
         let constraint_flags = r.bits(8)? as u8;
         let level_idc = r.bits(8)? as u8;
@@ -147,9 +148,11 @@ fn skip_scaling_list(r: &mut BitReader<'_>, size: usize) -> Result<(), Error> {
     Ok(())
 }
 
-/// Removes emulation prevention bytes (`00 00 03` -> `00 00`, §7.4.1).
-pub(crate) fn unescape(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len());
+/// Removes emulation prevention bytes (`00 00 03` -> `00 00`, §7.4.1) from as much of `data`
+/// as fits in `out`; returns the unescaped bytes. No allocation: slice headers are read per
+/// packet.
+pub(crate) fn unescape_into<'b>(data: &[u8], out: &'b mut [u8]) -> &'b [u8] {
+    let mut len = 0;
     let mut zeros = 0;
     for &b in data {
         if zeros >= 2 && b == 3 {
@@ -157,9 +160,11 @@ pub(crate) fn unescape(data: &[u8]) -> Vec<u8> {
             continue;
         }
         zeros = if b == 0 { zeros + 1 } else { 0 };
-        out.push(b);
+        let Some(slot) = out.get_mut(len) else { break };
+        *slot = b;
+        len += 1;
     }
-    out
+    out.get(..len).unwrap_or_default()
 }
 
 /// Reads bits MSB first; running out of bits is an error, never a panic.
@@ -225,10 +230,14 @@ mod tests {
 
     #[test]
     fn emulation_prevention_is_removed() {
+        let mut out = [0u8; 16];
         assert_eq!(
-            unescape(&[0, 0, 3, 1, 0, 0, 3, 0, 3]),
+            unescape_into(&[0, 0, 3, 1, 0, 0, 3, 0, 3], &mut out),
             [0, 0, 1, 0, 0, 0, 3]
         );
+        // Bounded by the output buffer.
+        let mut small = [0u8; 3];
+        assert_eq!(unescape_into(&[0, 0, 3, 1, 2, 3], &mut small), [0, 0, 1]);
     }
 
     #[test]
