@@ -57,19 +57,43 @@ pub fn payload_hash(p: &[u8]) -> u64 {
     })
 }
 
+/// The media options the FTL and WHIP client binaries share.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MediaArgs {
+    /// H.264 Annex-B file, without B-frames (`ffmpeg ... -c:v libx264 -bf 0 -f h264`).
+    #[arg(long)]
+    pub video: Option<std::path::PathBuf>,
+    /// Opus in Ogg (`ffmpeg ... -c:a libopus -frame_duration 20`).
+    #[arg(long)]
+    pub audio: Option<std::path::PathBuf>,
+    /// Frame rate of the video file.
+    #[arg(long, default_value_t = 30)]
+    pub fps: u32,
+    /// Start over at the end of the files.
+    #[arg(long = "loop")]
+    pub repeat: bool,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    pub duration: Option<f64>,
+}
+
 /// The contents of the optional video and audio files.
 pub type MediaFiles = (Option<Vec<u8>>, Option<Vec<u8>>);
 
-/// Reads the optional video and audio files a client binary was given.
-pub fn read_media_files(
-    video: Option<&std::path::Path>,
-    audio: Option<&std::path::Path>,
-) -> Result<MediaFiles, String> {
-    let read = |p: Option<&std::path::Path>| -> Result<Option<Vec<u8>>, String> {
-        p.map(|p| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display())))
-            .transpose()
-    };
-    Ok((read(video)?, read(audio)?))
+impl MediaArgs {
+    /// Reads the files.
+    pub fn read(&self) -> Result<MediaFiles, String> {
+        let read = |p: Option<&std::path::Path>| -> Result<Option<Vec<u8>>, String> {
+            p.map(|p| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display())))
+                .transpose()
+        };
+        Ok((read(self.video.as_deref())?, read(self.audio.as_deref())?))
+    }
+
+    /// How long to stream, if limited.
+    pub fn duration(&self) -> Option<Duration> {
+        self.duration.map(Duration::from_secs_f64)
+    }
 }
 
 /// What a streaming session did.

@@ -1,12 +1,10 @@
 //! `ftl-client`: stream H.264 and Opus files to an FTL server, as OBS would.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
 use clap::Parser;
-use server_mio::client::{stream, ClientOptions};
+use server_mio::client::{stream, ClientOptions, MediaArgs};
 
 /// Streams an H.264 Annex-B file and an Opus (Ogg) file to an FTL server with real-time pacing.
 #[derive(Debug, Parser)]
@@ -18,21 +16,8 @@ struct Args {
     /// The OBS stream key, `<channel>-<secret>`.
     #[arg(long, env = "ITG_STREAM_KEY")]
     key: String,
-    /// H.264 Annex-B file (`ffmpeg ... -c:v libx264 -bsf:v h264_mp4toannexb -f h264`).
-    #[arg(long)]
-    video: Option<PathBuf>,
-    /// Opus in Ogg (`ffmpeg ... -c:a libopus -frame_duration 20`).
-    #[arg(long)]
-    audio: Option<PathBuf>,
-    /// Frame rate of the video file.
-    #[arg(long, default_value_t = 30)]
-    fps: u32,
-    /// Start over at the end of the files.
-    #[arg(long = "loop")]
-    repeat: bool,
-    /// Stop after this many seconds.
-    #[arg(long)]
-    duration: Option<f64>,
+    #[command(flatten)]
+    media: MediaArgs,
     /// Pacing factor (1 = real time).
     #[arg(long, default_value_t = 1.0)]
     speed: f64,
@@ -47,22 +32,21 @@ struct Args {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
-    let (video, audio) =
-        match server_mio::client::read_media_files(args.video.as_deref(), args.audio.as_deref()) {
-            Ok(x) => x,
-            Err(e) => {
-                eprintln!("ftl-client: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
+    let (video, audio) = match args.media.read() {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("ftl-client: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let opts = ClientOptions {
         server: args.server,
         stream_key: args.key,
         video,
         audio,
-        fps: args.fps,
-        repeat: args.repeat,
-        duration: args.duration.map(Duration::from_secs_f64),
+        fps: args.media.fps,
+        repeat: args.media.repeat,
+        duration: args.media.duration(),
         speed: args.speed,
         drop_every: args.drop_every,
         speed_test: args.speed_test,

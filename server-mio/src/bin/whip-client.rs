@@ -1,11 +1,10 @@
 //! `whip-client`: publish H.264 and Opus files to a WHIP endpoint with real-time pacing.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
 use clap::Parser;
+use server_mio::client::MediaArgs;
 use server_mio::whip_client::{publish, WhipOptions};
 
 /// Publishes an H.264 Annex-B file and an Opus (Ogg) file to a WHIP endpoint (RFC 9725), as a
@@ -19,42 +18,28 @@ struct Args {
     /// The Bearer token: for ITG, the OBS stream key `<channel>-<secret>`.
     #[arg(long, env = "ITG_STREAM_KEY")]
     key: String,
-    /// H.264 Annex-B file (no B-frames: `ffmpeg ... -c:v libx264 -bf 0 -f h264`).
-    #[arg(long)]
-    video: Option<PathBuf>,
-    /// Opus in Ogg (`ffmpeg ... -c:a libopus -frame_duration 20`).
-    #[arg(long)]
-    audio: Option<PathBuf>,
-    /// Frame rate of the video file.
-    #[arg(long, default_value_t = 30)]
-    fps: u32,
-    /// Start over at the end of the files.
-    #[arg(long = "loop")]
-    repeat: bool,
-    /// Stop after this many seconds.
-    #[arg(long)]
-    duration: Option<f64>,
+    #[command(flatten)]
+    media: MediaArgs,
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
-    let (video, audio) =
-        match server_mio::client::read_media_files(args.video.as_deref(), args.audio.as_deref()) {
-            Ok(x) => x,
-            Err(e) => {
-                eprintln!("whip-client: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
+    let (video, audio) = match args.media.read() {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("whip-client: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let opts = WhipOptions {
         url: args.url,
         token: args.key,
         video,
         audio,
-        fps: args.fps,
-        repeat: args.repeat,
-        duration: args.duration.map(Duration::from_secs_f64),
+        fps: args.media.fps,
+        repeat: args.media.repeat,
+        duration: args.media.duration(),
         sent_log: None,
     };
     // SIGINT/SIGTERM end the session politely (DELETE).

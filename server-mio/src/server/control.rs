@@ -441,7 +441,7 @@ impl Server {
         }
         info!("channel {channel}: a new session replaces the live FTL session");
         let stats = self.relay.stream_stats(channel, now);
-        self.hook_stream_ended(channel, "replaced", stats, now);
+        self.hook_stream_ended(channel, EndReason::Replaced, stats, now);
         if let Some(c) = self.controls.get_mut(&old) {
             c.live = None;
             c.session
@@ -481,14 +481,7 @@ impl Server {
             self.close_media(channel);
             self.relay.stop_stream(channel, reason);
             self.viewers_stream_state(channel, false);
-            let why = match reason {
-                EndReason::Disconnect => "disconnect",
-                EndReason::Replaced => "replaced",
-                EndReason::MediaTimeout => "media_timeout",
-                EndReason::Shutdown => "shutdown",
-                EndReason::ControlLost => "control_lost",
-            };
-            self.hook_stream_ended(channel, why, stats, now);
+            self.hook_stream_ended(channel, reason, stats, now);
         }
     }
 
@@ -525,7 +518,7 @@ impl Server {
         };
         self.close_media(channel);
         self.viewers_stream_state(channel, false);
-        self.hook_stream_ended(channel, "media_timeout", None, now);
+        self.hook_stream_ended(channel, EndReason::MediaTimeout, None, now);
         if let Some(c) = self.controls.get_mut(&owner) {
             c.live = None;
             c.session

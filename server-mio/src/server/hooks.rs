@@ -6,7 +6,7 @@ use ftl_proto::control::{Metadata, StatusCode};
 use ftl_proto::ChannelId;
 use log::{debug, warn};
 use mio::{Interest, Token};
-use relay_core::StreamStats;
+use relay_core::{EndReason, StreamStats};
 use serde_json::{json, Value};
 
 use super::{Server, Slot};
@@ -17,6 +17,17 @@ fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A stream end's reason as events name it.
+fn reason_name(r: EndReason) -> &'static str {
+    match r {
+        EndReason::Disconnect => "disconnect",
+        EndReason::Replaced => "replaced",
+        EndReason::MediaTimeout => "media_timeout",
+        EndReason::Shutdown => "shutdown",
+        EndReason::ControlLost => "control_lost",
+    }
 }
 
 fn totals(s: &StreamStats) -> Value {
@@ -398,16 +409,8 @@ impl Server {
         port: u16,
         now: Instant,
     ) {
-        let Some(h) = self.hooks.as_mut() else { return };
-        h.live.insert(channel, (now, Value::Null));
-        let event = json!({
-            "event": "stream_start",
-            "channel": channel.0,
-            "protocol": "ftl",
-            "time_ms": unix_ms(),
+        let details = json!({
             "media_port": port,
-            // Known once the first frames are in; a `stream_update` says so then.
-            "b_frames": false,
             "vendor": { "name": metadata.vendor_name, "version": metadata.vendor_version },
             "video": metadata.video.as_ref().map(|v| json!({
                 "codec": "H264", "width": v.width, "height": v.height,
@@ -417,8 +420,7 @@ impl Server {
                 "codec": "OPUS", "payload_type": a.payload_type, "ssrc": a.ssrc.0,
             })),
         });
-        h.push_event(event.to_string());
-        self.hooks_pump(now);
+        self.hook_start_event(channel, "ftl", details, now);
     }
 
     /// A WHIP publisher's stream went live.
@@ -430,18 +432,35 @@ impl Server {
         audio: bool,
         now: Instant,
     ) {
-        let Some(h) = self.hooks.as_mut() else { return };
-        h.live.insert(channel, (now, Value::Null));
-        let event = json!({
-            "event": "stream_start",
-            "channel": channel.0,
-            "protocol": super::whip::PROTOCOL,
-            "time_ms": unix_ms(),
+        let details = json!({
             "from": from.ip().to_string(),
-            "b_frames": false,
             "video": video.then(|| json!({ "codec": "H264" })),
             "audio": audio.then(|| json!({ "codec": "OPUS" })),
         });
+        self.hook_start_event(channel, super::whip::PROTOCOL, details, now);
+    }
+
+    /// `stream_start`: the fields every protocol has, then the protocol's own `details`.
+    fn hook_start_event(
+        &mut self,
+        channel: ChannelId,
+        protocol: &str,
+        details: Value,
+        now: Instant,
+    ) {
+        let Some(h) = self.hooks.as_mut() else { return };
+        h.live.insert(channel, (now, Value::Null));
+        let mut event = json!({
+            "event": "stream_start",
+            "channel": channel.0,
+            "protocol": protocol,
+            "time_ms": unix_ms(),
+            // Known once the first frames are in; a `stream_update` says so then.
+            "b_frames": false,
+        });
+        if let (Some(e), Value::Object(d)) = (event.as_object_mut(), details) {
+            e.extend(d);
+        }
         h.push_event(event.to_string());
         self.hooks_pump(now);
     }
@@ -468,7 +487,7 @@ impl Server {
     pub(super) fn hook_stream_ended(
         &mut self,
         channel: ChannelId,
-        reason: &str,
+        reason: EndReason,
         stats: Option<StreamStats>,
         now: Instant,
     ) {
@@ -478,7 +497,7 @@ impl Server {
             "event": "stream_stop",
             "channel": channel.0,
             "time_ms": unix_ms(),
-            "reason": reason,
+            "reason": reason_name(reason),
             "duration_ms": now.saturating_duration_since(started).as_millis() as u64,
             "totals": stats.as_ref().map_or(last, totals),
         });

@@ -251,6 +251,29 @@ impl Server {
         Ok(())
     }
 
+    /// Adds the host candidates and accepts an offer (WHEP or WHIP): the answer's SDP, or the
+    /// refusal (`400` for an offer str0m cannot take, `500` for a str0m panic).
+    pub(super) fn accept_offer(&self, rtc: &mut Rtc, offer: &str) -> Result<String, Response> {
+        let offer = SdpOffer::from_sdp_string(offer)
+            .map_err(|e| Response::text(400, &format!("invalid SDP offer: {e}")))?;
+        for c in &self.viewers.candidates {
+            if let Ok(c) = Candidate::host(*c, "udp") {
+                rtc.add_local_candidate(c);
+            }
+        }
+        match guarded(|| rtc.sdp_api().accept_offer(offer)) {
+            Ok(Ok(a)) => Ok(a.to_sdp_string()),
+            Ok(Err(e)) => Err(Response::text(
+                400,
+                &format!("cannot accept the offer: {e}"),
+            )),
+            Err(p) => {
+                warn!("str0m panicked accepting an offer: {p}");
+                Err(Response::text(500, "internal error"))
+            }
+        }
+    }
+
     fn whep_answer(
         &mut self,
         mut rtc: Rtc,
@@ -258,32 +281,17 @@ impl Server {
         offer: &str,
         now: Instant,
     ) -> Response {
-        let offer = match SdpOffer::from_sdp_string(offer) {
-            Ok(o) => o,
-            Err(e) => {
-                self.counters.viewers_refused += 1;
-                return Response::text(400, &format!("invalid SDP offer: {e}")).cors();
-            }
-        };
-        for c in &self.viewers.candidates {
-            if let Ok(c) = Candidate::host(*c, "udp") {
-                rtc.add_local_candidate(c);
-            }
-        }
-        let answer = match guarded(|| rtc.sdp_api().accept_offer(offer)) {
-            Ok(Ok(a)) => a,
-            Ok(Err(e)) => {
-                self.counters.viewers_refused += 1;
-                return Response::text(400, &format!("cannot accept the offer: {e}")).cors();
-            }
-            Err(p) => {
-                warn!("str0m panicked accepting an offer: {p}");
-                return Response::text(500, "internal error").cors();
+        let answer_sdp = match self.accept_offer(&mut rtc, offer) {
+            Ok(a) => a,
+            Err(resp) => {
+                if resp.status != 500 {
+                    self.counters.viewers_refused += 1;
+                }
+                return resp.cors();
             }
         };
         let session = Alphanumeric.sample_string(&mut rand::rng(), 24);
         let id = self.viewer_insert(rtc, channel, Signal::Whep(session.clone()), None, now);
-        let answer_sdp = answer.to_sdp_string();
         if let Err(why) = self.viewer_media(id, &mids_from_sdp(&answer_sdp)) {
             self.viewer_drop(id, "no usable media");
             self.counters.viewers_refused += 1;
@@ -314,18 +322,16 @@ impl Server {
         } else {
             &self.viewers.by_whep
         };
-        match table.get(session).copied() {
-            Some(id) => {
-                let why = if whip {
-                    "WHIP session deleted"
-                } else {
-                    "WHEP session deleted"
-                };
-                self.viewer_drop(id, why);
-                true
-            }
-            None => false,
+        let Some(id) = table.get(session).copied() else {
+            return false;
+        };
+        if whip {
+            self.publisher_ends(id, EndReason::Disconnect);
+            self.viewer_drop(id, "WHIP session deleted");
+        } else {
+            self.viewer_drop(id, "WHEP session deleted");
         }
+        true
     }
 
     /// A WebSocket viewer: the server offers (the seed's protocol).
@@ -764,7 +770,7 @@ impl Server {
             match o {
                 Output::Forward(f) => self.viewer_write(f),
                 Output::Transmit { channel, to, bytes } => self.send_media(channel, to, &bytes),
-                Output::RequestKeyframe { channel } => self.whip_request_keyframe(channel, now),
+                Output::RequestKeyframe { channel } => self.whip_request_keyframe(channel),
                 Output::Event(e) => match e {
                     RelayEvent::StreamEnded {
                         channel,
@@ -827,6 +833,13 @@ impl Server {
                 warn!("viewer {id}: str0m panicked on write: {p}");
                 self.viewer_drop(id, "internal error");
             }
+        }
+    }
+
+    /// Sets why a publisher's stream ends when it leaves (no-op for a viewer).
+    fn publisher_ends(&mut self, id: u64, reason: EndReason) {
+        if let Some(Role::Publisher(p)) = self.viewers.map.get_mut(&id).map(|v| &mut v.role) {
+            p.end = reason;
         }
     }
 
@@ -939,6 +952,7 @@ impl Server {
                 let _ = guarded(|| v.rtc.disconnect());
             }
             self.viewer_drive(id, now);
+            self.publisher_ends(id, EndReason::Shutdown);
             self.viewer_drop(id, "server shutting down");
         }
     }

@@ -24,7 +24,7 @@ use relay_core::{EndReason, MediaKind as RelayKind, RtpIn, StreamParams, VideoCo
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
-use str0m::{Candidate, Event, Rtc};
+use str0m::{Event, Rtc};
 
 use super::http::{Reply, Request, Response};
 use super::viewers::{guarded, mids_from_sdp, Pending, Role, Signal};
@@ -47,6 +47,9 @@ pub(super) struct Publisher {
     live: bool,
     /// The last sender report seen per track (video, audio), to pass on only new ones.
     reports: [Option<SystemTime>; 2],
+    /// Why its stream ends when it leaves: the connection was lost, unless a `DELETE` or the
+    /// shutdown said otherwise first.
+    pub(super) end: EndReason,
 }
 
 /// An offer waiting for the key service's answer.
@@ -146,78 +149,90 @@ impl Server {
         from: SocketAddr,
         now: Instant,
     ) -> Reply {
-        let refuse = |status: u16, why: &str| {
-            warn!("WHIP {from}: channel {channel}: {status} {why}");
-            Reply::Now(Response::text(status, why).cors())
+        let auth = match self.whip_request(channel, req, from, now) {
+            Ok(auth) => auth,
+            Err(resp) => return Reply::Now(self.whip_refused(from, channel, resp)),
         };
-        if self.auth_blocked(from.ip(), now) {
-            self.counters.whip_refused += 1;
-            let r = refuse(429, "too many failed authentications, retry later");
-            return match r {
-                Reply::Now(resp) => {
-                    Reply::Now(resp.header("Retry-After", self.args.auth_fail_window.to_string()))
-                }
-                other => other,
-            };
-        }
-        let Ok(channel) = channel.parse::<ChannelId>() else {
-            self.counters.whip_refused += 1;
-            return refuse(404, "no such channel");
-        };
-        let ct = req.header("Content-Type").unwrap_or_default();
-        if !ct.starts_with("application/sdp") {
-            self.counters.whip_refused += 1;
-            return refuse(415, "Content-Type must be application/sdp");
-        }
-        let Some(key) = bearer(req) else {
-            self.counters.whip_refused += 1;
-            return match refuse(401, "missing Authorization: Bearer <stream key>") {
-                Reply::Now(resp) => Reply::Now(resp.header("WWW-Authenticate", "Bearer")),
-                other => other,
-            };
-        };
-        let (key_channel, secret) = match StreamKey::parse_obs(key) {
-            Ok(x) => x,
-            Err(_) => (channel, StreamKey::new(key.as_bytes())),
-        };
-        if key_channel != channel {
-            self.counters.whip_refused += 1;
-            self.counters.auth_failures += 1;
-            self.note_auth_failure(from.ip(), now);
-            return refuse(401, "the stream key belongs to another channel");
-        }
-        let Ok(offer) = std::str::from_utf8(&req.body) else {
-            self.counters.whip_refused += 1;
-            return refuse(400, "the offer is not UTF-8");
-        };
-        if let Err((status, why)) = check_offer(offer) {
-            self.counters.whip_refused += 1;
-            return refuse(status, &why);
-        }
         if self.hooks.is_some() {
-            self.whip_auth.insert(
-                token,
-                WhipAuth {
-                    channel,
-                    secret,
-                    offer: offer.to_owned(),
-                    from,
-                },
-            );
+            let channel = auth.channel;
+            self.whip_auth.insert(token, auth);
             self.hook_lookup(channel, token, now);
             return Reply::Later;
         }
-        let answer = match self.keys.get(channel) {
+        let answer = match self.keys.get(auth.channel) {
             Some(c) => KeyAnswer::Key(c.stream_key()),
             None => KeyAnswer::Unknown,
         };
-        let auth = WhipAuth {
+        self.whip_checked(token, auth, &answer, now)
+    }
+
+    /// Counts and logs a refusal; every WHIP refusal passes here.
+    fn whip_refused(
+        &mut self,
+        from: SocketAddr,
+        channel: impl std::fmt::Display,
+        resp: Response,
+    ) -> Response {
+        self.counters.whip_refused += 1;
+        let why = String::from_utf8_lossy(&resp.body);
+        warn!(
+            "WHIP {from}: channel {channel}: {} {}",
+            resp.status,
+            why.trim()
+        );
+        resp.cors()
+    }
+
+    /// A wrong key: counted toward the per-address limit like FTL's.
+    fn whip_auth_failed(&mut self, from: SocketAddr, now: Instant) {
+        self.counters.auth_failures += 1;
+        self.note_auth_failure(from.ip(), now);
+    }
+
+    /// Checks what can be checked before the key is known: the address's record, the channel,
+    /// the content type, the bearer token's form and the offer.
+    fn whip_request(
+        &mut self,
+        channel: &str,
+        req: &Request,
+        from: SocketAddr,
+        now: Instant,
+    ) -> Result<WhipAuth, Response> {
+        if self.auth_blocked(from.ip(), now) {
+            return Err(
+                Response::text(429, "too many failed authentications, retry later")
+                    .header("Retry-After", self.args.auth_fail_window.to_string()),
+            );
+        }
+        let channel = channel
+            .parse::<ChannelId>()
+            .map_err(|_| Response::text(404, "no such channel"))?;
+        let ct = req.header("Content-Type").unwrap_or_default();
+        if !ct.starts_with("application/sdp") {
+            return Err(Response::text(415, "Content-Type must be application/sdp"));
+        }
+        let key = bearer(req).ok_or_else(|| {
+            Response::text(401, "missing Authorization: Bearer <stream key>")
+                .header("WWW-Authenticate", "Bearer")
+        })?;
+        let (key_channel, secret) =
+            StreamKey::parse_obs(key).unwrap_or_else(|_| (channel, StreamKey::new(key.as_bytes())));
+        if key_channel != channel {
+            self.whip_auth_failed(from, now);
+            return Err(Response::text(
+                401,
+                "the stream key belongs to another channel",
+            ));
+        }
+        let offer = std::str::from_utf8(&req.body)
+            .map_err(|_| Response::text(400, "the offer is not UTF-8"))?;
+        check_offer(offer).map_err(|(status, why)| Response::text(status, &why))?;
+        Ok(WhipAuth {
             channel,
             secret,
             offer: offer.to_owned(),
             from,
-        };
-        self.whip_checked(token, auth, &answer, now)
+        })
     }
 
     /// The key service answered for an offer waiting on `token`.
@@ -231,7 +246,7 @@ impl Server {
         }
     }
 
-    /// Judges the key, then answers (or queues for an `Rtc`).
+    /// Judges the key and the limits, then answers (or queues for an `Rtc`).
     fn whip_checked(
         &mut self,
         token: Token,
@@ -245,36 +260,30 @@ impl Server {
             offer,
             from,
         } = auth;
-        let refuse = |status: u16, why: &str| {
-            warn!("WHIP {from}: channel {channel}: {status} {why}");
-            Reply::Now(Response::text(status, why).cors())
-        };
-        match answer {
-            KeyAnswer::Key(k) if same_key(k, &secret) => {}
+        let refusal = match answer {
+            KeyAnswer::Key(k) if same_key(k, &secret) => None,
             KeyAnswer::Key(_) => {
-                self.counters.whip_refused += 1;
-                self.counters.auth_failures += 1;
-                self.note_auth_failure(from.ip(), now);
-                return refuse(401, "wrong stream key");
+                self.whip_auth_failed(from, now);
+                Some(Response::text(401, "wrong stream key"))
             }
             KeyAnswer::Unknown => {
-                self.counters.whip_refused += 1;
-                self.counters.auth_failures += 1;
-                self.note_auth_failure(from.ip(), now);
-                return refuse(404, "no such channel");
+                self.whip_auth_failed(from, now);
+                Some(Response::text(404, "no such channel"))
             }
-            KeyAnswer::Failed => {
-                self.counters.whip_refused += 1;
-                return refuse(500, "key service unavailable");
+            KeyAnswer::Failed => Some(Response::text(500, "key service unavailable")),
+        };
+        let refusal = refusal.or_else(|| {
+            let full =
+                !self.relay.is_live(channel) && self.relay.live_streams() >= self.args.max_streams;
+            let peers = self.viewers.len() + self.viewers.pending() >= self.args.max_viewers;
+            match (full, peers) {
+                (true, _) => Some(Response::text(503, "stream limit reached")),
+                (_, true) => Some(Response::text(503, "peer limit reached")),
+                _ => None,
             }
-        }
-        if !self.relay.is_live(channel) && self.relay.live_streams() >= self.args.max_streams {
-            self.counters.whip_refused += 1;
-            return refuse(503, "stream limit reached");
-        }
-        if self.viewers.len() + self.viewers.pending() >= self.args.max_viewers {
-            self.counters.whip_refused += 1;
-            return refuse(503, "peer limit reached");
+        });
+        if let Some(resp) = refusal {
+            return Reply::Now(self.whip_refused(from, channel, resp));
         }
         match self.pool.take() {
             Some(rtc) => Reply::Now(self.whip_answer(rtc, channel, &offer, from, now)),
@@ -300,28 +309,10 @@ impl Server {
         from: SocketAddr,
         now: Instant,
     ) -> Response {
-        let offer = match SdpOffer::from_sdp_string(offer) {
-            Ok(o) => o,
-            Err(e) => return Response::text(400, &format!("invalid SDP offer: {e}")).cors(),
+        let answer_sdp = match self.accept_offer(&mut rtc, offer) {
+            Ok(a) => a,
+            Err(resp) => return self.whip_refused(from, channel, resp),
         };
-        for c in &self.viewers.candidates {
-            if let Ok(c) = Candidate::host(*c, "udp") {
-                rtc.add_local_candidate(c);
-            }
-        }
-        let answer = match guarded(|| rtc.sdp_api().accept_offer(offer)) {
-            Ok(Ok(a)) => a,
-            Ok(Err(e)) => {
-                self.counters.whip_refused += 1;
-                warn!("WHIP {from}: channel {channel}: cannot accept the offer: {e}");
-                return Response::text(400, &format!("cannot accept the offer: {e}")).cors();
-            }
-            Err(p) => {
-                warn!("str0m panicked accepting a WHIP offer: {p}");
-                return Response::text(500, "internal error").cors();
-            }
-        };
-        let answer_sdp = answer.to_sdp_string();
         // The payload types of each track, as negotiated (RTX is unwrapped by str0m).
         let codecs = rtc.codec_config().params().to_vec();
         let mut publisher = Publisher {
@@ -331,6 +322,7 @@ impl Server {
             audio_pts: Vec::new(),
             live: false,
             reports: [None, None],
+            end: EndReason::ControlLost,
         };
         for (mid, kind) in mids_from_sdp(&answer_sdp) {
             let mid = Mid::from(mid.as_str());
@@ -352,13 +344,8 @@ impl Server {
             }
         }
         if publisher.video_pts.is_empty() && publisher.audio_pts.is_empty() {
-            self.counters.whip_refused += 1;
-            warn!("WHIP {from}: channel {channel}: nothing usable was negotiated");
-            return Response::text(
-                406,
-                &format!("nothing usable was negotiated; this server takes {SUPPORTED}"),
-            )
-            .cors();
+            let why = format!("nothing usable was negotiated; this server takes {SUPPORTED}");
+            return self.whip_refused(from, channel, Response::text(406, &why));
         }
         let session = Alphanumeric.sample_string(&mut rand::rng(), 24);
         let id = self.viewer_insert(rtc, channel, Signal::Whip(session.clone()), None, now);
@@ -463,7 +450,7 @@ impl Server {
     }
 
     /// The relay wants a keyframe of `channel`: a PLI to its publisher.
-    pub(super) fn whip_request_keyframe(&mut self, channel: ChannelId, now: Instant) {
+    pub(super) fn whip_request_keyframe(&mut self, channel: ChannelId) {
         let Some(&id) = self.whip_live.get(&channel) else {
             return;
         };
@@ -488,7 +475,6 @@ impl Server {
             log::debug!("channel {channel}: PLI to WHIP publisher {id}");
             self.viewers_mark_dirty(id);
         }
-        let _ = now;
     }
 
     /// A publisher left the peer table: its stream ends if it still owns the channel.
@@ -502,15 +488,10 @@ impl Server {
         }
         self.whip_live.remove(&channel);
         let now = Instant::now();
-        let (reason, name) = match why {
-            "WHIP session deleted" => (EndReason::Disconnect, "disconnect"),
-            "server shutting down" => (EndReason::Shutdown, "shutdown"),
-            _ => (EndReason::ControlLost, "control_lost"),
-        };
         let stats = self.relay.stream_stats(channel, now);
-        self.relay.stop_stream(channel, reason);
+        self.relay.stop_stream(channel, p.end);
         self.viewers_stream_state(channel, false);
-        self.hook_stream_ended(channel, name, stats, now);
+        self.hook_stream_ended(channel, p.end, stats, now);
     }
 
     /// Before a new stream goes live on `channel`: whoever owns it now (an FTL session other
@@ -520,7 +501,7 @@ impl Server {
         if let Some(old) = self.whip_live.remove(&channel) {
             info!("channel {channel}: a new session replaces WHIP publisher {old}");
             let stats = self.relay.stream_stats(channel, now);
-            self.hook_stream_ended(channel, "replaced", stats, now);
+            self.hook_stream_ended(channel, EndReason::Replaced, stats, now);
             self.viewer_drop(old, "replaced by a newer session");
         }
         self.ftl_let_go(channel, except, now);
@@ -532,7 +513,7 @@ impl Server {
             return false;
         };
         self.viewers_stream_state(channel, false);
-        self.hook_stream_ended(channel, "media_timeout", None, now);
+        self.hook_stream_ended(channel, EndReason::MediaTimeout, None, now);
         self.viewer_drop(id, "no media");
         true
     }
