@@ -117,7 +117,7 @@ fn two_channels_are_isolated() {
 #[test]
 fn a_wrong_key_is_refused_with_405() {
     let server = TestServer::start();
-    let opts = server_mio::client::ClientOptions {
+    let opts = server_mio::tools::client::ClientOptions {
         server: server.addrs.ftl.to_string(),
         stream_key: "77-not-the-key".into(),
         video: Some(VIDEO_A.to_vec()),
@@ -130,23 +130,27 @@ fn a_wrong_key_is_refused_with_405() {
         speed_test: false,
         sent_log: None,
     };
-    let err =
-        server_mio::client::stream(&opts, &std::sync::atomic::AtomicBool::new(false)).unwrap_err();
+    let err = server_mio::tools::client::stream(&opts, &std::sync::atomic::AtomicBool::new(false))
+        .unwrap_err();
     match err {
-        server_mio::client::ClientError::Protocol(ftl_proto::Error::Refused { status, .. }) => {
+        server_mio::tools::client::ClientError::Protocol(ftl_proto::Error::Refused {
+            status,
+            ..
+        }) => {
             assert_eq!(status.code(), 405)
         }
         other => panic!("{other:?}"),
     }
-    let unknown = server_mio::client::ClientOptions {
+    let unknown = server_mio::tools::client::ClientOptions {
         stream_key: "5-abc".into(),
         ..opts
     };
-    let err = server_mio::client::stream(&unknown, &std::sync::atomic::AtomicBool::new(false))
-        .unwrap_err();
+    let err =
+        server_mio::tools::client::stream(&unknown, &std::sync::atomic::AtomicBool::new(false))
+            .unwrap_err();
     assert!(matches!(
         err,
-        server_mio::client::ClientError::Protocol(ftl_proto::Error::Refused { .. })
+        server_mio::tools::client::ClientError::Protocol(ftl_proto::Error::Refused { .. })
     ));
     assert_eq!(server.metric("itg_auth_failures_total"), 2.0);
     assert!(live(&server, 77).is_none());

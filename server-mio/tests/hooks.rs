@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-use server_mio::client::{stream, ClientError, ClientOptions};
+use server_mio::tools::client::{stream, ClientError, ClientOptions};
 
 /// How the mock answers.
 #[derive(Clone)]
@@ -162,7 +162,7 @@ fn client(server: &TestServer, key: &str, duration: Option<Duration>) -> ClientO
     }
 }
 
-fn refused_with(r: Result<server_mio::client::ClientStats, ClientError>) -> (u16, String) {
+fn refused_with(r: Result<server_mio::tools::client::ClientStats, ClientError>) -> (u16, String) {
     match r {
         Err(ClientError::Protocol(ftl_proto::Error::Refused { status, reason })) => {
             (status.code(), reason)

@@ -17,9 +17,9 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use server_mio::client::{stream, ClientError, ClientOptions, ClientStats};
 use server_mio::keys::KeyStore;
-use server_mio::probe::{http, Viewer};
+use server_mio::tools::client::{stream, ClientError, ClientOptions, ClientStats};
+use server_mio::tools::probe::{http, Viewer};
 
 const VIDEO: &[u8] = include_bytes!("../../relay-core/tests/data/video-320x180-30fps-4s.h264");
 const AUDIO: &[u8] = include_bytes!("../../relay-core/tests/data/audio-opus-48k-4s.ogg");
@@ -571,14 +571,14 @@ fn limits_are_refused_with_a_clear_status() {
     }
     // A second viewer: the per-channel limit.
     match Viewer::whep(srv.http, 77) {
-        Err(server_mio::probe::JoinError::Refused(r)) => assert_eq!(r.status, 503),
+        Err(server_mio::tools::probe::JoinError::Refused(r)) => assert_eq!(r.status, 503),
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("a second viewer was let in"),
     }
     // The total limit: one more viewer (on the offline channel 88) fits, the next does not.
     let _waiting = Viewer::whep(srv.http, 88).unwrap();
     match Viewer::whep(srv.http, 88) {
-        Err(server_mio::probe::JoinError::Refused(r)) => {
+        Err(server_mio::tools::probe::JoinError::Refused(r)) => {
             assert_eq!(r.status, 503);
             assert!(String::from_utf8_lossy(&r.body).contains("viewer limit"));
         }

@@ -19,7 +19,7 @@ use common::*;
 use ftl_proto::StreamKey;
 use relay_core::RelayConfig;
 use server_mio::capture::read_sessions;
-use server_mio::replay::{replay, restream, ReplayOptions};
+use server_mio::tools::replay::{replay, restream, ReplayOptions};
 
 fn captures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/captures")

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 
 use clap::Parser;
-use server_mio::client::{stream, ClientOptions, MediaArgs};
+use server_mio::tools::client::{stream, ClientOptions, MediaArgs};
 
 /// Streams an H.264 Annex-B file and an Opus (Ogg) file to an FTL server with real-time pacing.
 #[derive(Debug, Parser)]

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use server_mio::client::{rtp_sender, stream, ClientOptions, SentLog};
-use server_mio::probe::Viewer;
+use server_mio::tools::client::{rtp_sender, stream, ClientOptions, SentLog};
+use server_mio::tools::probe::Viewer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Target {

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use ftl_proto::StreamKey;
 use relay_core::RelayConfig;
 use server_mio::capture::read_sessions;
-use server_mio::replay::{replay, restream, ReplayOptions};
+use server_mio::tools::replay::{replay, restream, ReplayOptions};
 
 /// Replays FTL ingest sessions recorded as pcap (by `server-mio --capture` or `tcpdump -i lo`).
 #[derive(Debug, Parser)]

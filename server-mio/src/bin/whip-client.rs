@@ -4,8 +4,8 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 
 use clap::Parser;
-use server_mio::client::MediaArgs;
-use server_mio::whip_client::{publish, WhipOptions};
+use server_mio::tools::client::MediaArgs;
+use server_mio::tools::whip_client::{publish, WhipOptions};
 
 /// Publishes an H.264 Annex-B file and an Opus (Ogg) file to a WHIP endpoint (RFC 9725), as a
 /// WebRTC encoder would: real-time pacing, NACK answers over RTX, a keyframe on request.

@@ -180,9 +180,9 @@ impl Server {
         for token in waiting {
             if self.whip_auth.contains_key(&token) {
                 let a = match &answer {
-                    Answer::Key(k) => super::whip::KeyAnswer::Key(k.clone()),
-                    Answer::Unknown => super::whip::KeyAnswer::Unknown,
-                    Answer::Failed(_) => super::whip::KeyAnswer::Failed,
+                    Answer::Key(k) => super::webrtc::whip::KeyAnswer::Key(k.clone()),
+                    Answer::Unknown => super::webrtc::whip::KeyAnswer::Unknown,
+                    Answer::Failed(_) => super::webrtc::whip::KeyAnswer::Failed,
                 };
                 self.whip_key_answer(token, &a, now);
                 continue;
@@ -437,7 +437,7 @@ impl Server {
             "video": video.then(|| json!({ "codec": "H264" })),
             "audio": audio.then(|| json!({ "codec": "OPUS" })),
         });
-        self.hook_start_event(channel, super::whip::PROTOCOL, details, now);
+        self.hook_start_event(channel, super::webrtc::whip::PROTOCOL, details, now);
     }
 
     /// `stream_start`: the fields every protocol has, then the protocol's own `details`.

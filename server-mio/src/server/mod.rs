@@ -15,10 +15,8 @@ mod api;
 mod control;
 mod hooks;
 mod http;
-mod pool;
 mod static_files;
-mod viewers;
-mod whip;
+mod webrtc;
 mod ws;
 
 use std::collections::{BTreeMap, HashMap};
@@ -150,8 +148,8 @@ pub struct Server {
     again: Vec<Token>,
     media: BTreeMap<ChannelId, MediaSocket>,
     media_tokens: HashMap<Token, ChannelId>,
-    viewers: viewers::Viewers,
-    pool: pool::RtcPool,
+    viewers: webrtc::peers::Viewers,
+    pool: webrtc::pool::RtcPool,
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
@@ -161,7 +159,7 @@ pub struct Server {
     /// Channels whose live stream a WHIP publisher owns, and which (peer id).
     whip_live: BTreeMap<ChannelId, u64>,
     /// WHIP offers waiting for the key service, by HTTP connection.
-    whip_auth: HashMap<Token, whip::WhipAuth>,
+    whip_auth: HashMap<Token, webrtc::whip::WhipAuth>,
     /// The external key service and event sink, with `--auth-url`.
     hooks: Option<crate::hooks::Hooks>,
     started: Instant,
@@ -241,14 +239,14 @@ impl Server {
             media_timeout: Duration::from_secs(args.media_timeout),
             ..RelayConfig::default()
         });
-        let candidates = viewers::host_candidates(args.addr, addrs.webrtc.port(), args.ip);
+        let candidates = webrtc::peers::host_candidates(args.addr, addrs.webrtc.port(), args.ip);
         info!(
             "listening: FTL {} HTTP {} WebRTC {} (candidates {:?})",
             addrs.ftl, addrs.http, addrs.webrtc, candidates
         );
         Ok(Server {
-            viewers: viewers::Viewers::new(candidates),
-            pool: pool::RtcPool::start(waker.clone()),
+            viewers: webrtc::peers::Viewers::new(candidates),
+            pool: webrtc::pool::RtcPool::start(waker.clone()),
             poll,
             args,
             keys,

@@ -17,12 +17,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ftl_proto::media::packetize::split_annexb;
-use server_mio::client::{stream, ClientError, ClientOptions, ClientStats};
 use server_mio::config::ServerArgs;
 use server_mio::keys::KeyStore;
-pub use server_mio::probe::{http as try_http, HttpResponse, Viewer};
 use server_mio::server::{Addrs, Handle, Server};
-pub use server_mio::whip_client::{publish, WhipError, WhipOptions, WhipStats};
+use server_mio::tools::client::{stream, ClientError, ClientOptions, ClientStats};
+pub use server_mio::tools::probe::{http as try_http, HttpResponse, Viewer};
+pub use server_mio::tools::whip_client::{publish, WhipError, WhipOptions, WhipStats};
 
 pub const VIDEO_A: &[u8] =
     include_bytes!("../../../relay-core/tests/data/video-320x180-30fps-4s.h264");
@@ -304,7 +304,10 @@ pub fn http(
 pub struct TestViewer;
 
 impl TestViewer {
-    pub fn whep(server: &TestServer, channel: u32) -> Result<Viewer, server_mio::probe::JoinError> {
+    pub fn whep(
+        server: &TestServer,
+        channel: u32,
+    ) -> Result<Viewer, server_mio::tools::probe::JoinError> {
         Viewer::whep(server.addrs.http, channel)
     }
 

@@ -13,7 +13,7 @@ use mio::Waker;
 use str0m::{Rtc, RtcConfig};
 
 /// How many ready `Rtc`s the loop keeps at hand.
-pub(super) const WARM: usize = 8;
+pub(in crate::server) const WARM: usize = 8;
 /// Video packets str0m keeps per viewer to answer NACKs (RTX). ~0.42 KB a slot: 512 slots keep
 /// ~0.5 s at 6 Mbit/s for ~215 KB a viewer (the default 1000 would cost ~420 KB).
 const SEND_BUFFER_VIDEO: usize = 512;
@@ -24,7 +24,7 @@ enum Request {
 }
 
 /// The helper thread and the ready `Rtc`s.
-pub(super) struct RtcPool {
+pub(in crate::server) struct RtcPool {
     ready: Vec<Rtc>,
     requested: usize,
     tx: Sender<Request>,
@@ -33,7 +33,7 @@ pub(super) struct RtcPool {
 
 /// The configuration every viewer's `Rtc` gets: ICE-lite, RTP mode, receive-only viewers of
 /// H.264 (packetization mode 1, the profiles browsers take) and Opus.
-pub(super) fn rtc_config() -> RtcConfig {
+pub(in crate::server) fn rtc_config() -> RtcConfig {
     let mut cfg = Rtc::builder()
         .set_ice_lite(true)
         .set_rtp_mode(true)
@@ -53,7 +53,7 @@ pub(super) fn rtc_config() -> RtcConfig {
 }
 
 impl RtcPool {
-    pub(super) fn start(waker: Arc<Waker>) -> RtcPool {
+    pub(in crate::server) fn start(waker: Arc<Waker>) -> RtcPool {
         let (req_tx, req_rx) = mpsc::channel::<Request>();
         let (rtc_tx, rtc_rx) = mpsc::channel::<Rtc>();
         let spawned = thread::Builder::new()
@@ -91,7 +91,7 @@ impl RtcPool {
     }
 
     /// Moves finished `Rtc`s into the ready list (call on the waker's event).
-    pub(super) fn collect(&mut self) {
+    pub(in crate::server) fn collect(&mut self) {
         while let Ok(rtc) = self.rx.try_recv() {
             self.requested = self.requested.saturating_sub(1);
             self.ready.push(rtc);
@@ -99,14 +99,14 @@ impl RtcPool {
     }
 
     /// A ready `Rtc`, if any; asks for more in the background either way.
-    pub(super) fn take(&mut self) -> Option<Rtc> {
+    pub(in crate::server) fn take(&mut self) -> Option<Rtc> {
         let rtc = self.ready.pop();
         self.refill();
         rtc
     }
 
     /// Asks for `n` more beyond the warm level (a burst of joins waiting).
-    pub(super) fn want(&mut self, waiting: usize) {
+    pub(in crate::server) fn want(&mut self, waiting: usize) {
         let target = WARM + waiting;
         let have = self.ready.len() + self.requested;
         if have < target {
@@ -120,7 +120,7 @@ impl RtcPool {
         self.want(0);
     }
 
-    pub(super) fn stop(&mut self) {
+    pub(in crate::server) fn stop(&mut self) {
         let _ = self.tx.send(Request::Stop);
     }
 }

@@ -177,7 +177,7 @@ pub struct Viewer {
     /// Datagrams dropped by `drop_every`.
     pub dropped: u64,
     /// The sender's log of send instants: set it to measure per-packet latency.
-    pub sent_log: Option<crate::client::SentLog>,
+    pub sent_log: Option<crate::tools::client::SentLog>,
     /// Per-packet latency samples in microseconds (from the sender's send to this arrival).
     pub latency_us: Vec<u32>,
     rtp_seen: u32,
@@ -481,10 +481,10 @@ impl Viewer {
             Event::Connected => self.connected = Some(Instant::now()),
             Event::RtpPacket(p) => {
                 if let Some(log) = &self.sent_log {
-                    let sent = log
-                        .lock()
-                        .ok()
-                        .and_then(|m| m.get(&crate::client::payload_hash(&p.payload)).copied());
+                    let sent = log.lock().ok().and_then(|m| {
+                        m.get(&crate::tools::client::payload_hash(&p.payload))
+                            .copied()
+                    });
                     if let Some(t) = sent {
                         if self.latency_us.len() < 200_000 {
                             self.latency_us

@@ -30,12 +30,12 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rtc};
 
-use super::http::{Reply, Response};
-use super::{Server, READ_BUDGET};
+use crate::server::http::{Reply, Response};
+use crate::server::{Server, READ_BUDGET};
 
 /// How a viewer was signalled.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Signal {
+pub(in crate::server) enum Signal {
     /// WHEP session id (the `Location`'s last segment).
     Whep(String),
     /// WebSocket connection.
@@ -45,30 +45,30 @@ pub(super) enum Signal {
 }
 
 /// What a peer is to the relay.
-pub(super) enum Role {
+pub(in crate::server) enum Role {
     /// Watches a channel: the relay's packets go to it.
     Viewer,
     /// Publishes to a channel over WHIP: its packets go to the relay.
     Publisher(super::whip::Publisher),
 }
 
-pub(super) struct Viewer {
-    pub(super) rtc: Rtc,
-    pub(super) channel: ChannelId,
+pub(in crate::server) struct Viewer {
+    pub(in crate::server) rtc: Rtc,
+    pub(in crate::server) channel: ChannelId,
     relay_id: Option<ViewerId>,
     video: Option<(Mid, Pt)>,
     audio: Option<(Mid, Pt)>,
     ufrag: String,
     addrs: Vec<SocketAddr>,
-    pub(super) created: Instant,
+    pub(in crate::server) created: Instant,
     connected_at: Option<Instant>,
-    pub(super) signal: Signal,
+    pub(in crate::server) signal: Signal,
     timeout: Instant,
     pending_offer: Option<SdpPendingOffer>,
-    pub(super) role: Role,
+    pub(in crate::server) role: Role,
 }
 
-pub(super) enum Pending {
+pub(in crate::server) enum Pending {
     Whep {
         token: Token,
         channel: ChannelId,
@@ -82,30 +82,34 @@ pub(super) enum Pending {
     Whip {
         token: Token,
         channel: ChannelId,
-        offer: String,
+        offer: SdpOffer,
         from: SocketAddr,
     },
 }
 
 /// All viewers and their indexes.
-pub(super) struct Viewers {
-    pub(super) map: HashMap<u64, Viewer>,
+pub(in crate::server) struct Viewers {
+    pub(in crate::server) map: HashMap<u64, Viewer>,
     by_addr: HashMap<SocketAddr, u64>,
     by_ufrag: HashMap<String, u64>,
     by_relay: HashMap<ViewerId, u64>,
-    pub(super) by_whep: HashMap<String, u64>,
+    pub(in crate::server) by_whep: HashMap<String, u64>,
     /// WHIP session id to publisher.
-    pub(super) by_whip: HashMap<String, u64>,
+    pub(in crate::server) by_whip: HashMap<String, u64>,
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
     dirty: Vec<u64>,
-    pub(super) pending: VecDeque<Pending>,
-    pub(super) candidates: Vec<SocketAddr>,
+    pub(in crate::server) pending: VecDeque<Pending>,
+    pub(in crate::server) candidates: Vec<SocketAddr>,
     next_id: u64,
 }
 
 /// The host candidates advertised to viewers: the bind address, or every interface address
 /// for a wildcard bind; plus the public `--ip`.
-pub(super) fn host_candidates(bind: IpAddr, port: u16, public: Option<IpAddr>) -> Vec<SocketAddr> {
+pub(in crate::server) fn host_candidates(
+    bind: IpAddr,
+    port: u16,
+    public: Option<IpAddr>,
+) -> Vec<SocketAddr> {
     let mut ips: Vec<IpAddr> = Vec::new();
     if bind.is_unspecified() {
         if let Ok(ifs) = if_addrs::get_if_addrs() {
@@ -133,7 +137,7 @@ pub(super) fn host_candidates(bind: IpAddr, port: u16, public: Option<IpAddr>) -
 }
 
 impl Viewers {
-    pub(super) fn new(candidates: Vec<SocketAddr>) -> Self {
+    pub(in crate::server) fn new(candidates: Vec<SocketAddr>) -> Self {
         Viewers {
             map: HashMap::new(),
             by_addr: HashMap::new(),
@@ -149,19 +153,19 @@ impl Viewers {
         }
     }
 
-    pub(super) fn next_timeout(&self) -> Option<Instant> {
+    pub(in crate::server) fn next_timeout(&self) -> Option<Instant> {
         self.heap.peek().map(|Reverse((t, _))| *t)
     }
 
-    pub(super) fn len(&self) -> usize {
+    pub(in crate::server) fn len(&self) -> usize {
         self.map.len()
     }
 
-    pub(super) fn connected(&self) -> usize {
+    pub(in crate::server) fn connected(&self) -> usize {
         self.map.values().filter(|v| v.relay_id.is_some()).count()
     }
 
-    pub(super) fn pending(&self) -> usize {
+    pub(in crate::server) fn pending(&self) -> usize {
         self.pending.len()
     }
 
@@ -180,7 +184,7 @@ impl Viewers {
 }
 
 /// The `(mid, kind)` of each audio and video m-line of an SDP that is not rejected (port 0).
-pub(super) fn mids_from_sdp(sdp: &str) -> Vec<(String, MediaKind)> {
+pub(in crate::server) fn mids_from_sdp(sdp: &str) -> Vec<(String, MediaKind)> {
     let mut out = Vec::new();
     let mut kind: Option<MediaKind> = None;
     for line in sdp.lines() {
@@ -202,7 +206,7 @@ pub(super) fn mids_from_sdp(sdp: &str) -> Vec<(String, MediaKind)> {
 }
 
 /// Runs `f` on a viewer's `Rtc`, turning a panic into an error.
-pub(super) fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+pub(in crate::server) fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
         p.downcast_ref::<&str>()
             .map(|s| s.to_string())
@@ -213,7 +217,7 @@ pub(super) fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 
 impl Server {
     /// A WHEP offer: answered at once with a ready `Rtc`, or as soon as one is built.
-    pub(super) fn whep_offer(
+    pub(in crate::server) fn whep_offer(
         &mut self,
         token: Token,
         channel: ChannelId,
@@ -240,7 +244,7 @@ impl Server {
         }
     }
 
-    pub(super) fn viewer_admission(&self, channel: ChannelId) -> Result<(), Response> {
+    pub(in crate::server) fn viewer_admission(&self, channel: ChannelId) -> Result<(), Response> {
         let total = self.viewers.len() + self.viewers.pending();
         if total >= self.args.max_viewers {
             return Err(Response::text(503, "viewer limit reached").cors());
@@ -251,11 +255,13 @@ impl Server {
         Ok(())
     }
 
-    /// Adds the host candidates and accepts an offer (WHEP or WHIP): the answer's SDP, or the
-    /// refusal (`400` for an offer str0m cannot take, `500` for a str0m panic).
-    pub(super) fn accept_offer(&self, rtc: &mut Rtc, offer: &str) -> Result<String, Response> {
-        let offer = SdpOffer::from_sdp_string(offer)
-            .map_err(|e| Response::text(400, &format!("invalid SDP offer: {e}")))?;
+    /// Adds the host candidates and accepts a parsed offer (WHEP or WHIP): the answer's SDP,
+    /// or the refusal (`400` for an offer str0m cannot take, `500` for a str0m panic).
+    pub(in crate::server) fn accept_offer(
+        &self,
+        rtc: &mut Rtc,
+        offer: SdpOffer,
+    ) -> Result<String, Response> {
         for c in &self.viewers.candidates {
             if let Ok(c) = Candidate::host(*c, "udp") {
                 rtc.add_local_candidate(c);
@@ -281,7 +287,10 @@ impl Server {
         offer: &str,
         now: Instant,
     ) -> Response {
-        let answer_sdp = match self.accept_offer(&mut rtc, offer) {
+        let parsed = SdpOffer::from_sdp_string(offer)
+            .map_err(|e| Response::text(400, &format!("invalid SDP offer: {e}")))
+            .and_then(|o| self.accept_offer(&mut rtc, o));
+        let answer_sdp = match parsed {
             Ok(a) => a,
             Err(resp) => {
                 if resp.status != 500 {
@@ -304,7 +313,12 @@ impl Server {
 
     /// `201 Created` for a WHEP or WHIP session: the answer, its `Location` and `ETag`, and the
     /// ICE servers as `Link` headers (RFC 9725 §4.4).
-    pub(super) fn session_created(&self, answer: String, location: &str, etag: &str) -> Response {
+    pub(in crate::server) fn session_created(
+        &self,
+        answer: String,
+        location: &str,
+        etag: &str,
+    ) -> Response {
         let mut resp = Response::new(201, "application/sdp", answer)
             .header("Location", location.to_owned())
             .header("ETag", format!("\"{etag}\""))
@@ -316,7 +330,7 @@ impl Server {
     }
 
     /// Ends the peer of a WHEP or WHIP session id; whether there was one.
-    pub(super) fn session_delete(&mut self, session: &str, whip: bool) -> bool {
+    pub(in crate::server) fn session_delete(&mut self, session: &str, whip: bool) -> bool {
         let table = if whip {
             &self.viewers.by_whip
         } else {
@@ -335,7 +349,12 @@ impl Server {
     }
 
     /// A WebSocket viewer: the server offers (the seed's protocol).
-    pub(super) fn ws_viewer_create(&mut self, token: Token, channel: ChannelId, now: Instant) {
+    pub(in crate::server) fn ws_viewer_create(
+        &mut self,
+        token: Token,
+        channel: ChannelId,
+        now: Instant,
+    ) {
         if let Err(resp) = self.viewer_admission(channel) {
             let why = String::from_utf8_lossy(&resp.body).trim().to_owned();
             self.ws_send_json(token, "error", serde_json::json!({ "message": why }));
@@ -397,7 +416,12 @@ impl Server {
     }
 
     /// The browser's answer to a WebSocket offer.
-    pub(super) fn ws_answer(&mut self, id: u64, sdp: &str, now: Instant) -> Result<(), String> {
+    pub(in crate::server) fn ws_answer(
+        &mut self,
+        id: u64,
+        sdp: &str,
+        now: Instant,
+    ) -> Result<(), String> {
         let v = self.viewers.map.get_mut(&id).ok_or("no viewer")?;
         let pending = v.pending_offer.take().ok_or("no offer pending")?;
         let answer =
@@ -413,7 +437,7 @@ impl Server {
     }
 
     /// A trickled candidate from a WebSocket viewer (not needed with ICE-lite, but harmless).
-    pub(super) fn ws_candidate(&mut self, id: u64, candidate: &str) {
+    pub(in crate::server) fn ws_candidate(&mut self, id: u64, candidate: &str) {
         if let Some(v) = self.viewers.map.get_mut(&id) {
             let line = candidate.trim_start_matches("a=");
             if let Ok(c) = Candidate::from_sdp_string(line) {
@@ -422,7 +446,7 @@ impl Server {
         }
     }
 
-    pub(super) fn viewer_insert(
+    pub(in crate::server) fn viewer_insert(
         &mut self,
         mut rtc: Rtc,
         channel: ChannelId,
@@ -543,7 +567,7 @@ impl Server {
     }
 
     /// Hands freshly built `Rtc`s to waiting viewers.
-    pub(super) fn pool_ready(&mut self, now: Instant) {
+    pub(in crate::server) fn pool_ready(&mut self, now: Instant) {
         self.pool.collect();
         while let Some(p) = self.viewers.pending.pop_front() {
             let Some(rtc) = self.pool.take() else {
@@ -571,7 +595,7 @@ impl Server {
                     offer,
                     from,
                 } => {
-                    let resp = self.whip_answer(rtc, channel, &offer, from, now);
+                    let resp = self.whip_answer(rtc, channel, offer, from, now);
                     self.http_respond(token, resp);
                 }
             }
@@ -579,13 +603,13 @@ impl Server {
     }
 
     /// An HTTP connection went away: forget a WHEP offer it was waiting on.
-    pub(super) fn viewers_http_gone(&mut self, token: Token) {
+    pub(in crate::server) fn viewers_http_gone(&mut self, token: Token) {
         self.viewers
             .pending
             .retain(|p| !matches!(p, Pending::Whep { token: t, .. } | Pending::Ws { token: t, .. } | Pending::Whip { token: t, .. } if *t == token));
     }
 
-    pub(super) fn read_webrtc(&mut self, now: Instant) {
+    pub(in crate::server) fn read_webrtc(&mut self, now: Instant) {
         for _ in 0..READ_BUDGET {
             let (n, source) = match self.rtc_socket.recv_from(&mut self.buf) {
                 Ok(x) => x,
@@ -647,11 +671,11 @@ impl Server {
             }
             self.viewer_drive(id, now);
         }
-        self.again.push(super::WEBRTC_SOCKET);
+        self.again.push(crate::server::WEBRTC_SOCKET);
     }
 
     /// Polls a peer's `Rtc` until it wants a timeout; sends its datagrams, handles events.
-    pub(super) fn viewer_drive(&mut self, id: u64, now: Instant) {
+    pub(in crate::server) fn viewer_drive(&mut self, id: u64, now: Instant) {
         let connect_timeout = Duration::from_secs(self.args.viewer_connect_timeout);
         loop {
             let Some(v) = self.viewers.map.get_mut(&id) else {
@@ -742,7 +766,7 @@ impl Server {
     }
 
     /// Runs the timeouts of viewers that are due.
-    pub(super) fn viewers_timeouts(&mut self, now: Instant) {
+    pub(in crate::server) fn viewers_timeouts(&mut self, now: Instant) {
         while let Some(Reverse((t, id))) = self.viewers.heap.peek().copied() {
             if t > now {
                 break;
@@ -765,7 +789,7 @@ impl Server {
     }
 
     /// Drains the relay: packets to viewers, datagrams to FTL clients, events.
-    pub(super) fn drain_relay(&mut self, now: Instant) {
+    pub(in crate::server) fn drain_relay(&mut self, now: Instant) {
         while let Some(o) = self.relay.poll_output() {
             match o {
                 Output::Forward(f) => self.viewer_write(f),
@@ -844,14 +868,14 @@ impl Server {
     }
 
     /// Marks a peer to be driven at the end of this iteration (it has something to send).
-    pub(super) fn viewers_mark_dirty(&mut self, id: u64) {
+    pub(in crate::server) fn viewers_mark_dirty(&mut self, id: u64) {
         if self.viewers.dirty.last() != Some(&id) {
             self.viewers.dirty.push(id);
         }
     }
 
     /// Sends what the viewers that got packets put out.
-    pub(super) fn viewers_flush(&mut self, now: Instant) {
+    pub(in crate::server) fn viewers_flush(&mut self, now: Instant) {
         let mut dirty = std::mem::take(&mut self.viewers.dirty);
         dirty.sort_unstable();
         dirty.dedup();
@@ -872,7 +896,7 @@ impl Server {
     }
 
     /// The channel went live or offline: tell its WebSocket viewers.
-    pub(super) fn viewers_stream_state(&mut self, channel: ChannelId, live: bool) {
+    pub(in crate::server) fn viewers_stream_state(&mut self, channel: ChannelId, live: bool) {
         for t in self.ws_tokens(channel) {
             self.ws_send_json(t, "stream", serde_json::json!({ "live": live }));
         }
@@ -899,7 +923,7 @@ impl Server {
     }
 
     /// Removes a viewer and everything that points at it.
-    pub(super) fn viewer_drop(&mut self, id: u64, why: &str) {
+    pub(in crate::server) fn viewer_drop(&mut self, id: u64, why: &str) {
         let Some(mut v) = self.viewers.map.remove(&id) else {
             return;
         };
@@ -932,7 +956,7 @@ impl Server {
     }
 
     /// Drops the viewer signalled over this WebSocket, if any.
-    pub(super) fn viewer_drop_ws(&mut self, token: Token) {
+    pub(in crate::server) fn viewer_drop_ws(&mut self, token: Token) {
         let id = self
             .viewers
             .map
@@ -945,7 +969,7 @@ impl Server {
         self.viewers_http_gone(token);
     }
 
-    pub(super) fn viewers_close_all(&mut self, now: Instant) {
+    pub(in crate::server) fn viewers_close_all(&mut self, now: Instant) {
         let ids: Vec<u64> = self.viewers.map.keys().copied().collect();
         for id in ids {
             if let Some(v) = self.viewers.map.get_mut(&id) {

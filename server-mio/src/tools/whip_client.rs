@@ -20,8 +20,8 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
-use crate::client::{schedule, ClientOptions, Scheduled, SentLog};
-use crate::probe::http;
+use crate::tools::client::{schedule, ClientOptions, Scheduled, SentLog};
+use crate::tools::probe::http;
 
 /// How long the server may stay silent before the session counts as ended.
 const SILENCE: Duration = Duration::from_secs(4);
@@ -336,7 +336,7 @@ pub fn publish(opts: &WhipOptions, stop: &AtomicBool) -> Result<WhipStats, WhipE
                 let payload = p.payload.clone();
                 if let Some(log) = &opts.sent_log {
                     if let Ok(mut m) = log.lock() {
-                        m.insert(crate::client::payload_hash(&payload), now);
+                        m.insert(crate::tools::client::payload_hash(&payload), now);
                     }
                 }
                 let n = seq.get_mut(slot).map_or(0, |s| {

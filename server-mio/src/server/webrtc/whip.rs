@@ -26,20 +26,20 @@ use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::{Event, Rtc};
 
-use super::http::{Reply, Request, Response};
-use super::viewers::{guarded, mids_from_sdp, Pending, Role, Signal};
-use super::Server;
+use super::peers::{guarded, mids_from_sdp, Pending, Role, Signal};
+use crate::server::http::{Reply, Request, Response};
+use crate::server::Server;
 
 /// What the relay knows a WHIP publisher's stream by, for logs and events.
-pub(super) const PROTOCOL: &str = "whip";
+pub(in crate::server) const PROTOCOL: &str = "whip";
 
 /// The codecs a publisher may send, named in refusals.
 const SUPPORTED: &str = "H.264 (packetization-mode=1) video and Opus audio";
 
 /// A publisher's side of the peer table.
-pub(super) struct Publisher {
+pub(in crate::server) struct Publisher {
     /// Where the offer came from (logs, the failed-authentication limit).
-    pub(super) from: SocketAddr,
+    pub(in crate::server) from: SocketAddr,
     video_mid: Option<Mid>,
     video_pts: Vec<Pt>,
     audio_pts: Vec<Pt>,
@@ -49,19 +49,19 @@ pub(super) struct Publisher {
     reports: [Option<SystemTime>; 2],
     /// Why its stream ends when it leaves: the connection was lost, unless a `DELETE` or the
     /// shutdown said otherwise first.
-    pub(super) end: EndReason,
+    pub(in crate::server) end: EndReason,
 }
 
 /// An offer waiting for the key service's answer.
-pub(super) struct WhipAuth {
+pub(in crate::server) struct WhipAuth {
     channel: ChannelId,
     secret: StreamKey,
-    offer: String,
+    offer: SdpOffer,
     from: SocketAddr,
 }
 
 /// The key service's answer about a channel.
-pub(super) enum KeyAnswer {
+pub(in crate::server) enum KeyAnswer {
     Key(StreamKey),
     Unknown,
     Failed,
@@ -83,9 +83,10 @@ fn same_key(expected: &StreamKey, presented: &StreamKey) -> bool {
 }
 
 /// Checks an offer before any WebRTC state is made: it parses, it has media, and the media
-/// can be relayed. Audio alone (Opus) is a stream too.
-fn check_offer(sdp: &str) -> Result<(), (u16, String)> {
-    SdpOffer::from_sdp_string(sdp).map_err(|e| (400, format!("invalid SDP offer: {e}")))?;
+/// can be relayed. Audio alone (Opus) is a stream too. Returns the parsed offer.
+fn check_offer(sdp: &str) -> Result<SdpOffer, (u16, String)> {
+    let offer =
+        SdpOffer::from_sdp_string(sdp).map_err(|e| (400, format!("invalid SDP offer: {e}")))?;
     let mids = mids_from_sdp(sdp);
     let has = |k: MediaKind| mids.iter().any(|(_, kind)| *kind == k);
     if !has(MediaKind::Video) && !has(MediaKind::Audio) {
@@ -130,7 +131,7 @@ fn check_offer(sdp: &str) -> Result<(), (u16, String)> {
             format!("the offer's audio is not Opus; this server takes {SUPPORTED}"),
         ));
     }
-    Ok(())
+    Ok(offer)
 }
 
 fn ntp_of(t: SystemTime) -> u64 {
@@ -141,7 +142,7 @@ fn ntp_of(t: SystemTime) -> u64 {
 
 impl Server {
     /// `POST /whip/{channel}`.
-    pub(super) fn whip_post(
+    pub(in crate::server) fn whip_post(
         &mut self,
         token: Token,
         channel: &str,
@@ -226,17 +227,22 @@ impl Server {
         }
         let offer = std::str::from_utf8(&req.body)
             .map_err(|_| Response::text(400, "the offer is not UTF-8"))?;
-        check_offer(offer).map_err(|(status, why)| Response::text(status, &why))?;
+        let offer = check_offer(offer).map_err(|(status, why)| Response::text(status, &why))?;
         Ok(WhipAuth {
             channel,
             secret,
-            offer: offer.to_owned(),
+            offer,
             from,
         })
     }
 
     /// The key service answered for an offer waiting on `token`.
-    pub(super) fn whip_key_answer(&mut self, token: Token, answer: &KeyAnswer, now: Instant) {
+    pub(in crate::server) fn whip_key_answer(
+        &mut self,
+        token: Token,
+        answer: &KeyAnswer,
+        now: Instant,
+    ) {
         let Some(auth) = self.whip_auth.remove(&token) else {
             return;
         };
@@ -286,7 +292,7 @@ impl Server {
             return Reply::Now(self.whip_refused(from, channel, resp));
         }
         match self.pool.take() {
-            Some(rtc) => Reply::Now(self.whip_answer(rtc, channel, &offer, from, now)),
+            Some(rtc) => Reply::Now(self.whip_answer(rtc, channel, offer, from, now)),
             None => {
                 self.viewers.pending.push_back(Pending::Whip {
                     token,
@@ -301,11 +307,11 @@ impl Server {
     }
 
     /// Answers an authorized offer with a fresh `Rtc`: a publisher joins the peer table.
-    pub(super) fn whip_answer(
+    pub(in crate::server) fn whip_answer(
         &mut self,
         mut rtc: Rtc,
         channel: ChannelId,
-        offer: &str,
+        offer: SdpOffer,
         from: SocketAddr,
         now: Instant,
     ) -> Response {
@@ -360,7 +366,7 @@ impl Server {
     }
 
     /// Events of a publisher's `Rtc`.
-    pub(super) fn publisher_event(&mut self, id: u64, e: Event, now: Instant) {
+    pub(in crate::server) fn publisher_event(&mut self, id: u64, e: Event, now: Instant) {
         match e {
             Event::Connected => self.publisher_connected(id, now),
             Event::RtpPacket(pkt) => {
@@ -450,7 +456,7 @@ impl Server {
     }
 
     /// The relay wants a keyframe of `channel`: a PLI to its publisher.
-    pub(super) fn whip_request_keyframe(&mut self, channel: ChannelId) {
+    pub(in crate::server) fn whip_request_keyframe(&mut self, channel: ChannelId) {
         let Some(&id) = self.whip_live.get(&channel) else {
             return;
         };
@@ -478,7 +484,13 @@ impl Server {
     }
 
     /// A publisher left the peer table: its stream ends if it still owns the channel.
-    pub(super) fn publisher_gone(&mut self, id: u64, channel: ChannelId, p: Publisher, why: &str) {
+    pub(in crate::server) fn publisher_gone(
+        &mut self,
+        id: u64,
+        channel: ChannelId,
+        p: Publisher,
+        why: &str,
+    ) {
         info!(
             "channel {channel}: WHIP publisher {id} from {} left ({why})",
             p.from
@@ -497,7 +509,12 @@ impl Server {
     /// Before a new stream goes live on `channel`: whoever owns it now (an FTL session other
     /// than `except`, or a WHIP publisher) is told and let go, and a `stream_stop` with reason
     /// `replaced` is sent. The relay's stream itself is replaced by the new start.
-    pub(super) fn take_over(&mut self, channel: ChannelId, except: Option<Token>, now: Instant) {
+    pub(in crate::server) fn take_over(
+        &mut self,
+        channel: ChannelId,
+        except: Option<Token>,
+        now: Instant,
+    ) {
         if let Some(old) = self.whip_live.remove(&channel) {
             info!("channel {channel}: a new session replaces WHIP publisher {old}");
             let stats = self.relay.stream_stats(channel, now);
@@ -508,7 +525,7 @@ impl Server {
     }
 
     /// The WHIP publisher that owns `channel`'s stream timed out in the relay.
-    pub(super) fn whip_timed_out(&mut self, channel: ChannelId, now: Instant) -> bool {
+    pub(in crate::server) fn whip_timed_out(&mut self, channel: ChannelId, now: Instant) -> bool {
         let Some(id) = self.whip_live.remove(&channel) else {
             return false;
         };
@@ -519,7 +536,7 @@ impl Server {
     }
 
     /// Which protocol feeds `channel`'s live stream.
-    pub(super) fn protocol_of(&self, channel: ChannelId) -> Option<&'static str> {
+    pub(in crate::server) fn protocol_of(&self, channel: ChannelId) -> Option<&'static str> {
         if self.whip_live.contains_key(&channel) {
             Some(PROTOCOL)
         } else if self.media.contains_key(&channel) {

@@ -1,0 +1,11 @@
+//! Every WebRTC peer of the server, on the one UDP port: viewers (WHEP and the WebSocket
+//! protocol), WHIP publishers, and the helper thread that builds their `Rtc`s.
+//!
+//! - [`peers`]: the one table of str0m peers: routing by source address and ICE username,
+//!   the timeout heap, `catch_unwind` around every call; viewers fed by the relay.
+//! - [`whip`]: publishers: the WHIP endpoint and their RTP into the relay.
+//! - [`pool`]: `Rtc`s built off the loop and handed over through the `mio::Waker`.
+
+pub(super) mod peers;
+pub(super) mod pool;
+pub(super) mod whip;
