@@ -30,6 +30,16 @@ fn reason_name(r: EndReason) -> &'static str {
     }
 }
 
+/// What the key service (or the local key store) says about a channel, for FTL sessions and
+/// WHIP offers alike.
+pub(super) enum KeyAnswer {
+    Key(ftl_proto::StreamKey),
+    /// No such channel.
+    Unknown,
+    /// No usable answer: the stream is refused with 500, never let in unchecked.
+    Failed(String),
+}
+
 fn totals(s: &StreamStats) -> Value {
     let c = &s.counters;
     json!({
@@ -157,21 +167,16 @@ impl Server {
             .as_mut()
             .and_then(|h| h.waiting.remove(&channel))
             .unwrap_or_default();
-        enum Answer {
-            Key(ftl_proto::StreamKey),
-            Unknown,
-            Failed(String),
-        }
         let answer = match result {
             Ok(r) if r.status == 200 => match key_from_body(&r.body) {
-                Some(k) => Answer::Key(ftl_proto::StreamKey::new(k.into_bytes())),
-                None => Answer::Failed("an answer without a key".into()),
+                Some(k) => KeyAnswer::Key(ftl_proto::StreamKey::new(k.into_bytes())),
+                None => KeyAnswer::Failed("an answer without a key".into()),
             },
-            Ok(r) if (400..500).contains(&r.status) => Answer::Unknown,
-            Ok(r) => Answer::Failed(format!("status {}", r.status)),
-            Err(e) => Answer::Failed(e),
+            Ok(r) if (400..500).contains(&r.status) => KeyAnswer::Unknown,
+            Ok(r) => KeyAnswer::Failed(format!("status {}", r.status)),
+            Err(e) => KeyAnswer::Failed(e),
         };
-        if let Answer::Failed(why) = &answer {
+        if let KeyAnswer::Failed(why) = &answer {
             warn!("key service: lookup for channel {channel} failed: {why}; refusing the stream");
             if let Some(h) = self.hooks.as_mut() {
                 h.lookup_failures += 1;
@@ -179,12 +184,7 @@ impl Server {
         }
         for token in waiting {
             if self.whip_auth.contains_key(&token) {
-                let a = match &answer {
-                    Answer::Key(k) => super::webrtc::whip::KeyAnswer::Key(k.clone()),
-                    Answer::Unknown => super::webrtc::whip::KeyAnswer::Unknown,
-                    Answer::Failed(_) => super::webrtc::whip::KeyAnswer::Failed,
-                };
-                self.whip_key_answer(token, &a, now);
+                self.whip_key_answer(token, &answer, now);
                 continue;
             }
             let Some(conn) = self.controls.get_mut(&token) else {
@@ -192,19 +192,19 @@ impl Server {
             };
             let peer = conn.peer();
             let failed = match &answer {
-                Answer::Key(key) => {
+                KeyAnswer::Key(key) => {
                     let bad = conn.session.provide_key(key, now).is_err();
                     if bad {
                         warn!("FTL: {peer}: wrong stream key for channel {channel}");
                     }
                     bad
                 }
-                Answer::Unknown => {
+                KeyAnswer::Unknown => {
                     warn!("FTL: {peer}: the key service knows no channel {channel}");
                     let _ = conn.session.reject_unknown_channel();
                     true
                 }
-                Answer::Failed(_) => {
+                KeyAnswer::Failed(_) => {
                     conn.session
                         .refuse(StatusCode::INTERNAL_ERROR, "key service unavailable");
                     false

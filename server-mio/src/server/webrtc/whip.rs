@@ -27,6 +27,7 @@ use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::{Event, Rtc};
 
 use super::peers::{guarded, mids_from_sdp, Pending, Role, Signal};
+use crate::server::hooks::KeyAnswer;
 use crate::server::http::{Reply, Request, Response};
 use crate::server::Server;
 
@@ -58,13 +59,6 @@ pub(in crate::server) struct WhipAuth {
     secret: StreamKey,
     offer: SdpOffer,
     from: SocketAddr,
-}
-
-/// The key service's answer about a channel.
-pub(in crate::server) enum KeyAnswer {
-    Key(StreamKey),
-    Unknown,
-    Failed,
 }
 
 /// The bearer token of a request, if any.
@@ -276,7 +270,7 @@ impl Server {
                 self.whip_auth_failed(from, now);
                 Some(Response::text(404, "no such channel"))
             }
-            KeyAnswer::Failed => Some(Response::text(500, "key service unavailable")),
+            KeyAnswer::Failed(_) => Some(Response::text(500, "key service unavailable")),
         };
         let refusal = refusal.or_else(|| {
             let full =
