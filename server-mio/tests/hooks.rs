@@ -646,3 +646,47 @@ fn keys_and_events_over_wss() {
         .any(|e| e["event"] == "stream_stop")));
     std::fs::remove_file(ca).unwrap();
 }
+
+#[test]
+fn whip_keys_come_from_the_service_too_and_events_name_the_protocol() {
+    let mock = Mock::start("127.0.0.1:0", ok_mode("s3cret"));
+    let url = mock.url();
+    let server = TestServer::start_with(|a| a.auth_url = Some(url));
+    // The service's key goes live over WHIP (the key file's does not matter).
+    let publisher = server.publish_as(77, "77-s3cret", VIDEO_A, Some(Duration::from_secs(2)));
+    let stats = publisher.join().unwrap();
+    assert!(stats.video_packets > 30, "{stats:?}");
+    // A wrong key is refused with 401, a channel the service does not know with 404.
+    let wrong = server.publish_as(77, "77-wrong", VIDEO_A, None).join();
+    assert!(
+        matches!(wrong, Err(WhipError::Refused(401, _))),
+        "{wrong:?}"
+    );
+    mock.mode.lock().unwrap().key = None;
+    let unknown = server.publish_as(5, "5-s3cret", VIDEO_A, None).join();
+    assert!(
+        matches!(unknown, Err(WhipError::Refused(404, _))),
+        "{unknown:?}"
+    );
+    // A service that does not answer: 500, never let in.
+    {
+        let mut m = mock.mode.lock().unwrap();
+        m.key = Some("s3cret".into());
+        m.delay = Duration::from_secs(6);
+    }
+    let slow = server.publish_as(77, "77-s3cret", VIDEO_A, None).join();
+    assert!(matches!(slow, Err(WhipError::Refused(500, _))), "{slow:?}");
+    assert!(server.wait_for(Duration::from_secs(3), |_| mock
+        .events()
+        .iter()
+        .any(|e| e["event"] == "stream_stop")));
+    let events = mock.events();
+    let start = events
+        .iter()
+        .find(|e| e["event"] == "stream_start")
+        .unwrap();
+    assert_eq!(start["protocol"], "whip");
+    assert_eq!(start["video"]["codec"], "H264");
+    let stop = events.iter().find(|e| e["event"] == "stream_stop").unwrap();
+    assert_eq!(stop["reason"], "disconnect", "the publisher's DELETE");
+}
