@@ -1,4 +1,5 @@
-//! H.264 payload inspection and SPS parsing on arbitrary bytes.
+//! H.264 payload inspection, slice types, SPS parsing and the relay's codec seam on arbitrary
+//! bytes.
 #![no_main]
 
 use ftl_proto::media::{h264, Sps};
@@ -7,6 +8,12 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     if let Ok(info) = h264::inspect(data) {
         let _ = info.starts_keyframe();
+    }
+    let _ = h264::slice_type(data);
+    if let Some(v) = relay_core::VideoCodec::H264.inspect(data) {
+        if let Some(f) = v.format {
+            assert!(f.width > 0 && f.height > 0);
+        }
     }
     if let Some(sps) = h264::find_sps(data) {
         assert!(sps.len() <= data.len());

@@ -1,5 +1,6 @@
-//! The relay fed arbitrary datagrams on a live stream's media port, with viewers joining,
-//! falling behind and asking for keyframes, and time moving. Input: records of
+//! The relay fed arbitrary datagrams on a live stream's media port, or arbitrary RTP from a
+//! WebRTC peer, with viewers joining, falling behind and asking for keyframes, replacements
+//! between the two source kinds, and time moving. Input: records of
 //! `[len: u8][dt_ms: u8][flags: u8][len bytes]`.
 #![no_main]
 
@@ -9,7 +10,7 @@ use ftl_proto::control::Metadata;
 use ftl_proto::media::MediaParams;
 use ftl_proto::ChannelId;
 use libfuzzer_sys::fuzz_target;
-use relay_core::{Relay, RelayConfig, StreamParams};
+use relay_core::{MediaKind, Relay, RelayConfig, RtpIn, StreamParams, VideoCodec};
 
 fuzz_target!(|data: &[u8]| {
     let t0 = Instant::now();
@@ -21,9 +22,13 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut relay = Relay::new(config);
     let channel = ChannelId(77);
-    let params = StreamParams {
+    let params = StreamParams::Ftl {
         media: MediaParams::from_metadata(&Metadata::reference(77)),
         peer_ip: "127.0.0.1".parse().unwrap(),
+    };
+    let rtp_params = StreamParams::Rtp {
+        video: Some(VideoCodec::H264),
+        audio: true,
     };
     relay.start_stream(channel, params.clone(), now).unwrap();
     let from = "127.0.0.1:5000".parse().unwrap();
@@ -44,7 +49,21 @@ fuzz_target!(|data: &[u8]| {
             d[1] = (d[1] & 0x80) | if flags & 2 != 0 { 96 } else { 97 };
             d[8..12].copy_from_slice(&(if flags & 2 != 0 { 78u32 } else { 77 }).to_be_bytes());
         }
-        relay.handle_datagram(channel, from, &d, now);
+        if flags & 8 != 0 {
+            // As a WebRTC peer hands it over: header fields from the first bytes, the rest as
+            // payload.
+            let field = |i: usize| d.get(i).copied().unwrap_or(0);
+            let rtp = RtpIn {
+                kind: if flags & 2 != 0 { MediaKind::Video } else { MediaKind::Audio },
+                seq: u16::from_be_bytes([field(0), field(1)]),
+                timestamp: u32::from_be_bytes([field(2), field(3), field(4), field(5)]),
+                marker: field(6) & 1 != 0,
+                payload: d.get(7..).unwrap_or_default().into(),
+            };
+            relay.handle_rtp(channel, rtp, now);
+        } else {
+            relay.handle_datagram(channel, from, &d, now);
+        }
         match flags >> 4 {
             1 => viewers.push(relay.add_viewer(channel, now).unwrap_or(viewers[0])),
             2 => relay.remove_viewer(viewers[viewers.len() - 1]),
@@ -55,6 +74,9 @@ fuzz_target!(|data: &[u8]| {
             5 => relay.stop_stream(channel, relay_core::EndReason::Disconnect),
             6 => {
                 let _ = relay.start_stream(channel, params.clone(), now);
+            }
+            7 => {
+                let _ = relay.start_stream(channel, rtp_params.clone(), now);
             }
             _ => {}
         }
