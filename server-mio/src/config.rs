@@ -130,7 +130,8 @@ pub struct ServerArgs {
     /// Seconds over which failed authentications are counted.
     #[arg(long, env = "ITG_AUTH_FAIL_WINDOW", default_value_t = 60)]
     pub auth_fail_window: u64,
-    /// Record every ingest session (control and media, both ways) as pcap files in this folder.
+    /// Record every ingest session as pcap files in this folder: FTL control and media both
+    /// ways; a WHIP session's offer, answer and decrypted RTP.
     #[arg(long, env = "ITG_CAPTURE")]
     pub capture: Option<PathBuf>,
     /// Start a new capture file past this many megabytes.

@@ -568,11 +568,7 @@ fn tls_setup() -> (Arc<rustls::ServerConfig>, std::path::PathBuf) {
         .with_no_client_auth()
         .with_single_cert(vec![cert], key)
         .unwrap();
-    let ca = std::env::temp_dir().join(format!(
-        "itg-ca-{}-{}.pem",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
+    let ca = scratch_path("itg-ca").with_extension("pem");
     std::fs::write(&ca, ck.cert.pem()).unwrap();
     (Arc::new(cfg), ca)
 }

@@ -12,7 +12,8 @@ use relay_core::RelayConfig;
 use server_mio::capture::read_sessions;
 use server_mio::tools::replay::{replay, restream, ReplayOptions};
 
-/// Replays FTL ingest sessions recorded as pcap (by `server-mio --capture` or `tcpdump -i lo`).
+/// Replays ingest sessions recorded as pcap: FTL (by `server-mio --capture` or `tcpdump -i lo`)
+/// and WHIP (by `server-mio --capture`, which records the decrypted RTP).
 #[derive(Debug, Parser)]
 #[command(name = "itg-replay", version)]
 struct Args {

@@ -5,5 +5,5 @@ pub mod frame;
 pub mod reader;
 pub mod writer;
 
-pub use reader::{read_sessions, Recorded};
+pub use reader::{read_sessions, Recorded, WhipExchange};
 pub use writer::{Limits, SessionCapture};

@@ -1,7 +1,11 @@
-//! Reading FTL sessions back from a pcap file: ours, or `tcpdump -i lo`'s. The control
+//! Reading ingest sessions back from a pcap file: ours, or `tcpdump -i lo`'s. The control
 //! connection's bytes are reassembled per direction (retransmissions and reordering handled by
 //! sequence number); media is every UDP datagram between the client's IP and the port the
 //! server assigned.
+//!
+//! A WHIP session (written by the server only: its media is encrypted on the wire) is the
+//! same shape: its HTTP offer and answer stand where FTL's control connection does, and its
+//! media is the decrypted RTP and sender reports sent to the WebRTC port the answer named.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -26,6 +30,79 @@ pub struct Recorded {
     pub media_in: Vec<(Duration, SocketAddr, Vec<u8>)>,
     /// Datagrams from the media port to the client (NACKs, ping echoes).
     pub media_out: Vec<(Duration, SocketAddr, Vec<u8>)>,
+    /// Set for a WHIP session: what its offer and answer said.
+    pub whip: Option<WhipExchange>,
+}
+
+/// The HTTP exchange that opened a WHIP session.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WhipExchange {
+    /// The channel of the request's path.
+    pub channel: Option<u32>,
+    /// The server's status (`201` when the publisher was taken).
+    pub status: u16,
+    /// Payload types of the answer's H.264 and Opus formats.
+    pub video_pts: Vec<u8>,
+    pub audio_pts: Vec<u8>,
+}
+
+impl WhipExchange {
+    /// Reads the request and response bytes of a WHIP `POST`; the media port is the first
+    /// candidate's of the answer.
+    pub fn parse(request: &[u8], response: &[u8]) -> Option<(WhipExchange, Option<u16>)> {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        req.parse(request).ok()?;
+        let channel = req
+            .path?
+            .strip_prefix("/whip/")?
+            .split(['/', '?'])
+            .next()?
+            .parse()
+            .ok();
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut headers);
+        let body = match resp.parse(response).ok()? {
+            httparse::Status::Complete(n) => response.get(n..).unwrap_or_default(),
+            httparse::Status::Partial => &[],
+        };
+        let mut w = WhipExchange {
+            channel,
+            status: resp.code?,
+            ..WhipExchange::default()
+        };
+        let mut port = None;
+        let mut section = "";
+        for line in String::from_utf8_lossy(body).lines() {
+            if let Some(m) = line.strip_prefix("m=") {
+                section = if m.starts_with("video") {
+                    "video"
+                } else if m.starts_with("audio") {
+                    "audio"
+                } else {
+                    ""
+                };
+            } else if let Some(map) = line.strip_prefix("a=rtpmap:") {
+                let (pt, codec) = map.split_once(' ').unwrap_or((map, ""));
+                let Ok(pt) = pt.parse::<u8>() else { continue };
+                let codec = codec.to_ascii_lowercase();
+                if section == "video" && codec.starts_with("h264/") && !w.video_pts.contains(&pt) {
+                    w.video_pts.push(pt);
+                } else if section == "audio"
+                    && codec.starts_with("opus/")
+                    && !w.audio_pts.contains(&pt)
+                {
+                    w.audio_pts.push(pt);
+                }
+            } else if let Some(c) = line.strip_prefix("a=candidate:") {
+                // foundation component transport priority address port typ ...
+                if port.is_none() {
+                    port = c.split(' ').nth(5).and_then(|p| p.parse().ok());
+                }
+            }
+        }
+        Some((w, port))
+    }
 }
 
 /// Why a capture could not be read.
@@ -93,7 +170,8 @@ struct Conn {
     b_to_a: Direction,
 }
 
-/// Reads every FTL session (a TCP connection whose client starts with `HMAC`) in a capture.
+/// Reads every FTL session (a TCP connection whose client starts with `HMAC`) and every WHIP
+/// session (one whose client starts with `POST /whip/`) in a capture.
 pub fn read_sessions(bytes: &[u8]) -> Result<Vec<Recorded>, ReadError> {
     let mut reader = PcapReader::new(bytes).map_err(|e| ReadError(e.to_string()))?;
     let link = reader.header().datalink;
@@ -145,17 +223,26 @@ pub fn read_sessions(bytes: &[u8]) -> Result<Vec<Recorded>, ReadError> {
     let mut sessions = Vec::new();
     for c in conns {
         // The client is the side that asked for the nonce.
-        let (client, server, cin, cout) = if starts_with_hmac(&c.a_to_b.out) {
+        let (client, server, cin, cout) = if opens_session(&c.a_to_b.out) {
             (c.a, c.b, c.a_to_b.out, c.b_to_a.out)
-        } else if starts_with_hmac(&c.b_to_a.out) {
+        } else if opens_session(&c.b_to_a.out) {
             (c.b, c.a, c.b_to_a.out, c.a_to_b.out)
         } else {
             continue;
         };
         let rel = |t: Duration| t.saturating_sub(c.first);
         let replies: Vec<u8> = cout.iter().flat_map(|(_, b)| b.clone()).collect();
-        let media_port = port_from_replies(&replies);
+        let (whip, media_port) = if starts_with(&cin, b"POST /whip/") {
+            let request: Vec<u8> = cin.iter().flat_map(|(_, b)| b.clone()).collect();
+            match WhipExchange::parse(&request, &replies) {
+                Some((w, port)) => (Some(w), port),
+                None => continue,
+            }
+        } else {
+            (None, port_from_replies(&replies))
+        };
         let mut rec = Recorded {
+            whip,
             client: Some(client),
             server: Some(server),
             control_in: cin.into_iter().map(|(t, b)| (rel(t), b)).collect(),
@@ -168,7 +255,9 @@ pub fn read_sessions(bytes: &[u8]) -> Result<Vec<Recorded>, ReadError> {
                 if *t < c.first {
                     continue;
                 }
-                if src.ip() == client.ip() && dst.ip() == server.ip() && dst.port() == port {
+                // A WHIP publisher's media may come from another address than its offer.
+                let from_client = src.ip() == client.ip() || rec.whip.is_some();
+                if from_client && dst.ip() == server.ip() && dst.port() == port {
                     rec.media_in.push((rel(*t), *src, p.clone()));
                 } else if dst.ip() == client.ip() && src.ip() == server.ip() && src.port() == port {
                     rec.media_out.push((rel(*t), *dst, p.clone()));
@@ -180,8 +269,12 @@ pub fn read_sessions(bytes: &[u8]) -> Result<Vec<Recorded>, ReadError> {
     Ok(sessions)
 }
 
-fn starts_with_hmac(chunks: &[(Duration, Vec<u8>)]) -> bool {
-    chunks.first().is_some_and(|(_, b)| b.starts_with(b"HMAC"))
+fn starts_with(chunks: &[(Duration, Vec<u8>)], prefix: &[u8]) -> bool {
+    chunks.first().is_some_and(|(_, b)| b.starts_with(prefix))
+}
+
+fn opens_session(chunks: &[(Duration, Vec<u8>)]) -> bool {
+    starts_with(chunks, b"HMAC") || starts_with(chunks, b"POST /whip/")
 }
 
 /// The port of the server's `200 ... Use UDP port N` reply.

@@ -39,6 +39,28 @@ impl Request {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The request as it came, for a capture: with any credential replaced by `[redacted]`.
+    pub fn redacted(&self) -> Vec<u8> {
+        let target = if self.query.is_empty() {
+            self.path.clone()
+        } else {
+            format!("{}?{}", self.path, self.query)
+        };
+        let mut out = format!("{} {target} HTTP/1.1\r\n", self.method).into_bytes();
+        for (k, v) in &self.headers {
+            let v = if k.eq_ignore_ascii_case("authorization") {
+                let scheme = v.split(' ').next().unwrap_or_default();
+                format!("{scheme} [redacted]")
+            } else {
+                v.clone()
+            };
+            out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.body);
+        out
+    }
+
     pub fn query_param(&self, name: &str) -> Option<&str> {
         self.query
             .split('&')
@@ -88,7 +110,7 @@ impl Response {
             .header("Access-Control-Expose-Headers", "Location, Link, ETag")
     }
 
-    fn serialize(&self) -> Vec<u8> {
+    pub(in crate::server) fn serialize(&self) -> Vec<u8> {
         let mut out = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status)).into_bytes();
         for (k, v) in &self.headers {
             out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());

@@ -7,12 +7,17 @@
 //!
 //! The recorded HMAC exchange cannot be reused (the nonce differs each time), so the client's
 //! `CONNECT` line is replaced by one computed with the given key for the fresh nonce.
+//!
+//! A WHIP recording holds decrypted RTP: its replay feeds the relay's RTP source from the
+//! instant the server answered, and its re-stream goes over FTL, announcing the recorded
+//! payload types and SSRCs.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ftl_proto::control::metadata::MetadataBuilder;
@@ -20,12 +25,14 @@ use ftl_proto::control::{
     auth, ClientConfig, ClientEvent, ClientSession, Command, Metadata, ServerConfig, ServerEvent,
     ServerSession, NONCE_LEN,
 };
-use ftl_proto::media::{MediaParams, Nack};
+use ftl_proto::media::{MediaParams, Nack, RtpPacket, SenderReport};
 use ftl_proto::{ChannelId, StreamKey};
 use rand::{RngCore, SeedableRng};
-use relay_core::{Output, Relay, RelayConfig, StreamParams, ViewerId};
+use relay_core::{
+    MediaKind, Output, Relay, RelayConfig, RtpIn, StreamParams, VideoCodec, ViewerId,
+};
 
-use crate::capture::Recorded;
+use crate::capture::{Recorded, WhipExchange};
 
 /// How to replay.
 #[derive(Debug, Clone)]
@@ -62,13 +69,21 @@ pub struct ReplayOutput {
     pub nacks_sent: u64,
     pub nacked: Vec<u16>,
     pub counters: Option<relay_core::StreamCounters>,
+    /// The picture size read from the stream's SPS, and whether it has B-frames.
+    pub picture: Option<(u32, u32)>,
+    pub b_frames: bool,
     pub viewers: Vec<ViewerSummary>,
+    /// `Some(status)` for a WHIP recording: how the server answered its offer.
+    pub whip_status: Option<u16>,
 }
 
 impl ReplayOutput {
     /// A short, stable text for golden files.
     pub fn summary(&self) -> String {
         let mut s = String::new();
+        if let Some(status) = self.whip_status {
+            let _ = write!(s, "whip {status} ");
+        }
         let _ = writeln!(
             s,
             "channel {} authenticated {} datagrams {}",
@@ -76,6 +91,9 @@ impl ReplayOutput {
             self.authenticated,
             self.datagrams
         );
+        if let Some((w, h)) = self.picture {
+            let _ = writeln!(s, "picture {w}x{h} b_frames {}", self.b_frames);
+        }
         if let Some(c) = &self.counters {
             let _ = writeln!(
                 s,
@@ -96,6 +114,9 @@ impl ReplayOutput {
                 c.dropped_speed_test,
                 c.dropped_too_old
             );
+            if self.whip_status.is_some() {
+                let _ = writeln!(s, "keyframe_requests {}", c.keyframe_requests);
+            }
         }
         let _ = writeln!(
             s,
@@ -167,6 +188,8 @@ fn fresh_connect(line: &[u8], key: &StreamKey, nonce: &[u8]) -> Vec<u8> {
 
 enum Step {
     Control(Vec<u8>),
+    /// A WHIP recording's stream goes live.
+    WhipStart,
     Media(SocketAddr, Vec<u8>),
     Join(usize),
 }
@@ -177,8 +200,17 @@ pub fn replay(rec: &Recorded, opts: &ReplayOptions) -> Result<ReplayOutput, Repl
         .client
         .ok_or_else(|| ReplayError("no client address".into()))?;
     let mut steps: Vec<(Duration, u8, Step)> = Vec::new();
-    for (t, l) in client_lines(rec) {
-        steps.push((t, 0, Step::Control(l)));
+    if let Some(w) = &rec.whip {
+        // The stream starts when the server answered (ICE and DTLS took a few round trips
+        // more; the recording starts with the first decrypted packet).
+        if w.status == 201 {
+            let answered = rec.control_out.first().map_or(Duration::ZERO, |(t, _)| *t);
+            steps.push((answered, 0, Step::WhipStart));
+        }
+    } else {
+        for (t, l) in client_lines(rec) {
+            steps.push((t, 0, Step::Control(l)));
+        }
     }
     for (t, from, d) in &rec.media_in {
         steps.push((*t, 1, Step::Media(*from, d.clone())));
@@ -194,6 +226,7 @@ pub fn replay(rec: &Recorded, opts: &ReplayOptions) -> Result<ReplayOutput, Repl
     rng.fill_bytes(&mut nonce);
     let mut out = ReplayOutput {
         media_port: rec.media_port,
+        whip_status: rec.whip.as_ref().map(|w| w.status),
         ..ReplayOutput::default()
     };
     out.viewers = opts
@@ -205,7 +238,11 @@ pub fn replay(rec: &Recorded, opts: &ReplayOptions) -> Result<ReplayOutput, Repl
         })
         .collect();
     let mut r = Replay {
-        session: ServerSession::new(ServerConfig::default(), nonce, t0),
+        session: rec
+            .whip
+            .is_none()
+            .then(|| ServerSession::new(ServerConfig::default(), nonce, t0)),
+        whip: rec.whip.as_ref().map(WhipFeed::new),
         relay: Relay::new(opts.relay.clone()),
         out,
         viewers: BTreeMap::new(),
@@ -247,29 +284,117 @@ pub fn replay(rec: &Recorded, opts: &ReplayOptions) -> Result<ReplayOutput, Repl
                 } else {
                     line
                 };
-                let _ = r.session.handle_input(&line, now);
+                if let Some(session) = r.session.as_mut() {
+                    let _ = session.handle_input(&line, now);
+                }
+            }
+            Step::WhipStart => {
+                let channel = rec
+                    .whip
+                    .as_ref()
+                    .and_then(|w| w.channel)
+                    .map(ChannelId)
+                    .ok_or_else(|| ReplayError("the WHIP request names no channel".into()))?;
+                let params = r.whip.as_ref().map_or(
+                    StreamParams::Rtp {
+                        video: None,
+                        audio: false,
+                    },
+                    WhipFeed::params,
+                );
+                r.out.channel = Some(channel);
+                r.out.authenticated = true;
+                r.relay
+                    .start_stream(channel, params, now)
+                    .map_err(|e| ReplayError(e.to_string()))?;
+                r.out
+                    .transcript
+                    .push(format!("{:?} whip stream starts", now - t0));
             }
             Step::Media(from, d) => {
                 if let Some(c) = r.out.channel {
                     r.out.datagrams += 1;
-                    r.relay.handle_datagram(c, from, &d, now);
+                    match r.whip.as_mut() {
+                        Some(feed) => feed.datagram(&mut r.relay, c, &d, now),
+                        None => {
+                            r.relay.handle_datagram(c, from, &d, now);
+                        }
+                    }
                 }
             }
             Step::Join(_) => {}
         }
         r.drain(now)?;
     }
-    r.out.counters = r
-        .out
-        .channel
-        .and_then(|c| r.relay.stream_stats(c, now))
-        .map(|s| s.counters);
+    if let Some(stats) = r.out.channel.and_then(|c| r.relay.stream_stats(c, now)) {
+        r.out.picture = stats.width.zip(stats.height);
+        r.out.b_frames = stats.b_frames;
+        r.out.counters = Some(stats.counters);
+    }
     Ok(r.out)
+}
+
+/// Feeds a WHIP recording's datagrams to the relay's RTP source, as the server does with
+/// what str0m decrypted: RTP by the answer's payload types, sender reports by the SSRCs seen.
+struct WhipFeed {
+    video_pts: Vec<u8>,
+    audio_pts: Vec<u8>,
+    ssrcs: BTreeMap<u32, MediaKind>,
+}
+
+impl WhipFeed {
+    fn new(w: &WhipExchange) -> WhipFeed {
+        WhipFeed {
+            video_pts: w.video_pts.clone(),
+            audio_pts: w.audio_pts.clone(),
+            ssrcs: BTreeMap::new(),
+        }
+    }
+
+    fn params(&self) -> StreamParams {
+        StreamParams::Rtp {
+            video: (!self.video_pts.is_empty()).then_some(VideoCodec::H264),
+            audio: !self.audio_pts.is_empty(),
+        }
+    }
+
+    fn datagram(&mut self, relay: &mut Relay, channel: ChannelId, d: &[u8], now: Instant) {
+        if let Ok(sr) = SenderReport::parse(d) {
+            if let Some(kind) = self.ssrcs.get(&sr.ssrc.0) {
+                relay.handle_sender_report(channel, *kind, sr.ntp, sr.rtp_timestamp, now);
+            }
+            return;
+        }
+        let Ok(p) = RtpPacket::parse(d) else {
+            return;
+        };
+        let pt = p.payload_type();
+        let kind = if self.video_pts.contains(&pt) {
+            MediaKind::Video
+        } else if self.audio_pts.contains(&pt) {
+            MediaKind::Audio
+        } else {
+            return;
+        };
+        if self.ssrcs.len() < 16 {
+            self.ssrcs.insert(p.ssrc().0, kind);
+        }
+        let rtp = RtpIn {
+            kind,
+            seq: p.sequence_number(),
+            timestamp: p.timestamp(),
+            marker: p.marker(),
+            payload: Arc::from(p.payload()),
+        };
+        relay.handle_rtp(channel, rtp, now);
+    }
 }
 
 /// The cores being replayed and what came out of them.
 struct Replay<'a> {
-    session: ServerSession,
+    /// The FTL control session; none for a WHIP recording.
+    session: Option<ServerSession>,
+    whip: Option<WhipFeed>,
     relay: Relay,
     out: ReplayOutput,
     /// Which requested viewer each relay viewer is.
@@ -284,14 +409,17 @@ impl Replay<'_> {
     /// Runs the session's and the relay's timers up to `until`.
     fn run_timers(&mut self, until: Instant, now: &mut Instant) {
         for _ in 0..100_000 {
-            let next = [self.session.poll_timeout(), self.relay.poll_timeout()]
+            let session = self.session.as_ref().and_then(ServerSession::poll_timeout);
+            let next = [session, self.relay.poll_timeout()]
                 .into_iter()
                 .flatten()
                 .min();
             match next {
                 Some(t) if t <= until => {
                     *now = t.max(*now);
-                    self.session.handle_timeout(*now);
+                    if let Some(s) = self.session.as_mut() {
+                        s.handle_timeout(*now);
+                    }
                     self.relay.handle_timeout(*now);
                 }
                 _ => break,
@@ -311,15 +439,18 @@ impl Replay<'_> {
             client,
             port,
             t0,
+            ..
         } = self;
         let (opts, client, port, t0) = (*opts, *client, *port, *t0);
         let at = now - t0;
-        while let Some(ev) = session.poll_event() {
+        while let Some(ev) = session.as_mut().and_then(ServerSession::poll_event) {
             out.transcript.push(format!("{at:?} session {ev:?}"));
             match ev {
                 ServerEvent::KeyRequested { channel } => {
                     out.channel = Some(channel);
-                    let _ = session.provide_key(&opts.key, now);
+                    if let Some(s) = session.as_mut() {
+                        let _ = s.provide_key(&opts.key, now);
+                    }
                 }
                 ServerEvent::Authenticated { .. } => out.authenticated = true,
                 ServerEvent::MetadataReady { channel, metadata } => {
@@ -330,12 +461,14 @@ impl Replay<'_> {
                     relay
                         .start_stream(channel, params, now)
                         .map_err(|e| ReplayError(e.to_string()))?;
-                    let _ = session.assign_port(port, now);
+                    if let Some(s) = session.as_mut() {
+                        let _ = s.assign_port(port, now);
+                    }
                 }
                 _ => {}
             }
         }
-        while let Some(b) = session.poll_transmit() {
+        while let Some(b) = session.as_mut().and_then(ServerSession::poll_transmit) {
             out.transcript
                 .push(format!("{at:?} reply {:?}", String::from_utf8_lossy(&b)));
         }
@@ -375,7 +508,7 @@ impl Replay<'_> {
                         .push(format!("{at:?} transmit to {to} {}", hex(&bytes)));
                 }
                 Output::Event(e) => out.transcript.push(format!("{at:?} event {e:?}")),
-                // Only streams from WebRTC peers are asked; replays are FTL sessions.
+                // Only WHIP recordings are asked (their publisher would get a PLI).
                 Output::RequestKeyframe { channel } => out
                     .transcript
                     .push(format!("{at:?} keyframe request {channel}")),
@@ -395,8 +528,35 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// The metadata the recorded client announced.
+/// The metadata the recorded client announced; for a WHIP recording, the reference client's
+/// with the recorded payload types and SSRCs (the first of each track), so the same packets
+/// re-stream over FTL.
 pub fn recorded_metadata(rec: &Recorded) -> Option<Metadata> {
+    if let Some(w) = &rec.whip {
+        let mut m = Metadata::reference(w.channel.unwrap_or(0));
+        let first = |pts: &[u8]| {
+            rec.media_in.iter().find_map(|(_, _, d)| {
+                let p = RtpPacket::parse(d).ok()?;
+                pts.contains(&p.payload_type())
+                    .then(|| (p.payload_type(), p.ssrc()))
+            })
+        };
+        match (m.video.as_mut(), first(&w.video_pts)) {
+            (Some(v), Some((pt, ssrc))) => {
+                v.payload_type = pt;
+                v.ssrc = ssrc;
+            }
+            _ => m.video = None,
+        }
+        match (m.audio.as_mut(), first(&w.audio_pts)) {
+            (Some(a), Some((pt, ssrc))) => {
+                a.payload_type = pt;
+                a.ssrc = ssrc;
+            }
+            _ => m.audio = None,
+        }
+        return Some(m);
+    }
     let mut b = MetadataBuilder::default();
     for (_, line) in client_lines(rec) {
         let text = String::from_utf8_lossy(&line);
@@ -484,6 +644,9 @@ pub fn restream(
     ))?;
     udp.connect(SocketAddr::new(to.ip(), port))?;
     udp.set_nonblocking(true)?;
+    // From here the control connection is only polled between datagrams: a read must not
+    // wait, or a burst (OBS's speed test: 1337 datagrams in a second) would be stretched.
+    tcp.set_nonblocking(true)?;
     let mut stats = RestreamStats {
         media_port: port,
         ..RestreamStats::default()

@@ -30,6 +30,15 @@ pub const VIDEO_B: &[u8] =
     include_bytes!("../../../relay-core/tests/data/video-160x90-main-4s.h264");
 pub const AUDIO: &[u8] = include_bytes!("../../../relay-core/tests/data/audio-opus-48k-4s.ogg");
 
+/// A fresh path under the system's temporary folder, unique to this process and call.
+pub fn scratch_path(tag: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ))
+}
+
 pub fn init() {
     let _ = env_logger::builder().is_test(true).try_init();
 }
@@ -50,11 +59,7 @@ impl TestServer {
 
     pub fn start_with(tweak: impl FnOnce(&mut ServerArgs)) -> TestServer {
         init();
-        let data_dir = std::env::temp_dir().join(format!(
-            "itg-test-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
+        let data_dir = scratch_path("itg-test");
         let mut store = KeyStore::open(&data_dir).unwrap();
         let keys = [77, 88]
             .iter()

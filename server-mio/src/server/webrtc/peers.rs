@@ -30,6 +30,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rtc};
 
+use super::whip::WhipAuth;
 use crate::server::http::{Reply, Response};
 use crate::server::{Server, READ_BUDGET};
 
@@ -68,6 +69,13 @@ pub(in crate::server) struct Viewer {
     pub(in crate::server) role: Role,
 }
 
+impl Viewer {
+    /// The address its media comes from (the latest ICE nominated), once it has sent any.
+    pub(in crate::server) fn remote(&self) -> Option<SocketAddr> {
+        self.addrs.last().copied()
+    }
+}
+
 pub(in crate::server) enum Pending {
     Whep {
         token: Token,
@@ -81,9 +89,7 @@ pub(in crate::server) enum Pending {
     /// An authorized WHIP offer waiting for an `Rtc`.
     Whip {
         token: Token,
-        channel: ChannelId,
-        offer: SdpOffer,
-        from: SocketAddr,
+        auth: WhipAuth,
     },
 }
 
@@ -589,13 +595,8 @@ impl Server {
                         self.ws_offer(token, rtc, channel, now);
                     }
                 }
-                Pending::Whip {
-                    token,
-                    channel,
-                    offer,
-                    from,
-                } => {
-                    let resp = self.whip_answer(rtc, channel, offer, from, now);
+                Pending::Whip { token, auth } => {
+                    let resp = self.whip_answer(rtc, auth, now);
                     self.http_respond(token, resp);
                 }
             }

@@ -16,7 +16,8 @@ use std::net::SocketAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use ftl_proto::control::auth;
-use ftl_proto::{ChannelId, StreamKey};
+use ftl_proto::media::{RtpHeader, SenderReport};
+use ftl_proto::{ChannelId, Ssrc, StreamKey};
 use log::{info, warn};
 use mio::Token;
 use rand::distr::{Alphanumeric, SampleString};
@@ -27,6 +28,7 @@ use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::{Event, Rtc};
 
 use super::peers::{guarded, mids_from_sdp, Pending, Role, Signal};
+use crate::capture::SessionCapture;
 use crate::server::hooks::KeyAnswer;
 use crate::server::http::{Reply, Request, Response};
 use crate::server::Server;
@@ -51,6 +53,9 @@ pub(in crate::server) struct Publisher {
     /// Why its stream ends when it leaves: the connection was lost, unless a `DELETE` or the
     /// shutdown said otherwise first.
     pub(in crate::server) end: EndReason,
+    /// With `--capture`: the offer and answer, then the RTP and sender reports as the relay
+    /// got them (decrypted), so the session replays like an FTL one.
+    capture: Option<Box<SessionCapture>>,
 }
 
 /// An offer waiting for the key service's answer.
@@ -59,6 +64,8 @@ pub(in crate::server) struct WhipAuth {
     secret: StreamKey,
     offer: SdpOffer,
     from: SocketAddr,
+    /// The request with its key redacted, kept only with `--capture`.
+    request: Option<Vec<u8>>,
 }
 
 /// The bearer token of a request, if any.
@@ -227,6 +234,7 @@ impl Server {
             secret,
             offer,
             from,
+            request: self.args.capture.is_some().then(|| req.redacted()),
         })
     }
 
@@ -254,14 +262,9 @@ impl Server {
         answer: &KeyAnswer,
         now: Instant,
     ) -> Reply {
-        let WhipAuth {
-            channel,
-            secret,
-            offer,
-            from,
-        } = auth;
+        let (channel, from) = (auth.channel, auth.from);
         let refusal = match answer {
-            KeyAnswer::Key(k) if same_key(k, &secret) => None,
+            KeyAnswer::Key(k) if same_key(k, &auth.secret) => None,
             KeyAnswer::Key(_) => {
                 self.whip_auth_failed(from, now);
                 Some(Response::text(401, "wrong stream key"))
@@ -286,14 +289,11 @@ impl Server {
             return Reply::Now(self.whip_refused(from, channel, resp));
         }
         match self.pool.take() {
-            Some(rtc) => Reply::Now(self.whip_answer(rtc, channel, offer, from, now)),
+            Some(rtc) => Reply::Now(self.whip_answer(rtc, auth, now)),
             None => {
-                self.viewers.pending.push_back(Pending::Whip {
-                    token,
-                    channel,
-                    offer,
-                    from,
-                });
+                self.viewers
+                    .pending
+                    .push_back(Pending::Whip { token, auth });
                 self.pool.want(self.viewers.pending.len());
                 Reply::Later
             }
@@ -304,11 +304,16 @@ impl Server {
     pub(in crate::server) fn whip_answer(
         &mut self,
         mut rtc: Rtc,
-        channel: ChannelId,
-        offer: SdpOffer,
-        from: SocketAddr,
+        auth: WhipAuth,
         now: Instant,
     ) -> Response {
+        let WhipAuth {
+            channel,
+            offer,
+            from,
+            request,
+            ..
+        } = auth;
         let answer_sdp = match self.accept_offer(&mut rtc, offer) {
             Ok(a) => a,
             Err(resp) => return self.whip_refused(from, channel, resp),
@@ -323,6 +328,7 @@ impl Server {
             live: false,
             reports: [None, None],
             end: EndReason::ControlLost,
+            capture: None,
         };
         for (mid, kind) in mids_from_sdp(&answer_sdp) {
             let mid = Mid::from(mid.as_str());
@@ -348,6 +354,11 @@ impl Server {
             return self.whip_refused(from, channel, Response::text(406, &why));
         }
         let session = Alphanumeric.sample_string(&mut rand::rng(), 24);
+        let resp =
+            self.session_created(answer_sdp, &format!("/whip/{channel}/{session}"), &session);
+        if let Some(request) = request {
+            publisher.capture = self.whip_capture(from, &request, &resp, now);
+        }
         let id = self.viewer_insert(rtc, channel, Signal::Whip(session.clone()), None, now);
         if let Some(p) = self.viewers.map.get_mut(&id) {
             p.role = Role::Publisher(publisher);
@@ -356,7 +367,38 @@ impl Server {
         self.counters.publishers_created += 1;
         info!("channel {channel}: WHIP publisher {id} from {from} negotiated");
         self.viewer_drive(id, now);
-        self.session_created(answer_sdp, &format!("/whip/{channel}/{session}"), &session)
+        resp
+    }
+
+    /// Opens a publisher's capture: its HTTP exchange (key redacted) comes first, as the
+    /// control connection of an FTL capture does.
+    fn whip_capture(
+        &self,
+        from: SocketAddr,
+        request: &[u8],
+        resp: &Response,
+        now: Instant,
+    ) -> Option<Box<SessionCapture>> {
+        let dir = self.args.capture.as_ref()?;
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let stem = format!("whip-{secs}-{}-{}", from.ip(), from.port()).replace(':', "_");
+        let limits = crate::capture::Limits {
+            max_file_bytes: self.args.capture_max_mb.saturating_mul(1024 * 1024),
+            max_files: self.args.capture_files.max(1),
+        };
+        match SessionCapture::create(dir, &stem, from, self.addrs.http, limits, now) {
+            Ok(mut c) => {
+                c.control_in(request, now);
+                c.control_out(&resp.serialize(), now);
+                Some(Box::new(c))
+            }
+            Err(e) => {
+                warn!("capture in {}: {e}", dir.display());
+                None
+            }
+        }
     }
 
     /// Events of a publisher's `Rtc`.
@@ -364,9 +406,11 @@ impl Server {
         match e {
             Event::Connected => self.publisher_connected(id, now),
             Event::RtpPacket(pkt) => {
+                let server = self.addrs.webrtc;
                 let Some(peer) = self.viewers.map.get_mut(&id) else {
                     return;
                 };
+                let remote = peer.remote();
                 let channel = peer.channel;
                 let Role::Publisher(p) = &mut peer.role else {
                     return;
@@ -390,13 +434,28 @@ impl Server {
                     if let Some(r) = p.reports.get_mut(slot) {
                         *r = Some(info.ntp_time);
                     }
-                    self.relay.handle_sender_report(
-                        channel,
-                        kind,
-                        ntp_of(info.ntp_time),
-                        info.rtp_time.numer() as u32,
-                        now,
-                    );
+                    let sr = SenderReport {
+                        ssrc: Ssrc(*info.ssrc),
+                        ntp: ntp_of(info.ntp_time),
+                        rtp_timestamp: info.rtp_time.numer() as u32,
+                        packet_count: info.sender_packet_count,
+                        octet_count: info.sender_octet_count,
+                    };
+                    if let (Some(c), Some(remote)) = (p.capture.as_mut(), remote) {
+                        c.media(remote, server, &sr.build(), now);
+                    }
+                    self.relay
+                        .handle_sender_report(channel, kind, sr.ntp, sr.rtp_timestamp, now);
+                }
+                if let (Some(c), Some(remote)) = (p.capture.as_mut(), remote) {
+                    let header = RtpHeader {
+                        marker: pkt.header.marker,
+                        payload_type: *pt,
+                        sequence_number: pkt.header.sequence_number,
+                        timestamp: pkt.header.timestamp,
+                        ssrc: Ssrc(*pkt.header.ssrc),
+                    };
+                    c.media(remote, server, &header.build(&pkt.payload), now);
                 }
                 let rtp = RtpIn {
                     kind,
@@ -482,9 +541,13 @@ impl Server {
         &mut self,
         id: u64,
         channel: ChannelId,
-        p: Publisher,
+        mut p: Publisher,
         why: &str,
     ) {
+        if let Some(mut c) = p.capture.take() {
+            c.finish(Instant::now());
+            info!("capture written: {}", c.path().display());
+        }
         info!(
             "channel {channel}: WHIP publisher {id} from {} left ({why})",
             p.from
