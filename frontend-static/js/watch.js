@@ -8,6 +8,7 @@ const video = document.getElementById('video');
 const overlay = document.getElementById('overlay');
 const title = document.getElementById('title');
 const statsBox = document.getElementById('stats');
+const notice = document.getElementById('notice');
 const player = new WhepPlayer(video, { url: `/whep/${channel}` });
 // For tests and curious users: the latest stats, and when the first frame was shown
 // (milliseconds since navigation start).
@@ -50,6 +51,12 @@ async function tick() {
   }
   title.textContent = info.name;
   document.title = `${info.name} · ITG`;
+  // Browsers' WebRTC decoders drop most frames of a stream with B-frames: say so, rather
+  // than leave the viewer to guess why the picture stutters.
+  notice.hidden = !(info.live && info.b_frames);
+  notice.textContent = notice.hidden ? '' : 'This stream is encoded with B-frames, which browsers '
+    + 'play back as a stutter. The streamer can fix it by turning B-frames off in the encoder '
+    + '(OBS: Output → Encoder settings, x264 options bframes=0).';
   if (!info.live) {
     live = false;
     show('offline', 'Stream offline. It will play as soon as it is back.');

@@ -382,6 +382,40 @@ fn the_fixture_has_no_b_frames() {
     }
 }
 
+/// Real encoder output: x264's default 2 B-frames are flagged within the first GOP over
+/// either source; the same encoder without B-frames never is.
+#[test]
+fn ffmpeg_b_frames_are_found_within_the_first_gop() {
+    for rtp in [false, true] {
+        for (video, has_b) in [(VIDEO_B_FRAMES, true), (VIDEO_HIGH, false)] {
+            let sent = session(&SessionSpec {
+                video,
+                loops: 2,
+                ..SessionSpec::default()
+            });
+            let mut h = started(rtp);
+            for s in &sent {
+                feed(&mut h, rtp, s);
+            }
+            let flagged: Vec<Duration> = h
+                .events
+                .iter()
+                .filter(|(_, e)| matches!(e, Event::BFrames { .. }))
+                .map(|(t, _)| *t)
+                .collect();
+            let st = h.relay.stream_stats(ChannelId(77), h.now).unwrap();
+            assert_eq!(st.b_frames, has_b, "rtp {rtp}, B-frames {has_b}");
+            if has_b {
+                assert_eq!(flagged.len(), 1, "said once (rtp {rtp})");
+                // A GOP is 30 frames at 30 fps: one second.
+                assert!(flagged[0] < ms(1000), "flagged at {:?}", flagged[0]);
+            } else {
+                assert!(flagged.is_empty(), "rtp {rtp}: {flagged:?}");
+            }
+        }
+    }
+}
+
 #[test]
 fn rtp_sender_reports_share_one_clock() {
     let sent = session(&SessionSpec::default());

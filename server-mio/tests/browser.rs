@@ -90,6 +90,10 @@ fn the_watch_page_plays_in_headless_chromium() {
         .env("ITG_CLIENT_BIN", env!("CARGO_BIN_EXE_ftl-client"))
         .env("ITG_VIDEO", data.join("video-320x180-30fps-4s.h264"))
         .env("ITG_AUDIO", data.join("audio-opus-48k-4s.ogg"))
+        .env(
+            "ITG_VIDEO_BFRAMES",
+            data.join("video-320x180-high-bframes-2s.h264"),
+        )
         .status()
         .unwrap();
     assert!(

@@ -299,3 +299,109 @@ fn repeated_wrong_keys_hit_the_per_address_limit() {
     assert_eq!(r.status, 429);
     assert!(r.header("Retry-After").is_some());
 }
+
+#[test]
+fn a_publisher_that_vanishes_ends_its_stream_and_viewers_wait_for_the_next() {
+    let server = TestServer::start_with(|a| a.media_timeout = 2);
+    let mut opts = server.whip_options(77, &server.key(77), VIDEO_A, Some(Duration::from_secs(2)));
+    opts.vanish = true;
+    let publisher = publish_with(opts);
+    assert!(server.wait_for(Duration::from_secs(10), |s| stream_info(s, 77).is_some()));
+    let mut viewer = TestViewer::whep(&server, 77).unwrap();
+    assert!(drive_until(&mut viewer, Duration::from_secs(3), |v| v
+        .video
+        .len()
+        > 10));
+    // The encoder goes silent without a word: no DELETE, no DTLS close.
+    publisher.join().unwrap();
+    let silent = Instant::now();
+    let mut ended = None;
+    viewer.drive(Duration::from_secs(8), |_| {
+        if stream_info(&server, 77).is_none() {
+            ended = Some(silent.elapsed());
+        }
+        ended.is_some()
+    });
+    let ended = ended.expect("the vanished publisher's stream did not end");
+    eprintln!(
+        "vanished WHIP publisher: stream ended after {} ms",
+        ended.as_millis()
+    );
+    assert!(
+        ended >= Duration::from_millis(1500),
+        "ended too early: {ended:?}"
+    );
+    assert!(
+        server.wait_for(Duration::from_secs(3), |s| s.metric("itg_viewers") <= 1.0),
+        "the publisher's peer is still in the table"
+    );
+    // The viewer stayed; the next publisher's picture reaches it without a reload.
+    let got = viewer.video.len();
+    let next = server.publish(77, VIDEO_B, Some(Duration::from_secs(3)));
+    assert!(
+        drive_until(&mut viewer, Duration::from_secs(8), |v| v.video.len()
+            > got + 30),
+        "the waiting viewer got nothing from the next publisher"
+    );
+    let _ = next.stop();
+}
+
+const VIDEO_B_FRAMES: &[u8] =
+    include_bytes!("../../relay-core/tests/data/video-320x180-high-bframes-2s.h264");
+const VIDEO_HIGH: &[u8] =
+    include_bytes!("../../relay-core/tests/data/video-320x180-high-no-bframes-2s.h264");
+
+/// Watches `/api/streams` while a stream of `video` runs for 3 s over FTL or WHIP; returns
+/// the keyframes the relay had counted when it first said `b_frames`, if it ever did.
+fn b_frames_seen(over_whip: bool, video: &'static [u8]) -> Option<u64> {
+    let server = TestServer::start();
+    let run = Some(Duration::from_secs(3));
+    let (ftl, whip) = if over_whip {
+        (None, Some(server.publish(77, video, run)))
+    } else {
+        (Some(server.stream(77, video, run)), None)
+    };
+    let mut seen = None;
+    let mut was_live = false;
+    let end = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < end {
+        match stream_info(&server, 77) {
+            Some(info) => {
+                was_live = true;
+                if info["b_frames"] == true {
+                    seen = info["keyframes"].as_u64();
+                    assert_eq!(server.metric("itg_stream_b_frames{channel=\"77\"}"), 1.0);
+                    break;
+                }
+            }
+            None if was_live => break,
+            None => {}
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(was_live, "the stream never went live");
+    if let Some(p) = whip {
+        let _ = p.stop();
+    }
+    if let Some(s) = ftl {
+        let _ = s.stop();
+    }
+    seen
+}
+
+#[test]
+fn ffmpeg_b_frames_are_flagged_within_the_first_gop_over_ftl_and_whip() {
+    for over_whip in [false, true] {
+        let keyframes = b_frames_seen(over_whip, VIDEO_B_FRAMES);
+        assert_eq!(
+            keyframes,
+            Some(1),
+            "whip {over_whip}: flagged after {keyframes:?} keyframes"
+        );
+        assert_eq!(
+            b_frames_seen(over_whip, VIDEO_HIGH),
+            None,
+            "whip {over_whip}: a stream without B-frames was flagged"
+        );
+    }
+}

@@ -20,6 +20,9 @@ use relay_core::*;
 
 pub const VIDEO: &[u8] = include_bytes!("../data/video-320x180-30fps-4s.h264");
 pub const AUDIO: &[u8] = include_bytes!("../data/audio-opus-48k-4s.ogg");
+/// x264 High profile with its default 2 B-frames, and the same without (2 s, GOP 30).
+pub const VIDEO_B_FRAMES: &[u8] = include_bytes!("../data/video-320x180-high-bframes-2s.h264");
+pub const VIDEO_HIGH: &[u8] = include_bytes!("../data/video-320x180-high-no-bframes-2s.h264");
 
 /// One datagram of a synthetic session, `at` after the session's start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +47,8 @@ pub struct SessionSpec {
     pub sender_reports: bool,
     /// Repeat the fixture this many times (timestamps continue).
     pub loops: u32,
+    /// The H.264 Annex-B file (30 fps).
+    pub video: &'static [u8],
 }
 
 impl Default for SessionSpec {
@@ -58,6 +63,7 @@ impl Default for SessionSpec {
             pings: true,
             sender_reports: true,
             loops: 1,
+            video: VIDEO,
         }
     }
 }
@@ -75,9 +81,9 @@ pub fn opus_packets() -> Vec<Vec<u8>> {
     out
 }
 
-/// The video fixture as RTP payload lists, one list per frame.
-pub fn video_frames() -> Vec<Vec<Vec<u8>>> {
-    let nals = split_annexb(VIDEO);
+/// A video fixture as RTP payload lists, one list per frame.
+pub fn video_frames(video: &[u8]) -> Vec<Vec<Vec<u8>>> {
+    let nals = split_annexb(video);
     access_units(&nals)
         .iter()
         .map(|au| {
@@ -95,7 +101,7 @@ pub fn session(spec: &SessionSpec) -> Vec<Sent> {
     let video_ssrc = Ssrc(spec.channel + 1);
     let audio_ssrc = Ssrc(spec.channel);
     let mut out = Vec::new();
-    let frames = video_frames();
+    let frames = video_frames(spec.video);
     let mut vseq = spec.first_video_seq;
     let frame_count = frames.len() as u32;
     for lap in 0..spec.loops {

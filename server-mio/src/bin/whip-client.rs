@@ -41,6 +41,7 @@ fn main() -> ExitCode {
         repeat: args.media.repeat,
         duration: args.media.duration(),
         sent_log: None,
+        vanish: false,
     };
     // SIGINT/SIGTERM end the session politely (DELETE).
     let stop = std::sync::Arc::new(AtomicBool::new(false));

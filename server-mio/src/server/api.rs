@@ -95,6 +95,7 @@ impl Server {
                     v["lost"] = json!(s.counters.lost);
                     v["nacked"] = json!(s.counters.nacked);
                     v["recovered"] = json!(s.counters.recovered);
+                    v["keyframes"] = json!(s.counters.keyframes);
                     v["b_frames"] = json!(s.b_frames);
                     v["keyframe_requests"] = json!(s.counters.keyframe_requests);
                 }

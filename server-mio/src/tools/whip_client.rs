@@ -45,6 +45,9 @@ pub struct WhipOptions {
     pub duration: Option<Duration>,
     /// Records when each media payload was sent (by content hash), for latency measurements.
     pub sent_log: Option<SentLog>,
+    /// At the end, go silent without a `DELETE` or a DTLS close, as a crashed encoder or a
+    /// pulled cable would (for tests of the server's timeouts).
+    pub vanish: bool,
 }
 
 /// What a publishing session did.
@@ -451,6 +454,9 @@ pub fn publish(opts: &WhipOptions, stop: &AtomicBool) -> Result<WhipStats, WhipE
             Err(e) => break Err(e.into()),
         }
     };
+    if opts.vanish {
+        return result.map(|()| stats);
+    }
     if let Some(loc) = &location {
         let _ = http(server, "DELETE", loc, &[], &[]);
     }

@@ -2,7 +2,7 @@
 // network namespace the caller made (`unshare -n`). Streams a fixture with the project's FTL
 // client, checks decoding, the picture size and audio, then offline and back.
 //
-// Environment: ITG_SERVER_BIN, ITG_CLIENT_BIN, ITG_VIDEO, ITG_AUDIO (fixture files),
+// Environment: ITG_SERVER_BIN, ITG_CLIENT_BIN, ITG_VIDEO, ITG_AUDIO, ITG_VIDEO_BFRAMES (fixtures),
 // ITG_ARTIFACTS (where the screenshot and the summary go), ITG_RUNS (page loads to time).
 import { chromium } from 'playwright-core';
 import { execFileSync } from 'node:child_process';
@@ -15,6 +15,7 @@ const SERVER = env('ITG_SERVER_BIN');
 const CLIENT = env('ITG_CLIENT_BIN');
 const VIDEO = env('ITG_VIDEO');
 const AUDIO = env('ITG_AUDIO');
+const VIDEO_BFRAMES = env('ITG_VIDEO_BFRAMES');
 const ARTIFACTS = env('ITG_ARTIFACTS');
 const RUNS = Number(process.env.ITG_RUNS || 5);
 const HTTP = 'http://127.0.0.1:18080';
@@ -23,8 +24,17 @@ async function isLive() {
   return (await r.json()).streams.some((s) => s.channel === 77 && s.live);
 }
 
-function streamFixture(key) {
-  return start(CLIENT, ['--server', '127.0.0.1:18084', '--key', key, '--video', VIDEO, '--audio', AUDIO, '--loop'], 'ftl-client');
+function streamFixture(key, video = VIDEO) {
+  return start(CLIENT, ['--server', '127.0.0.1:18084', '--key', key, '--video', video, '--audio', AUDIO, '--loop'], 'ftl-client');
+}
+
+const noticeShown = (page) => page.evaluate(() => !document.getElementById('notice').hidden);
+
+/// Frames decoded over `ms` milliseconds.
+async function decodedOver(page, ms) {
+  const a = await frames(page);
+  await sleep(ms);
+  return (await frames(page)) - a;
 }
 
 async function stopClient(p) {
@@ -86,6 +96,25 @@ try {
   client = streamFixture(key);
   await page.waitForFunction((b) => (window.itg?.stats?.framesDecoded || 0) > b + 30, before, { timeout: 20000 });
   await page.waitForFunction(() => document.body.dataset.state === 'playing', null, { timeout: 10000 });
+  await sleep(2500);
+  if (await noticeShown(page)) throw new Error('the B-frames notice shows for a stream without them');
+  const plainFrames = await decodedOver(page, 3000);
+
+  // An encoder with B-frames: the page says why the picture stutters.
+  await stopClient(client);
+  await page.waitForFunction(() => document.body.dataset.state === 'offline', null, { timeout: 15000 });
+  client = streamFixture(key, VIDEO_BFRAMES);
+  await page.waitForFunction(() => !document.getElementById('notice').hidden, null, { timeout: 10000 });
+  const text = await page.evaluate(() => document.getElementById('notice').textContent);
+  if (!/B-frames/.test(text) || !/bframes=0/.test(text)) throw new Error(`notice says ${text}`);
+  await sleep(1000);
+  const bFrames = await decodedOver(page, 3000);
+  await page.screenshot({ path: join(ARTIFACTS, 'b-frames.png') });
+  await stopClient(client);
+  await page.waitForFunction(() => document.body.dataset.state === 'offline', null, { timeout: 15000 });
+  if (await noticeShown(page)) throw new Error('the B-frames notice outlived its stream');
+  client = streamFixture(key);
+  await page.waitForFunction(() => document.body.dataset.state === 'playing', null, { timeout: 20000 });
 
   // The home page lists the channel as live.
   const home = await browser.newPage();
@@ -107,7 +136,8 @@ try {
   await phone.screenshot({ path: join(ARTIFACTS, 'phone.png') });
 
   const sorted = [...firstFrame].sort((a, b) => a - b);
-  const summary = { first_frame_ms: firstFrame, median_first_frame_ms: sorted[Math.floor(sorted.length / 2)], video: size, audio_packets: audio };
+  const summary = { first_frame_ms: firstFrame, median_first_frame_ms: sorted[Math.floor(sorted.length / 2)], video: size, audio_packets: audio,
+    decoded_in_3s: { without_b_frames: plainFrames, with_b_frames: bFrames } };
   writeFileSync(join(ARTIFACTS, 'summary.json'), JSON.stringify(summary, null, 2));
   console.log(`browser test passed: ${JSON.stringify(summary)}`);
   await stopClient(client);

@@ -185,7 +185,18 @@ impl TestServer {
         video: &'static [u8],
         duration: Option<Duration>,
     ) -> Publisher {
-        let opts = WhipOptions {
+        publish_with(self.whip_options(channel, token, video, duration))
+    }
+
+    /// What `publish_as` publishes with (the fixture's audio; repeating when timed).
+    pub fn whip_options(
+        &self,
+        channel: u32,
+        token: &str,
+        video: &[u8],
+        duration: Option<Duration>,
+    ) -> WhipOptions {
+        WhipOptions {
             url: format!("http://{}/whip/{channel}", self.addrs.http),
             token: token.to_owned(),
             video: Some(video.to_vec()),
@@ -194,14 +205,19 @@ impl TestServer {
             repeat: duration.is_some(),
             duration,
             sent_log: None,
-        };
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let thread = std::thread::spawn(move || publish(&opts, &s));
-        Publisher {
-            stop,
-            thread: Some(thread),
+            vanish: false,
         }
+    }
+}
+
+/// Publishes over WHIP with the given options on a thread.
+pub fn publish_with(opts: WhipOptions) -> Publisher {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let thread = std::thread::spawn(move || publish(&opts, &s));
+    Publisher {
+        stop,
+        thread: Some(thread),
     }
 }
 
