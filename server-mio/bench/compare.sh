@@ -3,6 +3,7 @@
 # Not run by CI. Needs root (a private network namespace) and installs Debian's janus.
 #
 #   server-mio/bench/compare.sh [VIEWERS...]      # default: 1 50 200 500
+#   TARGETS="itg itg-whip" server-mio/bench/compare.sh 50 200   # ITG with FTL vs WHIP ingest
 #
 # Everything runs inside a fresh network namespace with loopback and one veth
 # pair (10.77.0.1 on veth v0, a test host of our own): Janus's ICE (libnice) does not use loopback, so both
@@ -28,6 +29,7 @@ ip link set v0 up
 ip link set v1 up
 ADDR=10.77.0.1
 RUNS=${RUNS:-3}
+TARGETS=${TARGETS:-itg janus}
 DURATION=${DURATION:-20}
 if [ $# -gt 0 ]; then VIEWERS=("$@"); else VIEWERS=(1 50 200 500); fi
 bin="$root/target/release"
@@ -38,6 +40,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 start_itg() {
+    rm -rf "$work/itg"
     "$bin/server-mio" keys add --data-dir "$work/itg" --channel 77 | tail -1 > "$work/key"
     RUST_LOG=warn taskset -c 0 "$bin/server-mio" --data-dir "$work/itg" --addr "$ADDR" \
         --http-port 8080 --ftl-port 8084 --webrtc-port 20000 --max-viewers 5000 \
@@ -59,13 +62,16 @@ start_janus() {
 run_load() { # target pid viewers
     local target=$1 pid=$2 n=$3 t0 t1 r0 r1 out
     t0=$(cpu_ticks "$pid"); s0=$(date +%s.%N)
-    if [ "$target" = itg ]; then
-        out=$(taskset -c 1 "$bin/itg-load" --target itg --http "$ADDR:8080" --ftl "$ADDR:8084" \
-            --key "$(cat "$work/key")" --viewers "$n" --join-rate 100 --duration "$DURATION" "${MEDIA[@]}" | grep ^RESULT)
-    else
+    if [ "$target" = janus ]; then
         out=$(taskset -c 1 "$bin/itg-load" --target janus --http "$ADDR:8088" \
             --rtp-video "$ADDR:15004" --rtp-audio "$ADDR:15002" --viewers "$n" --join-rate 100 \
-            --duration "$DURATION" "${MEDIA[@]}" | grep ^RESULT)
+            --duration "$DURATION" --server-pid "$pid" "${MEDIA[@]}" | grep ^RESULT)
+    else
+        local ingest=ftl
+        [ "$target" = itg-whip ] && ingest=whip
+        out=$(taskset -c 1 "$bin/itg-load" --target itg --ingest "$ingest" --http "$ADDR:8080" \
+            --ftl "$ADDR:8084" --key "$(cat "$work/key")" --viewers "$n" --join-rate 100 \
+            --duration "$DURATION" --server-pid "$pid" "${MEDIA[@]}" | grep ^RESULT)
     fi
     t1=$(cpu_ticks "$pid"); s1=$(date +%s.%N)
     sleep 3 # let the server tear the sessions down before the next run
@@ -84,8 +90,8 @@ ffmpeg -loglevel error -f lavfi -i "sine=frequency=440:sample_rate=48000" -t 10 
 MEDIA=(--video "$work/in.h264" --audio "$work/in.ogg")
 
 results="$work/results.txt"
-for target in itg janus; do
-    if [ $target = itg ]; then pid=$(start_itg); else pid=$(start_janus); fi
+for target in $TARGETS; do
+    if [ $target = janus ]; then pid=$(start_janus); else pid=$(start_itg); fi
     sleep 2
     base_rss=$(rss_kb "$pid")
     for n in "${VIEWERS[@]}"; do

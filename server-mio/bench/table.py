@@ -19,16 +19,26 @@ def med(runs, key):
 print("| target | viewers | delivered Mbit/s | server CPU % | Gbit/s per CPU-s | loss % | latency p50/p99 ms | first keyframe p50/p99 ms | RSS growth/viewer KB | runs |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for (target, n), runs in sorted(rows.items(), key=lambda x: (x[0][1], x[0][0])):
-    mbps, cpu, wall = med(runs, "mbps"), med(runs, "cpu_s"), med(runs, "wall_s")
+    mbps = med(runs, "mbps")
+    # The server's CPU over the measurement window itself (itg-load --server-pid), else over
+    # the whole run.
+    cpu, wall = med(runs, "server_cpu_s"), med(runs, "secs")
+    if cpu != cpu:
+        cpu, wall = med(runs, "cpu_s"), med(runs, "wall_s")
     cpu_pct = 100 * cpu / wall if wall else float("nan")
     per_cpu = (mbps / 1000 * wall / cpu) if cpu else float("nan")
     rss = (med(runs, "rss_kb") - med(runs, "base_rss_kb")) / max(n, 1)
     print(f"| {target} | {n} | {mbps:.2f} | {cpu_pct:.1f} | {per_cpu:.3f} | {med(runs, 'loss_pct'):.3f} | "
           f"{med(runs, 'lat_p50_ms'):.2f}/{med(runs, 'lat_p99_ms'):.2f} | {med(runs, 'key_p50_ms'):.0f}/{med(runs, 'key_p99_ms'):.0f} | "
           f"{rss:.0f} | {len(runs)} |")
+def eff(runs):
+    cpu, wall = med(runs, "server_cpu_s"), med(runs, "secs")
+    if cpu != cpu:
+        cpu, wall = med(runs, "cpu_s"), med(runs, "wall_s")
+    return med(runs, "mbps") * wall / cpu
+
 for n in sorted({n for (_, n) in rows}):
-    a, b = rows.get(("itg", n)), rows.get(("janus", n))
-    if a and b:
-        def eff(runs):
-            return med(runs, "mbps") * med(runs, "wall_s") / med(runs, "cpu_s")
-        print(f"\n{n} viewers: ITG/Janus delivered per CPU-second = {eff(a) / eff(b):.2f}x")
+    for a_name, b_name in [("itg", "janus"), ("itg-whip", "itg")]:
+        a, b = rows.get((a_name, n)), rows.get((b_name, n))
+        if a and b:
+            print(f"\n{n} viewers: {a_name}/{b_name} delivered per server CPU-second = {eff(a) / eff(b):.2f}x")

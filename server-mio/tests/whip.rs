@@ -405,3 +405,33 @@ fn ffmpeg_b_frames_are_flagged_within_the_first_gop_over_ftl_and_whip() {
         );
     }
 }
+
+/// A publisher is held to the connect deadline only until it connects: a stream runs on
+/// past `--viewer-connect-timeout` (5 s in tests) without a gap.
+#[test]
+fn a_whip_stream_outlives_the_connect_deadline() {
+    let server = TestServer::start();
+    let publisher = server.publish(77, VIDEO_A, Some(Duration::from_secs(9)));
+    assert!(server.wait_for(Duration::from_secs(10), |s| stream_info(s, 77).is_some()));
+    let mut viewer = TestViewer::whep(&server, 77).unwrap();
+    // Count video per second of the viewer's wall clock.
+    let start = Instant::now();
+    let mut per_second = vec![0usize; 8];
+    let mut seen = 0;
+    viewer.drive(Duration::from_secs(8), |v| {
+        let s = start.elapsed().as_secs() as usize;
+        if let Some(n) = per_second.get_mut(s) {
+            *n += v.video.len() - seen;
+        }
+        seen = v.video.len();
+        false
+    });
+    let stats = publisher.join();
+    assert!(stats.is_ok(), "the publisher was cut off: {stats:?}");
+    // The fixture sends ~47 video packets a second; every second after the first has media.
+    assert!(
+        per_second[1..].iter().all(|n| *n > 20),
+        "gaps in the stream: {per_second:?}"
+    );
+    assert_eq!(viewer.video_lost(), 0);
+}

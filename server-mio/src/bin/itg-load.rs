@@ -1,8 +1,9 @@
-//! `itg-load`: a sender and N receive-only WebRTC viewers in one process, against ITG (FTL in,
-//! WHEP out) or Janus (plain RTP in, Janus HTTP API out). Sender and viewers share one clock, so
-//! each received payload's latency is measured from the moment the sender sent that payload
-//! (matched by content, whatever the server rewrites). Prints a summary, and one
-//! machine-readable `RESULT` line.
+//! `itg-load`: a sender and N receive-only WebRTC viewers in one process, against ITG (FTL or
+//! WHIP in, WHEP out) or Janus (plain RTP in, Janus HTTP API out). Sender and viewers share one
+//! clock, so each received payload's latency is measured from the moment the sender sent that
+//! payload (matched by content, whatever the server rewrites). With `--server-pid`, the
+//! server's CPU time is read over exactly the window the delivered rate is measured in. Prints a
+//! summary, and one machine-readable `RESULT` line.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,11 +14,21 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use server_mio::tools::client::{rtp_sender, stream, ClientOptions, SentLog};
 use server_mio::tools::probe::Viewer;
+use server_mio::tools::whip_client::{publish, WhipOptions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Target {
     Itg,
     Janus,
+}
+
+/// How the sender reaches ITG.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Ingest {
+    /// FTL to `--ftl` (the in-process FTL client).
+    Ftl,
+    /// WHIP to `--http` (the in-process WHIP client: str0m, DTLS-SRTP).
+    Whip,
 }
 
 /// Load generator for ITG and, for comparison, Janus.
@@ -35,6 +46,12 @@ struct Args {
     /// ITG: the OBS stream key (`<channel>-<secret>`); the channel is watched.
     #[arg(long)]
     key: Option<String>,
+    /// ITG: stream over FTL or WHIP (same media either way).
+    #[arg(long, value_enum, default_value = "ftl")]
+    ingest: Ingest,
+    /// The server's process id: its CPU seconds over the measurement window are reported.
+    #[arg(long)]
+    server_pid: Option<u32>,
     /// Janus: the API base path.
     #[arg(long, default_value = "/janus")]
     janus_base: String,
@@ -64,6 +81,17 @@ struct Args {
 const FIXTURE_VIDEO: &[u8] =
     include_bytes!("../../../relay-core/tests/data/video-320x180-30fps-4s.h264");
 const FIXTURE_AUDIO: &[u8] = include_bytes!("../../../relay-core/tests/data/audio-opus-48k-4s.ogg");
+
+/// User plus system CPU seconds of a process, from `/proc/<pid>/stat` (in USER_HZ, which
+/// Linux fixes at 100 for this file).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; the fields after it are fixed.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {
@@ -101,11 +129,26 @@ fn main() {
         .unwrap_or(0);
     let s = stop.clone();
     let (v_addr, a_addr, target) = (args.rtp_video, args.rtp_audio, args.target);
-    let sender = std::thread::spawn(move || match target {
-        Target::Itg => stream(&opts, &s)
+    let whip = WhipOptions {
+        url: format!("http://{}/whip/{channel}", args.http),
+        token: opts.stream_key.clone(),
+        video: opts.video.clone(),
+        audio: opts.audio.clone(),
+        fps: opts.fps,
+        repeat: true,
+        duration: None,
+        sent_log: Some(log.clone()),
+        vanish: false,
+    };
+    let ingest = args.ingest;
+    let sender = std::thread::spawn(move || match (target, ingest) {
+        (Target::Itg, Ingest::Ftl) => stream(&opts, &s)
             .map(|st| st.video_packets + st.audio_packets)
             .map_err(|e| e.to_string()),
-        Target::Janus => rtp_sender(&opts, v_addr, a_addr, &s).map_err(|e| e.to_string()),
+        (Target::Itg, Ingest::Whip) => publish(&whip, &s)
+            .map(|st| st.video_packets + st.audio_packets)
+            .map_err(|e| e.to_string()),
+        (Target::Janus, _) => rtp_sender(&opts, v_addr, a_addr, &s).map_err(|e| e.to_string()),
     });
     std::thread::sleep(Duration::from_millis(1500));
 
@@ -115,7 +158,8 @@ fn main() {
     let gap = Duration::from_secs_f64(1.0 / args.join_rate.max(0.01));
     let mut next_join = start;
     let mut all_joined: Option<Instant> = None;
-    let mut window: Option<(Instant, u64)> = None;
+    // Start of the measurement: when, bytes delivered so far, the server's CPU seconds.
+    let mut window: Option<(Instant, u64, Option<f64>)> = None;
     loop {
         let now = Instant::now();
         if viewers.len() + failed < args.viewers && now >= next_join {
@@ -144,9 +188,10 @@ fn main() {
                 for v in &mut viewers {
                     v.latency_us.clear();
                 }
-                window = Some((now, viewers.iter().map(|v| v.bytes).sum()));
+                let cpu = args.server_pid.and_then(cpu_seconds);
+                window = Some((now, viewers.iter().map(|v| v.bytes).sum(), cpu));
             }
-            if now >= t + Duration::from_secs_f64(args.duration) {
+            if now >= t + Duration::from_secs(2) + Duration::from_secs_f64(args.duration) {
                 break;
             }
         }
@@ -158,6 +203,10 @@ fn main() {
             std::thread::sleep(Duration::from_micros(300));
         }
     }
+    // The window ends here, before the sender and viewers are torn down.
+    let cpu_end = args.server_pid.and_then(cpu_seconds);
+    let window_end = Instant::now();
+    let delivered_end: u64 = viewers.iter().map(|v| v.bytes).sum();
     stop.store(true, Ordering::SeqCst);
     let sent = sender.join().ok().and_then(Result::ok).unwrap_or(0);
     // Leave cleanly, so the next run does not pay for viewers that are gone.
@@ -181,10 +230,17 @@ fn main() {
     } else {
         0.0
     };
-    let (mbps, secs) = window.map_or((0.0, 0.0), |(t, b0)| {
-        let b1: u64 = viewers.iter().map(|v| v.bytes).sum();
-        let secs = t.elapsed().as_secs_f64();
-        ((b1 - b0) as f64 * 8.0 / secs / 1e6, secs)
+    let (mbps, secs, server_cpu) = window.map_or((0.0, 0.0, f64::NAN), |(t, b0, c0)| {
+        let secs = window_end.duration_since(t).as_secs_f64();
+        let cpu = match (c0, cpu_end) {
+            (Some(a), Some(b)) => b - a,
+            _ => f64::NAN,
+        };
+        (
+            delivered_end.saturating_sub(b0) as f64 * 8.0 / secs / 1e6,
+            secs,
+            cpu,
+        )
     });
     let (l50, l99) = (
         percentile(&mut latency.clone(), 0.5),
@@ -202,9 +258,16 @@ fn main() {
         failed
     );
     println!("delivered payload {mbps:.2} Mbit/s over {secs:.1} s; video loss {loss_pct:.3}%");
+    if server_cpu.is_finite() {
+        println!(
+            "server CPU {:.1}% of a core over the same {secs:.1} s: {:.2} CPU-s per delivered Gbit",
+            server_cpu * 100.0 / secs,
+            server_cpu / (mbps * secs / 1000.0)
+        );
+    }
     println!("latency send->receive p50 {l50:.2} ms, p99 {l99:.2} ms; join->first keyframe p50 {k50:.0} ms, p99 {k99:.0} ms");
     println!(
-        "RESULT viewers={} connected={connected} mbps={mbps:.3} secs={secs:.2} loss_pct={loss_pct:.4} lat_p50_ms={l50:.3} lat_p99_ms={l99:.3} key_p50_ms={k50:.1} key_p99_ms={k99:.1}",
+        "RESULT viewers={} connected={connected} mbps={mbps:.3} secs={secs:.2} server_cpu_s={server_cpu:.3} loss_pct={loss_pct:.4} lat_p50_ms={l50:.3} lat_p99_ms={l99:.3} key_p50_ms={k50:.1} key_p99_ms={k99:.1}",
         viewers.len()
     );
 }

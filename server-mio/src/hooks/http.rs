@@ -118,7 +118,7 @@ impl Exchange {
 }
 
 /// A complete response, or `Failed` for one that cannot become complete.
-fn parse(raw: &[u8]) -> Progress {
+pub(crate) fn parse(raw: &[u8]) -> Progress {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut resp = httparse::Response::new(&mut headers);
     let head = match resp.parse(raw) {

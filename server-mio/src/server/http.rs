@@ -424,13 +424,13 @@ impl Server {
     }
 }
 
-enum Parsed {
+pub(super) enum Parsed {
     Partial,
     Done(Request),
     Error(u16, &'static str),
 }
 
-fn parse(buf: &[u8]) -> Parsed {
+pub(super) fn parse(buf: &[u8]) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; 48];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {

@@ -13,6 +13,8 @@
 
 mod api;
 mod control;
+#[doc(hidden)]
+pub mod fuzzing;
 mod hooks;
 mod http;
 mod static_files;

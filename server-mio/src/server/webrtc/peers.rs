@@ -30,7 +30,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rtc};
 
-use super::whip::WhipAuth;
+use super::whip::{parse_offer, WhipAuth};
 use crate::server::http::{Reply, Response};
 use crate::server::{Server, READ_BUDGET};
 
@@ -211,6 +211,23 @@ pub(in crate::server) fn mids_from_sdp(sdp: &str) -> Vec<(String, MediaKind)> {
     out
 }
 
+/// str0m's SDP answer parser on untrusted text (a WebSocket viewer's answer).
+pub(in crate::server) fn parse_answer(sdp: &str) -> Result<SdpAnswer, String> {
+    match guarded(|| SdpAnswer::from_sdp_string(sdp)) {
+        Ok(Ok(a)) => Ok(a),
+        Ok(Err(e)) => Err(format!("invalid SDP answer: {e}")),
+        Err(p) => Err(format!("invalid SDP answer (parser failed: {p})")),
+    }
+}
+
+/// A trickled `candidate:` line, if str0m can read it.
+pub(in crate::server) fn parse_candidate(line: &str) -> Option<Candidate> {
+    let line = line.trim_start_matches("a=");
+    guarded(|| Candidate::from_sdp_string(line).ok())
+        .ok()
+        .flatten()
+}
+
 /// Runs `f` on a viewer's `Rtc`, turning a panic into an error.
 pub(in crate::server) fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
@@ -293,8 +310,8 @@ impl Server {
         offer: &str,
         now: Instant,
     ) -> Response {
-        let parsed = SdpOffer::from_sdp_string(offer)
-            .map_err(|e| Response::text(400, &format!("invalid SDP offer: {e}")))
+        let parsed = parse_offer(offer)
+            .map_err(|(status, why)| Response::text(status, &why))
             .and_then(|o| self.accept_offer(&mut rtc, o));
         let answer_sdp = match parsed {
             Ok(a) => a,
@@ -430,8 +447,7 @@ impl Server {
     ) -> Result<(), String> {
         let v = self.viewers.map.get_mut(&id).ok_or("no viewer")?;
         let pending = v.pending_offer.take().ok_or("no offer pending")?;
-        let answer =
-            SdpAnswer::from_sdp_string(sdp).map_err(|e| format!("invalid SDP answer: {e}"))?;
+        let answer = parse_answer(sdp)?;
         match guarded(|| v.rtc.sdp_api().accept_answer(pending, answer)) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(format!("cannot accept the answer: {e}")),
@@ -445,8 +461,7 @@ impl Server {
     /// A trickled candidate from a WebSocket viewer (not needed with ICE-lite, but harmless).
     pub(in crate::server) fn ws_candidate(&mut self, id: u64, candidate: &str) {
         if let Some(v) = self.viewers.map.get_mut(&id) {
-            let line = candidate.trim_start_matches("a=");
-            if let Ok(c) = Candidate::from_sdp_string(line) {
+            if let Some(c) = parse_candidate(candidate) {
                 let _ = guarded(|| v.rtc.add_remote_candidate(c));
             }
         }
@@ -729,29 +744,30 @@ impl Server {
         let Some(v) = self.viewers.map.get_mut(&id) else {
             return;
         };
+        // Viewers and publishers alike: from now on the connect deadline no longer applies.
+        if matches!(e, Event::Connected) {
+            v.connected_at = Some(now);
+        }
         if matches!(v.role, Role::Publisher(_)) {
             return self.publisher_event(id, e, now);
         }
         match e {
-            Event::Connected => {
-                v.connected_at = Some(now);
-                match self.relay.add_viewer(v.channel, now) {
-                    Ok(rid) => {
-                        v.relay_id = Some(rid);
-                        self.viewers.by_relay.insert(rid, id);
-                        info!(
-                            "channel {}: viewer {id} connected in {} ms",
-                            v.channel,
-                            now.saturating_duration_since(v.created).as_millis()
-                        );
-                        self.drain_relay(now);
-                    }
-                    Err(err) => {
-                        warn!("channel {}: viewer {id} refused: {err}", v.channel);
-                        self.viewer_drop(id, "limit reached");
-                    }
+            Event::Connected => match self.relay.add_viewer(v.channel, now) {
+                Ok(rid) => {
+                    v.relay_id = Some(rid);
+                    self.viewers.by_relay.insert(rid, id);
+                    info!(
+                        "channel {}: viewer {id} connected in {} ms",
+                        v.channel,
+                        now.saturating_duration_since(v.created).as_millis()
+                    );
+                    self.drain_relay(now);
                 }
-            }
+                Err(err) => {
+                    warn!("channel {}: viewer {id} refused: {err}", v.channel);
+                    self.viewer_drop(id, "limit reached");
+                }
+            },
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 self.viewer_drop(id, "ICE disconnected");
             }

@@ -85,9 +85,8 @@ fn same_key(expected: &StreamKey, presented: &StreamKey) -> bool {
 
 /// Checks an offer before any WebRTC state is made: it parses, it has media, and the media
 /// can be relayed. Audio alone (Opus) is a stream too. Returns the parsed offer.
-fn check_offer(sdp: &str) -> Result<SdpOffer, (u16, String)> {
-    let offer =
-        SdpOffer::from_sdp_string(sdp).map_err(|e| (400, format!("invalid SDP offer: {e}")))?;
+pub(in crate::server) fn check_offer(sdp: &str) -> Result<SdpOffer, (u16, String)> {
+    let offer = parse_offer(sdp)?;
     let mids = mids_from_sdp(sdp);
     let has = |k: MediaKind| mids.iter().any(|(_, kind)| *kind == k);
     if !has(MediaKind::Video) && !has(MediaKind::Audio) {
@@ -133,6 +132,18 @@ fn check_offer(sdp: &str) -> Result<SdpOffer, (u16, String)> {
         ));
     }
     Ok(offer)
+}
+
+/// str0m's SDP parser on untrusted text: an error or a panic is a `400`.
+pub(in crate::server) fn parse_offer(sdp: &str) -> Result<SdpOffer, (u16, String)> {
+    match guarded(|| SdpOffer::from_sdp_string(sdp)) {
+        Ok(Ok(offer)) => Ok(offer),
+        Ok(Err(e)) => Err((400, format!("invalid SDP offer: {e}"))),
+        Err(p) => {
+            warn!("str0m's SDP parser panicked: {p}");
+            Err((400, "invalid SDP offer".into()))
+        }
+    }
 }
 
 fn ntp_of(t: SystemTime) -> u64 {
