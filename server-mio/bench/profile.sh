@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Where the server's time goes at load: ITG with N viewers (default 200) of the 2.5 Mbit/s input,
 # sampled with `perf record -g` for 10 s; prints the top symbols. Root; not run by CI.
+# INGEST=whip streams the input over WHIP instead of FTL.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -27,7 +28,7 @@ RUST_LOG=warn taskset -c 0 "$bin/server-mio" --data-dir "$work/itg" --addr "$ADD
     --max-viewers-per-channel 5000 > "$work/itg.log" 2>&1 &
 pid=$!
 sleep 1
-taskset -c 1 "$bin/itg-load" --target itg --http "$ADDR:8080" --ftl "$ADDR:8084" --key "$(cat "$work/key")" \
+taskset -c 1 "$bin/itg-load" --target itg --ingest "${INGEST:-ftl}" --http "$ADDR:8080" --ftl "$ADDR:8084" --key "$(cat "$work/key")" \
     --viewers "$N" --join-rate 100 --duration 20 --video "$work/in.h264" > "$work/load.txt" &
 sleep 8
 perf record -F 999 -g -p "$pid" -o "$work/perf.data" -- sleep 10 2>/dev/null
