@@ -61,6 +61,11 @@ pub enum EndReason {
     Replaced,
     /// The server is shutting down.
     Shutdown,
+    /// The channel was removed from the key store while live.
+    KeyRemoved,
+    /// The channel's key was rotated while live: the session that authenticated with the
+    /// old key is let go.
+    KeyRotated,
 }
 
 /// Something the caller should know or act on.

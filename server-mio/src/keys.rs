@@ -1,12 +1,17 @@
 //! The stream key store: channels with id, name and secret, kept as JSON in the data dir with
 //! file mode 0600 (it holds secrets).
 //!
-//! A corrupt or unreadable file is an error at start, never replaced by a silent default.
+//! A corrupt or unreadable file is an error at start, never replaced by a silent default. The
+//! running server sees changes (the `keys` commands, or an edit) with [`KeyStore::changed`], a
+//! `stat` cheap enough for a timer, then [`KeyStore::reload`]: a file that is missing, corrupt
+//! or half-written keeps the last good set in force.
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use ftl_proto::{ChannelId, StreamKey};
 use rand::distr::{Alphanumeric, SampleString};
@@ -43,6 +48,56 @@ struct File {
 pub struct KeyStore {
     path: PathBuf,
     channels: Vec<Channel>,
+    /// The file as last read (or last found unreadable), to see changes without reading it.
+    stamp: Option<Stamp>,
+}
+
+/// Which version of the file is on disk: a rename (how `save` writes) changes the inode, an
+/// edit in place the size or the modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    inode: u64,
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let m = fs::metadata(path).ok()?;
+    Some(Stamp {
+        inode: m.ino(),
+        len: m.len(),
+        modified: m.modified().ok(),
+    })
+}
+
+/// What a reload changed, by channel id.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct KeyChanges {
+    pub added: Vec<u32>,
+    pub removed: Vec<u32>,
+    /// Channels whose secret changed: sessions that authenticated with the old one must go.
+    pub rotated: Vec<u32>,
+}
+
+impl KeyChanges {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.rotated.is_empty()
+    }
+}
+
+/// Parses and checks the file's bytes.
+fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<Channel>, KeyError> {
+    let file: File = serde_json::from_slice(bytes)
+        .map_err(|e| KeyError::Corrupt(path.to_owned(), e.to_string()))?;
+    for c in &file.channels {
+        if c.id == 0 || c.id > ChannelId::MAX || c.key.is_empty() {
+            return Err(KeyError::Corrupt(
+                path.to_owned(),
+                format!("bad channel {}", c.id),
+            ));
+        }
+    }
+    Ok(file.channels)
 }
 
 /// Errors of the key store, naming the file.
@@ -76,6 +131,39 @@ impl std::fmt::Display for KeyError {
 impl std::error::Error for KeyError {}
 
 const FILE_NAME: &str = "keys.json";
+/// Written by a running server beside the key file: its process id and HTTP address, so the
+/// `keys` commands can ask it which channels are live.
+const RUNNING_FILE: &str = "server.json";
+
+/// A server that uses this data dir, as it noted itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Running {
+    pub pid: u32,
+    pub http: std::net::SocketAddr,
+}
+
+/// Notes the running server in `data_dir` (best effort: the `keys` commands then show what is
+/// live).
+pub fn note_running(data_dir: &Path, http: std::net::SocketAddr) {
+    let r = Running {
+        pid: std::process::id(),
+        http,
+    };
+    if let Ok(body) = serde_json::to_vec(&r) {
+        let _ = fs::write(data_dir.join(RUNNING_FILE), body);
+    }
+}
+
+/// Removes the note at shutdown.
+pub fn forget_running(data_dir: &Path) {
+    let _ = fs::remove_file(data_dir.join(RUNNING_FILE));
+}
+
+/// The server running on `data_dir`, if its note names a live process.
+pub fn running(data_dir: &Path) -> Option<Running> {
+    let r: Running = serde_json::from_slice(&fs::read(data_dir.join(RUNNING_FILE)).ok()?).ok()?;
+    Path::new(&format!("/proc/{}", r.pid)).exists().then_some(r)
+}
 const SECRET_LEN: usize = 32;
 
 impl KeyStore {
@@ -83,21 +171,52 @@ impl KeyStore {
     /// until a channel is added).
     pub fn open(data_dir: &Path) -> Result<KeyStore, KeyError> {
         let path = data_dir.join(FILE_NAME);
+        let before = stamp(&path);
         let channels = match fs::read(&path) {
-            Ok(bytes) => {
-                let file: File = serde_json::from_slice(&bytes)
-                    .map_err(|e| KeyError::Corrupt(path.clone(), e.to_string()))?;
-                for c in &file.channels {
-                    if c.id == 0 || c.id > ChannelId::MAX || c.key.is_empty() {
-                        return Err(KeyError::Corrupt(path, format!("bad channel {}", c.id)));
-                    }
-                }
-                file.channels
-            }
+            Ok(bytes) => parse(&path, &bytes)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(KeyError::Io(path, e)),
         };
-        Ok(KeyStore { path, channels })
+        Ok(KeyStore {
+            path,
+            channels,
+            stamp: before,
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the file on disk differs from the version last read (one `stat`).
+    pub fn changed(&self) -> bool {
+        stamp(&self.path) != self.stamp
+    }
+
+    /// Reads the file again. On success the new set is in force and the differences are
+    /// returned; on failure (missing, unreadable, corrupt, half-written) the last good set
+    /// stays in force, and the same version of the file is not reported again.
+    pub fn reload(&mut self) -> Result<KeyChanges, KeyError> {
+        // Stamped before reading: a write that lands during the read is seen next time.
+        self.stamp = stamp(&self.path);
+        let bytes = fs::read(&self.path).map_err(|e| KeyError::Io(self.path.clone(), e))?;
+        let channels = parse(&self.path, &bytes)?;
+        let mut changes = KeyChanges::default();
+        for c in &channels {
+            match self.channels.iter().find(|o| o.id == c.id) {
+                None => changes.added.push(c.id),
+                Some(o) if o.key != c.key => changes.rotated.push(c.id),
+                Some(_) => {}
+            }
+        }
+        for o in &self.channels {
+            if !channels.iter().any(|c| c.id == o.id) {
+                changes.removed.push(o.id);
+            }
+        }
+        self.channels = channels;
+        Ok(changes)
     }
 
     /// The channels, by id.
@@ -164,7 +283,7 @@ impl KeyStore {
     }
 
     /// Writes the file atomically (temporary file, then rename), mode 0600.
-    fn save(&self) -> Result<(), KeyError> {
+    fn save(&mut self) -> Result<(), KeyError> {
         let io = |e| KeyError::Io(self.path.clone(), e);
         if let Some(dir) = self.path.parent() {
             fs::create_dir_all(dir).map_err(io)?;
@@ -185,6 +304,7 @@ impl KeyStore {
         f.sync_all().map_err(io)?;
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).map_err(io)?;
         fs::rename(&tmp, &self.path).map_err(io)?;
+        self.stamp = stamp(&self.path);
         Ok(())
     }
 }
@@ -233,6 +353,50 @@ mod tests {
         s.remove(77).unwrap();
         assert!(matches!(s.remove(77), Err(KeyError::NoSuchChannel(77))));
         assert_eq!(KeyStore::open(&d).unwrap().channels().len(), 1);
+    }
+
+    #[test]
+    fn reloads_report_changes_and_bad_files_keep_the_last_good_set() {
+        let d = dir();
+        let mut server = KeyStore::open(&d).unwrap();
+        assert!(!server.changed());
+        let mut cli = KeyStore::open(&d).unwrap();
+        let a = cli.add(Some(1), None).unwrap();
+        cli.add(Some(2), None).unwrap();
+        assert!(server.changed());
+        let c = server.reload().unwrap();
+        assert_eq!(c.added, vec![1, 2]);
+        assert!(!server.changed());
+        let mut cli = KeyStore::open(&d).unwrap();
+        cli.rotate(1).unwrap();
+        cli.remove(2).unwrap();
+        cli.add(Some(3), None).unwrap();
+        let c = server.reload().unwrap();
+        assert_eq!(
+            c,
+            KeyChanges {
+                added: vec![3],
+                removed: vec![2],
+                rotated: vec![1]
+            }
+        );
+        assert_ne!(server.get(ChannelId(1)).unwrap().key, a.key);
+        // Half-written, corrupt, then missing: the last good set stays, each reported once.
+        let good = fs::read(d.join("keys.json")).unwrap();
+        fs::write(d.join("keys.json"), &good[..good.len() / 2]).unwrap();
+        assert!(server.changed());
+        assert!(matches!(server.reload(), Err(KeyError::Corrupt(..))));
+        assert!(
+            !server.changed(),
+            "the same bad version is not reported again"
+        );
+        assert_eq!(server.channels().len(), 2);
+        fs::remove_file(d.join("keys.json")).unwrap();
+        assert!(server.changed());
+        assert!(matches!(server.reload(), Err(KeyError::Io(..))));
+        assert_eq!(server.channels().len(), 2);
+        fs::write(d.join("keys.json"), &good).unwrap();
+        assert!(server.reload().unwrap().is_empty());
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub struct Counters {
     pub whip_refused: u64,
     pub whip_packets: u64,
     pub whip_keyframe_requests: u64,
+    /// Reads of the key file after it changed: taken, and refused (the old keys stay).
+    pub key_reloads: u64,
+    pub key_file_errors: u64,
 }
 
 impl Server {
@@ -202,6 +205,16 @@ impl Server {
             "whip_publishers_total",
             "WHIP offers answered (publishers negotiated).",
             c.publishers_created,
+        );
+        counter(
+            "key_reloads_total",
+            "Changes of the key file taken while running.",
+            c.key_reloads,
+        );
+        counter(
+            "key_file_errors_total",
+            "Changes of the key file refused (missing, corrupt): the last good keys stay in force.",
+            c.key_file_errors,
         );
         counter(
             "whip_refused_total",

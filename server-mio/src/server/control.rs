@@ -474,6 +474,33 @@ impl Server {
     }
 
     /// Ends a stream owned by `owner` and frees its media port.
+    /// The channel's key was revoked (removed or rotated): every FTL session of the channel
+    /// was checked against the old key, so each is told (`410`) and closed, and the live one's
+    /// stream ends with `reason`. Returns how many sessions went.
+    pub(super) fn ftl_revoke(
+        &mut self,
+        channel: ChannelId,
+        reason: EndReason,
+        now: Instant,
+    ) -> usize {
+        let tokens: Vec<Token> = self
+            .controls
+            .iter()
+            .filter(|(_, c)| c.session.channel() == Some(channel))
+            .map(|(t, _)| *t)
+            .collect();
+        for &t in &tokens {
+            self.end_stream(channel, t, reason);
+            if let Some(c) = self.controls.get_mut(&t) {
+                c.live = None;
+                c.session
+                    .refuse(StatusCode::SERVER_TERMINATE, "the stream key was revoked");
+            }
+            self.pump_control(t, now);
+        }
+        tokens.len()
+    }
+
     fn end_stream(&mut self, channel: ChannelId, owner: Token, reason: EndReason) {
         if self.media.get(&channel).is_some_and(|m| m.owner == owner) {
             let now = Instant::now();

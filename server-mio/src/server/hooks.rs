@@ -27,6 +27,8 @@ fn reason_name(r: EndReason) -> &'static str {
         EndReason::MediaTimeout => "media_timeout",
         EndReason::Shutdown => "shutdown",
         EndReason::ControlLost => "control_lost",
+        EndReason::KeyRemoved => "key_removed",
+        EndReason::KeyRotated => "key_rotated",
     }
 }
 

@@ -17,6 +17,7 @@ mod control;
 pub mod fuzzing;
 mod hooks;
 mod http;
+mod key_watch;
 mod static_files;
 mod webrtc;
 mod ws;
@@ -136,6 +137,8 @@ pub struct Server {
     poll: Poll,
     args: ServerArgs,
     keys: KeyStore,
+    /// When the key file is next looked at.
+    keys_check_at: Instant,
     relay: Relay,
     ftl_listener: TcpListener,
     http_listener: TcpListener,
@@ -246,12 +249,14 @@ impl Server {
             "listening: FTL {} HTTP {} WebRTC {} (candidates {:?})",
             addrs.ftl, addrs.http, addrs.webrtc, candidates
         );
+        crate::keys::note_running(data_dir, addrs.http);
         Ok(Server {
             viewers: webrtc::peers::Viewers::new(candidates),
             pool: webrtc::pool::RtcPool::start(waker.clone()),
             poll,
             args,
             keys,
+            keys_check_at: Instant::now() + key_watch::KEY_CHECK,
             relay,
             ftl_listener,
             http_listener,
@@ -364,6 +369,7 @@ impl Server {
             self.relay.poll_timeout(),
             self.viewers.next_timeout(),
             hooks,
+            Some(self.keys_deadline()),
         ]
         .into_iter()
         .flatten()
@@ -381,6 +387,7 @@ impl Server {
         }
         self.viewers_timeouts(now);
         self.hooks_timeouts(now);
+        self.keys_timeout(now);
     }
 
     fn token(&mut self, slot: Slot) -> Token {
@@ -411,5 +418,8 @@ impl Server {
         }
         self.viewers_close_all(now);
         self.pool.stop();
+        if let Some(dir) = self.keys.path().parent() {
+            crate::keys::forget_running(dir);
+        }
     }
 }

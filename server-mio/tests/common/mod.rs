@@ -104,9 +104,19 @@ impl TestServer {
         video: &'static [u8],
         duration: Option<Duration>,
     ) -> Streamer {
+        self.stream_as(&self.key(channel), video, duration)
+    }
+
+    /// Streams over FTL with a given OBS stream key.
+    pub fn stream_as(
+        &self,
+        key: &str,
+        video: &'static [u8],
+        duration: Option<Duration>,
+    ) -> Streamer {
         let opts = ClientOptions {
             server: self.addrs.ftl.to_string(),
-            stream_key: self.key(channel),
+            stream_key: key.to_owned(),
             video: Some(video.to_vec()),
             audio: Some(AUDIO.to_vec()),
             fps: 30,

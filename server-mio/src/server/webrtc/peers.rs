@@ -878,7 +878,7 @@ impl Server {
     }
 
     /// Sets why a publisher's stream ends when it leaves (no-op for a viewer).
-    fn publisher_ends(&mut self, id: u64, reason: EndReason) {
+    pub(in crate::server) fn publisher_ends(&mut self, id: u64, reason: EndReason) {
         if let Some(Role::Publisher(p)) = self.viewers.map.get_mut(&id).map(|v| &mut v.role) {
             p.end = reason;
         }

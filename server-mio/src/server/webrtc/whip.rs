@@ -592,6 +592,28 @@ impl Server {
         self.ftl_let_go(channel, except, now);
     }
 
+    /// The channel's key was revoked: every WHIP publisher of the channel (live, or still
+    /// connecting) presented the old key, so each is dropped; the live one's stream ends with
+    /// `reason`. Returns how many went.
+    pub(in crate::server) fn whip_revoke(
+        &mut self,
+        channel: ChannelId,
+        reason: EndReason,
+    ) -> usize {
+        let ids: Vec<u64> = self
+            .viewers
+            .map
+            .iter()
+            .filter(|(_, p)| p.channel == channel && matches!(p.role, Role::Publisher(_)))
+            .map(|(id, _)| *id)
+            .collect();
+        for &id in &ids {
+            self.publisher_ends(id, reason);
+            self.viewer_drop(id, "the stream key was revoked");
+        }
+        ids.len()
+    }
+
     /// The WHIP publisher that owns `channel`'s stream timed out in the relay.
     pub(in crate::server) fn whip_timed_out(&mut self, channel: ChannelId, now: Instant) -> bool {
         let Some(id) = self.whip_live.remove(&channel) else {
