@@ -68,6 +68,8 @@ pub enum Error {
     Refused { status: StatusCode, reason: String },
 
     // --- time ---
+    /// No complete line arrived within the configured first-line deadline.
+    HelloTimeout,
     /// The handshake did not complete within the configured deadline.
     HandshakeTimeout,
     /// Nothing was heard from the peer within the keepalive timeout.
@@ -107,7 +109,9 @@ impl Error {
             Error::DigestMismatch { .. } => StatusCode::INVALID_STREAM_KEY,
             Error::UnknownChannel { .. } => StatusCode::UNAUTHORIZED,
             Error::SsrcCollision(_) => StatusCode::AUDIO_SSRC_COLLISION,
-            Error::HandshakeTimeout | Error::KeepaliveTimeout => StatusCode::NO_MEDIA_TIMEOUT,
+            Error::HelloTimeout | Error::HandshakeTimeout | Error::KeepaliveTimeout => {
+                StatusCode::NO_MEDIA_TIMEOUT
+            }
             Error::DecisionTimeout | Error::InvalidState(_) => StatusCode::INTERNAL_ERROR,
             Error::Refused { status, .. } => *status,
             _ => StatusCode::BAD_REQUEST,
@@ -158,6 +162,7 @@ impl fmt::Display for Error {
             Error::Refused { status, reason } => {
                 write!(f, "refused with {}: {reason}", status.code())
             }
+            Error::HelloTimeout => f.write_str("no command within the first-line deadline"),
             Error::HandshakeTimeout => f.write_str("handshake deadline passed"),
             Error::KeepaliveTimeout => f.write_str("keepalive timeout"),
             Error::DecisionTimeout => f.write_str("no decision in time (key lookup or port)"),

@@ -460,9 +460,28 @@ fn unknown_attributes_reach_the_caller() {
 }
 
 #[test]
-fn handshake_deadline_closes_a_silent_connection() {
+fn a_connection_that_never_says_a_line_is_closed_at_the_first_line_deadline() {
     let clock = Clock::new();
     let mut s = server(&clock);
+    assert_eq!(s.poll_timeout(), Some(clock.at(3_000)));
+    // Bytes without a line end do not count.
+    feed(&mut s, b"HM", clock.at(1_000));
+    s.handle_timeout(clock.at(2_999));
+    assert!(!s.is_closed());
+    s.handle_timeout(clock.at(3_000));
+    let out = drain_server(&mut s);
+    assert_eq!(
+        closed_with(&out),
+        Some(&CloseReason::Error(Error::HelloTimeout))
+    );
+    assert!(text(&out.bytes).starts_with("408 "));
+}
+
+#[test]
+fn handshake_deadline_closes_a_connection_that_stalls_after_hmac() {
+    let clock = Clock::new();
+    let mut s = server(&clock);
+    feed(&mut s, b"HMAC\r\n\r\n", clock.at(100));
     assert_eq!(s.poll_timeout(), Some(clock.at(10_000)));
     s.handle_timeout(clock.at(9_999));
     assert!(!s.is_closed());

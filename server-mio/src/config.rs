@@ -99,9 +99,18 @@ pub struct ServerArgs {
     /// Most open HTTP connections (WebSockets included).
     #[arg(long, env = "ITG_MAX_HTTP_CONNECTIONS", default_value_t = 1024)]
     pub max_http_connections: usize,
-    /// Most open FTL control connections.
+    /// Most open FTL control connections. When full, the oldest connection that has not
+    /// authenticated is closed to make room; an authenticated stream never is.
     #[arg(long, env = "ITG_MAX_CONTROL_CONNECTIONS", default_value_t = 128)]
     pub max_control_connections: usize,
+    /// Most FTL control connections from one IP address that have not authenticated yet.
+    #[arg(long, env = "ITG_MAX_FTL_PER_ADDRESS", default_value_t = 8)]
+    pub max_ftl_per_address: usize,
+    /// Most HTTP connections from one IP address whose request is still being read (TLS
+    /// handshakes included). When the HTTP table is full, the oldest such connection is closed
+    /// to make room; WebSockets and answered requests never are.
+    #[arg(long, env = "ITG_MAX_HTTP_PER_ADDRESS", default_value_t = 32)]
+    pub max_http_per_address: usize,
     /// Seconds an FTL client may stay silent on its control connection before its stream ends.
     #[arg(long, env = "ITG_KEEPALIVE_TIMEOUT", default_value_t = 30)]
     pub keepalive_timeout: u64,

@@ -338,12 +338,13 @@ fn thousands_of_half_open_control_connections() {
             assert!(srv.wait_for(Duration::from_secs(5), |s| s
                 .metric("itg_control_refused_total")
                 >= 700.0));
-            // Those past the limit were told so; the others are cut at the handshake deadline.
-            assert!(srv.wait_for(Duration::from_secs(15), |s| s
+            // Those past the per-address cap were told so; the others are cut at the first-line
+            // deadline.
+            assert!(srv.wait_for(Duration::from_secs(6), |s| s
                 .metric("itg_control_connections")
                 <= 1.0));
             drop(idle);
-            "past --max-control-connections: 500; the rest closed at the 10 s handshake deadline"
+            "8 held (per-address cap), 992 refused; the 8 closed at the 3 s first-line deadline"
                 .into()
         },
     );
@@ -585,22 +586,26 @@ fn limits_are_refused_with_a_clear_status() {
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("the total viewer limit let a viewer in"),
     }
-    // HTTP connections past the limit get 503.
+    // Idle HTTP connections past the per-address cap (32) get 429; that address's next
+    // request too, while another address is served.
     let idle: Vec<TcpStream> = (0..60)
-        .filter_map(|_| TcpStream::connect(srv.http).ok())
+        .map(|_| connect_from("127.0.0.3", srv.http))
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
-    let mut extra = TcpStream::connect(srv.http).unwrap();
-    extra
-        .write_all(b"GET /api/streams HTTP/1.1\r\n\r\n")
-        .unwrap();
-    assert!(read_reply(&mut extra).starts_with("HTTP/1.1 503"));
-    drop(idle);
     assert!(srv.wait_for(Duration::from_secs(3), |s| s
         .metric("itg_http_refused_total")
-        >= 10.0));
+        >= 28.0));
+    let ask = |ip: &str| {
+        let mut s = connect_from(ip, srv.http);
+        s.write_all(b"GET /api/streams HTTP/1.1\r\n\r\n").unwrap();
+        read_reply(&mut s)
+    };
+    let reply = ask("127.0.0.3");
+    assert!(reply.starts_with("HTTP/1.1 429"), "{reply}");
+    let reply = ask("127.0.0.2");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    drop(idle);
     let (video, lost) = finish(h);
-    eprintln!("| limits | 500 stream limit, 503 viewer and connection limits | - | - | {video} video packets, {lost} lost | - |");
+    eprintln!("| limits | 500 stream limit, 503 viewer limits, 429 per-address connection cap | - | - | {video} video packets, {lost} lost | - |");
     assert_eq!(lost, 0);
 }
 
@@ -902,6 +907,122 @@ fn whip_attacks() {
             assert!(srv.wait_for(Duration::from_secs(5), |s| s.live(88).is_none()));
             assert!(srv.logged("WHIP publisher"), "no WHIP log lines");
             "401/404/400/406/415/413/405/204; 1000 offers expire; junk relayed; 429 per address".into()
+        },
+    );
+}
+
+/// Idle connections from 127.0.0.2, held open and renewed until `stop`: up to `hold` each to
+/// the FTL and HTTP ports, a few new ones every 10 ms. Returns how many were opened.
+fn idle_flood(srv: &Spawned, hold: usize, stop: Arc<AtomicBool>) -> JoinHandle<(u64, u64)> {
+    let (ftl, http_addr) = (srv.ftl, srv.http);
+    std::thread::spawn(move || {
+        let mut held: (Vec<TcpStream>, Vec<TcpStream>) = (Vec::new(), Vec::new());
+        let mut opened = (0u64, 0u64);
+        while !stop.load(Ordering::SeqCst) {
+            for _ in 0..10 {
+                held.0.push(connect_from("127.0.0.2", ftl));
+                held.1.push(connect_from("127.0.0.2", http_addr));
+                opened.0 += 1;
+                opened.1 += 1;
+            }
+            for v in [&mut held.0, &mut held.1] {
+                if v.len() > hold {
+                    v.drain(..v.len() - hold);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        opened
+    })
+}
+
+/// While the flood runs: an honest FTL client from 127.0.0.1 goes live on channel 88 and an
+/// honest viewer joins it and plays. Returns (ms to live, ms to the viewer's first keyframe).
+fn honest_newcomers(srv: &Spawned) -> (u128, u128) {
+    let t = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let opts = srv.options(88, true);
+    let s = stop.clone();
+    let client = std::thread::spawn(move || stream(&opts, &s));
+    assert!(
+        srv.wait_for(Duration::from_secs(10), |s| s.live(88).is_some()),
+        "the honest streamer could not go live during the flood"
+    );
+    let live = t.elapsed().as_millis();
+    let t = Instant::now();
+    let mut v = Viewer::whep(srv.http, 88).expect("the honest viewer could not join");
+    assert!(
+        v.drive(Duration::from_secs(10), |v| v.video_count > 30),
+        "the honest viewer got no picture during the flood"
+    );
+    let first = v
+        .first_keyframe
+        .map_or(0, |k| k.duration_since(t).as_millis());
+    let _ = v.whep_delete(srv.http);
+    stop.store(true, Ordering::SeqCst);
+    client.join().unwrap().unwrap();
+    (live, first)
+}
+
+#[test]
+fn idle_floods_from_one_address_lock_nobody_out() {
+    under_attack(
+        "Idle FTL and HTTP connections from 127.0.0.2 (300 each held, 1000/s new)",
+        &[],
+        |srv| {
+            let stop = Arc::new(AtomicBool::new(false));
+            let flood = idle_flood(srv, 300, stop.clone());
+            std::thread::sleep(Duration::from_secs(2));
+            let (live, first) = honest_newcomers(srv);
+            stop.store(true, Ordering::SeqCst);
+            let (ftl, http_opened) = flood.join().unwrap();
+            let refused = (
+                srv.metric("itg_control_refused_total"),
+                srv.metric("itg_http_refused_total"),
+            );
+            assert!(refused.0 > 0.0 && refused.1 > 0.0, "{refused:?}");
+            format!(
+                "{ftl} FTL / {http_opened} HTTP opened, {} / {} refused at the per-address caps; \
+                 honest streamer live in {live} ms, honest viewer's first keyframe in {first} ms",
+                refused.0, refused.1
+            )
+        },
+    );
+}
+
+#[test]
+fn a_full_table_recycles_the_oldest_unauthenticated_connection() {
+    under_attack(
+        "Idle connections from 127.0.0.2 fill both tables (per-address caps off)",
+        &[
+            "--max-control-connections",
+            "40",
+            "--max-ftl-per-address",
+            "100000",
+            "--max-http-connections",
+            "60",
+            "--max-http-per-address",
+            "100000",
+        ],
+        |srv| {
+            let stop = Arc::new(AtomicBool::new(false));
+            let flood = idle_flood(srv, 200, stop.clone());
+            assert!(srv.wait_for(Duration::from_secs(5), |s| s
+                .metric("itg_control_evicted_total")
+                > 100.0
+                && s.metric("itg_http_evicted_total") > 100.0));
+            let (live, first) = honest_newcomers(srv);
+            stop.store(true, Ordering::SeqCst);
+            let (ftl, http_opened) = flood.join().unwrap();
+            let evicted = (
+                srv.metric("itg_control_evicted_total"),
+                srv.metric("itg_http_evicted_total"),
+            );
+            format!(
+                "{ftl} FTL / {http_opened} HTTP opened, {} / {} unauthenticated ones recycled; \
+                 honest streamer live in {live} ms, honest viewer's first keyframe in {first} ms",
+                evicted.0, evicted.1
+            )
         },
     );
 }

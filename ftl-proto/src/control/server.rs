@@ -32,6 +32,9 @@ pub struct ServerConfig {
     pub max_buffered: usize,
     /// Most metadata attributes, known and unknown.
     pub max_attributes: usize,
+    /// From connection to the first complete line. Clients send `HMAC` at once; a connection
+    /// that holds its slot without a word is cut well before the whole handshake deadline.
+    pub hello_timeout: Duration,
     /// From connection to the port reply.
     pub handshake_timeout: Duration,
     /// For the caller to answer a key lookup or port request. Below the client's 5 s reply
@@ -47,6 +50,7 @@ impl Default for ServerConfig {
             max_line: 1024,
             max_buffered: 16 * 1024,
             max_attributes: 64,
+            hello_timeout: Duration::from_secs(3),
             handshake_timeout: Duration::from_secs(10),
             decision_timeout: Duration::from_secs(4),
             keepalive_timeout: Duration::from_secs(30),
@@ -145,6 +149,7 @@ pub struct ServerSession {
     framer: LineFramer,
     transmit: VecDeque<Vec<u8>>,
     events: VecDeque<ServerEvent>,
+    hello_deadline: Option<Instant>,
     handshake_deadline: Option<Instant>,
     decision_deadline: Option<Instant>,
     keepalive_deadline: Option<Instant>,
@@ -155,6 +160,7 @@ impl ServerSession {
     pub fn new(config: ServerConfig, nonce: Nonce, now: Instant) -> Self {
         ServerSession {
             framer: LineFramer::new(config.max_line, config.max_buffered),
+            hello_deadline: Some(now + config.hello_timeout),
             handshake_deadline: Some(now + config.handshake_timeout),
             config,
             nonce,
@@ -259,6 +265,7 @@ impl ServerSession {
     /// When [`ServerSession::handle_timeout`] must be called next, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
+            self.hello_deadline,
             self.handshake_deadline,
             self.decision_deadline,
             self.keepalive_deadline,
@@ -276,6 +283,8 @@ impl ServerSession {
         let passed = |d: Option<Instant>| d.is_some_and(|d| d <= now);
         let err = if passed(self.decision_deadline) {
             Error::DecisionTimeout
+        } else if passed(self.hello_deadline) {
+            Error::HelloTimeout
         } else if passed(self.handshake_deadline) {
             Error::HandshakeTimeout
         } else if passed(self.keepalive_deadline) {
@@ -311,7 +320,10 @@ impl ServerSession {
                 return Ok(());
             }
             let line = match self.framer.next_line() {
-                Ok(Some(line)) => line,
+                Ok(Some(line)) => {
+                    self.hello_deadline = None;
+                    line
+                }
                 Ok(None) => return Ok(()),
                 Err(e) => return self.fail(e),
             };
@@ -401,6 +413,7 @@ impl ServerSession {
 
     fn close(&mut self, reason: CloseReason) {
         self.state = State::Closed;
+        self.hello_deadline = None;
         self.handshake_deadline = None;
         self.decision_deadline = None;
         self.keepalive_deadline = None;

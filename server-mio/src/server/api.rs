@@ -34,6 +34,9 @@ pub struct Counters {
     pub whip_keyframe_requests: u64,
     /// Reads of the key file after it changed: taken, and refused (the old keys stay).
     pub key_reloads: u64,
+    /// Unauthenticated connections closed to make room in a full table.
+    pub control_evicted: u64,
+    pub http_evicted: u64,
     pub key_file_errors: u64,
 }
 
@@ -205,6 +208,16 @@ impl Server {
             "whip_publishers_total",
             "WHIP offers answered (publishers negotiated).",
             c.publishers_created,
+        );
+        counter(
+            "control_evicted_total",
+            "Unauthenticated FTL connections closed to make room in a full table.",
+            c.control_evicted,
+        );
+        counter(
+            "http_evicted_total",
+            "HTTP connections still sending their request, closed to make room in a full table.",
+            c.http_evicted,
         );
         counter(
             "key_reloads_total",

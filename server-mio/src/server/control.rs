@@ -31,6 +31,10 @@ pub(super) struct ControlConn {
     writable: bool,
     /// The channel this connection streams, once its stream started.
     live: Option<ChannelId>,
+    /// When it was accepted, and whether its key was accepted: connections that have not
+    /// authenticated are capped per address and are the ones let go when the table is full.
+    accepted: Instant,
+    authenticated: bool,
     /// The session's recording, with `--capture`.
     pub(super) capture: Option<crate::capture::SessionCapture>,
 }
@@ -80,10 +84,26 @@ impl Server {
                 );
                 continue;
             }
-            if self.controls.len() >= self.args.max_control_connections {
+            let unauthenticated_here = self
+                .controls
+                .values()
+                .filter(|c| !c.authenticated && c.peer.ip() == peer.ip())
+                .count();
+            if unauthenticated_here >= self.args.max_ftl_per_address {
+                self.counters.control_refused += 1;
+                debug!("FTL: refusing {peer}: {unauthenticated_here} connections from it are still authenticating");
+                let _ = stream.write(
+                    &StatusCode::INTERNAL_ERROR
+                        .reply_line("too many connections from your address"),
+                );
+                continue;
+            }
+            if self.controls.len() >= self.args.max_control_connections
+                && !self.control_make_room(now)
+            {
                 self.counters.control_refused += 1;
                 warn!(
-                    "FTL: refusing {peer}: {} control connections open",
+                    "FTL: refusing {peer}: {} control connections open, all authenticated",
                     self.controls.len()
                 );
                 let _ =
@@ -141,10 +161,40 @@ impl Server {
                     out: Vec::new(),
                     writable: false,
                     live: None,
+                    accepted: now,
+                    authenticated: false,
                     capture,
                 },
             );
         }
+    }
+
+    /// The table is full: closes the oldest connection that has not authenticated, so a
+    /// newcomer gets a chance; whether one was closed.
+    fn control_make_room(&mut self, now: Instant) -> bool {
+        let oldest = self
+            .controls
+            .iter()
+            .filter(|(_, c)| !c.authenticated)
+            .min_by_key(|(_, c)| c.accepted)
+            .map(|(t, c)| (*t, c.peer));
+        let Some((token, peer)) = oldest else {
+            return false;
+        };
+        self.counters.control_evicted += 1;
+        debug!("FTL: closing {peer}, the oldest unauthenticated connection, to make room");
+        if let Some(c) = self.controls.get_mut(&token) {
+            c.session.refuse(
+                StatusCode::INTERNAL_ERROR,
+                "server busy, connection recycled",
+            );
+        }
+        self.pump_control(token, now);
+        // A client that does not read its refusal is closed all the same.
+        if self.controls.contains_key(&token) {
+            self.drop_control(token);
+        }
+        true
     }
 
     pub(super) fn control_event(&mut self, token: Token, ev: &Event, now: Instant) {
@@ -279,7 +329,8 @@ impl Server {
                 }
             }
             ServerEvent::Authenticated { channel } => {
-                if let Some(conn) = self.controls.get(&token) {
+                if let Some(conn) = self.controls.get_mut(&token) {
+                    conn.authenticated = true;
                     debug!("FTL: {} authenticated for channel {channel}", conn.peer);
                 }
             }

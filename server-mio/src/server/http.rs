@@ -176,6 +176,7 @@ pub(super) struct HttpConn {
     state: State,
     pub(super) deadline: Instant,
     writable: bool,
+    accepted: Instant,
 }
 
 impl Server {
@@ -189,7 +190,23 @@ impl Server {
                     return;
                 }
             };
-            if self.https.len() + self.wss.len() >= self.args.max_http_connections {
+            let reading_here = self
+                .https
+                .values()
+                .filter(|c| matches!(c.state, State::Reading) && c.peer.ip() == peer.ip())
+                .count();
+            if reading_here >= self.args.max_http_per_address {
+                self.counters.http_refused += 1;
+                let _ = stream.write(
+                    &Response::text(429, "too many connections from your address")
+                        .header("Retry-After", "1")
+                        .serialize(),
+                );
+                continue;
+            }
+            if self.https.len() + self.wss.len() >= self.args.max_http_connections
+                && !self.http_make_room()
+            {
                 self.counters.http_refused += 1;
                 let _ = stream.write(&Response::text(503, "too many connections").serialize());
                 continue;
@@ -214,9 +231,27 @@ impl Server {
                     state: State::Reading,
                     deadline: now + DEADLINE,
                     writable: false,
+                    accepted: now,
                 },
             );
         }
+    }
+
+    /// The table is full: closes the oldest connection still sending its request; whether
+    /// one was closed. Answered requests and WebSockets are never closed for room.
+    fn http_make_room(&mut self) -> bool {
+        let oldest = self
+            .https
+            .iter()
+            .filter(|(_, c)| matches!(c.state, State::Reading))
+            .min_by_key(|(_, c)| c.accepted)
+            .map(|(t, _)| *t);
+        let Some(token) = oldest else {
+            return false;
+        };
+        self.counters.http_evicted += 1;
+        self.http_close(token);
+        true
     }
 
     pub(super) fn http_event(&mut self, token: Token, ev: &Event, now: Instant) {
