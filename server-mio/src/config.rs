@@ -143,6 +143,16 @@ pub struct ServerArgs {
     /// ways; a WHIP session's offer, answer and decrypted RTP.
     #[arg(long, env = "ITG_CAPTURE")]
     pub capture: Option<PathBuf>,
+    /// Serve the HTTP port over TLS with this certificate chain (PEM; with `--tls-key`). The
+    /// pair is re-read when either file changes.
+    #[arg(long, env = "ITG_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM: PKCS#8, RSA or EC).
+    #[arg(long, env = "ITG_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// With TLS: also listen for plain http on this port and redirect every request to https.
+    #[arg(long, env = "ITG_HTTP_REDIRECT_PORT", requires = "tls_cert")]
+    pub http_redirect_port: Option<u16>,
     /// Start a new capture file past this many megabytes.
     #[arg(long, env = "ITG_CAPTURE_MAX_MB", default_value_t = 64)]
     pub capture_max_mb: u64,

@@ -8,15 +8,15 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use ftl_proto::{ChannelId, StreamKey};
 use rand::distr::{Alphanumeric, SampleString};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
+
+use crate::file_stamp::FileStamp;
 
 /// One channel a streamer may stream to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,25 +49,7 @@ pub struct KeyStore {
     path: PathBuf,
     channels: Vec<Channel>,
     /// The file as last read (or last found unreadable), to see changes without reading it.
-    stamp: Option<Stamp>,
-}
-
-/// Which version of the file is on disk: a rename (how `save` writes) changes the inode, an
-/// edit in place the size or the modification time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    inode: u64,
-    len: u64,
-    modified: Option<SystemTime>,
-}
-
-fn stamp(path: &Path) -> Option<Stamp> {
-    let m = fs::metadata(path).ok()?;
-    Some(Stamp {
-        inode: m.ino(),
-        len: m.len(),
-        modified: m.modified().ok(),
-    })
+    stamp: Option<FileStamp>,
 }
 
 /// What a reload changed, by channel id.
@@ -171,7 +153,7 @@ impl KeyStore {
     /// until a channel is added).
     pub fn open(data_dir: &Path) -> Result<KeyStore, KeyError> {
         let path = data_dir.join(FILE_NAME);
-        let before = stamp(&path);
+        let before = FileStamp::of(&path);
         let channels = match fs::read(&path) {
             Ok(bytes) => parse(&path, &bytes)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -191,7 +173,7 @@ impl KeyStore {
 
     /// Whether the file on disk differs from the version last read (one `stat`).
     pub fn changed(&self) -> bool {
-        stamp(&self.path) != self.stamp
+        FileStamp::of(&self.path) != self.stamp
     }
 
     /// Reads the file again. On success the new set is in force and the differences are
@@ -199,7 +181,7 @@ impl KeyStore {
     /// stays in force, and the same version of the file is not reported again.
     pub fn reload(&mut self) -> Result<KeyChanges, KeyError> {
         // Stamped before reading: a write that lands during the read is seen next time.
-        self.stamp = stamp(&self.path);
+        self.stamp = FileStamp::of(&self.path);
         let bytes = fs::read(&self.path).map_err(|e| KeyError::Io(self.path.clone(), e))?;
         let channels = parse(&self.path, &bytes)?;
         let mut changes = KeyChanges::default();
@@ -304,7 +286,7 @@ impl KeyStore {
         f.sync_all().map_err(io)?;
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).map_err(io)?;
         fs::rename(&tmp, &self.path).map_err(io)?;
-        self.stamp = stamp(&self.path);
+        self.stamp = FileStamp::of(&self.path);
         Ok(())
     }
 }

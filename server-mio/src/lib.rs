@@ -8,6 +8,7 @@
 
 pub mod capture;
 pub mod config;
+pub mod file_stamp;
 pub mod hooks;
 pub mod keys;
 pub mod server;

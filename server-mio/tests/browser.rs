@@ -103,3 +103,25 @@ fn the_watch_page_plays_in_headless_chromium() {
     );
     assert!(artifacts.join("watch.png").exists());
 }
+
+#[test]
+fn the_watch_page_plays_over_https_with_a_certificate_made_here() {
+    if !ready() {
+        return;
+    }
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let data = manifest.join("../relay-core/tests/data");
+    let status = run_in_namespace("tls.mjs")
+        .env("ITG_CLIENT_BIN", env!("CARGO_BIN_EXE_ftl-client"))
+        .env("ITG_VIDEO", data.join("video-320x180-30fps-4s.h264"))
+        .env("ITG_AUDIO", data.join("audio-opus-48k-4s.ogg"))
+        .status()
+        .unwrap();
+    let artifacts = manifest.join("../target/browser-artifacts");
+    assert!(
+        status.success(),
+        "the TLS browser test failed (screenshots in {})",
+        artifacts.display()
+    );
+    assert!(artifacts.join("watch-https.png").exists());
+}

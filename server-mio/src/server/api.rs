@@ -36,6 +36,9 @@ pub struct Counters {
     pub key_reloads: u64,
     /// Unauthenticated connections closed to make room in a full table.
     pub control_evicted: u64,
+    /// Certificate pairs taken while running, and refused (the old one stays).
+    pub tls_reloads: u64,
+    pub tls_reload_errors: u64,
     pub http_evicted: u64,
     pub key_file_errors: u64,
 }
@@ -208,6 +211,16 @@ impl Server {
             "whip_publishers_total",
             "WHIP offers answered (publishers negotiated).",
             c.publishers_created,
+        );
+        counter(
+            "tls_reloads_total",
+            "Renewed TLS certificate pairs taken while running.",
+            c.tls_reloads,
+        );
+        counter(
+            "tls_reload_errors_total",
+            "Changed TLS certificate files that did not load (the pair in force stays).",
+            c.tls_reload_errors,
         );
         counter(
             "control_evicted_total",

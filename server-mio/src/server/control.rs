@@ -283,19 +283,14 @@ impl Server {
             self.drop_control(token);
             return;
         }
-        let want_write = !conn.out.is_empty();
-        if want_write != conn.writable {
-            conn.writable = want_write;
-            let interest = if want_write {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            let _ = self
-                .poll
-                .registry()
-                .reregister(&mut conn.stream, token, interest);
-        }
+        let want = !conn.out.is_empty();
+        super::want_writable(
+            &self.poll,
+            &mut conn.stream,
+            token,
+            &mut conn.writable,
+            want,
+        );
     }
 
     fn control_session_event(&mut self, token: Token, ev: ServerEvent, now: Instant) {

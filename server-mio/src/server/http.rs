@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use ftl_proto::ChannelId;
 use log::{debug, warn};
 use mio::event::Event;
-use mio::net::TcpStream;
 use mio::{Interest, Token};
 
+use super::tls::Transport;
 use super::{Server, Slot};
 
 /// Most bytes of request head.
@@ -169,7 +169,7 @@ enum State {
 
 /// One HTTP connection.
 pub(super) struct HttpConn {
-    pub(super) stream: TcpStream,
+    pub(super) stream: Transport,
     pub(super) peer: SocketAddr,
     inbuf: Vec<u8>,
     out: Vec<u8>,
@@ -177,12 +177,19 @@ pub(super) struct HttpConn {
     pub(super) deadline: Instant,
     writable: bool,
     accepted: Instant,
+    /// Accepted on the plain-http redirect port: every request gets a redirect to https.
+    redirect: bool,
 }
 
 impl Server {
-    pub(super) fn accept_http(&mut self, now: Instant) {
+    pub(super) fn accept_http(&mut self, now: Instant, redirect: bool) {
         loop {
-            let (mut stream, peer) = match self.http_listener.accept() {
+            let listener = match (redirect, self.redirect_listener.as_ref()) {
+                (false, _) => &self.http_listener,
+                (true, Some(l)) => l,
+                (true, None) => return,
+            };
+            let (mut stream, peer) = match listener.accept() {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -211,11 +218,21 @@ impl Server {
                 let _ = stream.write(&Response::text(503, "too many connections").serialize());
                 continue;
             }
+            let mut stream = match (&self.certs, redirect) {
+                (Some(c), false) => match Transport::tls(stream, c.config.clone()) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        warn!("TLS: {e}");
+                        continue;
+                    }
+                },
+                _ => Transport::Plain(stream),
+            };
             let token = self.token(Slot::Http);
             if self
                 .poll
                 .registry()
-                .register(&mut stream, token, Interest::READABLE)
+                .register(stream.socket(), token, Interest::READABLE)
                 .is_err()
             {
                 self.slots.remove(&token);
@@ -232,6 +249,7 @@ impl Server {
                     deadline: now + DEADLINE,
                     writable: false,
                     accepted: now,
+                    redirect,
                 },
             );
         }
@@ -259,8 +277,25 @@ impl Server {
             self.http_read(token, now);
         }
         if ev.is_writable() {
+            if let Some(c) = self.https.get_mut(&token) {
+                if c.stream.flush_tls().is_err() {
+                    return self.http_close(token);
+                }
+            }
             self.http_write(token);
         }
+        self.http_interest(token);
+    }
+
+    /// Asks for writable events while bytes wait: the response, or TLS records (a handshake
+    /// reply is due while the request is still being read).
+    fn http_interest(&mut self, token: Token) {
+        let Some(c) = self.https.get_mut(&token) else {
+            return;
+        };
+        let want =
+            c.stream.wants_write() || (matches!(c.state, State::Writing) && !c.out.is_empty());
+        super::want_writable(&self.poll, c.stream.socket(), token, &mut c.writable, want);
     }
 
     fn http_read(&mut self, token: Token, now: Instant) {
@@ -296,13 +331,26 @@ impl Server {
                         Parsed::Done(req) => {
                             c.state = State::Waiting;
                             self.counters.http_requests += 1;
+                            if c.redirect {
+                                let resp = redirect_to_https(&req, self.addrs.http.port());
+                                return self.http_respond(token, resp);
+                            }
                             return self.http_dispatch(token, req, now);
                         }
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return self.http_interest(token)
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return self.http_close(token),
+                Err(e) => {
+                    if e.kind() == io::ErrorKind::InvalidData {
+                        // Not TLS, or a handshake that failed.
+                        self.counters.http_errors += 1;
+                        debug!("HTTP {}: {e}", c.peer);
+                    }
+                    return self.http_close(token);
+                }
             }
         }
     }
@@ -401,27 +449,23 @@ impl Server {
                     c.out.drain(..n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if !c.writable {
-                        c.writable = true;
-                        let _ = self.poll.registry().reregister(
-                            &mut c.stream,
-                            token,
-                            Interest::READABLE | Interest::WRITABLE,
-                        );
-                    }
-                    return;
+                    return self.http_interest(token);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return self.http_close(token),
             }
+        }
+        if c.stream.wants_write() {
+            // TLS records still on their way: close once they are out.
+            return self.http_interest(token);
         }
         self.http_close(token);
     }
 
     pub(super) fn http_close(&mut self, token: Token) {
         if let Some(mut c) = self.https.remove(&token) {
-            let _ = self.poll.registry().deregister(&mut c.stream);
-            let _ = c.stream.shutdown(std::net::Shutdown::Both);
+            let _ = self.poll.registry().deregister(c.stream.socket());
+            c.stream.shutdown();
         }
         self.slots.remove(&token);
         self.whip_auth.remove(&token);
@@ -457,6 +501,30 @@ impl Server {
     pub(super) fn http_take(&mut self, token: Token) -> Option<HttpConn> {
         self.https.remove(&token)
     }
+}
+
+/// `301` to the same path on the https port, for the plain-http redirect listener.
+fn redirect_to_https(req: &Request, https_port: u16) -> Response {
+    let host = req.header("Host").unwrap_or("localhost");
+    // Drop a port from the Host header (keeping an IPv6 literal's brackets).
+    let name = match host.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() => {
+            h
+        }
+        _ => host,
+    };
+    let port = if https_port == 443 {
+        String::new()
+    } else {
+        format!(":{https_port}")
+    };
+    let target = if req.query.is_empty() {
+        req.path.clone()
+    } else {
+        format!("{}?{}", req.path, req.query)
+    };
+    Response::text(301, "moved to https")
+        .header("Location", format!("https://{name}{port}{target}"))
 }
 
 pub(super) enum Parsed {

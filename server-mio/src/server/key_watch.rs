@@ -1,4 +1,6 @@
-//! The key file, watched from the loop: every `KEY_CHECK` one `stat`; when the file changed,
+//! The files the server watches from the loop: the key file and the TLS certificate pair.
+//!
+//! The key file: every `KEY_CHECK` one `stat`; when the file changed,
 //! it is read again and the differences take effect at once. A channel added can go live; a
 //! channel removed, or whose key was rotated, loses every session that authenticated with the
 //! old key (FTL `410`, WHIP dropped; `stream_stop` reason `key_removed` or `key_rotated`). A
@@ -17,6 +19,25 @@ use super::Server;
 pub(super) const KEY_CHECK: Duration = Duration::from_millis(250);
 
 impl Server {
+    /// A renewed certificate pair serves the next connections; one that does not load keeps
+    /// the pair in force.
+    fn tls_refresh(&mut self) {
+        let Some(certs) = self.certs.as_mut() else {
+            return;
+        };
+        match certs.refresh() {
+            Ok(false) => {}
+            Ok(true) => {
+                self.counters.tls_reloads += 1;
+                info!("TLS: a new certificate pair is in force");
+            }
+            Err(e) => {
+                self.counters.tls_reload_errors += 1;
+                error!("TLS: {e}; the certificate in force stays");
+            }
+        }
+    }
+
     /// When the key file is next looked at.
     pub(super) fn keys_deadline(&self) -> Instant {
         self.keys_check_at
@@ -27,6 +48,7 @@ impl Server {
             return;
         }
         self.keys_check_at = now + KEY_CHECK;
+        self.tls_refresh();
         if !self.keys.changed() {
             return;
         }

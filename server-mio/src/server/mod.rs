@@ -19,6 +19,7 @@ mod hooks;
 mod http;
 mod key_watch;
 mod static_files;
+mod tls;
 mod webrtc;
 mod ws;
 
@@ -46,6 +47,7 @@ const HTTP_LISTENER: Token = Token(1);
 const WEBRTC_SOCKET: Token = Token(2);
 const WAKER: Token = Token(3);
 const SIGNALS: Token = Token(4);
+const REDIRECT_LISTENER: Token = Token(5);
 const FIRST_DYNAMIC: usize = 16;
 
 /// Most datagrams read from one socket per wake-up, so one busy socket cannot starve others.
@@ -84,6 +86,7 @@ pub enum StartError {
     Bind(&'static str, SocketAddr, io::Error),
     Keys(KeyError),
     Hooks(crate::hooks::HookError),
+    Tls(String),
     Io(io::Error),
 }
 
@@ -93,6 +96,7 @@ impl std::fmt::Display for StartError {
             StartError::Bind(what, addr, e) => write!(f, "cannot bind the {what} on {addr}: {e}"),
             StartError::Keys(e) => write!(f, "key store: {e}"),
             StartError::Hooks(e) => write!(f, "{e}"),
+            StartError::Tls(e) => write!(f, "TLS: {e}"),
             StartError::Io(e) => write!(f, "{e}"),
         }
     }
@@ -106,6 +110,8 @@ pub struct Addrs {
     pub ftl: SocketAddr,
     pub http: SocketAddr,
     pub webrtc: SocketAddr,
+    /// The plain-http listener that redirects to https, with `--http-redirect-port`.
+    pub redirect: Option<SocketAddr>,
 }
 
 /// Stops a running server from another thread.
@@ -142,6 +148,10 @@ pub struct Server {
     relay: Relay,
     ftl_listener: TcpListener,
     http_listener: TcpListener,
+    /// Plain http that only redirects to https (`--http-redirect-port`).
+    redirect_listener: Option<TcpListener>,
+    /// The certificate pair in force, with `--tls-cert`.
+    certs: Option<tls::Certs>,
     rtc_socket: UdpSocket,
     addrs: Addrs,
     next_token: usize,
@@ -195,6 +205,14 @@ impl Server {
         };
         let mut ftl_listener = bind_tcp("FTL listener", args.ftl_port)?;
         let mut http_listener = bind_tcp("HTTP listener", args.http_port)?;
+        let certs = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::Certs::open(cert, key).map_err(StartError::Tls)?),
+            _ => None,
+        };
+        let mut redirect_listener = match args.http_redirect_port {
+            Some(port) => Some(bind_tcp("HTTP redirect listener", port)?),
+            None => None,
+        };
         let rtc_addr = SocketAddr::new(args.addr, args.webrtc_port);
         let mut rtc_socket =
             udp_socket(rtc_addr).map_err(|e| StartError::Bind("WebRTC socket", rtc_addr, e))?;
@@ -202,12 +220,20 @@ impl Server {
             ftl: ftl_listener.local_addr().map_err(StartError::Io)?,
             http: http_listener.local_addr().map_err(StartError::Io)?,
             webrtc: rtc_socket.local_addr().map_err(StartError::Io)?,
+            redirect: match &redirect_listener {
+                Some(l) => Some(l.local_addr().map_err(StartError::Io)?),
+                None => None,
+            },
         };
         let reg = poll.registry();
         reg.register(&mut ftl_listener, FTL_LISTENER, Interest::READABLE)
             .map_err(StartError::Io)?;
         reg.register(&mut http_listener, HTTP_LISTENER, Interest::READABLE)
             .map_err(StartError::Io)?;
+        if let Some(l) = redirect_listener.as_mut() {
+            reg.register(l, REDIRECT_LISTENER, Interest::READABLE)
+                .map_err(StartError::Io)?;
+        }
         reg.register(&mut rtc_socket, WEBRTC_SOCKET, Interest::READABLE)
             .map_err(StartError::Io)?;
         let waker = Arc::new(Waker::new(reg, WAKER).map_err(StartError::Io)?);
@@ -249,6 +275,12 @@ impl Server {
             "listening: FTL {} HTTP {} WebRTC {} (candidates {:?})",
             addrs.ftl, addrs.http, addrs.webrtc, candidates
         );
+        if certs.is_some() {
+            info!("HTTP port {} serves TLS", addrs.http);
+        }
+        if let Some(r) = addrs.redirect {
+            info!("plain http on {r} redirects to https");
+        }
         crate::keys::note_running(data_dir, addrs.http);
         Ok(Server {
             viewers: webrtc::peers::Viewers::new(candidates),
@@ -260,6 +292,8 @@ impl Server {
             relay,
             ftl_listener,
             http_listener,
+            redirect_listener,
+            certs,
             rtc_socket,
             addrs,
             next_token: FIRST_DYNAMIC,
@@ -314,7 +348,8 @@ impl Server {
             for ev in events.iter() {
                 match ev.token() {
                     FTL_LISTENER => self.accept_control(now),
-                    HTTP_LISTENER => self.accept_http(now),
+                    HTTP_LISTENER => self.accept_http(now, false),
+                    REDIRECT_LISTENER => self.accept_http(now, true),
                     WEBRTC_SOCKET => self.read_webrtc(now),
                     WAKER => self.pool_ready(now),
                     SIGNALS => {
@@ -421,5 +456,25 @@ impl Server {
         if let Some(dir) = self.keys.path().parent() {
             crate::keys::forget_running(dir);
         }
+    }
+}
+
+/// Registers `source` for writable events too while `want` holds (bytes wait for the socket),
+/// re-registering only when that changes; `writable` remembers the current registration.
+fn want_writable(
+    poll: &Poll,
+    source: &mut impl mio::event::Source,
+    token: Token,
+    writable: &mut bool,
+    want: bool,
+) {
+    if want != *writable {
+        *writable = want;
+        let interest = if want {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        let _ = poll.registry().reregister(source, token, interest);
     }
 }

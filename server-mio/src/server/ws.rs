@@ -8,13 +8,13 @@ use std::time::Instant;
 
 use ftl_proto::ChannelId;
 use log::debug;
-use mio::net::TcpStream;
 use mio::{Interest, Token};
 use serde_json::Value;
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
 use super::http::{Reply, Request, Response};
+use super::tls::Transport;
 use super::{Server, Slot};
 
 const MAX_MESSAGE: usize = 64 * 1024;
@@ -22,7 +22,7 @@ const MAX_MESSAGE: usize = 64 * 1024;
 const MAX_BAD_MESSAGES: u32 = 16;
 
 pub(super) struct WsConn {
-    ws: WebSocket<TcpStream>,
+    ws: WebSocket<Transport>,
     viewer: Option<u64>,
     bad: u32,
 }
@@ -77,12 +77,12 @@ impl Server {
         );
         // The head is small; a socket that cannot take it at once is not worth keeping.
         if !matches!(conn.stream.write(head.as_bytes()), Ok(n) if n == head.len()) {
-            let _ = self.poll.registry().deregister(&mut conn.stream);
+            let _ = self.poll.registry().deregister(conn.stream.socket());
             self.slots.remove(&token);
             return;
         }
         let _ = self.poll.registry().reregister(
-            &mut conn.stream,
+            conn.stream.socket(),
             token,
             Interest::READABLE | Interest::WRITABLE,
         );
@@ -219,8 +219,8 @@ impl Server {
 
     pub(super) fn ws_close(&mut self, token: Token) {
         if let Some(mut c) = self.wss.remove(&token) {
-            let _ = self.poll.registry().deregister(c.ws.get_mut());
-            let _ = c.ws.get_mut().shutdown(std::net::Shutdown::Both);
+            let _ = self.poll.registry().deregister(c.ws.get_mut().socket());
+            c.ws.get_mut().shutdown();
             self.slots.remove(&token);
             if c.viewer.is_some() {
                 self.viewer_drop_ws(token);
