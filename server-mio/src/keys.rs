@@ -113,26 +113,33 @@ impl std::fmt::Display for KeyError {
 impl std::error::Error for KeyError {}
 
 const FILE_NAME: &str = "keys.json";
-/// Written by a running server beside the key file: its process id and HTTP address, so the
-/// `keys` commands can ask it which channels are live.
+/// Written by a running server beside the key file, and kept current: its process id, HTTP
+/// address, live channels and how many key file changes it took. The `keys` commands read it
+/// (no network, TLS or not) to show what is live and to wait for a change to be taken.
 const RUNNING_FILE: &str = "server.json";
 
-/// A server that uses this data dir, as it noted itself.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A running server's state, as it notes it in its data dir.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Running {
     pub pid: u32,
-    pub http: std::net::SocketAddr,
+    pub http: Option<std::net::SocketAddr>,
+    /// Live channels and the protocol feeding each.
+    #[serde(default)]
+    pub live: Vec<(u32, String)>,
+    #[serde(default)]
+    pub key_reloads: u64,
 }
 
-/// Notes the running server in `data_dir` (best effort: the `keys` commands then show what is
-/// live).
-pub fn note_running(data_dir: &Path, http: std::net::SocketAddr) {
-    let r = Running {
-        pid: std::process::id(),
-        http,
-    };
-    if let Ok(body) = serde_json::to_vec(&r) {
-        let _ = fs::write(data_dir.join(RUNNING_FILE), body);
+/// Notes the running server's state in `data_dir` (best effort; written whole, then renamed).
+pub fn note_running(data_dir: &Path, r: &Running) {
+    let (path, tmp) = (
+        data_dir.join(RUNNING_FILE),
+        data_dir.join("server.json.tmp"),
+    );
+    if let Ok(body) = serde_json::to_vec(r) {
+        if fs::write(&tmp, body).is_ok() {
+            let _ = fs::rename(&tmp, &path);
+        }
     }
 }
 
@@ -146,6 +153,7 @@ pub fn running(data_dir: &Path) -> Option<Running> {
     let r: Running = serde_json::from_slice(&fs::read(data_dir.join(RUNNING_FILE)).ok()?).ok()?;
     Path::new(&format!("/proc/{}", r.pid)).exists().then_some(r)
 }
+
 const SECRET_LEN: usize = 32;
 
 impl KeyStore {

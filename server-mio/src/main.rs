@@ -34,23 +34,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// `GET path` of the server running on `data_dir`, if any.
-fn ask_server(data_dir: &std::path::Path, path: &str) -> Option<Vec<u8>> {
-    let r = server_mio::keys::running(data_dir)?;
-    let mut addr = r.http;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let resp = server_mio::tools::probe::http(addr, "GET", path, &[], b"").ok()?;
-    (resp.status == 200).then_some(resp.body)
-}
-
 /// How many key file changes the running server has taken (`None`: no server).
 fn reloads(data_dir: &std::path::Path) -> Option<u64> {
-    let body = String::from_utf8(ask_server(data_dir, "/metrics")?).ok()?;
-    body.lines()
-        .find_map(|l| l.strip_prefix("itg_key_reloads_total "))
-        .and_then(|v| v.trim().parse().ok())
+    server_mio::keys::running(data_dir).map(|r| r.key_reloads)
 }
 
 /// After a change: waits (at most 3 s) until the running server has taken it, so the key works
@@ -68,21 +54,9 @@ fn wait_for_server(data_dir: &std::path::Path, before: Option<u64>) {
     eprintln!("warning: the running server has not taken the change yet (see its log)");
 }
 
-/// The live channels and their protocols, asked of the server running on `data_dir`.
+/// The live channels and their protocols, as the server running on `data_dir` noted them.
 fn live_channels(data_dir: &std::path::Path) -> Option<Vec<(u32, String)>> {
-    let body = ask_server(data_dir, "/api/streams")?;
-    let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
-    Some(
-        v["streams"]
-            .as_array()?
-            .iter()
-            .filter(|s| s["live"] == true)
-            .filter_map(|s| {
-                let id = u32::try_from(s["channel"].as_u64()?).ok()?;
-                Some((id, s["protocol"].as_str().unwrap_or("ftl").to_owned()))
-            })
-            .collect(),
-    )
+    server_mio::keys::running(data_dir).map(|r| r.live)
 }
 
 fn keys(cmd: KeysCommand, data_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {

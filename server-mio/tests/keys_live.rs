@@ -70,12 +70,20 @@ fn key_changes_take_effect_live_without_disturbing_other_channels() {
     })
     .expect("the added channel did not go live");
     eprintln!("keys add -> live in {} ms", added.elapsed().as_millis());
-    let list = keys(&server, &["list"]);
-    assert!(
+    // `keys list` reads the state the server notes (at most 250 ms old).
+    let shows_99 = |list: &str| {
         list.lines()
-            .any(|l| l.starts_with("99\t") && l.ends_with("live (ftl)")),
-        "{list}"
-    );
+            .any(|l| l.starts_with("99\t") && l.ends_with("live (ftl)"))
+    };
+    let mut list = keys(&server, &["list"]);
+    for _ in 0..20 {
+        if shows_99(&list) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        list = keys(&server, &["list"]);
+    }
+    assert!(shows_99(&list), "{list}");
     assert!(
         list.lines()
             .any(|l| l.starts_with("77\t") && l.ends_with("offline")),

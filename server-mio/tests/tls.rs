@@ -313,6 +313,17 @@ fn garbage_and_stalled_handshakes_are_closed_and_disturb_nothing() {
     );
     // The stream and the TLS port are fine.
     assert!(stream_info_tls(&server).is_some());
+    // The `keys` command sees the live channel of a TLS server too (no network involved).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_server-mio"))
+        .args(["keys", "list", "--data-dir"])
+        .arg(&server.data_dir)
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        list.lines().any(|l| l.starts_with("77\t") && l.ends_with("live (ftl)")),
+        "{list}"
+    );
     assert!(https(addr, "GET /api/streams HTTP/1.1\r\nHost: x\r\n\r\n").starts_with("HTTP/1.1 200"));
     assert!(server.metric_tls("itg_http_errors_total") >= 2.0);
     streamer.stop().unwrap();

@@ -49,6 +49,30 @@ impl Server {
         }
         self.keys_check_at = now + KEY_CHECK;
         self.tls_refresh();
+        self.keys_reload(now);
+        self.note_running();
+    }
+
+    /// Keeps `server.json` current (live channels, key changes taken) when it changed.
+    fn note_running(&mut self) {
+        let live: Vec<(u32, String)> = self
+            .relay
+            .channels()
+            .filter(|c| self.relay.is_live(*c))
+            .map(|c| (c.0, self.protocol_of(c).unwrap_or("ftl").to_owned()))
+            .collect();
+        let key_reloads = self.counters.key_reloads;
+        if live == self.running.live && key_reloads == self.running.key_reloads {
+            return;
+        }
+        self.running.live = live;
+        self.running.key_reloads = key_reloads;
+        if let Some(dir) = self.keys.path().parent() {
+            crate::keys::note_running(dir, &self.running);
+        }
+    }
+
+    fn keys_reload(&mut self, now: Instant) {
         if !self.keys.changed() {
             return;
         }

@@ -145,6 +145,8 @@ pub struct Server {
     keys: KeyStore,
     /// When the key file is next looked at.
     keys_check_at: Instant,
+    /// The state last noted in the data dir for the `keys` commands.
+    running: crate::keys::Running,
     relay: Relay,
     ftl_listener: TcpListener,
     http_listener: TcpListener,
@@ -281,7 +283,12 @@ impl Server {
         if let Some(r) = addrs.redirect {
             info!("plain http on {r} redirects to https");
         }
-        crate::keys::note_running(data_dir, addrs.http);
+        let running = crate::keys::Running {
+            pid: std::process::id(),
+            http: Some(addrs.http),
+            ..crate::keys::Running::default()
+        };
+        crate::keys::note_running(data_dir, &running);
         Ok(Server {
             viewers: webrtc::peers::Viewers::new(candidates),
             pool: webrtc::pool::RtcPool::start(waker.clone()),
@@ -289,6 +296,7 @@ impl Server {
             args,
             keys,
             keys_check_at: Instant::now() + key_watch::KEY_CHECK,
+            running,
             relay,
             ftl_listener,
             http_listener,
