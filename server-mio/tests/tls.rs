@@ -321,7 +321,8 @@ fn garbage_and_stalled_handshakes_are_closed_and_disturb_nothing() {
         .unwrap();
     let list = String::from_utf8_lossy(&out.stdout);
     assert!(
-        list.lines().any(|l| l.starts_with("77\t") && l.ends_with("live (ftl)")),
+        list.lines()
+            .any(|l| l.starts_with("77\t") && l.ends_with("live (ftl)")),
         "{list}"
     );
     assert!(https(addr, "GET /api/streams HTTP/1.1\r\nHost: x\r\n\r\n").starts_with("HTTP/1.1 200"));
