@@ -18,6 +18,21 @@ if (video.requestVideoFrameCallback) {
 }
 setInterval(async () => { window.itg.stats = await player.stats(); }, 250);
 
+// The stream's video is H.264 as the streamer sent it (no transcoding): a browser that cannot
+// decode it is told so, in words, instead of getting a black picture.
+const h264 = (() => {
+  try {
+    const caps = RTCRtpReceiver.getCapabilities?.('video');
+    return !caps || caps.codecs.some((c) => c.mimeType.toLowerCase() === 'video/h264');
+  } catch (_) {
+    return true;
+  }
+})();
+window.itg.h264 = h264;
+const NO_H264 = 'This browser cannot decode H.264 video, which this stream uses. In Firefox: open '
+  + 'about:addons, Plugins, enable "OpenH264 Video Codec provided by Cisco Systems" (Firefox '
+  + 'downloads it on first use), then reload this page.';
+
 function show(state, text) {
   document.body.dataset.state = state;
   overlay.textContent = text || '';
@@ -29,8 +44,12 @@ video.addEventListener('playing', () => {
   if (document.body.dataset.state === 'connecting') show('playing', '');
 });
 
+// A 406 says this browser cannot take the stream's codecs: retrying will not help.
+let refused = null;
 player.addEventListener('state', (e) => {
-  if (e.detail.state === 'error') show('error', `Cannot play: ${e.detail.message}`);
+  if (e.detail.state !== 'error') return;
+  if (e.detail.status === 406) refused = e.detail.message;
+  show('error', `Cannot play: ${e.detail.message}`);
 });
 
 let lastFrames = 0;
@@ -69,6 +88,11 @@ async function tick() {
     lastProgress = Date.now();
   }
   const stalled = Date.now() - lastProgress > 6000;
+  if (!h264 || refused) {
+    live = true;
+    show('unsupported', h264 ? `Cannot play: ${refused}` : NO_H264);
+    return;
+  }
   if (!player.pc || player.state === 'disconnected' || player.state === 'error' || stalled) {
     live = true;
     lastProgress = Date.now();

@@ -1,8 +1,10 @@
-//! The viewer site in a real browser: headless Chromium (Debian's `chromium`, driven by
-//! `playwright-core` from npm) plays the watch page against the real server. Everything runs
-//! in a fresh loopback-only network namespace, so no traffic leaves the machine.
+//! The viewer site in real browsers: headless Chromium (Debian's `chromium`, driven by
+//! `playwright-core` from npm) plays the watch page against the real server; headless Firefox
+//! (`firefox-esr`, driven by `puppeteer-core`) checks the path of a browser without H.264.
+//! Everything runs in a fresh network namespace, so no traffic leaves the machine.
 //!
-//! Needs root (for `unshare -n`), `/usr/bin/chromium`, `node` and `npm ci` in
+//! Needs root (for `unshare -n`), `/usr/bin/chromium`, `/usr/bin/firefox-esr`, `node` and
+//! `npm ci` in
 //! `server-mio/tests/browser`; `.ci/install-deps` installs them. Missing pieces fail the test
 //! under CI and skip it, loudly, elsewhere.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -15,8 +17,13 @@ fn missing() -> Option<String> {
     if !Path::new("/usr/bin/chromium").exists() {
         return Some("/usr/bin/chromium (apt-get install chromium)".into());
     }
-    if !dir.join("node_modules/playwright-core").exists() {
-        return Some(format!("playwright-core (npm ci in {})", dir.display()));
+    if !Path::new("/usr/bin/firefox-esr").exists() {
+        return Some("/usr/bin/firefox-esr (apt-get install firefox-esr)".into());
+    }
+    for module in ["playwright-core", "puppeteer-core"] {
+        if !dir.join("node_modules").join(module).exists() {
+            return Some(format!("{module} (npm ci in {})", dir.display()));
+        }
     }
     if Command::new("node").arg("--version").output().is_err() {
         return Some("node".into());
@@ -124,4 +131,26 @@ fn the_watch_page_plays_over_https_with_a_certificate_made_here() {
         artifacts.display()
     );
     assert!(artifacts.join("watch-https.png").exists());
+}
+
+#[test]
+fn firefox_without_h264_is_told_why_and_gets_audio() {
+    if !ready() {
+        return;
+    }
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let data = manifest.join("../relay-core/tests/data");
+    let status = run_in_namespace("firefox.mjs")
+        .env("ITG_CLIENT_BIN", env!("CARGO_BIN_EXE_ftl-client"))
+        .env("ITG_VIDEO", data.join("video-320x180-30fps-4s.h264"))
+        .env("ITG_AUDIO", data.join("audio-opus-48k-4s.ogg"))
+        .status()
+        .unwrap();
+    let artifacts = manifest.join("../target/browser-artifacts");
+    assert!(
+        status.success(),
+        "the Firefox test failed (screenshots in {})",
+        artifacts.display()
+    );
+    assert!(artifacts.join("firefox-summary.json").exists());
 }

@@ -435,3 +435,28 @@ fn a_whip_stream_outlives_the_connect_deadline() {
     );
     assert_eq!(viewer.video_lost(), 0);
 }
+
+/// A viewer whose browser offers no H.264 (Firefox without its OpenH264 plugin) is refused by
+/// name instead of getting an answer whose video is rejected and whose transport is gone.
+#[test]
+fn a_whep_offer_without_h264_is_refused_by_name() {
+    let server = TestServer::start();
+    let whep = |body: &str| {
+        http(
+            server.addrs.http,
+            "POST",
+            "/whep/77",
+            &[("Content-Type", "application/sdp")],
+            body.as_bytes(),
+        )
+    };
+    let vp8 = offer("VP8/90000", "").replace("a=sendonly", "a=recvonly");
+    let r = whep(&vp8);
+    assert_eq!(r.status, 406);
+    let why = String::from_utf8_lossy(&r.body);
+    assert!(why.contains("H.264") && why.contains("OpenH264"), "{why}");
+    // The same offer with H.264 is answered.
+    let h264 = h264_offer().replace("a=sendonly", "a=recvonly");
+    assert_eq!(whep(&h264).status, 201);
+    assert!(server.metric("itg_viewers_refused_total") >= 1.0);
+}

@@ -19,7 +19,8 @@ pub fn key_service_response(data: &[u8]) {
 /// Signalling text from a peer: a WHEP or WHIP offer, a WebSocket viewer's answer, a trickled
 /// candidate.
 pub fn signalling(text: &str) {
-    let _ = super::webrtc::whip::check_offer(text);
+    let _ = super::webrtc::whip::check_offer(text, super::webrtc::whip::Offerer::Publisher);
+    let _ = super::webrtc::whip::check_offer(text, super::webrtc::whip::Offerer::Viewer);
     let _ = super::webrtc::peers::mids_from_sdp(text);
     let _ = super::webrtc::peers::parse_answer(text);
     let _ = super::webrtc::peers::parse_candidate(text);

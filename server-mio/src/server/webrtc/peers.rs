@@ -30,7 +30,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rtc};
 
-use super::whip::{parse_offer, WhipAuth};
+use super::whip::{check_offer, parse_offer, Offerer, WhipAuth};
 use crate::server::http::{Reply, Response};
 use crate::server::{Server, READ_BUDGET};
 
@@ -249,6 +249,13 @@ impl Server {
     ) -> Reply {
         if self.keys.get(channel).is_none() && !self.relay.is_live(channel) {
             return Reply::Now(Response::text(404, "no such channel").cors());
+        }
+        // An offer this relay cannot serve is refused by name, before any WebRTC state: an
+        // answer that rejects its video would leave the browser without a transport at all.
+        if let Err((status, why)) = check_offer(&offer, Offerer::Viewer) {
+            self.counters.viewers_refused += 1;
+            debug!("WHEP channel {channel}: {status} {why}");
+            return Reply::Now(Response::text(status, &why).cors());
         }
         if let Err(resp) = self.viewer_admission(channel) {
             return Reply::Now(resp);

@@ -36,6 +36,10 @@ use crate::server::Server;
 /// What the relay knows a WHIP publisher's stream by, for logs and events.
 pub(in crate::server) const PROTOCOL: &str = "whip";
 
+/// How a Firefox viewer gets H.264, named in its refusal.
+pub(in crate::server) const FIREFOX_H264: &str = "In Firefox: about:addons, Plugins, enable \
+    \"OpenH264 Video Codec provided by Cisco Systems\" (Firefox downloads it on first use).";
+
 /// The codecs a publisher may send, named in refusals.
 const SUPPORTED: &str = "H.264 (packetization-mode=1) video and Opus audio";
 
@@ -83,9 +87,19 @@ fn same_key(expected: &StreamKey, presented: &StreamKey) -> bool {
     auth::verify(expected, b"itg-whip", &digest)
 }
 
+/// Whose offer is checked: the refusal says what that side can do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::server) enum Offerer {
+    /// A WHIP publisher: its encoder must send what the relay passes through.
+    Publisher,
+    /// A WHEP viewer: its browser must decode what the relay passes through (there is no
+    /// transcoding), so an offer that offers video must offer H.264.
+    Viewer,
+}
+
 /// Checks an offer before any WebRTC state is made: it parses, it has media, and the media
-/// can be relayed. Audio alone (Opus) is a stream too. Returns the parsed offer.
-pub(in crate::server) fn check_offer(sdp: &str) -> Result<SdpOffer, (u16, String)> {
+/// can be relayed. Audio alone (Opus) is a session too. Returns the parsed offer.
+pub(in crate::server) fn check_offer(sdp: &str, who: Offerer) -> Result<SdpOffer, (u16, String)> {
     let offer = parse_offer(sdp)?;
     let mids = mids_from_sdp(sdp);
     let has = |k: MediaKind| mids.iter().any(|(_, kind)| *kind == k);
@@ -120,15 +134,25 @@ pub(in crate::server) fn check_offer(sdp: &str) -> Result<SdpOffer, (u16, String
         }
     }
     if has(MediaKind::Video) && !h264 {
-        return Err((
-            406,
-            format!("the offer's video has no H.264 with packetization-mode=1; this server takes {SUPPORTED}"),
-        ));
+        return Err((406, match who {
+            Offerer::Publisher => format!(
+                "the offer's video has no H.264 with packetization-mode=1; this server takes {SUPPORTED}"
+            ),
+            Offerer::Viewer => format!(
+                "your browser offered no H.264 decoder, and this server relays the streamer's H.264 \
+                 as it is. {FIREFOX_H264} Or watch without video: offer audio only."
+            ),
+        }));
     }
     if !has(MediaKind::Video) && !opus {
         return Err((
             406,
-            format!("the offer's audio is not Opus; this server takes {SUPPORTED}"),
+            match who {
+                Offerer::Publisher => {
+                    format!("the offer's audio is not Opus; this server takes {SUPPORTED}")
+                }
+                Offerer::Viewer => "your browser offered no Opus decoder for the audio".to_owned(),
+            },
         ));
     }
     Ok(offer)
@@ -239,7 +263,8 @@ impl Server {
         }
         let offer = std::str::from_utf8(&req.body)
             .map_err(|_| Response::text(400, "the offer is not UTF-8"))?;
-        let offer = check_offer(offer).map_err(|(status, why)| Response::text(status, &why))?;
+        let offer = check_offer(offer, Offerer::Publisher)
+            .map_err(|(status, why)| Response::text(status, &why))?;
         Ok(WhipAuth {
             channel,
             secret,
@@ -645,19 +670,28 @@ mod tests {
 
     #[test]
     fn offers_are_judged_by_their_codecs() {
-        assert!(check_offer(H264).is_ok());
+        assert!(check_offer(H264, Offerer::Publisher).is_ok());
         let vp8 = H264.replace("H264/90000", "VP8/90000").replace(
             "a=fmtp:96 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n",
             "",
         );
-        let (status, why) = check_offer(&vp8).unwrap_err();
+        let (status, why) = check_offer(&vp8, Offerer::Publisher).unwrap_err();
         assert_eq!(status, 406);
         assert!(why.contains("H.264") && why.contains("Opus"), "{why}");
+        let (status, why) = check_offer(&vp8, Offerer::Viewer).unwrap_err();
+        assert_eq!(status, 406);
+        assert!(why.contains("H.264") && why.contains("OpenH264"), "{why}");
         let mode0 = H264.replace("packetization-mode=1", "packetization-mode=0");
-        assert_eq!(check_offer(&mode0).unwrap_err().0, 406);
-        assert_eq!(check_offer("garbage").unwrap_err().0, 400);
+        assert_eq!(check_offer(&mode0, Offerer::Publisher).unwrap_err().0, 406);
+        assert_eq!(
+            check_offer("garbage", Offerer::Publisher).unwrap_err().0,
+            400
+        );
         let rejected = H264.replace("m=video 9", "m=video 0");
-        assert_eq!(check_offer(&rejected).unwrap_err().0, 400);
+        assert_eq!(
+            check_offer(&rejected, Offerer::Publisher).unwrap_err().0,
+            400
+        );
     }
 
     #[test]
