@@ -85,30 +85,39 @@ fn the_publish_page_goes_live_from_a_fake_camera_and_stop_ends_it() {
     assert!(artifacts.join("watch-whip.png").exists());
 }
 
+/// Runs a script that streams the fixture with our FTL client; checks it passed and left
+/// `artifact` in the artifacts folder.
+fn run_with_fixture(script: &str, what: &str, artifact: &str, extra: &[(&str, &str)]) {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let data = manifest.join("../relay-core/tests/data");
+    let artifacts = manifest.join("../target/browser-artifacts");
+    let mut c = run_in_namespace(script);
+    c.env("ITG_CLIENT_BIN", env!("CARGO_BIN_EXE_ftl-client"))
+        .env("ITG_VIDEO", data.join("video-320x180-30fps-4s.h264"))
+        .env("ITG_AUDIO", data.join("audio-opus-48k-4s.ogg"));
+    for (k, file) in extra {
+        c.env(k, data.join(file));
+    }
+    let status = c.status().unwrap();
+    assert!(
+        status.success(),
+        "the {what} failed (screenshots in {})",
+        artifacts.display()
+    );
+    assert!(artifacts.join(artifact).exists());
+}
+
 #[test]
 fn the_watch_page_plays_in_headless_chromium() {
     if !ready() {
         return;
     }
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let data = manifest.join("../relay-core/tests/data");
-    let artifacts = manifest.join("../target/browser-artifacts");
-    let status = run_in_namespace("run.mjs")
-        .env("ITG_CLIENT_BIN", env!("CARGO_BIN_EXE_ftl-client"))
-        .env("ITG_VIDEO", data.join("video-320x180-30fps-4s.h264"))
-        .env("ITG_AUDIO", data.join("audio-opus-48k-4s.ogg"))
-        .env(
-            "ITG_VIDEO_BFRAMES",
-            data.join("video-320x180-high-bframes-2s.h264"),
-        )
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "the browser test failed (screenshots in {})",
-        artifacts.display()
+    run_with_fixture(
+        "run.mjs",
+        "browser test",
+        "watch.png",
+        &[("ITG_VIDEO_BFRAMES", "video-320x180-high-bframes-2s.h264")],
     );
-    assert!(artifacts.join("watch.png").exists());
 }
 
 #[test]
@@ -116,21 +125,7 @@ fn the_watch_page_plays_over_https_with_a_certificate_made_here() {
     if !ready() {
         return;
     }
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let data = manifest.join("../relay-core/tests/data");
-    let status = run_in_namespace("tls.mjs")
-        .env("ITG_CLIENT_BIN", env!("CARGO_BIN_EXE_ftl-client"))
-        .env("ITG_VIDEO", data.join("video-320x180-30fps-4s.h264"))
-        .env("ITG_AUDIO", data.join("audio-opus-48k-4s.ogg"))
-        .status()
-        .unwrap();
-    let artifacts = manifest.join("../target/browser-artifacts");
-    assert!(
-        status.success(),
-        "the TLS browser test failed (screenshots in {})",
-        artifacts.display()
-    );
-    assert!(artifacts.join("watch-https.png").exists());
+    run_with_fixture("tls.mjs", "TLS browser test", "watch-https.png", &[]);
 }
 
 #[test]
@@ -138,19 +133,5 @@ fn firefox_without_h264_is_told_why_and_gets_audio() {
     if !ready() {
         return;
     }
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let data = manifest.join("../relay-core/tests/data");
-    let status = run_in_namespace("firefox.mjs")
-        .env("ITG_CLIENT_BIN", env!("CARGO_BIN_EXE_ftl-client"))
-        .env("ITG_VIDEO", data.join("video-320x180-30fps-4s.h264"))
-        .env("ITG_AUDIO", data.join("audio-opus-48k-4s.ogg"))
-        .status()
-        .unwrap();
-    let artifacts = manifest.join("../target/browser-artifacts");
-    assert!(
-        status.success(),
-        "the Firefox test failed (screenshots in {})",
-        artifacts.display()
-    );
-    assert!(artifacts.join("firefox-summary.json").exists());
+    run_with_fixture("firefox.mjs", "Firefox test", "firefox-summary.json", &[]);
 }
