@@ -33,6 +33,14 @@ const NO_H264 = 'This browser cannot decode H.264 video, which this stream uses.
   + 'about:addons, Plugins, enable "OpenH264 Video Codec provided by Cisco Systems" (Firefox '
   + 'downloads it on first use), then reload this page.';
 
+function addReportLink() {
+  const a = document.createElement('a');
+  a.href = '/api/selftest';
+  a.textContent = ' Open the network report.';
+  a.target = '_blank';
+  overlay.appendChild(a);
+}
+
 function show(state, text) {
   document.body.dataset.state = state;
   overlay.textContent = text || '';
@@ -41,12 +49,23 @@ function show(state, text) {
 
 // Hide "Connecting…" as soon as a picture is there, not at the next API poll.
 video.addEventListener('playing', () => {
-  if (document.body.dataset.state === 'connecting') show('playing', '');
+  if (document.body.dataset.state === 'connecting' && !iceFailed) show('playing', '');
 });
 
 // A 406 says this browser cannot take the stream's codecs: retrying will not help.
 let refused = null;
+// When ICE fails (the browser's verdict, or no connection within a few seconds), say what was
+// tried and where the server's own network report is.
+let iceFailed = null;
+function noteIceFailure(candidates) {
+  const tried = candidates.length ? candidates.join(', ') : 'no address';
+  iceFailed = `Could not connect to the server's media port (tried ${tried}). A firewall or NAT `
+    + 'is probably in the way; the server\'s network report is at /api/selftest.';
+  window.itg.iceFailed = iceFailed;
+}
 player.addEventListener('state', (e) => {
+  if (e.detail.state === 'disconnected' && e.detail.iceFailed) noteIceFailure(e.detail.candidates);
+  if (e.detail.state === 'playing') iceFailed = null;
   if (e.detail.state !== 'error') return;
   if (e.detail.status === 406) refused = e.detail.message;
   show('error', `Cannot play: ${e.detail.message}`);
@@ -88,6 +107,9 @@ async function tick() {
     lastProgress = Date.now();
   }
   const stalled = Date.now() - lastProgress > 6000;
+  if (stalled && player.pc && player.pc.connectionState !== 'connected' && frames === 0) {
+    noteIceFailure(player.remoteCandidates(player.pc));
+  }
   if (!h264 || refused) {
     live = true;
     show('unsupported', h264 ? `Cannot play: ${refused}` : NO_H264);
@@ -97,7 +119,8 @@ async function tick() {
     live = true;
     lastProgress = Date.now();
     lastFrames = 0;
-    show('connecting', 'Connecting…');
+    show('connecting', iceFailed ? `${iceFailed} Retrying…` : 'Connecting…');
+    if (iceFailed) addReportLink();
     player.start().catch((e) => console.error(`player: ${e.message}`));
     return;
   }

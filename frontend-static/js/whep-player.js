@@ -31,6 +31,15 @@ export class WhepPlayer extends EventTarget {
     this.dispatchEvent(new CustomEvent('state', { detail: { state, ...detail } }));
   }
 
+  /** The server's candidates from its answer, as `udp 1.2.3.4:20000`. */
+  remoteCandidates(pc) {
+    const sdp = pc.remoteDescription?.sdp || '';
+    return sdp.split(/\r?\n/).filter((l) => l.startsWith('a=candidate:')).map((l) => {
+      const f = l.split(' ');
+      return `${(f[2] || '').toLowerCase()} ${f[4]}:${f[5]}`;
+    });
+  }
+
   /** Connects (again). Resolves once the server answered; media follows. */
   async start() {
     await this.stop();
@@ -48,7 +57,12 @@ export class WhepPlayer extends EventTarget {
     pc.onconnectionstatechange = () => {
       if (pc !== this.pc) return;
       if (pc.connectionState === 'connected') this._setState('playing');
-      if (pc.connectionState === 'failed' || pc.connectionState === 'closed') this._setState('disconnected');
+      if (pc.connectionState === 'failed' || pc.connectionState === 'closed') {
+        // `iceFailed`: the connection never came up (nothing reached the server, or nothing
+        // came back), as opposed to one that dropped after playing.
+        const iceFailed = pc.connectionState === 'failed' && this.state !== 'playing';
+        this._setState('disconnected', { iceFailed, candidates: this.remoteCandidates(pc) });
+      }
     };
     await pc.setLocalDescription(await pc.createOffer());
     const res = await fetch(this.url, {

@@ -17,6 +17,9 @@ fn missing() -> Option<String> {
     if !Path::new("/usr/bin/chromium").exists() {
         return Some("/usr/bin/chromium (apt-get install chromium)".into());
     }
+    if Command::new("nft").arg("--version").output().is_err() {
+        return Some("nft (apt-get install nftables)".into());
+    }
     if !Path::new("/usr/bin/firefox-esr").exists() {
         return Some("/usr/bin/firefox-esr (apt-get install firefox-esr)".into());
     }
@@ -134,4 +137,17 @@ fn firefox_without_h264_is_told_why_and_gets_audio() {
         return;
     }
     run_with_fixture("firefox.mjs", "Firefox test", "firefox-summary.json", &[]);
+}
+
+#[test]
+fn a_blocked_media_port_is_explained_on_the_watch_page() {
+    if !ready() {
+        return;
+    }
+    run_with_fixture(
+        "icefail.mjs",
+        "ICE failure test",
+        "icefail-summary.json",
+        &[],
+    );
 }

@@ -141,7 +141,9 @@ fn first_start_creates_a_channel_and_prints_its_key() {
             "--data-dir",
         ])
         .arg(&dir)
+        .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     // The key file appears once the channel is created; then stop the server with SIGTERM.
@@ -165,5 +167,17 @@ fn first_start_creates_a_channel_and_prints_its_key() {
     let c = &store.channels()[0];
     assert!(stdout.contains(&c.obs_key()), "{stdout}");
     assert!(stdout.contains(&format!("/watch/{}", c.id)));
+    // Bound to loopback only: the self-test warns and names the flag.
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("self-test reachable") && l.contains("--ip")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("share: watch: http://127.0.0.1:"),
+        "{stderr}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -425,3 +425,54 @@ fn hostile_input_is_refused_and_the_server_keeps_serving() {
     viewer.drive(Duration::from_millis(300), |_| false);
     assert_run_from_keyframe(&viewer.nal_units(), &fixture_nals(VIDEO_A));
 }
+
+#[test]
+fn the_network_self_test_reports_each_check() {
+    let check = |v: &serde_json::Value, name: &str| -> (bool, String) {
+        let c = v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no check {name}: {v}"));
+        (c["ok"] == true, c["detail"].as_str().unwrap().to_owned())
+    };
+    // Loopback only: not reachable from elsewhere, and the fix is named.
+    let server = TestServer::start();
+    let (status, body) = server.get("/api/selftest");
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["ok"], false);
+    let (ok, why) = check(&v, "reachable");
+    assert!(!ok && why.contains("--ip"), "{why}");
+    let (ok, why) = check(&v, "candidates");
+    assert!(ok && why.contains("127.0.0.1"), "{why}");
+    assert!(check(&v, "webrtc_udp").0);
+    assert!(check(&v, "ice_servers").0);
+    assert!(v["urls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|u| u.as_str().unwrap().starts_with("watch: http://127.0.0.1:")));
+    drop(server);
+    // A public --ip passes; a malformed ICE server is named.
+    let server = TestServer::start_with(|a| {
+        a.ip = Some("203.0.113.7".parse().unwrap());
+        a.ice_servers = vec![
+            "stun:stun.example.org:3478".into(),
+            "stun.example.org".into(),
+        ];
+    });
+    let v: serde_json::Value = serde_json::from_str(&server.get("/api/selftest").1).unwrap();
+    assert!(check(&v, "reachable").0);
+    let (ok, why) = check(&v, "ice_servers");
+    assert!(
+        !ok && why.contains("stun.example.org") && !why.contains("stun:stun"),
+        "{why}"
+    );
+    assert!(v["urls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|u| u.as_str().unwrap().contains("203.0.113.7")));
+}

@@ -370,6 +370,9 @@ impl Server {
         let segments: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
         match (req.method.as_str(), segments.as_slice()) {
             ("GET", ["api", "streams"]) => Reply::Now(self.api_streams(now).cors()),
+            ("GET", ["api", "selftest"]) => Reply::Now(
+                Response::new(200, "application/json", self.selftest_json().to_string()).cors(),
+            ),
             ("GET", ["metrics"]) => Reply::Now(self.metrics(now)),
             ("GET", ["websocket"]) => self.ws_request(req),
             ("OPTIONS", ["whep", ..]) | ("OPTIONS", ["whip", ..]) | ("OPTIONS", ["api", ..]) => {

@@ -18,6 +18,7 @@ pub mod fuzzing;
 mod hooks;
 mod http;
 mod key_watch;
+mod selftest;
 mod static_files;
 mod tls;
 mod webrtc;
@@ -340,6 +341,7 @@ impl Server {
 
     /// Runs the loop until SIGINT, SIGTERM or [`Handle::shutdown`].
     pub fn run(mut self) -> io::Result<()> {
+        self.selftest_log();
         let mut events = Events::with_capacity(1024);
         loop {
             let now = Instant::now();

@@ -8,21 +8,19 @@
 // Environment: ITG_SERVER_BIN, ITG_CLIENT_BIN, ITG_VIDEO, ITG_AUDIO, ITG_ARTIFACTS.
 import puppeteer from 'puppeteer-core';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { children, env, start, until } from './lib.mjs';
+import { env, serveLiveChannel, finish } from './lib.mjs';
 
-const SERVER = env('ITG_SERVER_BIN');
-const CLIENT = env('ITG_CLIENT_BIN');
 const ARTIFACTS = env('ITG_ARTIFACTS');
 // Firefox gathers no ICE candidate on a namespace with loopback alone: the test gives its own
 // namespace a veth pair with a test address (traffic stays inside the namespace).
 const ADDR = '10.78.0.1';
-const HTTP = `http://${ADDR}:18070`;
 
 let browser;
 let page;
+let error;
 const dir = mkdtempSync(join(tmpdir(), 'itg-firefox-'));
 try {
   mkdirSync(ARTIFACTS, { recursive: true });
@@ -30,13 +28,7 @@ try {
   execFileSync('ip', ['addr', 'add', `${ADDR}/24`, 'dev', 'itgff0']);
   execFileSync('ip', ['link', 'set', 'itgff0', 'up']);
   execFileSync('ip', ['link', 'set', 'itgff1', 'up']);
-  const key = execFileSync(SERVER, ['keys', 'add', '--data-dir', join(dir, 'data'), '--channel', '77', '--name', 'Firefox test'])
-    .toString().trim().split('\n').pop();
-  start(SERVER, ['--addr', ADDR, '--http-port', '18070', '--ftl-port', '18074', '--webrtc-port', '20030',
-    '--media-ports', '19060-19070', '--data-dir', join(dir, 'data')], 'server');
-  await until('the server', 10000, async () => (await fetch(`${HTTP}/api/streams`)).ok);
-  start(CLIENT, ['--server', `${ADDR}:18074`, '--key', key, '--video', env('ITG_VIDEO'), '--audio', env('ITG_AUDIO'), '--loop'], 'ftl-client');
-  await until('the stream', 10000, async () => (await (await fetch(`${HTTP}/api/streams`)).json()).streams.some((s) => s.live));
+  const HTTP = await serveLiveChannel({ dir, addr: ADDR, http: 18070, ftl: 18074, webrtc: 20030, media: '19060-19070' });
 
   browser = await puppeteer.launch({
     browser: 'firefox',
@@ -95,11 +87,7 @@ try {
   writeFileSync(join(ARTIFACTS, 'firefox-summary.json'), JSON.stringify({ version, refused: refused.status, audio }, null, 2));
   console.log(`Firefox test passed: ${version}; video offer 406, audio-only session ${audio.state} with ${audio.packets} packets`);
 } catch (e) {
-  console.error(`Firefox test FAILED: ${e.stack || e}`);
-  if (page) await page.screenshot({ path: join(ARTIFACTS, 'firefox-failure.png') }).catch(() => {});
-  process.exitCode = 1;
+  error = e;
 } finally {
-  if (browser) await browser.close().catch(() => {});
-  for (const c of children) c.kill('SIGTERM');
-  rmSync(dir, { recursive: true, force: true });
+  await finish({ error, name: 'Firefox test', page, browser, dir, artifacts: ARTIFACTS });
 }

@@ -1,5 +1,6 @@
 // Helpers shared by the browser scripts: child processes, bounded waits.
-import { spawn } from 'node:child_process';
+import { spawn, execFileSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
 
 export const children = [];
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -25,3 +26,34 @@ export async function until(what, ms, f) {
 /** Chromium as the tests run it: loopback WebRTC allowed, autoplay without a gesture. */
 export const CHROMIUM_ARGS = ['--no-sandbox', '--disable-features=WebRtcHideLocalIpsWithMdns',
   '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required'];
+
+/**
+ * Starts the server on `dir` with channel 77 and streams the fixture to it with our FTL
+ * client; resolves with the HTTP base URL once the stream is live.
+ */
+export async function serveLiveChannel({ dir, addr = '127.0.0.1', http, ftl, webrtc, media, extra = [], scheme = 'http' }) {
+  const server = env('ITG_SERVER_BIN');
+  const data = `${dir}/data`;
+  const key = execFileSync(server, ['keys', 'add', '--data-dir', data, '--channel', '77', '--name', 'Test'])
+    .toString().trim().split('\n').pop();
+  start(server, ['--addr', addr, '--http-port', String(http), '--ftl-port', String(ftl), '--webrtc-port', String(webrtc),
+    '--media-ports', media, '--data-dir', data, ...extra], 'server');
+  const base = `${scheme}://${addr}:${http}`;
+  await until('the server', 10000, async () => (await fetch(`${base}/api/streams`)).ok);
+  start(env('ITG_CLIENT_BIN'), ['--server', `${addr}:${ftl}`, '--key', key, '--video', env('ITG_VIDEO'),
+    '--audio', env('ITG_AUDIO'), '--loop'], 'ftl-client');
+  await until('the stream', 10000, async () => (await (await fetch(`${base}/api/streams`)).json()).streams.some((s) => s.live));
+  return base;
+}
+
+/** Ends a script: a screenshot of the failure, the browser and children closed, `dir` removed. */
+export async function finish({ error, name, page, browser, dir, artifacts }) {
+  if (error) {
+    console.error(`${name} FAILED: ${error.stack || error}`);
+    if (page) await page.screenshot({ path: `${artifacts}/${name.replace(/\W+/g, '-')}-failure.png` }).catch(() => {});
+    process.exitCode = 1;
+  }
+  if (browser) await browser.close().catch(() => {});
+  for (const c of children) c.kill('SIGTERM');
+  rmSync(dir, { recursive: true, force: true });
+}

@@ -6,20 +6,18 @@
 // Environment: ITG_SERVER_BIN, ITG_CLIENT_BIN, ITG_VIDEO, ITG_AUDIO, ITG_ARTIFACTS.
 import { chromium } from 'playwright-core';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { children, env, start, until, CHROMIUM_ARGS } from './lib.mjs';
+import { env, serveLiveChannel, finish, CHROMIUM_ARGS } from './lib.mjs';
 
-const SERVER = env('ITG_SERVER_BIN');
-const CLIENT = env('ITG_CLIENT_BIN');
 const ARTIFACTS = env('ITG_ARTIFACTS');
-const HTTPS = 'https://127.0.0.1:18443';
 // The test's own fetches to the self-signed server (Chromium checks the certificate itself).
 process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
 
 let browser;
 let page;
+let error;
 const dir = mkdtempSync(join(tmpdir(), 'itg-tls-browser-'));
 try {
   mkdirSync(ARTIFACTS, { recursive: true });
@@ -30,13 +28,9 @@ try {
   { stdio: 'ignore' });
   const spki = execFileSync('sh', ['-c', `openssl x509 -pubkey -noout -in ${cert} | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64`])
     .toString().trim();
-  const streamKey = execFileSync(SERVER, ['keys', 'add', '--data-dir', join(dir, 'data'), '--channel', '77', '--name', 'TLS test'])
-    .toString().trim().split('\n').pop();
-  start(SERVER, ['--addr', '127.0.0.1', '--http-port', '18443', '--ftl-port', '18484', '--webrtc-port', '20020',
-    '--media-ports', '19040-19050', '--data-dir', join(dir, 'data'), '--tls-cert', cert, '--tls-key', key], 'server');
-  await until('the server', 10000, async () => (await fetch(`${HTTPS}/api/streams`)).ok);
-  start(CLIENT, ['--server', '127.0.0.1:18484', '--key', streamKey, '--video', env('ITG_VIDEO'), '--audio', env('ITG_AUDIO'), '--loop'], 'ftl-client');
-  await until('the stream', 10000, async () => (await (await fetch(`${HTTPS}/api/streams`)).json()).streams.some((s) => s.live));
+  const HTTPS = await serveLiveChannel({
+    dir, http: 18443, ftl: 18484, webrtc: 20020, media: '19040-19050', scheme: 'https', extra: ['--tls-cert', cert, '--tls-key', key],
+  });
 
   browser = await chromium.launch({
     executablePath: '/usr/bin/chromium',
@@ -61,11 +55,7 @@ try {
   writeFileSync(join(ARTIFACTS, 'tls-summary.json'), JSON.stringify({ frames, wss }, null, 2));
   console.log(`TLS browser test passed: ${frames} frames decoded over https, wss answered`);
 } catch (e) {
-  console.error(`TLS browser test FAILED: ${e.stack || e}`);
-  if (page) await page.screenshot({ path: join(ARTIFACTS, 'tls-failure.png') }).catch(() => {});
-  process.exitCode = 1;
+  error = e;
 } finally {
-  if (browser) await browser.close().catch(() => {});
-  for (const c of children) c.kill('SIGTERM');
-  rmSync(dir, { recursive: true, force: true });
+  await finish({ error, name: 'TLS browser test', page, browser, dir, artifacts: ARTIFACTS });
 }
