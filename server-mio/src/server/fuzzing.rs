@@ -10,6 +10,36 @@ pub fn http_request(data: &[u8]) {
     }
 }
 
+/// ICE-TCP stream bytes (RFC 4571 frames) in chunks as a peer's socket gives them; every
+/// frame taken out is framed again and must read back the same.
+pub fn ice_tcp_framing(data: &[u8]) {
+    use super::webrtc::framing::{frame, Deframer};
+    let mut d = Deframer::default();
+    let split = usize::from(data.first().copied().unwrap_or(0)).max(1);
+    for chunk in data.chunks(split) {
+        let mut rest = chunk;
+        loop {
+            let (r, used) = d.next(rest);
+            assert!(used <= rest.len());
+            rest = rest.get(used..).unwrap_or_default();
+            match r {
+                Ok(Some(f)) => {
+                    assert!(!f.is_empty() && f.len() <= super::webrtc::framing::MAX_FRAME);
+                    let packet = f.to_vec();
+                    let mut again = Vec::new();
+                    assert!(frame(&packet, &mut again).is_ok());
+                    let mut fresh = Deframer::default();
+                    let (back, used) = fresh.next(&again);
+                    assert_eq!((back, used), (Ok(Some(&packet[..])), again.len()));
+                }
+                Ok(None) => break,
+                Err(_) => return,
+            }
+            assert!(d.buffered() <= super::webrtc::framing::MAX_FRAME + 2);
+        }
+    }
+}
+
 /// A response of the key service, and the key in its body.
 pub fn key_service_response(data: &[u8]) {
     let _ = crate::hooks::http::parse(data);

@@ -6,6 +6,7 @@
 //! - [`whip`]: publishers: the WHIP endpoint and their RTP into the relay.
 //! - [`pool`]: `Rtc`s built off the loop and handed over through the `mio::Waker`.
 
+pub mod framing;
 pub(super) mod peers;
 pub(super) mod pool;
 pub(super) mod whip;
