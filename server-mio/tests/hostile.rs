@@ -495,6 +495,10 @@ fn http_websocket_and_whep_attacks() {
             }
             assert!(srv.metric("itg_viewers_created_total") >= 1000.0);
             assert!(srv.wait_for(Duration::from_secs(10), |s| s.metric("itg_viewers") <= 1.0));
+            assert!(
+                srv.metric("itg_ice_failures_total") >= 1000.0,
+                "expired offers are ICE failures"
+            );
             // WebSocket garbage and an oversized message.
             let mut ws = Viewer::websocket(srv.http, "channel=77").unwrap();
             let sock = ws.ws.as_mut().unwrap();

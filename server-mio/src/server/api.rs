@@ -26,6 +26,8 @@ pub struct Counters {
     pub webrtc_send_errors: u64,
     pub viewers_created: u64,
     pub viewers_dropped: u64,
+    /// Peers (viewers and publishers) that never connected before their deadline.
+    pub ice_failures: u64,
     pub viewers_refused: u64,
     pub packets_forwarded: u64,
     pub publishers_created: u64,
@@ -196,6 +198,11 @@ impl Server {
             "viewers_dropped_total",
             "Viewer sessions ended.",
             c.viewers_dropped,
+        );
+        counter(
+            "ice_failures_total",
+            "WebRTC peers that never connected (ICE or DTLS) before --viewer-connect-timeout.",
+            c.ice_failures,
         );
         counter(
             "viewers_refused_total",

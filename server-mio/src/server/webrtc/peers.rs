@@ -726,6 +726,9 @@ impl Server {
                 }
                 RtcOutput::Timeout(t) => {
                     if v.connected_at.is_none() && now >= v.created + connect_timeout {
+                        // ICE (or DTLS) never completed: usually a blocked port or a wrong
+                        // advertised address (see /api/selftest).
+                        self.counters.ice_failures += 1;
                         return self.viewer_drop(id, "did not connect in time");
                     }
                     if !v.rtc.is_alive() {
