@@ -76,6 +76,10 @@ pub struct ServerArgs {
     /// UDP port shared by all WebRTC viewers.
     #[arg(long, env = "ITG_WEBRTC_PORT", default_value_t = 20000)]
     pub webrtc_port: u16,
+    /// TCP port for ICE over TCP (RFC 6544), for viewers whose networks block UDP; default the
+    /// same number as the WebRTC UDP port, `0` turns it off.
+    #[arg(long, env = "ITG_WEBRTC_TCP_PORT")]
+    pub webrtc_tcp_port: Option<u16>,
     /// UDP port range for FTL media, one port per live stream: `A-B`, or `0` for ports the
     /// system picks.
     #[arg(long, env = "ITG_MEDIA_PORTS", default_value = "9000-9100", value_parser = parse_port_range)]

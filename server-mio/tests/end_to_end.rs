@@ -448,6 +448,7 @@ fn the_network_self_test_reports_each_check() {
     let (ok, why) = check(&v, "candidates");
     assert!(ok && why.contains("127.0.0.1"), "{why}");
     assert!(check(&v, "webrtc_udp").0);
+    assert!(check(&v, "webrtc_tcp").0);
     assert!(check(&v, "ice_servers").0);
     assert!(v["urls"]
         .as_array()

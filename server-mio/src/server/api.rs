@@ -28,6 +28,9 @@ pub struct Counters {
     pub viewers_dropped: u64,
     /// Peers (viewers and publishers) that never connected before their deadline.
     pub ice_failures: u64,
+    /// ICE-TCP: packets received, connections refused at the limits.
+    pub ice_tcp_packets: u64,
+    pub ice_tcp_refused: u64,
     pub viewers_refused: u64,
     pub packets_forwarded: u64,
     pub publishers_created: u64,
@@ -198,6 +201,16 @@ impl Server {
             "viewers_dropped_total",
             "Viewer sessions ended.",
             c.viewers_dropped,
+        );
+        counter(
+            "ice_tcp_packets_total",
+            "Packets received over ICE-TCP connections.",
+            c.ice_tcp_packets,
+        );
+        counter(
+            "ice_tcp_refused_total",
+            "ICE-TCP connections refused at the limits.",
+            c.ice_tcp_refused,
         );
         counter(
             "ice_failures_total",

@@ -49,6 +49,7 @@ const WEBRTC_SOCKET: Token = Token(2);
 const WAKER: Token = Token(3);
 const SIGNALS: Token = Token(4);
 const REDIRECT_LISTENER: Token = Token(5);
+const ICE_TCP_LISTENER: Token = Token(6);
 const FIRST_DYNAMIC: usize = 16;
 
 /// Most datagrams read from one socket per wake-up, so one busy socket cannot starve others.
@@ -62,6 +63,7 @@ enum Slot {
     Ws,
     Hook,
     Media(ChannelId),
+    IceTcp,
 }
 
 /// Socket buffers for the UDP sockets: one WebRTC socket carries every viewer, and a burst
@@ -113,6 +115,8 @@ pub struct Addrs {
     pub webrtc: SocketAddr,
     /// The plain-http listener that redirects to https, with `--http-redirect-port`.
     pub redirect: Option<SocketAddr>,
+    /// ICE over TCP (passive), unless turned off.
+    pub webrtc_tcp: Option<SocketAddr>,
 }
 
 /// Stops a running server from another thread.
@@ -155,6 +159,9 @@ pub struct Server {
     redirect_listener: Option<TcpListener>,
     /// The certificate pair in force, with `--tls-cert`.
     certs: Option<tls::Certs>,
+    /// ICE over TCP: the listener and its connections.
+    ice_tcp_listener: Option<TcpListener>,
+    ice_tcp: webrtc::tcp::IceTcp,
     rtc_socket: UdpSocket,
     addrs: Addrs,
     next_token: usize,
@@ -227,7 +234,17 @@ impl Server {
                 Some(l) => Some(l.local_addr().map_err(StartError::Io)?),
                 None => None,
             },
+            webrtc_tcp: None,
         };
+        // ICE over TCP on the same port number as UDP unless told otherwise (0: no ICE-TCP).
+        let mut addrs = addrs;
+        let mut ice_tcp_listener = match args.webrtc_tcp_port.unwrap_or(addrs.webrtc.port()) {
+            0 if args.webrtc_tcp_port == Some(0) => None,
+            port => Some(bind_tcp("WebRTC TCP listener", port)?),
+        };
+        if let Some(l) = ice_tcp_listener.as_mut() {
+            addrs.webrtc_tcp = Some(l.local_addr().map_err(StartError::Io)?);
+        }
         let reg = poll.registry();
         reg.register(&mut ftl_listener, FTL_LISTENER, Interest::READABLE)
             .map_err(StartError::Io)?;
@@ -235,6 +252,10 @@ impl Server {
             .map_err(StartError::Io)?;
         if let Some(l) = redirect_listener.as_mut() {
             reg.register(l, REDIRECT_LISTENER, Interest::READABLE)
+                .map_err(StartError::Io)?;
+        }
+        if let Some(l) = ice_tcp_listener.as_mut() {
+            reg.register(l, ICE_TCP_LISTENER, Interest::READABLE)
                 .map_err(StartError::Io)?;
         }
         reg.register(&mut rtc_socket, WEBRTC_SOCKET, Interest::READABLE)
@@ -302,6 +323,8 @@ impl Server {
             ftl_listener,
             http_listener,
             redirect_listener,
+            ice_tcp_listener,
+            ice_tcp: webrtc::tcp::IceTcp::default(),
             certs,
             rtc_socket,
             addrs,
@@ -360,6 +383,7 @@ impl Server {
                     FTL_LISTENER => self.accept_control(now),
                     HTTP_LISTENER => self.accept_http(now, false),
                     REDIRECT_LISTENER => self.accept_http(now, true),
+                    ICE_TCP_LISTENER => self.accept_ice_tcp(now),
                     WEBRTC_SOCKET => self.read_webrtc(now),
                     WAKER => self.pool_ready(now),
                     SIGNALS => {
@@ -376,6 +400,7 @@ impl Server {
                         Some(Slot::Ws) => self.ws_event(t, now),
                         Some(Slot::Hook) => self.hook_event(t, now),
                         Some(Slot::Media(c)) => self.read_media(c, now),
+                        Some(Slot::IceTcp) => self.ice_tcp_event(t, ev, now),
                         None => {}
                     },
                 }
@@ -390,6 +415,7 @@ impl Server {
                         self.pump_control(t, now);
                     }
                     (_, Some(Slot::Ws)) => self.ws_event(t, now),
+                    (_, Some(Slot::IceTcp)) => self.ice_tcp_again(t, now),
                     _ => {}
                 }
             }
@@ -415,6 +441,7 @@ impl Server {
             self.viewers.next_timeout(),
             hooks,
             Some(self.keys_deadline()),
+            self.ice_tcp.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -433,6 +460,7 @@ impl Server {
         self.viewers_timeouts(now);
         self.hooks_timeouts(now);
         self.keys_timeout(now);
+        self.ice_tcp_timeouts(now);
     }
 
     fn token(&mut self, slot: Slot) -> Token {

@@ -91,6 +91,19 @@ impl Server {
             ok: true,
             detail: format!("WebRTC UDP bound on {}", self.addrs.webrtc),
         });
+        checks.push(Check {
+            name: "webrtc_tcp",
+            ok: self.addrs.webrtc_tcp.is_some(),
+            detail: match self.addrs.webrtc_tcp {
+                Some(a) => {
+                    format!("ICE over TCP bound on {a}, for viewers whose networks block UDP")
+                }
+                None => {
+                    "ICE over TCP is off (--webrtc-tcp-port 0): viewers without UDP cannot connect"
+                        .into()
+                }
+            },
+        });
         let bad: Vec<&String> = self
             .args
             .ice_servers

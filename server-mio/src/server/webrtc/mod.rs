@@ -9,4 +9,5 @@
 pub mod framing;
 pub(super) mod peers;
 pub(super) mod pool;
+pub(super) mod tcp;
 pub(super) mod whip;

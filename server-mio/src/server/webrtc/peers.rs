@@ -177,6 +177,11 @@ impl Viewers {
 
     /// The local address a datagram from `source` was sent to, as str0m's ICE-lite wants it:
     /// the advertised candidate of the same scope (loopback to loopback).
+    /// The peer whose local ICE username is `ufrag`.
+    pub(in crate::server) fn by_ufrag_get(&self, ufrag: &str) -> Option<u64> {
+        self.by_ufrag.get(ufrag).copied()
+    }
+
     fn destination_for(&self, source: SocketAddr, fallback: SocketAddr) -> SocketAddr {
         let same_scope = |c: &&SocketAddr| {
             c.ip().is_loopback() == source.ip().is_loopback() && c.is_ipv4() == source.is_ipv4()
@@ -295,6 +300,20 @@ impl Server {
         for c in &self.viewers.candidates {
             if let Ok(c) = Candidate::host(*c, "udp") {
                 rtc.add_local_candidate(c);
+            }
+        }
+        // ICE over TCP beside it, at a lower priority so UDP wins where it works.
+        if let Some(tcp) = self.addrs.webrtc_tcp {
+            for c in &self.viewers.candidates {
+                let addr = SocketAddr::new(c.ip(), tcp.port());
+                if let Ok(c) = Candidate::builder()
+                    .tcp()
+                    .host(addr)
+                    .tcptype(str0m::net::TcpType::Passive)
+                    .build()
+                {
+                    rtc.add_local_candidate(c);
+                }
             }
         }
         match guarded(|| rtc.sdp_api().accept_offer(offer)) {
@@ -716,6 +735,9 @@ impl Server {
                 }
             };
             match out {
+                RtcOutput::Transmit(t) if t.proto == Protocol::Tcp => {
+                    self.ice_tcp_send(t.destination, &t.contents);
+                }
                 RtcOutput::Transmit(t) => {
                     if let Err(e) = self.rtc_socket.send_to(&t.contents, t.destination) {
                         self.counters.webrtc_send_errors += 1;
@@ -974,6 +996,9 @@ impl Server {
             }
         }
         let _ = guarded(|| v.rtc.disconnect());
+        for t in self.ice_tcp_tokens_of(id) {
+            self.ice_tcp_close(t, "its peer left");
+        }
         if let Role::Publisher(p) = v.role {
             self.publisher_gone(id, v.channel, p, why);
             return;
