@@ -1030,3 +1030,47 @@ fn a_full_table_recycles_the_oldest_unauthenticated_connection() {
         },
     );
 }
+
+#[test]
+fn ice_tcp_port_attacks() {
+    under_attack(
+        "ICE-TCP: garbage, a 65535-byte frame then silence, 1000 idle connections",
+        &[],
+        |srv| {
+            // The TCP listener has the UDP port's number.
+            let port = srv.webrtc;
+            // Garbage (a frame that is no STUN request): closed at once.
+            let mut g = TcpStream::connect(port).unwrap();
+            g.write_all(&[0, 8, 1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
+            assert_eq!(read_reply(&mut g), "", "garbage was answered");
+            // An empty frame: closed.
+            let mut e = TcpStream::connect(port).unwrap();
+            e.write_all(&[0, 0]).unwrap();
+            assert_eq!(read_reply(&mut e), "");
+            // A 65535-byte frame announced, a little sent, then silence: closed at the 10 s
+            // routing deadline.
+            let t = Instant::now();
+            let mut big = TcpStream::connect(port).unwrap();
+            big.write_all(&[0xff, 0xff, 1, 2, 3]).unwrap();
+            big.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+            let mut sink = Vec::new();
+            let _ = big.read_to_end(&mut sink);
+            let took = t.elapsed();
+            assert!(
+                took >= Duration::from_secs(9) && took < Duration::from_secs(14),
+                "{took:?}"
+            );
+            // 1000 idle connections from 127.0.0.2: 32 held (the per-address cap), the rest
+            // closed at once; the held ones at the deadline.
+            let idle: Vec<TcpStream> = (0..1000).map(|_| connect_from("127.0.0.2", port)).collect();
+            assert!(srv.wait_for(Duration::from_secs(5), |s| s
+                .metric("itg_ice_tcp_refused_total")
+                >= 968.0));
+            drop(idle);
+            format!(
+                "garbage and empty frames closed at once; the stalled frame closed after {:.1} s; 968 of 1000 idle refused",
+                took.as_secs_f64()
+            )
+        },
+    );
+}
