@@ -81,6 +81,7 @@ impl Server {
                     "name": name,
                     "live": self.relay.is_live(c),
                     "viewers": self.relay.channel_viewers(c),
+                    "viewers_tcp": self.viewers.connected_tcp(Some(c)),
                     "watch": format!("/watch/{c}"),
                     "whep": format!("/whep/{c}"),
                 });
@@ -277,7 +278,7 @@ impl Server {
             "PLIs sent to WHIP publishers.",
             c.whip_keyframe_requests,
         );
-        let gauges: [(&str, &str, usize); 6] = [
+        let gauges: [(&str, &str, usize); 7] = [
             ("streams_live", "Live streams.", self.relay.live_streams()),
             (
                 "viewers",
@@ -288,6 +289,11 @@ impl Server {
                 "viewers_connected",
                 "Viewers receiving media.",
                 self.viewers.connected(),
+            ),
+            (
+                "viewers_connected_tcp",
+                "Viewers receiving media over ICE-TCP (the rest use UDP).",
+                self.viewers.connected_tcp(None),
             ),
             (
                 "control_connections",

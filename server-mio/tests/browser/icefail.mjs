@@ -43,6 +43,8 @@ try {
   const udp = await watch();
   const udpTransport = await transport(udp.p);
   if (udpTransport !== 'udp') throw new Error(`with UDP open the page used ${udpTransport}`);
+  const udpInfo = (await (await fetch(`${HTTP}/api/streams`)).json()).streams.find((s) => s.channel === 77);
+  if (udpInfo.viewers !== 1 || udpInfo.viewers_tcp !== 0) throw new Error(`UDP viewer counted as ${JSON.stringify(udpInfo)}`);
   await udp.p.close();
 
   // UDP to the media port dropped by the namespace's firewall: ICE over TCP carries it.
@@ -54,6 +56,12 @@ try {
   if (tcpTransport !== 'tcp') throw new Error(`with UDP blocked the page used ${tcpTransport}`);
   await tcp.p.waitForFunction(() => (window.itg?.stats?.framesDecoded || 0) > 30, null, { timeout: 10000 });
   await tcp.p.screenshot({ path: join(ARTIFACTS, 'watch-ice-tcp.png') });
+  // Counted by transport.
+  const info = (await (await fetch(`${HTTP}/api/streams`)).json()).streams.find((s) => s.channel === 77);
+  const metrics = await (await fetch(`${HTTP}/metrics`)).text();
+  if (info.viewers_tcp !== 1 || !/^itg_viewers_connected_tcp 1$/m.test(metrics)) {
+    throw new Error(`TCP viewers not counted: ${JSON.stringify(info)}`);
+  }
   await tcp.p.close();
 
   // TCP dropped too: the page says what it tried and where the report is.

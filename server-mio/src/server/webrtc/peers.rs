@@ -63,6 +63,10 @@ pub(in crate::server) struct Viewer {
     addrs: Vec<SocketAddr>,
     pub(in crate::server) created: Instant,
     connected_at: Option<Instant>,
+    /// Whether the last input came over ICE-TCP, and whether the session connected over it
+    /// (DTLS completes on the selected pair, so the input before `Connected` tells).
+    last_tcp: bool,
+    tcp: bool,
     pub(in crate::server) signal: Signal,
     timeout: Instant,
     pending_offer: Option<SdpPendingOffer>,
@@ -70,6 +74,11 @@ pub(in crate::server) struct Viewer {
 }
 
 impl Viewer {
+    /// An input was taken from UDP or from an ICE-TCP connection.
+    pub(in crate::server) fn note_input(&mut self, tcp: bool) {
+        self.last_tcp = tcp;
+    }
+
     /// The address its media comes from (the latest ICE nominated), once it has sent any.
     pub(in crate::server) fn remote(&self) -> Option<SocketAddr> {
         self.addrs.last().copied()
@@ -175,13 +184,22 @@ impl Viewers {
         self.pending.len()
     }
 
-    /// The local address a datagram from `source` was sent to, as str0m's ICE-lite wants it:
-    /// the advertised candidate of the same scope (loopback to loopback).
+    /// Connected viewers whose media goes over ICE-TCP, in all or of one channel.
+    pub(in crate::server) fn connected_tcp(&self, channel: Option<ChannelId>) -> usize {
+        self.map
+            .values()
+            .filter(|v| v.relay_id.is_some() && v.tcp)
+            .filter(|v| channel.is_none_or(|c| v.channel == c))
+            .count()
+    }
+
     /// The peer whose local ICE username is `ufrag`.
     pub(in crate::server) fn by_ufrag_get(&self, ufrag: &str) -> Option<u64> {
         self.by_ufrag.get(ufrag).copied()
     }
 
+    /// The local address a datagram from `source` was sent to, as str0m's ICE-lite wants it:
+    /// the advertised candidate of the same scope (loopback to loopback).
     fn destination_for(&self, source: SocketAddr, fallback: SocketAddr) -> SocketAddr {
         let same_scope = |c: &&SocketAddr| {
             c.ip().is_loopback() == source.ip().is_loopback() && c.is_ipv4() == source.is_ipv4()
@@ -519,6 +537,8 @@ impl Server {
                 addrs: Vec::new(),
                 created: now,
                 connected_at: None,
+                last_tcp: false,
+                tcp: false,
                 signal,
                 timeout: now,
                 pending_offer,
@@ -707,6 +727,7 @@ impl Server {
                     continue;
                 }
             }
+            v.note_input(false);
             if !v.addrs.contains(&source) && v.addrs.len() < 8 {
                 v.addrs.push(source);
                 self.viewers.by_addr.insert(source, id);
@@ -779,6 +800,7 @@ impl Server {
         // Viewers and publishers alike: from now on the connect deadline no longer applies.
         if matches!(e, Event::Connected) {
             v.connected_at = Some(now);
+            v.tcp = v.last_tcp;
         }
         if matches!(v.role, Role::Publisher(_)) {
             return self.publisher_event(id, e, now);

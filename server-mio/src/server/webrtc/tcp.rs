@@ -198,6 +198,7 @@ impl Server {
                     continue;
                 }
                 self.counters.ice_tcp_packets += 1;
+                v.note_input(true);
                 if let Ok(Err(e)) = guarded(|| v.rtc.handle_input(input)) {
                     debug!("peer {id} over TCP: {e}");
                 }
