@@ -1,13 +1,11 @@
-//! The files the server watches from the loop: the key file and the TLS certificate pair.
-//!
-//! The key file: every `KEY_CHECK` one `stat`; when the file changed,
+//! The key file, watched from the loop (every `FILE_CHECK`, one `stat`); when the file changed,
 //! it is read again and the differences take effect at once. A channel added can go live; a
 //! channel removed, or whose key was rotated, loses every session that authenticated with the
 //! old key (FTL `410`, WHIP dropped; `stream_stop` reason `key_removed` or `key_rotated`). A
 //! file that cannot be read keeps the last good keys in force. With `--auth-url` the key
 //! service decides, and the file is only watched for the `keys` commands' sake.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ftl_proto::ChannelId;
 use log::{error, info, warn};
@@ -15,46 +13,9 @@ use relay_core::EndReason;
 
 use super::Server;
 
-/// How often the key file is looked at.
-pub(super) const KEY_CHECK: Duration = Duration::from_millis(250);
-
 impl Server {
-    /// A renewed certificate pair serves the next connections; one that does not load keeps
-    /// the pair in force.
-    fn tls_refresh(&mut self) {
-        let Some(certs) = self.certs.as_mut() else {
-            return;
-        };
-        match certs.refresh() {
-            Ok(false) => {}
-            Ok(true) => {
-                self.counters.tls_reloads += 1;
-                info!("TLS: a new certificate pair is in force");
-            }
-            Err(e) => {
-                self.counters.tls_reload_errors += 1;
-                error!("TLS: {e}; the certificate in force stays");
-            }
-        }
-    }
-
-    /// When the key file is next looked at.
-    pub(super) fn keys_deadline(&self) -> Instant {
-        self.keys_check_at
-    }
-
-    pub(super) fn keys_timeout(&mut self, now: Instant) {
-        if now < self.keys_check_at {
-            return;
-        }
-        self.keys_check_at = now + KEY_CHECK;
-        self.tls_refresh();
-        self.keys_reload(now);
-        self.note_running();
-    }
-
     /// Keeps `server.json` current (live channels, key changes taken) when it changed.
-    fn note_running(&mut self) {
+    pub(super) fn note_running(&mut self) {
         let live: Vec<(u32, String)> = self
             .relay
             .channels()
@@ -72,7 +33,7 @@ impl Server {
         }
     }
 
-    fn keys_reload(&mut self, now: Instant) {
+    pub(super) fn keys_reload(&mut self, now: Instant) {
         if !self.keys.changed() {
             return;
         }

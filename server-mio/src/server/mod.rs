@@ -51,6 +51,8 @@ const SIGNALS: Token = Token(4);
 const REDIRECT_LISTENER: Token = Token(5);
 const ICE_TCP_LISTENER: Token = Token(6);
 const FIRST_DYNAMIC: usize = 16;
+/// How often the key file and the certificate pair are looked at.
+const FILE_CHECK: Duration = Duration::from_millis(250);
 
 /// Most datagrams read from one socket per wake-up, so one busy socket cannot starve others.
 const READ_BUDGET: usize = 256;
@@ -148,8 +150,8 @@ pub struct Server {
     poll: Poll,
     args: ServerArgs,
     keys: KeyStore,
-    /// When the key file is next looked at.
-    keys_check_at: Instant,
+    /// When the watched files (the key file, the certificate pair) are next looked at.
+    files_check_at: Instant,
     /// The state last noted in the data dir for the `keys` commands.
     running: crate::keys::Running,
     relay: Relay,
@@ -317,7 +319,7 @@ impl Server {
             poll,
             args,
             keys,
-            keys_check_at: Instant::now() + key_watch::KEY_CHECK,
+            files_check_at: Instant::now() + FILE_CHECK,
             running,
             relay,
             ftl_listener,
@@ -440,7 +442,7 @@ impl Server {
             self.relay.poll_timeout(),
             self.viewers.next_timeout(),
             hooks,
-            Some(self.keys_deadline()),
+            Some(self.files_check_at),
             self.ice_tcp.next_deadline(),
         ]
         .into_iter()
@@ -459,7 +461,13 @@ impl Server {
         }
         self.viewers_timeouts(now);
         self.hooks_timeouts(now);
-        self.keys_timeout(now);
+        if now >= self.files_check_at {
+            // One `stat` per file: a change is read and takes effect within this period.
+            self.files_check_at = now + FILE_CHECK;
+            self.tls_refresh();
+            self.keys_reload(now);
+            self.note_running();
+        }
         self.ice_tcp_timeouts(now);
     }
 

@@ -7,6 +7,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use log::{error, info};
 use mio::net::TcpStream;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -179,5 +180,26 @@ impl Certs {
         self.stamp = now;
         self.config = load(&self.cert, &self.key)?;
         Ok(true)
+    }
+}
+
+impl super::Server {
+    /// A renewed certificate pair serves the next connections; one that does not load keeps
+    /// the pair in force.
+    pub(super) fn tls_refresh(&mut self) {
+        let Some(certs) = self.certs.as_mut() else {
+            return;
+        };
+        match certs.refresh() {
+            Ok(false) => {}
+            Ok(true) => {
+                self.counters.tls_reloads += 1;
+                info!("TLS: a new certificate pair is in force");
+            }
+            Err(e) => {
+                self.counters.tls_reload_errors += 1;
+                error!("TLS: {e}; the certificate in force stays");
+            }
+        }
     }
 }

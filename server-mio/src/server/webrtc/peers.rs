@@ -30,7 +30,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rtc};
 
-use super::whip::{check_offer, parse_offer, Offerer, WhipAuth};
+use super::whip::{check_offer, Offerer, WhipAuth};
 use crate::server::http::{Reply, Response};
 use crate::server::{Server, READ_BUDGET};
 
@@ -89,7 +89,7 @@ pub(in crate::server) enum Pending {
     Whep {
         token: Token,
         channel: ChannelId,
-        offer: String,
+        offer: SdpOffer,
     },
     Ws {
         token: Token,
@@ -193,9 +193,12 @@ impl Viewers {
             .count()
     }
 
-    /// The peer whose local ICE username is `ufrag`.
-    pub(in crate::server) fn by_ufrag_get(&self, ufrag: &str) -> Option<u64> {
-        self.by_ufrag.get(ufrag).copied()
+    /// The peer a STUN request is for, by the local half of its ICE username: how a packet
+    /// from an address (UDP) or a connection (TCP) not seen before finds its peer.
+    pub(in crate::server) fn route_stun(&self, packet: &[u8]) -> Option<u64> {
+        let m = StunMessage::parse(packet).ok()?;
+        let (local, _) = m.split_username()?;
+        self.by_ufrag.get(local).copied()
     }
 
     /// The local address a datagram from `source` was sent to, as str0m's ICE-lite wants it:
@@ -275,16 +278,19 @@ impl Server {
         }
         // An offer this relay cannot serve is refused by name, before any WebRTC state: an
         // answer that rejects its video would leave the browser without a transport at all.
-        if let Err((status, why)) = check_offer(&offer, Offerer::Viewer) {
-            self.counters.viewers_refused += 1;
-            debug!("WHEP channel {channel}: {status} {why}");
-            return Reply::Now(Response::text(status, &why).cors());
-        }
+        let offer = match check_offer(&offer, Offerer::Viewer) {
+            Ok(o) => o,
+            Err((status, why)) => {
+                self.counters.viewers_refused += 1;
+                debug!("WHEP channel {channel}: {status} {why}");
+                return Reply::Now(Response::text(status, &why).cors());
+            }
+        };
         if let Err(resp) = self.viewer_admission(channel) {
             return Reply::Now(resp);
         }
         match self.pool.take() {
-            Some(rtc) => Reply::Now(self.whep_answer(rtc, channel, &offer, now)),
+            Some(rtc) => Reply::Now(self.whep_answer(rtc, channel, offer, now)),
             None => {
                 self.viewers.pending.push_back(Pending::Whep {
                     token,
@@ -351,12 +357,10 @@ impl Server {
         &mut self,
         mut rtc: Rtc,
         channel: ChannelId,
-        offer: &str,
+        offer: SdpOffer,
         now: Instant,
     ) -> Response {
-        let parsed = parse_offer(offer)
-            .map_err(|(status, why)| Response::text(status, &why))
-            .and_then(|o| self.accept_offer(&mut rtc, o));
+        let parsed = self.accept_offer(&mut rtc, offer);
         let answer_sdp = match parsed {
             Ok(a) => a,
             Err(resp) => {
@@ -648,7 +652,7 @@ impl Server {
                     channel,
                     offer,
                 } => {
-                    let resp = self.whep_answer(rtc, channel, &offer, now);
+                    let resp = self.whep_answer(rtc, channel, offer, now);
                     self.http_respond(token, resp);
                 }
                 Pending::Ws { token, channel } => {
@@ -686,10 +690,7 @@ impl Server {
             let data = self.buf.get(..n).unwrap_or_default();
             let id = match self.viewers.by_addr.get(&source) {
                 Some(id) => Some(*id),
-                None => StunMessage::parse(data)
-                    .ok()
-                    .and_then(|m| m.split_username().map(|(local, _)| local.to_owned()))
-                    .and_then(|local| self.viewers.by_ufrag.get(&local).copied()),
+                None => self.viewers.route_stun(data),
             };
             let Some(id) = id else {
                 self.counters.webrtc_unrouted += 1;

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use log::debug;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
-use str0m::ice::StunMessage;
 use str0m::net::{Protocol, Receive};
 use str0m::Input;
 
@@ -157,31 +156,23 @@ impl Server {
                 let input = self.buf.get(rest..n).unwrap_or_default();
                 let (r, used) = c.deframer.next(input);
                 rest += used;
+                // The frame is borrowed from the connection's reassembler, not copied.
                 let packet = match r {
-                    Ok(Some(f)) => f.to_vec(),
+                    Ok(Some(f)) => f,
                     Ok(None) => break,
                     Err(e) => return self.ice_tcp_close(token, &e.to_string()),
                 };
-                let peer = c.peer;
-                let id = match c.id {
-                    Some(id) => Some(id),
-                    None => StunMessage::parse(&packet)
-                        .ok()
-                        .and_then(|m| m.split_username().map(|(l, _)| l.to_owned()))
-                        .and_then(|ufrag| self.viewers.by_ufrag_get(&ufrag)),
-                };
-                let Some(id) = id else {
+                let Some(id) = c.id.or_else(|| self.viewers.route_stun(packet)) else {
                     self.counters.webrtc_unrouted += 1;
                     return self.ice_tcp_close(token, "no peer for its first packet");
                 };
-                if let Some(c) = self.ice_tcp.conns.get_mut(&token) {
-                    c.id = Some(id);
-                    c.deadline = None;
-                }
+                c.id = Some(id);
+                c.deadline = None;
+                let peer = c.peer;
                 let Some(v) = self.viewers.map.get_mut(&id) else {
                     return self.ice_tcp_close(token, "its peer is gone");
                 };
-                let Ok(contents) = packet.as_slice().try_into() else {
+                let Ok(contents) = packet.try_into() else {
                     continue;
                 };
                 let input = Input::Receive(
