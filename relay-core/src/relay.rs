@@ -388,10 +388,19 @@ fn fan_out(
     now: Instant,
     outputs: &mut VecDeque<Output>,
 ) {
+    let mut skips = 0;
+    let mut skipped = 0;
     for v in &mut ch.viewers {
+        let before = (v.stats.skips, v.stats.skipped_packets);
         if let Some(f) = v.on_packet(kind, pkt, config.max_viewer_backlog, now) {
             outputs.push_back(Output::Forward(f));
         }
+        skips += v.stats.skips - before.0;
+        skipped += v.stats.skipped_packets - before.1;
+    }
+    if let Some(s) = ch.stream.as_mut() {
+        s.counters.viewer_skips += skips;
+        s.counters.viewer_skipped_packets += skipped;
     }
 }
 

@@ -97,6 +97,11 @@ pub struct StreamCounters {
     pub gop_overflows: u64,
     /// Keyframes asked of the encoder (sources that can be asked: WebRTC peers).
     pub keyframe_requests: u64,
+    /// Times a viewer fell behind (its caller reported a backlog over the bound) and its
+    /// video skipped to the next keyframe, summed over the stream's viewers.
+    pub viewer_skips: u64,
+    /// Video packets those viewers did not get while skipping.
+    pub viewer_skipped_packets: u64,
 }
 
 /// A snapshot of one stream.

@@ -465,6 +465,10 @@ fn a_slow_viewer_skips_to_the_next_keyframe() {
         slow_v.len() as u64 + stats.skipped_packets,
         h.video(fast).len() as u64
     );
+    // The stream's counters sum its viewers' skips.
+    let counters = h.relay.stream_stats(ChannelId(77), h.now).unwrap().counters;
+    assert_eq!(counters.viewer_skips, 1);
+    assert_eq!(counters.viewer_skipped_packets, stats.skipped_packets);
     // It resumed exactly at the keyframe at 2 s (the one at 1 s came while it was behind).
     let resumed = slow_v
         .iter()

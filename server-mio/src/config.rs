@@ -80,6 +80,12 @@ pub struct ServerArgs {
     /// same number as the WebRTC UDP port, `0` turns it off.
     #[arg(long, env = "ITG_WEBRTC_TCP_PORT")]
     pub webrtc_tcp_port: Option<u16>,
+    /// KiB queued towards an ICE-TCP viewer after which its video skips to the next keyframe
+    /// instead of falling further behind (counted in the server's queue; the connection's
+    /// kernel send buffer is set to the same size). 256 KiB is about 0.8 s of a 2.5 Mbit/s
+    /// stream.
+    #[arg(long, env = "ITG_TCP_VIEWER_BACKLOG_KB", default_value_t = 256)]
+    pub tcp_viewer_backlog_kb: usize,
     /// UDP port range for FTL media, one port per live stream: `A-B`, or `0` for ports the
     /// system picks.
     #[arg(long, env = "ITG_MEDIA_PORTS", default_value = "9000-9100", value_parser = parse_port_range)]

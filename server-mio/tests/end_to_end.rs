@@ -49,17 +49,10 @@ fn whep_and_websocket_viewers_get_the_fixture_bit_exact() {
         |_| false,
     );
     streamer.join().unwrap();
-    let fixture = fixture_nals(VIDEO_A);
     let opus = fixture_opus();
     for (name, v) in [("WHEP", &whep), ("WebSocket", &ws)] {
         assert!(v.connected.is_some(), "{name} viewer never connected");
-        let nals = v.nal_units();
-        let start = assert_run_from_keyframe(&nals, &fixture);
-        assert_eq!(
-            start + nals.len(),
-            fixture.len(),
-            "{name}: the stream's end is missing"
-        );
+        assert_run_to_the_end(v, VIDEO_A, name);
         let audio: Vec<Vec<u8>> = {
             let mut a: Vec<_> = v.audio.iter().collect();
             a.sort_by_key(|p| *p.seq_no);
@@ -80,7 +73,7 @@ fn whep_and_websocket_viewers_get_the_fixture_bit_exact() {
         eprintln!(
             "{name}: first video packet {} ms after the first request; {} NAL units, {} Opus packets",
             first_video.duration_since(v.created).as_millis(),
-            nals.len(),
+            v.nal_units().len(),
             audio.len()
         );
     }
@@ -184,9 +177,7 @@ fn datagrams_from_a_foreign_address_change_nothing() {
     }
     viewer.drive(Duration::from_millis(500), |_| false);
     streamer.join().unwrap();
-    let nals = viewer.nal_units();
-    let start = assert_run_from_keyframe(&nals, &fixture_nals(VIDEO_A));
-    assert_eq!(start + nals.len(), fixture_nals(VIDEO_A).len());
+    assert_run_to_the_end(&viewer, VIDEO_A, "viewer");
     assert!(sent > 50);
 }
 
@@ -352,10 +343,7 @@ fn viewer_loss_is_repaired_from_the_send_buffer() {
     streamer.join().unwrap();
     assert!(viewer.dropped > 10, "only {} dropped", viewer.dropped);
     // Every dropped video packet came back (over RTX): the NAL units are complete.
-    let nals = viewer.nal_units();
-    let fixture = fixture_nals(VIDEO_A);
-    let start = assert_run_from_keyframe(&nals, &fixture);
-    assert_eq!(start + nals.len(), fixture.len());
+    assert_run_to_the_end(&viewer, VIDEO_A, "viewer");
     assert_eq!(viewer.video_lost(), 0);
 }
 

@@ -904,6 +904,7 @@ fn whip_attacks() {
                 duration: Some(Duration::from_secs(3)),
                 sent_log: None,
                 vanish: false,
+                tcp: false,
             };
             let stats = server_mio::tools::whip_client::publish(&opts, &AtomicBool::new(false)).unwrap();
             assert!(stats.video_packets > 50, "{stats:?}");

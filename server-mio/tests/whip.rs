@@ -64,14 +64,7 @@ fn a_whip_publisher_reaches_a_whep_viewer_bit_exact() {
     viewer.drive(Duration::from_millis(500), |_| false);
     let stats = publisher.join().unwrap();
     assert!(stats.video_packets > 100, "{stats:?}");
-    let fixture = fixture_nals(VIDEO_A);
-    let nals = viewer.nal_units();
-    let start = assert_run_from_keyframe(&nals, &fixture);
-    assert_eq!(
-        start + nals.len(),
-        fixture.len(),
-        "the stream's end is missing"
-    );
+    assert_run_to_the_end(&viewer, VIDEO_A, "viewer");
     let opus = fixture_opus();
     let mut audio: Vec<_> = viewer.audio.iter().collect();
     audio.sort_by_key(|p| *p.seq_no);

@@ -139,6 +139,7 @@ fn main() {
         duration: None,
         sent_log: Some(log.clone()),
         vanish: false,
+        tcp: false,
     };
     let ingest = args.ingest;
     let sender = std::thread::spawn(move || match (target, ingest) {

@@ -18,6 +18,9 @@ struct Args {
     /// The Bearer token: for ITG, the OBS stream key `<channel>-<secret>`.
     #[arg(long, env = "ITG_STREAM_KEY")]
     key: String,
+    /// ICE over TCP only (the server's passive TCP candidate), as behind a UDP-blocking firewall.
+    #[arg(long)]
+    tcp: bool,
     #[command(flatten)]
     media: MediaArgs,
 }
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         duration: args.media.duration(),
         sent_log: None,
         vanish: false,
+        tcp: args.tcp,
     };
     // SIGINT/SIGTERM end the session politely (DELETE).
     let stop = std::sync::Arc::new(AtomicBool::new(false));

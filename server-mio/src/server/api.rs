@@ -31,6 +31,9 @@ pub struct Counters {
     /// ICE-TCP: packets received, connections refused at the limits.
     pub ice_tcp_packets: u64,
     pub ice_tcp_refused: u64,
+    /// ICE-TCP: packets dropped at a full connection queue, connections closed as stalled.
+    pub ice_tcp_dropped: u64,
+    pub ice_tcp_stalled: u64,
     pub viewers_refused: u64,
     pub packets_forwarded: u64,
     pub publishers_created: u64,
@@ -113,6 +116,8 @@ impl Server {
                     v["keyframes"] = json!(s.counters.keyframes);
                     v["b_frames"] = json!(s.b_frames);
                     v["keyframe_requests"] = json!(s.counters.keyframe_requests);
+                    v["viewer_skips"] = json!(s.counters.viewer_skips);
+                    v["viewer_skipped_packets"] = json!(s.counters.viewer_skipped_packets);
                 }
                 v
             })
@@ -212,6 +217,16 @@ impl Server {
             "ice_tcp_refused_total",
             "ICE-TCP connections refused at the limits.",
             c.ice_tcp_refused,
+        );
+        counter(
+            "ice_tcp_dropped_total",
+            "Packets dropped because an ICE-TCP connection's queue was full (a viewer far behind).",
+            c.ice_tcp_dropped,
+        );
+        counter(
+            "ice_tcp_stalled_total",
+            "ICE-TCP connections closed after taking nothing for 10 s while data waited.",
+            c.ice_tcp_stalled,
         );
         counter(
             "ice_failures_total",
@@ -322,7 +337,7 @@ impl Server {
             &'static str,
             fn(&relay_core::StreamStats) -> f64,
         );
-        let per_stream: [Gauge; 10] = [
+        let per_stream: [Gauge; 11] = [
             ("stream_bitrate_bps", "Ingest bitrate.", |s| {
                 s.video.bits_per_second + s.audio.bits_per_second
             }),
@@ -363,6 +378,11 @@ impl Server {
             ("stream_gop_cache_bytes", "Bytes in the GOP cache.", |s| {
                 s.gop_bytes as f64
             }),
+            (
+                "stream_viewer_skips_total",
+                "Times a viewer fell behind (a backed-up ICE-TCP connection) and skipped to the next keyframe.",
+                |s| s.counters.viewer_skips as f64,
+            ),
             (
                 "stream_b_frames",
                 "1 if the encoder sends B-frames (browsers stutter on them).",

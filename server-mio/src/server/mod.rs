@@ -22,6 +22,8 @@ mod selftest;
 mod static_files;
 mod tls;
 mod webrtc;
+/// RFC 4571 framing (ICE-TCP), shared with the tools' peers.
+pub use webrtc::framing;
 mod ws;
 
 use std::collections::{BTreeMap, HashMap};
@@ -294,6 +296,7 @@ impl Server {
             max_viewers_per_channel: args.max_viewers_per_channel,
             gop_max_bytes: args.gop_cache_mb.saturating_mul(1024 * 1024),
             media_timeout: Duration::from_secs(args.media_timeout),
+            max_viewer_backlog: args.tcp_viewer_backlog_kb.saturating_mul(1024),
             ..RelayConfig::default()
         });
         let candidates = webrtc::peers::host_candidates(args.addr, addrs.webrtc.port(), args.ip);

@@ -7,16 +7,18 @@
 //! out.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use ftl_proto::media::packetize::depacketize;
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind};
-use str0m::net::{Protocol, Receive};
+use str0m::net::Receive;
 use str0m::rtp::RtpPacket;
-use str0m::{Candidate, Event, Input, Output, Rtc};
+use str0m::{Event, Input, Output, Rtc, RtcConfig};
+
+use super::link::{tcp_candidate, Link};
 
 /// Why joining failed.
 #[derive(Debug)]
@@ -143,8 +145,7 @@ fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
 /// A viewer and what it received.
 pub struct Viewer {
     pub rtc: Rtc,
-    sock: UdpSocket,
-    local: SocketAddr,
+    link: Link,
     /// Video RTP packets in arrival order.
     pub video: Vec<RtpPacket>,
     /// Audio RTP packets in arrival order.
@@ -153,6 +154,8 @@ pub struct Viewer {
     pub connected: Option<Instant>,
     /// When the join started (the first request).
     pub created: Instant,
+    /// The server's SDP: the WHEP answer, or the offer over the WebSocket.
+    pub remote_sdp: Option<String>,
     /// The WHEP session's URL path, for DELETE.
     pub whep_location: Option<String>,
     /// The Janus session's API path, for `destroy`.
@@ -184,8 +187,12 @@ pub struct Viewer {
     buf: Vec<u8>,
 }
 
-fn viewer_rtc(bind: SocketAddr) -> io::Result<(Rtc, UdpSocket, SocketAddr)> {
-    let rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
+fn viewer_rtc(bind: SocketAddr) -> Result<(Rtc, Link), JoinError> {
+    viewer_rtc_with(bind, Rtc::builder().set_rtp_mode(true))
+}
+
+fn viewer_rtc_with(bind: SocketAddr, config: RtcConfig) -> Result<(Rtc, Link), JoinError> {
+    let mut rtc = config.build(Instant::now());
     // A large receive buffer: many viewers in one thread must not lose a keyframe burst in the
     // kernel before their turn comes (that would measure the load generator, not the server).
     let s = socket2::Socket::new(
@@ -195,22 +202,22 @@ fn viewer_rtc(bind: SocketAddr) -> io::Result<(Rtc, UdpSocket, SocketAddr)> {
     )?;
     let _ = s.set_recv_buffer_size(4 * 1024 * 1024);
     s.bind(&bind.into())?;
-    let sock: UdpSocket = s.into();
-    sock.set_nonblocking(true)?;
-    let local = sock.local_addr()?;
-    Ok((rtc, sock, local))
+    let link = Link::udp(s.into())?;
+    link.set_wait(None)?;
+    rtc.add_local_candidate(link.candidate().map_err(protocol)?);
+    Ok((rtc, link))
 }
 
 impl Viewer {
-    fn new(rtc: Rtc, sock: UdpSocket, local: SocketAddr, created: Instant) -> Viewer {
+    fn new(rtc: Rtc, link: Link, created: Instant) -> Viewer {
         Viewer {
             rtc,
-            sock,
-            local,
+            link,
             video: Vec::new(),
             audio: Vec::new(),
             connected: None,
             created,
+            remote_sdp: None,
             whep_location: None,
             janus_session: None,
             ws: None,
@@ -227,15 +234,37 @@ impl Viewer {
             sent_log: None,
             latency_us: Vec::new(),
             rtp_seen: 0,
-            buf: vec![0; 2048],
+            buf: vec![0; 4096],
         }
     }
 
     /// Joins `channel` over WHEP at the server's HTTP address.
     pub fn whep(http_addr: SocketAddr, channel: u32) -> Result<Viewer, JoinError> {
+        let (rtc, link) = viewer_rtc(SocketAddr::new(http_addr.ip(), 0))?;
+        Self::whep_with(http_addr, channel, rtc, Some(link), None)
+    }
+
+    /// Joins `channel` over WHEP with ICE over TCP only: the viewer connects to the passive TCP
+    /// candidate of the server's answer, as a browser behind a UDP-blocking firewall does.
+    /// `recv_buffer` sets the connection's receive buffer (small: a paused reader backs the
+    /// server up quickly).
+    pub fn whep_over_tcp(
+        http_addr: SocketAddr,
+        channel: u32,
+        recv_buffer: Option<usize>,
+    ) -> Result<Viewer, JoinError> {
+        let rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
+        Self::whep_with(http_addr, channel, rtc, None, recv_buffer)
+    }
+
+    fn whep_with(
+        http_addr: SocketAddr,
+        channel: u32,
+        mut rtc: Rtc,
+        link: Option<Link>,
+        recv_buffer: Option<usize>,
+    ) -> Result<Viewer, JoinError> {
         let created = Instant::now();
-        let (mut rtc, sock, local) = viewer_rtc(SocketAddr::new(http_addr.ip(), 0))?;
-        rtc.add_local_candidate(Candidate::host(local, "udp").map_err(protocol)?);
         let mut api = rtc.sdp_api();
         api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
         api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
@@ -255,13 +284,35 @@ impl Viewer {
         rtc.sdp_api()
             .accept_answer(pending, answer)
             .map_err(protocol)?;
-        let mut v = Viewer::new(rtc, sock, local, created);
+        let link = match link {
+            Some(l) => l,
+            None => {
+                let server = tcp_candidate(sdp)
+                    .ok_or_else(|| protocol("the answer has no passive TCP candidate"))?;
+                let l = Link::tcp(server, recv_buffer)?;
+                l.set_wait(None)?;
+                rtc.add_local_candidate(l.candidate().map_err(protocol)?);
+                l
+            }
+        };
+        let mut v = Viewer::new(rtc, link, created);
+        v.remote_sdp = Some(sdp.to_owned());
         v.whep_location = r.header("Location").map(str::to_owned);
         Ok(v)
     }
 
     /// Joins over the seed's WebSocket protocol; `query` is like `channel=77` or `port=9000`.
     pub fn websocket(http_addr: SocketAddr, query: &str) -> Result<Viewer, JoinError> {
+        Self::websocket_with(http_addr, query, Rtc::builder().set_rtp_mode(true))
+    }
+
+    /// [`Viewer::websocket`] with the given str0m configuration (its codecs answer the
+    /// server's offer: one without H.264 plays a browser that has no H.264 decoder).
+    pub fn websocket_with(
+        http_addr: SocketAddr,
+        query: &str,
+        config: RtcConfig,
+    ) -> Result<Viewer, JoinError> {
         let created = Instant::now();
         let tcp = TcpStream::connect(http_addr)?;
         tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -280,15 +331,16 @@ impl Viewer {
             }
             events.push(v);
         };
-        let (mut rtc, sock, local) = viewer_rtc(SocketAddr::new(http_addr.ip(), 0))?;
-        rtc.add_local_candidate(Candidate::host(local, "udp").map_err(protocol)?);
-        let offer = SdpOffer::from_sdp_string(&offer).map_err(protocol)?;
+        let (mut rtc, link) = viewer_rtc_with(SocketAddr::new(http_addr.ip(), 0), config)?;
+        let offer_sdp = offer;
+        let offer = SdpOffer::from_sdp_string(&offer_sdp).map_err(protocol)?;
         let answer = rtc.sdp_api().accept_offer(offer).map_err(protocol)?;
         let msg = serde_json::json!({"event": "answer", "data": {"type": "answer", "sdp": answer.to_sdp_string()}});
         ws.send(tungstenite::Message::text(msg.to_string()))
             .map_err(protocol)?;
         ws.get_mut().set_nonblocking(true)?;
-        let mut v = Viewer::new(rtc, sock, local, created);
+        let mut v = Viewer::new(rtc, link, created);
+        v.remote_sdp = Some(offer_sdp);
         v.ws = Some(ws);
         v.ws_events = events;
         Ok(v)
@@ -349,8 +401,7 @@ impl Viewer {
                 break sdp;
             }
         };
-        let (mut rtc, sock, local) = viewer_rtc(SocketAddr::new(api.ip(), 0))?;
-        rtc.add_local_candidate(Candidate::host(local, "udp").map_err(protocol)?);
+        let (mut rtc, link) = viewer_rtc(SocketAddr::new(api.ip(), 0))?;
         let answer = rtc
             .sdp_api()
             .accept_offer(SdpOffer::from_sdp_string(&offer).map_err(protocol)?)
@@ -360,7 +411,7 @@ impl Viewer {
             serde_json::json!({"janus": "message", "transaction": "s", "body": {"request": "start"},
                 "jsep": {"type": "answer", "sdp": answer.to_sdp_string()}}),
         )?;
-        let mut v = Viewer::new(rtc, sock, local, created);
+        let mut v = Viewer::new(rtc, link, created);
         v.janus_session = Some(spath);
         Ok(v)
     }
@@ -386,7 +437,7 @@ impl Viewer {
     pub fn step(&mut self) -> Result<bool, JoinError> {
         let mut got = false;
         for _ in 0..256 {
-            match self.sock.recv_from(&mut self.buf) {
+            match self.link.recv(&mut self.buf) {
                 Ok((n, source)) => {
                     got = true;
                     if self.should_drop(n) {
@@ -401,9 +452,9 @@ impl Viewer {
                     let input = Input::Receive(
                         Instant::now(),
                         Receive {
-                            proto: Protocol::Udp,
+                            proto: self.link.protocol(),
                             source,
-                            destination: self.local,
+                            destination: self.link.local(),
                             contents,
                         },
                     );
@@ -418,6 +469,7 @@ impl Viewer {
             .handle_input(Input::Timeout(Instant::now()))
             .map_err(protocol)?;
         self.poll()?;
+        self.link.flush()?;
         if let Some(ws) = self.ws.as_mut() {
             while let Ok(m) = ws.read() {
                 if let Ok(v) =
@@ -452,7 +504,7 @@ impl Viewer {
         loop {
             match self.rtc.poll_output().map_err(protocol)? {
                 Output::Transmit(t) => {
-                    let _ = self.sock.send_to(&t.contents, t.destination);
+                    let _ = self.link.send(t.destination, &t.contents);
                 }
                 Output::Event(e) => self.event(e),
                 Output::Timeout(_) => return Ok(()),

@@ -16,11 +16,12 @@ use log::{debug, info};
 use str0m::change::SdpAnswer;
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
-use str0m::net::{Protocol, Receive};
+use str0m::net::Receive;
 use str0m::rtp::RtpWrite;
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 
 use crate::tools::client::{schedule, ClientOptions, Scheduled, SentLog};
+use crate::tools::link::{tcp_candidate, Link};
 use crate::tools::probe::http;
 
 /// How long the server may stay silent before the session counts as ended.
@@ -48,6 +49,9 @@ pub struct WhipOptions {
     /// At the end, go silent without a `DELETE` or a DTLS close, as a crashed encoder or a
     /// pulled cable would (for tests of the server's timeouts).
     pub vanish: bool,
+    /// ICE over TCP only, to the passive TCP candidate of the server's answer (as an encoder
+    /// behind a UDP-blocking firewall would reach it).
+    pub tcp: bool,
 }
 
 /// What a publishing session did.
@@ -233,12 +237,16 @@ impl Cursor {
 pub fn publish(opts: &WhipOptions, stop: &AtomicBool) -> Result<WhipStats, WhipError> {
     let (server, path) = split_url(&opts.url)?;
     let local_ip = local_ip_towards(server)?;
-    let sock = UdpSocket::bind(SocketAddr::new(local_ip, 0))?;
-    sock.set_read_timeout(Some(Duration::from_millis(2)))?;
-    let local = sock.local_addr()?;
     let started = Instant::now();
     let mut rtc = Rtc::builder().set_rtp_mode(true).build(started);
-    rtc.add_local_candidate(Candidate::host(local, "udp").map_err(webrtc)?);
+    let udp = if opts.tcp {
+        None
+    } else {
+        let l = Link::udp(UdpSocket::bind(SocketAddr::new(local_ip, 0))?)?;
+        l.set_wait(Some(Duration::from_millis(2)))?;
+        rtc.add_local_candidate(l.candidate().map_err(webrtc)?);
+        Some(l)
+    };
     let mut api = rtc.sdp_api();
     let vmid = opts
         .video
@@ -272,6 +280,17 @@ pub fn publish(opts: &WhipOptions, stop: &AtomicBool) -> Result<WhipStats, WhipE
     rtc.sdp_api()
         .accept_answer(pending, answer)
         .map_err(webrtc)?;
+    let mut link = match udp {
+        Some(l) => l,
+        None => {
+            let server = tcp_candidate(sdp)
+                .ok_or_else(|| webrtc("the answer has no passive TCP candidate"))?;
+            let l = Link::tcp(server, None)?;
+            l.set_wait(Some(Duration::from_millis(2)))?;
+            rtc.add_local_candidate(l.candidate().map_err(webrtc)?);
+            l
+        }
+    };
     let codecs = rtc.codec_config().params().to_vec();
     let track = |rtc: &Rtc, mid: Option<Mid>, want: Codec| -> Option<Track> {
         let mid = mid?;
@@ -371,7 +390,7 @@ pub fn publish(opts: &WhipOptions, stop: &AtomicBool) -> Result<WhipStats, WhipE
         loop {
             match rtc.poll_output() {
                 Ok(Output::Transmit(t)) => {
-                    let _ = sock.send_to(&t.contents, t.destination);
+                    let _ = link.send(t.destination, &t.contents);
                 }
                 Ok(Output::Timeout(_)) => break,
                 Ok(Output::Event(e)) => match e {
@@ -426,7 +445,7 @@ pub fn publish(opts: &WhipOptions, stop: &AtomicBool) -> Result<WhipStats, WhipE
             break Err(webrtc("the session was closed"));
         }
         // Receive until the next thing is due (at most a few ms).
-        match sock.recv_from(&mut buf) {
+        match link.recv(&mut buf) {
             Ok((n, source)) => {
                 last_rx = Instant::now();
                 let Some(data) = buf.get(..n) else { continue };
@@ -436,9 +455,9 @@ pub fn publish(opts: &WhipOptions, stop: &AtomicBool) -> Result<WhipStats, WhipE
                 let input = Input::Receive(
                     Instant::now(),
                     Receive {
-                        proto: Protocol::Udp,
+                        proto: link.protocol(),
                         source,
-                        destination: local,
+                        destination: link.local(),
                         contents,
                     },
                 );

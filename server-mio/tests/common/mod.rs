@@ -216,6 +216,7 @@ impl TestServer {
             duration,
             sent_log: None,
             vanish: false,
+            tcp: false,
         }
     }
 }
@@ -306,6 +307,18 @@ pub fn assert_run_from_keyframe(got: &[Vec<u8>], fixture: &[Vec<u8>]) -> usize {
             panic!("received NAL units are not a run of the fixture (from {k}, first difference at {diff:?}, {} received)", got.len())
         });
     start
+}
+
+/// Checks that `viewer` got the fixture `video` from a keyframe to its very end.
+pub fn assert_run_to_the_end(viewer: &Viewer, video: &[u8], name: &str) {
+    let fixture = fixture_nals(video);
+    let nals = viewer.nal_units();
+    let start = assert_run_from_keyframe(&nals, &fixture);
+    assert_eq!(
+        start + nals.len(),
+        fixture.len(),
+        "{name}: the stream's end is missing"
+    );
 }
 
 /// The Opus packets of the fixture.

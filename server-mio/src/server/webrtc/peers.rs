@@ -79,6 +79,11 @@ impl Viewer {
         self.last_tcp = tcp;
     }
 
+    /// Its id in the relay, once it connected (viewers only).
+    pub(in crate::server) fn relay_id(&self) -> Option<ViewerId> {
+        self.relay_id
+    }
+
     /// The address its media comes from (the latest ICE nominated), once it has sent any.
     pub(in crate::server) fn remote(&self) -> Option<SocketAddr> {
         self.addrs.last().copied()
@@ -321,12 +326,28 @@ impl Server {
         rtc: &mut Rtc,
         offer: SdpOffer,
     ) -> Result<String, Response> {
+        self.add_host_candidates(rtc);
+        match guarded(|| rtc.sdp_api().accept_offer(offer)) {
+            Ok(Ok(a)) => Ok(a.to_sdp_string()),
+            Ok(Err(e)) => Err(Response::text(
+                400,
+                &format!("cannot accept the offer: {e}"),
+            )),
+            Err(p) => {
+                warn!("str0m panicked accepting an offer: {p}");
+                Err(Response::text(500, "internal error"))
+            }
+        }
+    }
+
+    /// The server's candidates for a peer: UDP on every advertised address, and ICE over TCP
+    /// beside it at a lower priority so UDP wins where it works.
+    fn add_host_candidates(&self, rtc: &mut Rtc) {
         for c in &self.viewers.candidates {
             if let Ok(c) = Candidate::host(*c, "udp") {
                 rtc.add_local_candidate(c);
             }
         }
-        // ICE over TCP beside it, at a lower priority so UDP wins where it works.
         if let Some(tcp) = self.addrs.webrtc_tcp {
             for c in &self.viewers.candidates {
                 let addr = SocketAddr::new(c.ip(), tcp.port());
@@ -338,17 +359,6 @@ impl Server {
                 {
                     rtc.add_local_candidate(c);
                 }
-            }
-        }
-        match guarded(|| rtc.sdp_api().accept_offer(offer)) {
-            Ok(Ok(a)) => Ok(a.to_sdp_string()),
-            Ok(Err(e)) => Err(Response::text(
-                400,
-                &format!("cannot accept the offer: {e}"),
-            )),
-            Err(p) => {
-                warn!("str0m panicked accepting an offer: {p}");
-                Err(Response::text(500, "internal error"))
             }
         }
     }
@@ -443,11 +453,7 @@ impl Server {
     }
 
     fn ws_offer(&mut self, token: Token, mut rtc: Rtc, channel: ChannelId, now: Instant) {
-        for c in &self.viewers.candidates {
-            if let Ok(c) = Candidate::host(*c, "udp") {
-                rtc.add_local_candidate(c);
-            }
-        }
+        self.add_host_candidates(&mut rtc);
         let made = guarded(|| {
             let mut api = rtc.sdp_api();
             let stream = Some(format!("itg-{channel}"));
@@ -502,6 +508,22 @@ impl Server {
             Err(p) => return Err(format!("internal error: {p}")),
         }
         self.viewer_media(id, &[]).map_err(str::to_owned)?;
+        // The same rule as a WHEP offer's: the relay passes H.264 through, so a browser that
+        // cannot decode it is told so by name instead of getting a black picture.
+        if let Some(v) = self.viewers.map.get(&id).filter(|v| v.video.is_none()) {
+            let message = format!(
+                "your browser's answer has no H.264 decoder, and this server relays the \
+                 streamer's H.264 as it is. {}",
+                super::whip::FIREFOX_H264
+            );
+            if let Signal::Ws(token) = v.signal {
+                let data = serde_json::json!({ "message": message, "codec": "H264" });
+                self.ws_send_json(token, "error", data);
+            }
+            self.counters.viewers_refused += 1;
+            self.viewer_drop(id, "no H.264 decoder");
+            return Ok(());
+        }
         self.viewer_drive(id, now);
         Ok(())
     }

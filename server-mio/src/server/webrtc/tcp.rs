@@ -1,8 +1,15 @@
 //! ICE over TCP (RFC 6544, passive side): viewers whose networks block UDP reach the same
 //! str0m peers over a TCP connection to `--webrtc-tcp-port`, each packet framed as RFC 4571
 //! says. A connection is routed to its peer by the ICE username of its first STUN request,
-//! then by the connection itself. Every buffer is bounded: one frame in, `MAX_OUT` out (a viewer
-//! whose socket backs up loses packets like a slow UDP viewer and recovers at a keyframe).
+//! then by the connection itself. Every buffer is bounded: one frame in, `MAX_OUT` out.
+//!
+//! **A viewer whose connection backs up** (its network is slower than the stream, or it stops
+//! reading) never blocks the loop: what the kernel does not take waits in the connection's own
+//! queue, whose size is reported to the relay as the viewer's backlog (only ICE-TCP viewers
+//! report one: the UDP socket is shared and never holds one viewer's packets). Past
+//! `--tcp-viewer-backlog-kb` the relay skips the viewer's video to the next keyframe (delay
+//! stops growing, audio goes on); past `MAX_OUT` even audio and RTCP are dropped; a
+//! connection that takes nothing for `STALL_LIMIT` while data waits is closed.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -20,7 +27,9 @@ use super::peers::guarded;
 use crate::server::{Server, Slot};
 
 /// Most bytes waiting to be written to one connection.
-const MAX_OUT: usize = 512 * 1024;
+const MAX_OUT: usize = 1024 * 1024;
+/// A connection that takes no byte for this long while data waits is closed.
+const STALL_LIMIT: Duration = Duration::from_secs(10);
 /// From accept to the first STUN request that names a peer.
 const ROUTE_DEADLINE: Duration = Duration::from_secs(10);
 /// Most open ICE-TCP connections.
@@ -31,7 +40,11 @@ pub(in crate::server) struct IceTcpConn {
     stream: TcpStream,
     peer: SocketAddr,
     deframer: Deframer,
+    /// Framed packets waiting for the socket, from `sent` on (compacted as it drains).
     out: Vec<u8>,
+    sent: usize,
+    /// Since when queued data has waited without the socket taking a byte.
+    stalled_since: Option<Instant>,
     writable: bool,
     /// The peer (viewer or publisher) it carries, once its first STUN request named one.
     id: Option<u64>,
@@ -57,9 +70,20 @@ impl Server {
     }
 }
 
+impl IceTcpConn {
+    /// Bytes queued and not yet taken by the kernel.
+    fn backlog(&self) -> usize {
+        self.out.len() - self.sent
+    }
+}
+
 impl IceTcp {
     pub(in crate::server) fn next_deadline(&self) -> Option<Instant> {
-        self.conns.values().filter_map(|c| c.deadline).min()
+        self.conns
+            .values()
+            .flat_map(|c| [c.deadline, c.stalled_since.map(|t| t + STALL_LIMIT)])
+            .flatten()
+            .min()
     }
 }
 
@@ -90,6 +114,12 @@ impl Server {
                 continue;
             }
             let _ = stream.set_nodelay(true);
+            // The kernel's send buffer sized like our own bound (`SO_SNDBUF`), so that a
+            // connection that backs up shows in our queue (and the relay's skip) within a
+            // second, not after megabytes of autotuned buffer; the default 256 KiB still
+            // carries ~14 Mbit/s at a 150 ms round trip.
+            let kernel = self.args.tcp_viewer_backlog_kb.saturating_mul(1024);
+            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(kernel);
             let token = self.token(Slot::IceTcp);
             if self
                 .poll
@@ -108,6 +138,8 @@ impl Server {
                     peer,
                     deframer: Deframer::default(),
                     out: Vec::new(),
+                    sent: 0,
+                    stalled_since: None,
                     writable: false,
                     id: None,
                     deadline: Some(now + ROUTE_DEADLINE),
@@ -209,30 +241,64 @@ impl Server {
         let Some(c) = self.ice_tcp.conns.get_mut(&token) else {
             return;
         };
-        if c.out.len() + packet.len() + 2 > MAX_OUT || frame(packet, &mut c.out).is_err() {
+        if c.backlog() + packet.len() + 2 > MAX_OUT || frame(packet, &mut c.out).is_err() {
             self.counters.webrtc_send_errors += 1;
+            self.counters.ice_tcp_dropped += 1;
             return;
         }
-        self.ice_tcp_flush(token);
+        // Behind already: the kernel will not take more now, and the backlog is reported.
+        if c.stalled_since.is_none() {
+            self.ice_tcp_flush(token);
+        } else {
+            let (id, backlog) = (c.id, c.backlog());
+            self.report_backlog(id, backlog);
+        }
     }
 
     fn ice_tcp_flush(&mut self, token: Token) {
         let Some(c) = self.ice_tcp.conns.get_mut(&token) else {
             return;
         };
-        while !c.out.is_empty() {
-            match c.stream.write(&c.out) {
+        let mut wrote = false;
+        while c.sent < c.out.len() {
+            match c.stream.write(c.out.get(c.sent..).unwrap_or_default()) {
                 Ok(0) => return self.ice_tcp_close(token, "write failed"),
                 Ok(n) => {
-                    c.out.drain(..n);
+                    c.sent += n;
+                    wrote = true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return self.ice_tcp_close(token, "write failed"),
             }
         }
-        let want = !c.out.is_empty();
+        if c.sent == c.out.len() {
+            c.out.clear();
+            c.sent = 0;
+            c.stalled_since = None;
+        } else {
+            if c.sent >= c.out.len() / 2 {
+                c.out.drain(..c.sent);
+                c.sent = 0;
+            }
+            if wrote || c.stalled_since.is_none() {
+                c.stalled_since = Some(Instant::now());
+            }
+        }
+        let want = c.sent < c.out.len();
         crate::server::want_writable(&self.poll, &mut c.stream, token, &mut c.writable, want);
+        let (id, backlog) = (c.id, c.backlog());
+        self.report_backlog(id, backlog);
+    }
+
+    /// Tells the relay how far behind the viewer on this connection is.
+    fn report_backlog(&mut self, id: Option<u64>, bytes: usize) {
+        let rid = id
+            .and_then(|id| self.viewers.map.get(&id))
+            .and_then(|v| v.relay_id());
+        if let Some(rid) = rid {
+            self.relay.report_backlog(rid, bytes);
+        }
     }
 
     pub(in crate::server) fn ice_tcp_close(&mut self, token: Token, why: &str) {
@@ -256,6 +322,17 @@ impl Server {
             .collect();
         for t in due {
             self.ice_tcp_close(t, "no STUN request in time");
+        }
+        let stalled: Vec<Token> = self
+            .ice_tcp
+            .conns
+            .iter()
+            .filter(|(_, c)| c.stalled_since.is_some_and(|s| s + STALL_LIMIT <= now))
+            .map(|(t, _)| *t)
+            .collect();
+        for t in stalled {
+            self.counters.ice_tcp_stalled += 1;
+            self.ice_tcp_close(t, "took nothing for 10 s");
         }
     }
 }
