@@ -20,6 +20,9 @@ struct Channel {
     stream: Option<Stream>,
     /// Sorted by id (ids only grow, so pushing keeps the order).
     viewers: Vec<Viewer>,
+    /// Taps of the live stream (recorders): fed like viewers, never counted as audience,
+    /// never behind, gone with the stream.
+    taps: Vec<Viewer>,
 }
 
 /// The relay core. See the crate documentation for the call order.
@@ -81,6 +84,7 @@ impl Relay {
         let ch = self.channels.entry(channel).or_insert_with(|| Channel {
             stream: None,
             viewers: Vec::new(),
+            taps: Vec::new(),
         });
         info!("channel {channel}: stream started ({source})");
         self.outputs
@@ -168,6 +172,7 @@ impl Relay {
         let ch = self.channels.entry(channel).or_insert_with(|| Channel {
             stream: None,
             viewers: Vec::new(),
+            taps: Vec::new(),
         });
         if ch.viewers.len() >= self.config.max_viewers_per_channel {
             let limit = self.config.max_viewers_per_channel;
@@ -193,6 +198,35 @@ impl Relay {
             viewer: id,
         }));
         Ok(id)
+    }
+
+    /// Attaches a tap to `channel`'s live stream: it gets every packet a viewer would, from the
+    /// cached keyframe on (or the next one), with its own gap-free numbering, but it is not
+    /// audience (no viewer count, no limit, no events) and never skips. It ends with the
+    /// stream (after [`Event::StreamEnded`] its id is unknown). For recorders.
+    pub fn add_tap(&mut self, channel: ChannelId, now: Instant) -> Result<ViewerId, Error> {
+        let ch = self
+            .channels
+            .get_mut(&channel)
+            .filter(|c| c.stream.is_some())
+            .ok_or(Error::UnknownChannel(channel))?;
+        let id = ViewerId(self.next_viewer);
+        self.next_viewer += 1;
+        let mut tap = Viewer::new(id);
+        if let Some(stream) = ch.stream.as_mut() {
+            if stream.gop.is_valid() {
+                replay_gop(&mut tap, stream, &self.config, now, &mut self.outputs);
+            }
+        }
+        ch.taps.push(tap);
+        Ok(id)
+    }
+
+    /// Detaches a tap before its stream ends (unknown ids are ignored).
+    pub fn remove_tap(&mut self, tap: ViewerId) {
+        for ch in self.channels.values_mut() {
+            ch.taps.retain(|t| t.id != tap);
+        }
     }
 
     /// Detaches a viewer. Unknown ids are ignored (the viewer may have left already).
@@ -359,6 +393,7 @@ impl Relay {
             return;
         }
         self.live -= 1;
+        ch.taps.clear();
         for v in &mut ch.viewers {
             v.video.reset();
             v.audio.reset();
@@ -390,6 +425,11 @@ fn fan_out(
 ) {
     let mut skips = 0;
     let mut skipped = 0;
+    for t in &mut ch.taps {
+        if let Some(f) = t.on_packet(kind, pkt, usize::MAX, now) {
+            outputs.push_back(Output::Forward(f));
+        }
+    }
     for v in &mut ch.viewers {
         let before = (v.stats.skips, v.stats.skipped_packets);
         if let Some(f) = v.on_packet(kind, pkt, config.max_viewer_backlog, now) {

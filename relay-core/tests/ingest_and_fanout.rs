@@ -701,3 +701,39 @@ fn every_short_datagram_is_handled() {
     }
     assert!(h.relay.is_live(ChannelId(77)));
 }
+
+#[test]
+fn a_tap_gets_what_a_viewer_gets_without_being_audience_and_ends_with_the_stream() {
+    let sent = session(&SessionSpec::default());
+    let mut h = Harness::new(RelayConfig {
+        max_viewers_per_channel: 1,
+        ..RelayConfig::default()
+    });
+    // No tap without a live stream.
+    assert!(h.relay.add_tap(ChannelId(77), h.now).is_err());
+    h.start(77);
+    let viewer = h.join(77);
+    let tap = h.relay.add_tap(ChannelId(77), h.now).unwrap();
+    // Not counted: the channel's one viewer slot is the viewer's, and the stats say one.
+    assert_eq!(h.relay.channel_viewers(ChannelId(77)), 1);
+    assert_eq!(h.relay.viewer_count(), 1);
+    // Never skips, whatever backlog is reported for it.
+    h.relay.report_backlog(tap, 10 << 20);
+    play(&mut h, 77, &sent);
+    let payloads =
+        |v| -> Vec<Vec<u8>> { h.forwards[&v].iter().map(|f| f.payload.to_vec()).collect() };
+    assert_eq!(payloads(tap), payloads(viewer));
+    assert_contiguous(&h.video(tap));
+    assert_eq!(
+        h.relay.stream_stats(ChannelId(77), h.now).unwrap().viewers,
+        1
+    );
+    // Gone with the stream: a new stream does not feed it.
+    h.relay.stop_stream(ChannelId(77), EndReason::Disconnect);
+    h.drain();
+    let n = h.forwards[&tap].len();
+    h.start(77);
+    play(&mut h, 77, &sent[..50]);
+    assert_eq!(h.forwards[&tap].len(), n);
+    assert!(h.forwards[&viewer].len() > n);
+}
