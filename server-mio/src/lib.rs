@@ -11,5 +11,6 @@ pub mod config;
 pub mod file_stamp;
 pub mod hooks;
 pub mod keys;
+pub mod record;
 pub mod server;
 pub mod tools;
