@@ -43,6 +43,17 @@ pub enum KeysCommand {
         /// A display name.
         #[arg(long)]
         name: Option<String>,
+        /// Record this channel's streams (`on`/`off`), whatever `--record` says.
+        #[arg(long, value_parser = parse_on_off)]
+        record: Option<bool>,
+    },
+    /// Change a channel's settings.
+    Set {
+        #[arg(long)]
+        channel: u32,
+        /// Record this channel's streams: `on`, `off`, or `default` (as `--record` says).
+        #[arg(long, value_parser = parse_record)]
+        record: Option<Option<bool>>,
     },
     /// List channels and their OBS stream keys.
     List,
@@ -121,6 +132,20 @@ pub struct ServerArgs {
     /// to make room; WebSockets and answered requests never are.
     #[arg(long, env = "ITG_MAX_HTTP_PER_ADDRESS", default_value_t = 32)]
     pub max_http_per_address: usize,
+    /// Record every channel's streams as fragmented MP4 under `DATA/recordings/<channel>/`
+    /// (a channel's own setting, `keys set --record on|off`, overrides this).
+    #[arg(long, env = "ITG_RECORD")]
+    pub record: bool,
+    /// Delete the oldest recordings once all of them together exceed this many GB (10^9
+    /// bytes); never the ones being written.
+    #[arg(long, env = "ITG_RECORD_MAX_GB")]
+    pub record_max_gb: Option<f64>,
+    /// Delete recordings older than this many days (since their last write).
+    #[arg(long, env = "ITG_RECORD_MAX_DAYS")]
+    pub record_max_days: Option<f64>,
+    /// Slows every recording write by this many milliseconds (tests of a disk that stalls).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub record_write_delay_ms: u64,
     /// Seconds an FTL client may stay silent on its control connection before its stream ends.
     #[arg(long, env = "ITG_KEEPALIVE_TIMEOUT", default_value_t = 30)]
     pub keepalive_timeout: u64,
@@ -194,6 +219,21 @@ fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
         return Err(format!("{s:?}: need 1 <= A <= B"));
     }
     Ok((a, b))
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("expected on or off, not {s:?}")),
+    }
+}
+
+fn parse_record(s: &str) -> Result<Option<bool>, String> {
+    match s {
+        "default" => Ok(None),
+        _ => parse_on_off(s).map(Some),
+    }
 }
 
 impl Default for ServerArgs {

@@ -24,6 +24,9 @@ pub struct Channel {
     pub id: u32,
     pub name: String,
     pub key: String,
+    /// Whether this channel's streams are recorded: `None` follows `--record`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<bool>,
 }
 
 impl Channel {
@@ -240,6 +243,7 @@ impl KeyStore {
             id,
             name: name.unwrap_or_else(|| format!("Channel {id}")),
             key: Alphanumeric.sample_string(&mut rng, SECRET_LEN),
+            record: None,
         };
         self.channels.push(channel.clone());
         self.channels.sort_by_key(|c| c.id);
@@ -255,6 +259,20 @@ impl KeyStore {
             .find(|c| c.id == id)
             .ok_or(KeyError::NoSuchChannel(id))?;
         c.key = Alphanumeric.sample_string(&mut rand::rng(), SECRET_LEN);
+        let c = c.clone();
+        self.save()?;
+        Ok(c)
+    }
+
+    /// Sets whether a channel's streams are recorded (`None`: as `--record` says). Saves the
+    /// file.
+    pub fn set_record(&mut self, id: u32, record: Option<bool>) -> Result<Channel, KeyError> {
+        let c = self
+            .channels
+            .iter_mut()
+            .find(|c| c.id == id)
+            .ok_or(KeyError::NoSuchChannel(id))?;
+        c.record = record;
         let c = c.clone();
         self.save()?;
         Ok(c)

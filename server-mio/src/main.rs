@@ -66,8 +66,15 @@ fn keys(cmd: KeysCommand, data_dir: &std::path::Path) -> Result<(), Box<dyn std:
         _ => reloads(data_dir),
     };
     match cmd {
-        KeysCommand::Add { channel, name } => {
-            let c = store.add(channel, name)?;
+        KeysCommand::Add {
+            channel,
+            name,
+            record,
+        } => {
+            let mut c = store.add(channel, name)?;
+            if record.is_some() {
+                c = store.set_record(c.id, record)?;
+            }
             wait_for_server(data_dir, before);
             println!("added channel {} ({})", c.id, c.name);
             println!("{}", c.obs_key());
@@ -93,6 +100,19 @@ fn keys(cmd: KeysCommand, data_dir: &std::path::Path) -> Result<(), Box<dyn std:
             wait_for_server(data_dir, before);
             println!("new key for channel {}", c.id);
             println!("{}", c.obs_key());
+        }
+        KeysCommand::Set { channel, record } => {
+            let Some(record) = record else {
+                return Err("nothing to set: give --record on|off|default".into());
+            };
+            let c = store.set_record(channel, record)?;
+            wait_for_server(data_dir, before);
+            let how = match c.record {
+                Some(true) => "on",
+                Some(false) => "off",
+                None => "as --record says",
+            };
+            println!("channel {}: recording {how}", c.id);
         }
         KeysCommand::Remove { channel } => {
             let c = store.remove(channel)?;

@@ -316,19 +316,21 @@ mod tests {
     fn feed(a: &mut Assembler, frames: u32, gop: u32, audio_lead_ms: u64) -> Vec<Gop> {
         let t0 = Instant::now() + Duration::from_secs(10);
         let mut out = Vec::new();
-        let mut seq = 100;
         let mut events: Vec<(Instant, Forward)> = Vec::new();
         for i in 0..frames {
             let at = t0 + Duration::from_micros(u64::from(i) * 33_333);
             let ts = 1_000_000u32.wrapping_add(i * 3000);
+            let seq = 100 + u64::from(i);
             events.push((at, fwd(MediaKind::Video, seq, ts, at, i % gop == 0, true)));
-            seq += 1;
         }
         let audio_start = t0 - Duration::from_millis(audio_lead_ms);
         for k in 0..(frames * 33 / 20) {
             let at = audio_start + Duration::from_millis(u64::from(k) * 20);
             let ts = (u32::MAX - 5000).wrapping_add(k * 960); // wraps
-            events.push((at, fwd(MediaKind::Audio, u64::from(k), ts, at, false, false)));
+            events.push((
+                at,
+                fwd(MediaKind::Audio, u64::from(k), ts, at, false, false),
+            ));
         }
         events.sort_by_key(|(at, _)| *at);
         for (_, f) in events {
@@ -386,7 +388,14 @@ mod tests {
         let mut gops = Vec::new();
         for k in 0..500u32 {
             let at = t + Duration::from_millis(u64::from(k) * 20);
-            gops.extend(a.push(&fwd(MediaKind::Audio, u64::from(k), k * 960, at, false, false)));
+            gops.extend(a.push(&fwd(
+                MediaKind::Audio,
+                u64::from(k),
+                k * 960,
+                at,
+                false,
+                false,
+            )));
         }
         gops.extend(a.finish());
         assert!(gops.iter().all(|g| g.video.is_empty()));

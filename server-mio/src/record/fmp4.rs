@@ -36,6 +36,12 @@ impl std::fmt::Display for MuxError {
 
 impl std::error::Error for MuxError {}
 
+impl MuxError {
+    pub fn new(why: &str) -> MuxError {
+        MuxError(why.to_owned())
+    }
+}
+
 impl From<mp4_atom::Error> for MuxError {
     fn from(e: mp4_atom::Error) -> Self {
         MuxError(e.to_string())
@@ -343,10 +349,7 @@ mod tests {
     use super::*;
     use mp4_atom::{Any, Decode};
 
-    const SPS: &[u8] = &[
-        0x67, 0x42, 0xc0, 0x0d, 0xd9, 0x01, 0x41, 0xfb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10,
-        0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x42, 0xa4, 0x80,
-    ];
+    const SPS: &[u8] = include_bytes!("../../../ftl-proto/tests/data/sps-baseline-320x180.bin");
     const PPS: &[u8] = &[0x68, 0xcb, 0x83, 0xcb, 0x20];
 
     fn sample(t: u64, sync: bool, n: usize) -> Sample {

@@ -293,6 +293,9 @@ impl Server {
             "PLIs sent to WHIP publishers.",
             c.whip_keyframe_requests,
         );
+        for (name, help, v) in self.recording_metrics() {
+            counter(name, help, v);
+        }
         let gauges: [(&str, &str, usize); 7] = [
             ("streams_live", "Live streams.", self.relay.live_streams()),
             (

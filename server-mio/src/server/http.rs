@@ -76,7 +76,22 @@ pub(super) struct Response {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
+    /// A body read from a file as the socket takes it (recordings), after `body`.
+    pub file: Option<FileBody>,
+    /// `Content-Length` when it is not the body's (a `HEAD` response).
+    length: Option<u64>,
 }
+
+/// A stretch of a file sent as a body, a chunk at a time: memory per connection stays at one
+/// chunk however large the file.
+#[derive(Debug)]
+pub(super) struct FileBody {
+    file: std::fs::File,
+    remaining: u64,
+}
+
+/// Bytes read from a file body at a time.
+const FILE_CHUNK: usize = 64 * 1024;
 
 impl Response {
     pub fn new(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Self {
@@ -84,7 +99,28 @@ impl Response {
             status,
             headers: vec![("Content-Type", content_type.to_owned())],
             body: body.into(),
+            file: None,
+            length: None,
         }
+    }
+
+    /// The body is `len` bytes of `file` from `start`.
+    pub fn with_file(mut self, mut file: std::fs::File, start: u64, len: u64) -> Self {
+        use std::io::Seek;
+        if file.seek(io::SeekFrom::Start(start)).is_err() {
+            return Response::text(500, "cannot read the file");
+        }
+        self.file = Some(FileBody {
+            file,
+            remaining: len,
+        });
+        self
+    }
+
+    /// No body, and `Content-Length: len` (the answer to `HEAD`).
+    pub fn with_length(mut self, len: u64) -> Self {
+        self.length = Some(len);
+        self
     }
 
     pub fn text(status: u16, body: &str) -> Self {
@@ -118,7 +154,9 @@ impl Response {
         out.extend_from_slice(
             format!(
                 "Content-Length: {}\r\nConnection: close\r\n\r\n",
-                self.body.len()
+                self.length.unwrap_or(
+                    self.body.len() as u64 + self.file.as_ref().map_or(0, |f| f.remaining)
+                )
             )
             .as_bytes(),
         );
@@ -173,6 +211,8 @@ pub(super) struct HttpConn {
     pub(super) peer: SocketAddr,
     inbuf: Vec<u8>,
     out: Vec<u8>,
+    /// The rest of a file body, read into `out` as it empties.
+    file: Option<FileBody>,
     state: State,
     pub(super) deadline: Instant,
     writable: bool,
@@ -245,6 +285,7 @@ impl Server {
                     peer,
                     inbuf: Vec::new(),
                     out: Vec::new(),
+                    file: None,
                     state: State::Reading,
                     deadline: now + DEADLINE,
                     writable: false,
@@ -374,6 +415,16 @@ impl Server {
                 Response::new(200, "application/json", self.selftest_json().to_string()).cors(),
             ),
             ("GET", ["metrics"]) => Reply::Now(self.metrics(now)),
+            ("GET", ["api", "recordings"]) => Reply::Now(self.api_recordings(req)),
+            ("GET" | "HEAD", ["recordings", channel, file]) => {
+                Reply::Now(self.recording_get(req, channel, file))
+            }
+            ("DELETE", ["recordings", channel, file]) => {
+                Reply::Now(self.recording_delete(req, channel, file))
+            }
+            ("OPTIONS", ["recordings", ..]) => {
+                Reply::Now(Response::new(204, "text/plain", Vec::new()).cors())
+            }
             ("GET", ["websocket"]) => self.ws_request(req),
             ("OPTIONS", ["whep", ..]) | ("OPTIONS", ["whip", ..]) | ("OPTIONS", ["api", ..]) => {
                 Reply::Now(Response::new(204, "text/plain", Vec::new()).cors())
@@ -433,6 +484,7 @@ impl Server {
             debug!("HTTP {}: {}", c.peer, resp.status);
         }
         c.out = resp.serialize();
+        c.file = resp.file;
         c.state = State::Writing;
         c.deadline = Instant::now() + DEADLINE;
         self.http_write(token);
@@ -445,11 +497,18 @@ impl Server {
         if !matches!(c.state, State::Writing) {
             return;
         }
-        while !c.out.is_empty() {
+        loop {
+            if c.out.is_empty() && !refill(c) {
+                break;
+            }
             match c.stream.write(&c.out) {
                 Ok(0) => return self.http_close(token),
                 Ok(n) => {
                     c.out.drain(..n);
+                    if c.file.is_some() {
+                        // A long body: the deadline is for a stalled reader, not a slow one.
+                        c.deadline = Instant::now() + DEADLINE;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     return self.http_interest(token);
@@ -503,6 +562,35 @@ impl Server {
     /// Takes the connection's stream out of HTTP handling (for a WebSocket).
     pub(super) fn http_take(&mut self, token: Token) -> Option<HttpConn> {
         self.https.remove(&token)
+    }
+}
+
+/// Reads the next chunk of a file body into the empty `out`; whether there is one. A read
+/// error ends the body early (the client sees a short response and the connection closes).
+fn refill(c: &mut HttpConn) -> bool {
+    use std::io::Read;
+    let Some(f) = c.file.as_mut() else {
+        return false;
+    };
+    let want = usize::try_from(f.remaining)
+        .unwrap_or(usize::MAX)
+        .min(FILE_CHUNK);
+    if want == 0 {
+        c.file = None;
+        return false;
+    }
+    c.out.resize(want, 0);
+    match f.file.read(&mut c.out) {
+        Ok(n) if n > 0 => {
+            c.out.truncate(n);
+            f.remaining -= n as u64;
+            true
+        }
+        _ => {
+            c.out.clear();
+            c.file = None;
+            false
+        }
     }
 }
 

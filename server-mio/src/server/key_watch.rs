@@ -46,6 +46,9 @@ impl Server {
             }
         };
         self.counters.key_reloads += 1;
+        // A channel's recording setting may have changed: live streams follow it now.
+        self.recording_reconcile(now);
+        self.drain_relay(now);
         if changes.is_empty() {
             return;
         }

@@ -18,6 +18,7 @@ pub mod fuzzing;
 mod hooks;
 mod http;
 mod key_watch;
+mod recording;
 mod selftest;
 mod static_files;
 mod tls;
@@ -191,6 +192,8 @@ pub struct Server {
     whip_auth: HashMap<Token, webrtc::whip::WhipAuth>,
     /// The external key service and event sink, with `--auth-url`.
     hooks: Option<crate::hooks::Hooks>,
+    /// Recordings of live streams and their writer thread.
+    recorder: recording::Recorder,
     started: Instant,
     buf: Vec<u8>,
 }
@@ -316,6 +319,7 @@ impl Server {
             ..crate::keys::Running::default()
         };
         crate::keys::note_running(data_dir, &running);
+        let recorder = recording::Recorder::start(data_dir, &args).map_err(StartError::Io)?;
         Ok(Server {
             viewers: webrtc::peers::Viewers::new(candidates),
             pool: webrtc::pool::RtcPool::start(waker.clone()),
@@ -349,6 +353,7 @@ impl Server {
             whip_live: BTreeMap::new(),
             whip_auth: HashMap::new(),
             hooks,
+            recorder,
             started: Instant::now(),
             buf: vec![0; 65536],
         })

@@ -886,15 +886,20 @@ impl Server {
     pub(in crate::server) fn drain_relay(&mut self, now: Instant) {
         while let Some(o) = self.relay.poll_output() {
             match o {
-                Output::Forward(f) => self.viewer_write(f),
+                Output::Forward(f) => {
+                    if !self.recording_packet(&f) {
+                        self.viewer_write(f);
+                    }
+                }
                 Output::Transmit { channel, to, bytes } => self.send_media(channel, to, &bytes),
                 Output::RequestKeyframe { channel } => self.whip_request_keyframe(channel),
                 Output::Event(e) => match e {
-                    RelayEvent::StreamEnded {
-                        channel,
-                        reason: EndReason::MediaTimeout,
-                    } => {
-                        self.stream_timed_out(channel, now);
+                    RelayEvent::StreamStarted { channel } => self.recording_start(channel, now),
+                    RelayEvent::StreamEnded { channel, reason } => {
+                        self.recording_stop(channel);
+                        if reason == EndReason::MediaTimeout {
+                            self.stream_timed_out(channel, now);
+                        }
                     }
                     RelayEvent::ViewerJoined { channel, .. }
                     | RelayEvent::ViewerLeft { channel, .. } => {
@@ -909,7 +914,6 @@ impl Server {
                         info!("channel {channel}: video {width}x{height}, profile-level-id {profile_level_id}");
                     }
                     RelayEvent::BFrames { channel } => self.hook_stream_update(channel, now),
-                    _ => {}
                 },
             }
         }

@@ -81,6 +81,21 @@ fn bearer(req: &Request) -> Option<&str> {
         .then_some(token.trim())
 }
 
+/// Whether a request's Bearer token is `channel`'s stream key (the OBS form
+/// `<channel>-<secret>`, or the bare secret), compared in constant time.
+pub(in crate::server) fn bearer_is_key(
+    req: &Request,
+    channel: ChannelId,
+    expected: &StreamKey,
+) -> bool {
+    let Some(key) = bearer(req) else {
+        return false;
+    };
+    let (key_channel, secret) =
+        StreamKey::parse_obs(key).unwrap_or_else(|_| (channel, StreamKey::new(key.as_bytes())));
+    key_channel == channel && same_key(expected, &secret)
+}
+
 /// Compares two keys in constant time (HMACs of a fixed message, compared by `verify`).
 fn same_key(expected: &StreamKey, presented: &StreamKey) -> bool {
     let digest = auth::digest(presented, b"itg-whip");
