@@ -143,6 +143,10 @@ pub struct ServerArgs {
     /// Delete recordings older than this many days (since their last write).
     #[arg(long, env = "ITG_RECORD_MAX_DAYS")]
     pub record_max_days: Option<f64>,
+    /// KiB of recording data that may wait for the disk; past it whole GOPs are dropped from
+    /// the recording (counted in `itg_recording_dropped_gops_total`), never from the stream.
+    #[arg(long, env = "ITG_RECORD_QUEUE_KB", default_value_t = 65536)]
+    pub record_queue_kb: usize,
     /// Slows every recording write by this many milliseconds (tests of a disk that stalls).
     #[arg(long, hide = true, default_value_t = 0)]
     pub record_write_delay_ms: u64,

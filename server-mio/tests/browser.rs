@@ -151,3 +151,16 @@ fn a_blocked_media_port_is_explained_on_the_watch_page() {
         &[],
     );
 }
+
+#[test]
+fn a_recording_plays_and_seeks_in_headless_chromium() {
+    if !ready() {
+        return;
+    }
+    run_with_fixture(
+        "recording.mjs",
+        "recording playback test",
+        "recording.png",
+        &[],
+    );
+}

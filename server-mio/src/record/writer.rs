@@ -1,5 +1,5 @@
 //! The recording writer: a thread of its own, so that the loop never waits on a disk. The
-//! loop hands it whole GOPs through a channel whose bytes are bounded (`MAX_QUEUED`); when
+//! loop hands it whole GOPs through a channel whose bytes are bounded (`--record-queue-kb`); when
 //! the disk falls that far behind, the loop drops whole GOPs (counted, logged once per gap)
 //! and the live stream never notices. A write error (a full disk) ends that recording with an
 //! error line; the server and the other recordings go on. Retention runs here too.
@@ -20,8 +20,6 @@ use super::assemble::Gop;
 use super::index;
 use super::mux::FileMux;
 
-/// Most bytes of GOPs waiting for the disk.
-pub const MAX_QUEUED: usize = 64 * 1024 * 1024;
 /// How often retention runs besides at the end of each recording.
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
 
@@ -68,6 +66,8 @@ pub struct Retention {
 pub struct Writer {
     tx: Sender<Job>,
     queued: Arc<AtomicUsize>,
+    /// Most bytes of GOPs waiting for the disk.
+    max_queued: usize,
     pub stats: Arc<RecordStats>,
     /// Files being written (never deleted by retention or `DELETE`).
     pub open: Arc<Mutex<Vec<PathBuf>>>,
@@ -76,7 +76,12 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the thread. `delay` slows every fragment write (tests of a disk that stalls).
-    pub fn start(root: PathBuf, retention: Retention, delay: Duration) -> std::io::Result<Writer> {
+    pub fn start(
+        root: PathBuf,
+        retention: Retention,
+        max_queued: usize,
+        delay: Duration,
+    ) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let stats = Arc::new(RecordStats::default());
@@ -96,6 +101,7 @@ impl Writer {
         Ok(Writer {
             tx,
             queued,
+            max_queued,
             stats,
             open,
             thread: Some(thread),
@@ -113,7 +119,7 @@ impl Writer {
     /// Queues a GOP; `false` (and nothing queued) when the disk is too far behind.
     pub fn gop(&self, id: u64, gop: Gop) -> bool {
         let bytes = gop.bytes();
-        if self.queued.load(Ordering::Relaxed) + bytes > MAX_QUEUED {
+        if self.queued.load(Ordering::Relaxed) + bytes > self.max_queued {
             self.stats.dropped_gops.fetch_add(1, Ordering::Relaxed);
             return false;
         }

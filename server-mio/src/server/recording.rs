@@ -60,6 +60,7 @@ impl Recorder {
         let writer = Writer::start(
             root.clone(),
             retention,
+            args.record_queue_kb.saturating_mul(1024),
             Duration::from_millis(args.record_write_delay_ms),
         )?;
         Ok(Recorder {
@@ -340,38 +341,38 @@ impl Server {
             return Vec::new();
         };
         let s = &w.stats;
-        vec![
-            (
-                "recordings_total",
-                "Recording files started.",
-                s.files.load(Ordering::Relaxed),
-            ),
+        let table: [(&'static str, &'static str, &std::sync::atomic::AtomicU64); 6] = [
+            ("recordings_total", "Recording files started.", &s.files),
             (
                 "recording_fragments_total",
                 "MP4 fragments (GOPs) written.",
-                s.fragments.load(Ordering::Relaxed),
+                &s.fragments,
             ),
             (
                 "recording_bytes_total",
                 "Bytes written to recordings.",
-                s.bytes.load(Ordering::Relaxed),
+                &s.bytes,
             ),
             (
                 "recording_dropped_gops_total",
                 "GOPs left out of recordings because the disk was behind.",
-                s.dropped_gops.load(Ordering::Relaxed),
+                &s.dropped_gops,
             ),
             (
                 "recording_errors_total",
                 "Recordings ended by a write error (a full disk).",
-                s.errors.load(Ordering::Relaxed),
+                &s.errors,
             ),
             (
                 "recordings_deleted_total",
                 "Recordings deleted by retention.",
-                s.deleted.load(Ordering::Relaxed),
+                &s.deleted,
             ),
-        ]
+        ];
+        table
+            .into_iter()
+            .map(|(name, help, v)| (name, help, v.load(Ordering::Relaxed)))
+            .collect()
     }
 }
 
