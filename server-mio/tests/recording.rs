@@ -187,3 +187,342 @@ fn an_ftl_stream_is_recorded_as_an_mp4_that_ffmpeg_reads_bit_exact() {
         Some(std::fs::metadata(&path).unwrap().len())
     );
 }
+
+#[test]
+fn recordings_are_served_with_ranges_and_deleted_only_with_the_key() {
+    let server = TestServer::start_with(|a| a.record = true);
+    server
+        .stream(77, VIDEO_A, Some(Duration::from_secs(3)))
+        .join()
+        .unwrap();
+    let r = finished(&server, 1).remove(0);
+    let url = r["url"].as_str().unwrap().to_owned();
+    let path = file_of(&server, &r);
+    let bytes = std::fs::read(&path).unwrap();
+    let size = bytes.len();
+    let h = server.addrs.http;
+    // The whole file.
+    let full = http(h, "GET", &url, &[], b"");
+    assert_eq!(full.status, 200);
+    assert_eq!(full.body, bytes);
+    assert_eq!(full.header("Accept-Ranges"), Some("bytes"));
+    assert_eq!(full.header("Content-Type"), Some("video/mp4"));
+    // Byte ranges, as a <video> element seeks.
+    for (range, from, to) in [
+        ("bytes=0-99", 0, 99),
+        ("bytes=1000-", 1000, size - 1),
+        ("bytes=-500", size - 500, size - 1),
+        (&format!("bytes=100-{}", size + 50)[..], 100, size - 1),
+    ] {
+        let part = http(h, "GET", &url, &[("Range", range)], b"");
+        assert_eq!(part.status, 206, "{range}");
+        assert_eq!(part.body, bytes[from..=to], "{range}");
+        assert_eq!(
+            part.header("Content-Range"),
+            Some(format!("bytes {from}-{to}/{size}").as_str()),
+            "{range}"
+        );
+    }
+    let past = http(h, "GET", &url, &[("Range", &format!("bytes={size}-"))], b"");
+    assert_eq!(past.status, 416);
+    assert_eq!(
+        past.header("Content-Range"),
+        Some(format!("bytes */{size}").as_str())
+    );
+    // HEAD: the length, no body.
+    let head = server_mio::tools::probe::http(h, "HEAD", &url, &[], b"").unwrap();
+    assert_eq!(head.status, 200);
+    assert_eq!(
+        head.header("Content-Length"),
+        Some(size.to_string().as_str())
+    );
+    assert!(head.body.is_empty());
+    // Nothing but recordings is reachable: traversal, other names, other channels.
+    for bad in [
+        "/recordings/77/../../keys.json",
+        "/recordings/77/..%2F..%2Fkeys.json",
+        "/recordings/../keys.json/x",
+        "/recordings/77/keys.json",
+        "/recordings/77/20261201T214512Z.mp4",
+        "/recordings/88/",
+        &format!("/recordings/088/{}", r["file"].as_str().unwrap()),
+        "/recordings/%2e%2e/20261201T214512Z.mp4",
+    ] {
+        let resp = http(h, "GET", bad, &[], b"");
+        assert_eq!(resp.status, 404, "{bad}: {}", resp.status);
+        assert!(!String::from_utf8_lossy(&resp.body).contains("channels"));
+    }
+    let (status, _) = server.get("/api/recordings?channel=x");
+    assert_eq!(status, 400);
+    // DELETE needs the channel's key: none, a wrong one, another channel's are refused.
+    for auth in [
+        None,
+        Some("Bearer 77-wrong".to_owned()),
+        Some(format!("Bearer {}", server.key(88))),
+    ] {
+        let mut hdrs = Vec::new();
+        if let Some(a) = &auth {
+            hdrs.push(("Authorization", a.as_str()));
+        }
+        let resp = http(h, "DELETE", &url, &hdrs, b"");
+        assert_eq!(resp.status, 401, "{auth:?}");
+    }
+    assert!(path.exists());
+    let auth = format!("Bearer {}", server.key(77));
+    let resp = http(h, "DELETE", &url, &[("Authorization", &auth)], b"");
+    assert_eq!(resp.status, 200);
+    assert!(!path.exists());
+    assert!(recordings(&server, "").is_empty());
+    let again = http(h, "DELETE", &url, &[("Authorization", &auth)], b"");
+    assert_eq!(again.status, 404);
+}
+
+#[test]
+fn a_whip_stream_is_recorded_and_a_replacement_starts_a_new_file() {
+    let server = TestServer::start_with(|a| a.record = true);
+    // FTL first, then a WHIP publisher takes the channel over: two streams, two files.
+    let ftl = server.stream(77, VIDEO_A, Some(Duration::from_secs(20)));
+    assert!(server.wait_for(Duration::from_secs(10), |s| stream_info(s, 77).is_some()));
+    std::thread::sleep(Duration::from_secs(3));
+    let publisher = server.publish(77, VIDEO_A, Some(Duration::from_secs(5)));
+    assert!(server.wait_for(Duration::from_secs(10), |s| {
+        stream_info(s, 77).is_some_and(|i| i["protocol"] == "whip")
+    }));
+    // The FTL client was told its stream was replaced.
+    let _ = ftl.stop();
+    publisher.join().unwrap();
+    let list = finished(&server, 2);
+    assert_eq!(list.len(), 2, "{list:?}");
+    for r in &list {
+        let path = file_of(&server, r);
+        let probe = ffprobe(&path);
+        assert_eq!(stream_info_of(&probe, "video")["codec_name"], "h264");
+        assert_eq!(stream_info_of(&probe, "audio")["codec_name"], "opus");
+        let frames = decoded_frames(&path);
+        eprintln!("{}: {frames} frames, {} s", r["file"], r["duration_s"]);
+        assert!(frames > 60, "{frames} frames in {}", r["file"]);
+    }
+    // The WHIP file (newest) holds the publisher's 5 s, from a keyframe, bit-exact.
+    let whip = file_of(&server, &list[0]);
+    let nals = recorded_nals(&whip);
+    let fixture = fixture_nals(VIDEO_A);
+    let looped: Vec<Vec<u8>> = fixture.iter().cycle().take(nals.len()).cloned().collect();
+    assert!(
+        nals == looped,
+        "the WHIP recording differs from the fixture"
+    );
+    let d = list[0]["duration_s"].as_f64().unwrap();
+    assert!((d - 5.0).abs() < 0.2, "{d} s for a 5 s publisher");
+}
+
+#[test]
+fn a_disk_that_stalls_loses_recording_gops_and_the_viewer_loses_nothing() {
+    // Every fragment write takes 1.5 s, and only 48 KiB may wait: about every other GOP of
+    // the fixture's 1 s GOPs has to go.
+    let server = TestServer::start_with(|a| {
+        a.record = true;
+        a.record_write_delay_ms = 1500;
+        a.record_queue_kb = 48;
+    });
+    let streamer = server.stream(77, VIDEO_A, Some(Duration::from_secs(10)));
+    assert!(server.wait_for(Duration::from_secs(10), |s| stream_info(s, 77).is_some()));
+    let mut viewer = TestViewer::whep(&server, 77).unwrap();
+    viewer.drive(Duration::from_secs(15), |_| streamer.is_finished());
+    viewer.drive(Duration::from_millis(300), |_| false);
+    streamer.join().unwrap();
+    // The live viewer got every packet from its first keyframe on.
+    assert_eq!(viewer.video_lost(), 0);
+    assert!(viewer.video_count > 500, "{}", viewer.video_count);
+    let f = fixture_nals(VIDEO_A);
+    let looped = [f.clone(), f.clone(), f.clone(), f].concat();
+    assert_run_from_keyframe(&viewer.nal_units(), &looped);
+    let dropped = server.metric("itg_recording_dropped_gops_total");
+    assert!(dropped >= 2.0, "{dropped} GOPs dropped");
+    // What was written plays: whole GOPs only, with gaps where the dropped ones were.
+    let r = finished(&server, 1).remove(0);
+    let frames = decoded_frames(&file_of(&server, &r));
+    eprintln!("stalled disk: {dropped} GOPs dropped, {frames} frames recorded");
+    // Whole GOPs of 30 frames went: at most what was streamed (~300 frames) less them.
+    assert!(frames >= 60, "{frames}");
+    assert!(
+        frames as f64 <= 301.0 - 30.0 * dropped,
+        "{frames} frames with {dropped} GOPs dropped"
+    );
+}
+
+/// A small tmpfs mounted for the test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("mount (util-linux)");
+        assert!(status.success(), "mounting a tmpfs needs root");
+        Tmpfs(dir.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_ends_the_recording_and_nothing_else() {
+    // The recordings folder is a 64 KiB disk (the recording of 8 s needs ~200 KB).
+    let data_dir = scratch_path("itg-full-disk");
+    let mount = Tmpfs::mount(&data_dir.join("recordings"), "64k");
+    let server = TestServer::start_in(&data_dir, |a| a.record = true);
+    let streamer = server.stream(77, VIDEO_A, Some(Duration::from_secs(8)));
+    assert!(server.wait_for(Duration::from_secs(10), |s| stream_info(s, 77).is_some()));
+    let mut viewer = TestViewer::whep(&server, 77).unwrap();
+    viewer.drive(Duration::from_secs(12), |_| streamer.is_finished());
+    streamer.join().unwrap();
+    assert!(server.wait_for(Duration::from_secs(5), |s| {
+        s.metric("itg_recording_errors_total") == 1.0
+    }));
+    // The stream and its viewer went on to the end.
+    assert_eq!(viewer.video_lost(), 0);
+    assert!(viewer.video_count > 400, "{}", viewer.video_count);
+    // What fit is a playable file up to its last whole fragment.
+    let r = finished(&server, 1).remove(0);
+    assert!(r["size"].as_u64().unwrap() <= 64 * 1024);
+    let frames = decoded_frames(&file_of(&server, &r));
+    eprintln!("full disk: {frames} frames recorded in {} bytes", r["size"]);
+    assert!(frames >= 30, "{frames}");
+    // The server still serves.
+    assert_eq!(server.get("/api/streams").0, 200);
+    drop(server);
+    drop(mount);
+}
+
+#[test]
+fn retention_deletes_the_oldest_first_and_never_a_file_being_written() {
+    let data_dir = scratch_path("itg-retention");
+    let dir = data_dir.join("recordings/77");
+    std::fs::create_dir_all(&dir).unwrap();
+    let now = std::time::SystemTime::now();
+    let day = Duration::from_secs(86_400);
+    for (name, age) in [
+        ("20200101T000000Z.mp4", 10 * day),
+        ("20260101T000000Z.mp4", Duration::from_secs(7200)),
+        ("20260102T000000Z.mp4", Duration::ZERO),
+    ] {
+        let f = std::fs::File::create(dir.join(name)).unwrap();
+        f.set_len(5000).unwrap();
+        f.set_modified(now - age).unwrap();
+    }
+    // Not a recording: never touched.
+    std::fs::write(dir.join("notes.txt"), b"keep").unwrap();
+    let mut keys = server_mio::keys::KeyStore::open(&data_dir).unwrap();
+    keys.add(Some(77), None).unwrap();
+    keys.add(Some(88), None).unwrap();
+    let server = TestServer::start_in(&data_dir, |a| {
+        a.record = true;
+        a.record_max_days = Some(1.0);
+        a.record_max_gb = Some(8000.0 / 1e9);
+    });
+    // At start: the 10-day-old file goes by age, then the older of the two left by size.
+    assert!(server.wait_for(Duration::from_secs(5), |_| {
+        !dir.join("20200101T000000Z.mp4").exists() && !dir.join("20260101T000000Z.mp4").exists()
+    }));
+    assert!(dir.join("20260102T000000Z.mp4").exists());
+    // Channel 88 records on while 77's short stream ends: its end runs retention, which
+    // deletes everything finished (over 8 kB) and not 88's file, being written.
+    let long = server.stream(88, VIDEO_B, Some(Duration::from_secs(12)));
+    assert!(server.wait_for(Duration::from_secs(10), |s| stream_info(s, 88).is_some()));
+    server
+        .stream(77, VIDEO_A, Some(Duration::from_secs(4)))
+        .join()
+        .unwrap();
+    let writing = || {
+        let list = recordings(&server, "?channel=88");
+        list.iter()
+            .find(|r| r["recording"] == true)
+            .map(|r| (file_of(&server, r), r["size"].as_u64().unwrap()))
+    };
+    assert!(server.wait_for(Duration::from_secs(5), |_| {
+        !dir.join("20260102T000000Z.mp4").exists() && recordings(&server, "?channel=77").is_empty()
+    }));
+    let (open, size) = writing().expect("88's recording is listed as being written");
+    assert!(open.exists() && size > 8000, "{size}");
+    assert!(dir.join("notes.txt").exists());
+    assert!(server.metric("itg_recordings_deleted_total") >= 4.0);
+    let _ = long.stop();
+}
+
+#[test]
+fn a_server_killed_mid_stream_leaves_a_file_that_plays_to_its_last_fragment() {
+    let data_dir = scratch_path("itg-kill");
+    let key = server_mio::keys::KeyStore::open(&data_dir)
+        .unwrap()
+        .add(Some(77), None)
+        .unwrap()
+        .obs_key();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_server-mio"))
+        .args([
+            "--addr",
+            "127.0.0.1",
+            "--ftl-port",
+            "18484",
+            "--http-port",
+            "18480",
+            "--webrtc-port",
+            "0",
+            "--media-ports",
+            "19480-19490",
+            "--record",
+            "--data-dir",
+        ])
+        .arg(&data_dir)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let http_addr: std::net::SocketAddr = "127.0.0.1:18480".parse().unwrap();
+    let up = (0..250).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        try_http(http_addr, "GET", "/api/streams", &[], b"").is_ok()
+    });
+    assert!(up, "the server did not start");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = stop.clone();
+    let opts = server_mio::tools::client::ClientOptions {
+        server: "127.0.0.1:18484".into(),
+        stream_key: key,
+        video: Some(VIDEO_A.to_vec()),
+        audio: Some(AUDIO.to_vec()),
+        fps: 30,
+        repeat: true,
+        duration: Some(Duration::from_secs(20)),
+        speed: 1.0,
+        drop_every: None,
+        speed_test: false,
+        sent_log: None,
+    };
+    let client = std::thread::spawn(move || server_mio::tools::client::stream(&opts, &s));
+    std::thread::sleep(Duration::from_millis(5500));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = client.join();
+    let dir = data_dir.join("recordings/77");
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let probe = ffprobe(&files[0]);
+    assert_eq!(stream_info_of(&probe, "video")["codec_name"], "h264");
+    // Killed 5.5 s in, with a fragment per 1 s GOP: 4 or 5 whole GOPs are in the file.
+    let frames = decoded_frames(&files[0]);
+    let duration = server_mio::record::index::duration(&files[0]).unwrap();
+    eprintln!("killed after 5.5 s: {frames} frames, {duration:.3} s in the file");
+    assert!((120..=150).contains(&frames), "{frames} frames");
+    assert_eq!(frames % 30, 0, "whole fragments (GOPs of 30 frames) only");
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

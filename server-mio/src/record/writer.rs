@@ -161,6 +161,8 @@ struct OpenFile {
     path: PathBuf,
     file: Option<File>,
     mux: FileMux,
+    /// Bytes of whole segments in the file (a failed write is cut back to this).
+    written: u64,
 }
 
 struct Worker {
@@ -227,6 +229,7 @@ impl Worker {
                 path,
                 file,
                 mux: FileMux::new(expect_audio),
+                written: 0,
             },
         );
     }
@@ -254,10 +257,13 @@ impl Worker {
         match result {
             Ok(0) => {}
             Ok(n) => {
+                f.written += n as u64;
                 self.stats.fragments.fetch_add(1, Ordering::Relaxed);
                 self.stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
             }
             Err(e) => {
+                // A fragment written in part is cut off: the file plays up to the last whole one.
+                let _ = file.set_len(f.written);
                 error!(
                     "recording {}: {e}; the recording ends here (the stream goes on)",
                     f.path.display()
@@ -278,7 +284,7 @@ impl Worker {
                     f.mux.duration
                 );
             }
-            let empty = f.mux.duration == 0.0;
+            let empty = f.written == 0;
             drop(f.file);
             if let Ok(mut o) = self.open.lock() {
                 o.retain(|p| *p != f.path);

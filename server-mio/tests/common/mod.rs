@@ -58,12 +58,21 @@ impl TestServer {
     }
 
     pub fn start_with(tweak: impl FnOnce(&mut ServerArgs)) -> TestServer {
+        Self::start_in(&scratch_path("itg-test"), tweak)
+    }
+
+    /// A server on `data_dir` as it is, with channels 77 and 88 added if missing.
+    pub fn start_in(data_dir: &std::path::Path, tweak: impl FnOnce(&mut ServerArgs)) -> TestServer {
         init();
-        let data_dir = scratch_path("itg-test");
+        let data_dir = data_dir.to_owned();
         let mut store = KeyStore::open(&data_dir).unwrap();
         let keys = [77, 88]
             .iter()
-            .map(|c| (*c, store.add(Some(*c), None).unwrap().obs_key()))
+            .map(|c| {
+                let existing = store.channels().iter().find(|k| k.id == *c).cloned();
+                let k = existing.unwrap_or_else(|| store.add(Some(*c), None).unwrap());
+                (*c, k.obs_key())
+            })
             .collect();
         let mut args = ServerArgs {
             addr: "127.0.0.1".parse().unwrap(),
