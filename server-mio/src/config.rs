@@ -44,16 +44,16 @@ pub enum KeysCommand {
         #[arg(long)]
         name: Option<String>,
         /// Record this channel's streams (`on`/`off`), whatever `--record` says.
-        #[arg(long, value_parser = parse_on_off)]
-        record: Option<bool>,
+        #[arg(long, value_enum)]
+        record: Option<RecordSetting>,
     },
     /// Change a channel's settings.
     Set {
         #[arg(long)]
         channel: u32,
         /// Record this channel's streams: `on`, `off`, or `default` (as `--record` says).
-        #[arg(long, value_parser = parse_record)]
-        record: Option<Option<bool>>,
+        #[arg(long, value_enum)]
+        record: Option<RecordSetting>,
     },
     /// List channels and their OBS stream keys.
     List,
@@ -225,18 +225,23 @@ fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
     Ok((a, b))
 }
 
-fn parse_on_off(s: &str) -> Result<bool, String> {
-    match s {
-        "on" => Ok(true),
-        "off" => Ok(false),
-        _ => Err(format!("expected on or off, not {s:?}")),
-    }
+/// A channel's recording setting on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RecordSetting {
+    On,
+    Off,
+    /// As the server's `--record` says.
+    Default,
 }
 
-fn parse_record(s: &str) -> Result<Option<bool>, String> {
-    match s {
-        "default" => Ok(None),
-        _ => parse_on_off(s).map(Some),
+impl RecordSetting {
+    /// What the key store keeps: `None` follows `--record`.
+    pub fn stored(self) -> Option<bool> {
+        match self {
+            RecordSetting::On => Some(true),
+            RecordSetting::Off => Some(false),
+            RecordSetting::Default => None,
+        }
     }
 }
 

@@ -72,8 +72,8 @@ fn keys(cmd: KeysCommand, data_dir: &std::path::Path) -> Result<(), Box<dyn std:
             record,
         } => {
             let mut c = store.add(channel, name)?;
-            if record.is_some() {
-                c = store.set_record(c.id, record)?;
+            if let Some(r) = record {
+                c = store.set_record(c.id, r.stored())?;
             }
             wait_for_server(data_dir, before);
             println!("added channel {} ({})", c.id, c.name);
@@ -105,7 +105,7 @@ fn keys(cmd: KeysCommand, data_dir: &std::path::Path) -> Result<(), Box<dyn std:
             let Some(record) = record else {
                 return Err("nothing to set: give --record on|off|default".into());
             };
-            let c = store.set_record(channel, record)?;
+            let c = store.set_record(channel, record.stored())?;
             wait_for_server(data_dir, before);
             let how = match c.record {
                 Some(true) => "on",

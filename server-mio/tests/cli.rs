@@ -60,6 +60,48 @@ fn keys_add_list_rotate_remove() {
         .unwrap();
     assert!(!again.status.success());
     assert!(String::from_utf8(again.stderr).unwrap().contains("exists"));
+    // Recording per channel: on at add, then off, then back to the server's flag; a bad
+    // value is refused by name.
+    let rec = |args: &[&str]| {
+        bin()
+            .args(["keys"])
+            .args(args)
+            .arg("--data-dir")
+            .arg(&dir)
+            .output()
+            .unwrap()
+    };
+    assert!(rec(&["add", "--channel", "43", "--record", "on"])
+        .status
+        .success());
+    let setting = |id: u32| {
+        server_mio::keys::KeyStore::open(&dir)
+            .unwrap()
+            .channels()
+            .iter()
+            .find(|c| c.id == id)
+            .unwrap()
+            .record
+    };
+    assert_eq!(setting(43), Some(true));
+    let off = rec(&["set", "--channel", "43", "--record", "off"]);
+    assert!(String::from_utf8(off.stdout)
+        .unwrap()
+        .contains("recording off"));
+    assert_eq!(setting(43), Some(false));
+    assert!(rec(&["set", "--channel", "43", "--record", "default"])
+        .status
+        .success());
+    assert_eq!(setting(43), None);
+    let bad = rec(&["set", "--channel", "43", "--record", "maybe"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8(bad.stderr)
+        .unwrap()
+        .contains("possible values: on, off, default"));
+    assert!(!rec(&["set", "--channel", "9", "--record", "on"])
+        .status
+        .success());
+    assert!(rec(&["remove", "--channel", "43"]).status.success());
     let removed = bin()
         .args(["keys", "remove", "--channel", "42", "--data-dir"])
         .arg(&dir)
@@ -89,6 +131,9 @@ fn help_explains_every_flag() {
         "--ice-servers",
         "--data-dir",
         "--max-viewers",
+        "--record",
+        "--record-max-gb",
+        "--record-max-days",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }

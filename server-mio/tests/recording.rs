@@ -526,3 +526,55 @@ fn a_server_killed_mid_stream_leaves_a_file_that_plays_to_its_last_fragment() {
     assert_eq!(frames % 30, 0, "whole fragments (GOPs of 30 frames) only");
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+#[test]
+fn a_channel_setting_overrides_the_flag_and_takes_effect_on_a_live_stream() {
+    // --record is off; channel 77 says on, 88 says nothing.
+    let data_dir = scratch_path("itg-record-setting");
+    let mut store = server_mio::keys::KeyStore::open(&data_dir).unwrap();
+    store.add(Some(77), None).unwrap();
+    store.add(Some(88), None).unwrap();
+    store.set_record(77, Some(true)).unwrap();
+    let server = TestServer::start_in(&data_dir, |_| {});
+    let a = server.stream(77, VIDEO_A, Some(Duration::from_secs(12)));
+    let b = server.stream(88, VIDEO_B, Some(Duration::from_secs(12)));
+    assert!(server.wait_for(Duration::from_secs(10), |s| {
+        stream_info(s, 77).is_some() && stream_info(s, 88).is_some()
+    }));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(recordings(&server, "?channel=77").len(), 1);
+    assert!(recordings(&server, "?channel=88").is_empty());
+    // Switched while live: 88 starts recording now, 77 stops now (its file is finished).
+    let mut store = server_mio::keys::KeyStore::open(&data_dir).unwrap();
+    store.set_record(88, Some(true)).unwrap();
+    store.set_record(77, Some(false)).unwrap();
+    assert!(server.wait_for(Duration::from_secs(5), |s| {
+        let r77 = recordings(s, "?channel=77");
+        let r88 = recordings(s, "?channel=88");
+        r77.len() == 1 && r77[0]["recording"] == false && r88.len() == 1
+    }));
+    a.join().unwrap();
+    b.join().unwrap();
+    let r88 = finished_of(&server, 88);
+    let d = r88["duration_s"].as_f64().unwrap();
+    assert!(
+        d > 3.0 && d < 10.0,
+        "{d} s: 88 was recorded from the switch on"
+    );
+    let frames = decoded_frames(&file_of(&server, &r88));
+    assert!(frames > 90, "{frames}");
+    let r77 = recordings(&server, "?channel=77");
+    assert_eq!(r77.len(), 1);
+    assert!(r77[0]["duration_s"].as_f64().unwrap() < 6.0);
+    // The API lists both channels without a filter.
+    assert_eq!(recordings(&server, "").len(), 2);
+}
+
+fn finished_of(server: &TestServer, channel: u32) -> Value {
+    let mut list = Vec::new();
+    assert!(server.wait_for(Duration::from_secs(10), |s| {
+        list = recordings(s, &format!("?channel={channel}"));
+        list.len() == 1 && list[0]["recording"] == false
+    }));
+    list.remove(0)
+}

@@ -55,3 +55,79 @@ pub fn signalling(text: &str) {
     let _ = super::webrtc::peers::parse_answer(text);
     let _ = super::webrtc::peers::parse_candidate(text);
 }
+
+/// What recording takes from the network: a request's `Range` header and recording path
+/// (mode byte even), or media packets as a publisher sends them, through the assembler and
+/// the muxer (mode byte odd). Ranges stay inside the file, paths inside the folder, and muxed
+/// output is whole boxes.
+pub fn recording(data: &[u8]) {
+    use super::recording::{parse_range, RangeReq};
+    use crate::record::{assemble::Assembler, index, mux::FileMux};
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    if mode % 2 == 0 {
+        let text = String::from_utf8_lossy(rest);
+        let size = u64::from(mode) * 1000;
+        if let RangeReq::Bytes(a, b) = parse_range(&text, size) {
+            assert!(a <= b && b < size);
+        }
+        let (channel, name) = text.split_once('/').unwrap_or((&text, ""));
+        let root = std::path::Path::new("/r");
+        if let Some(p) = index::path_of(root, channel, name) {
+            assert!(p.starts_with(root) && p.components().count() == 4);
+            assert!(index::valid_name(name) && index::start_of(name).is_some());
+        }
+        return;
+    }
+    // Packets: [kind|key|marker, seq step, ts step (2 bytes), length] then the payload.
+    let mut a = Assembler::default();
+    let mut mux = FileMux::new(mode & 2 != 0);
+    let t0 = std::time::Instant::now();
+    let (mut seq, mut vts, mut ats) = (0u64, 0u32, 0u32);
+    let mut rest = rest;
+    let push = |gop: crate::record::assemble::Gop, mux: &mut FileMux| {
+        if let Ok(bytes) = mux.push(&gop) {
+            if let Some(head) = bytes.get(..4).and_then(|h| <[u8; 4]>::try_from(h).ok()) {
+                let size = u32::from_be_bytes(head) as usize;
+                assert!(size >= 8 && size <= bytes.len());
+            }
+        }
+    };
+    while let [flags, step, t1, t2, len, tail @ ..] = rest {
+        let n = usize::from(*len).min(tail.len());
+        let (payload, next) = tail.split_at(n);
+        rest = next;
+        let video = flags & 1 == 0;
+        seq += u64::from(*step % 3);
+        let dt = u32::from(u16::from_be_bytes([*t1, *t2]));
+        let timestamp = if video {
+            vts = vts.wrapping_add(dt);
+            vts
+        } else {
+            ats = ats.wrapping_add(dt);
+            ats
+        };
+        let f = relay_core::Forward {
+            viewer: relay_core::ViewerId(1),
+            kind: if video {
+                relay_core::MediaKind::Video
+            } else {
+                relay_core::MediaKind::Audio
+            },
+            seq,
+            timestamp,
+            wallclock: t0 + std::time::Duration::from_millis(u64::from(*step)),
+            marker: flags & 2 != 0,
+            keyframe: flags & 4 != 0,
+            cached: false,
+            payload: std::sync::Arc::from(payload),
+        };
+        if let Some(gop) = a.push(&f) {
+            push(gop, &mut mux);
+        }
+    }
+    if let Some(gop) = a.finish() {
+        push(gop, &mut mux);
+    }
+}

@@ -378,7 +378,7 @@ impl Server {
 
 /// A `Range` header against a file of `size` bytes.
 #[derive(Debug, PartialEq, Eq)]
-enum RangeReq {
+pub(super) enum RangeReq {
     /// Not one byte range we serve (another unit, several ranges, malformed): the whole file.
     Ignore,
     Unsatisfiable,
@@ -386,7 +386,7 @@ enum RangeReq {
     Bytes(u64, u64),
 }
 
-fn parse_range(h: &str, size: u64) -> RangeReq {
+pub(super) fn parse_range(h: &str, size: u64) -> RangeReq {
     let Some(spec) = h.trim().strip_prefix("bytes=") else {
         return RangeReq::Ignore;
     };
