@@ -544,6 +544,8 @@ fn a_channel_setting_overrides_the_flag_and_takes_effect_on_a_live_stream() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(recordings(&server, "?channel=77").len(), 1);
     assert!(recordings(&server, "?channel=88").is_empty());
+    assert_eq!(stream_info(&server, 77).unwrap()["recording"], true);
+    assert_eq!(stream_info(&server, 88).unwrap()["recording"], false);
     // Switched while live: 88 starts recording now, 77 stops now (its file is finished).
     let mut store = server_mio::keys::KeyStore::open(&data_dir).unwrap();
     store.set_record(88, Some(true)).unwrap();

@@ -85,6 +85,7 @@ impl Server {
                     "live": self.relay.is_live(c),
                     "viewers": self.relay.channel_viewers(c),
                     "viewers_tcp": self.viewers.connected_tcp(Some(c)),
+                    "recording": self.recorder.is_recording(c),
                     "watch": format!("/watch/{c}"),
                     "whep": format!("/whep/{c}"),
                 });
