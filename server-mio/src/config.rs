@@ -132,6 +132,20 @@ pub struct ServerArgs {
     /// to make room; WebSockets and answered requests never are.
     #[arg(long, env = "ITG_MAX_HTTP_PER_ADDRESS", default_value_t = 32)]
     pub max_http_per_address: usize,
+    /// Join a cluster whose directory is this Redis, e.g. `redis://127.0.0.1:6379/0`: the
+    /// node registers itself and its streams there, and sees every other node's.
+    #[arg(long, env = "ITG_CLUSTER")]
+    pub cluster: Option<String>,
+    /// This node's public base URL in a cluster (where viewers and other nodes reach its HTTP
+    /// port), e.g. `https://edge1.example.com:8080`.
+    #[arg(long, env = "ITG_NODE_URL")]
+    pub node_url: Option<String>,
+    /// The secret nodes of a cluster present to each other (`Authorization: Bearer`).
+    #[arg(long, env = "ITG_CLUSTER_TOKEN")]
+    pub cluster_token: Option<String>,
+    /// What this node does in a cluster: `any` (ingest and viewers), `origin`, `edge`.
+    #[arg(long, env = "ITG_ROLE", value_enum, default_value_t = crate::cluster::Role::Any)]
+    pub role: crate::cluster::Role,
     /// Record every channel's streams as fragmented MP4 under `DATA/recordings/<channel>/`
     /// (a channel's own setting, `keys set --record on|off`, overrides this).
     #[arg(long, env = "ITG_RECORD")]

@@ -60,12 +60,13 @@ impl Server {
             .iter()
             .map(|c| ChannelId(c.id))
             .collect();
-        for c in self.relay.channels() {
+        for c in self.relay.channels().chain(self.cluster_channels()) {
             if !ids.contains(&c) {
                 ids.push(c);
             }
         }
-        ids.sort_by_key(|c| (!self.relay.is_live(*c), *c));
+        let cluster = self.cluster_channels();
+        ids.sort_by_key(|c| (!(self.relay.is_live(*c) || cluster.contains(c)), *c));
         ids
     }
 
@@ -92,6 +93,7 @@ impl Server {
                 if let Some(m) = self.media.get(&c) {
                     v["media_port"] = json!(m.port);
                 }
+                self.cluster_stream_fields(c, &mut v);
                 if let Some(p) = self.protocol_of(c) {
                     v["protocol"] = json!(p);
                 }
@@ -123,11 +125,11 @@ impl Server {
                 v
             })
             .collect();
-        Response::new(
-            200,
-            "application/json",
-            json!({ "streams": streams }).to_string(),
-        )
+        let mut body = json!({ "streams": streams });
+        if let Some(c) = self.cluster_json() {
+            body["cluster"] = c;
+        }
+        Response::new(200, "application/json", body.to_string())
     }
 
     pub(super) fn metrics(&self, now: Instant) -> Response {
@@ -334,6 +336,13 @@ impl Server {
             let _ = writeln!(
                 m,
                 "# HELP itg_{name} {help}\n# TYPE itg_{name} gauge\nitg_{name} {v}"
+            );
+        }
+        if let Some((up, nodes)) = self.cluster_gauges() {
+            let _ = writeln!(
+                m,
+                "# HELP itg_cluster_redis_up 1 while the cluster directory (Redis) answers.\n# TYPE itg_cluster_redis_up gauge\nitg_cluster_redis_up {}\n# HELP itg_cluster_nodes Nodes in the cluster directory.\n# TYPE itg_cluster_nodes gauge\nitg_cluster_nodes {nodes}",
+                u8::from(up)
             );
         }
         type Gauge = (

@@ -12,6 +12,7 @@
 //! builds `Rtc`s (1.5-2.5 ms each) and hands them over through a `mio::Waker`.
 
 mod api;
+mod cluster;
 mod control;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -96,6 +97,7 @@ pub enum StartError {
     Hooks(crate::hooks::HookError),
     Tls(String),
     Io(io::Error),
+    Cluster(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -106,6 +108,7 @@ impl std::fmt::Display for StartError {
             StartError::Hooks(e) => write!(f, "{e}"),
             StartError::Tls(e) => write!(f, "TLS: {e}"),
             StartError::Io(e) => write!(f, "{e}"),
+            StartError::Cluster(e) => write!(f, "cluster: {e}"),
         }
     }
 }
@@ -194,6 +197,8 @@ pub struct Server {
     hooks: Option<crate::hooks::Hooks>,
     /// Recordings of live streams and their writer thread.
     recorder: recording::Recorder,
+    /// Membership of a cluster (`--cluster`).
+    cluster: Option<cluster::ClusterNode>,
     started: Instant,
     buf: Vec<u8>,
 }
@@ -320,6 +325,8 @@ impl Server {
         };
         crate::keys::note_running(data_dir, &running);
         let recorder = recording::Recorder::start(data_dir, &args).map_err(StartError::Io)?;
+        let cluster = cluster::ClusterNode::start(&args, addrs.http, &candidates, waker.clone())
+            .map_err(StartError::Cluster)?;
         Ok(Server {
             viewers: webrtc::peers::Viewers::new(candidates),
             pool: webrtc::pool::RtcPool::start(waker.clone()),
@@ -354,6 +361,7 @@ impl Server {
             whip_auth: HashMap::new(),
             hooks,
             recorder,
+            cluster,
             started: Instant::now(),
             buf: vec![0; 65536],
         })
@@ -395,7 +403,10 @@ impl Server {
                     REDIRECT_LISTENER => self.accept_http(now, true),
                     ICE_TCP_LISTENER => self.accept_ice_tcp(now),
                     WEBRTC_SOCKET => self.read_webrtc(now),
-                    WAKER => self.pool_ready(now),
+                    WAKER => {
+                        self.pool_ready(now);
+                        self.cluster_intake();
+                    }
                     SIGNALS => {
                         if let Some(s) = self.signals.as_mut() {
                             for sig in s.pending() {
@@ -475,6 +486,7 @@ impl Server {
             self.tls_refresh();
             self.keys_reload(now);
             self.note_running();
+            self.cluster_tick(now);
         }
         self.ice_tcp_timeouts(now);
     }

@@ -1,0 +1,169 @@
+//! The loop's side of a cluster: every second it tells the directory thread what this node
+//! carries, and takes the directory snapshots the thread hands back (through the `Waker`).
+//! Without `--cluster` none of this exists and the server is standalone.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ftl_proto::ChannelId;
+use log::{info, warn};
+use mio::Waker;
+use rand::distr::{Alphanumeric, SampleString};
+use serde_json::{json, Value};
+
+use super::Server;
+use crate::cluster::directory::Directory;
+use crate::cluster::{LocalState, NodeRecord, Snapshot, StreamRecord, REFRESH};
+
+/// This node's membership.
+pub(super) struct ClusterNode {
+    dir: Directory,
+    pub(super) id: String,
+    pub(super) url: String,
+    pub(super) snapshot: Snapshot,
+    next_publish: Instant,
+}
+
+impl ClusterNode {
+    /// Joins the cluster at `args.cluster`, if given.
+    pub(super) fn start(
+        args: &crate::config::ServerArgs,
+        http: std::net::SocketAddr,
+        candidates: &[std::net::SocketAddr],
+        waker: Arc<Waker>,
+    ) -> Result<Option<ClusterNode>, String> {
+        let Some(url) = args.cluster.as_deref() else {
+            return Ok(None);
+        };
+        let dir = Directory::start(url, waker)?;
+        let id = Alphanumeric.sample_string(&mut rand::rng(), 10);
+        let node_url = match &args.node_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => {
+                let ip = candidates.first().map_or(http.ip(), |c| c.ip());
+                let u = format!("http://{}", std::net::SocketAddr::new(ip, http.port()));
+                warn!("cluster: no --node-url given; other nodes and viewers are told {u}");
+                u
+            }
+        };
+        info!(
+            "cluster: node {id} ({node_url}, role {:?}) joins the directory at {url}",
+            args.role
+        );
+        Ok(Some(ClusterNode {
+            dir,
+            id,
+            url: node_url,
+            snapshot: Snapshot::default(),
+            next_publish: Instant::now(),
+        }))
+    }
+}
+
+impl Server {
+    /// Every second: this node's state to the directory thread.
+    pub(super) fn cluster_tick(&mut self, now: Instant) {
+        let Some(c) = self.cluster.as_ref() else {
+            return;
+        };
+        if now < c.next_publish {
+            return;
+        }
+        let streams: Vec<StreamRecord> = self
+            .relay
+            .channels()
+            .filter(|ch| self.relay.is_live(*ch))
+            .map(|ch| StreamRecord {
+                channel: ch.0,
+                node: c.id.clone(),
+                url: c.url.clone(),
+                protocol: self.protocol_of(ch).unwrap_or("ftl").to_owned(),
+            })
+            .collect();
+        let bitrate_bps: f64 = self
+            .relay
+            .channels()
+            .filter_map(|ch| self.relay.stream_stats(ch, now))
+            .map(|s| (s.video.bits_per_second + s.audio.bits_per_second) * s.viewers as f64)
+            .sum();
+        let state = LocalState {
+            node: NodeRecord {
+                id: c.id.clone(),
+                url: c.url.clone(),
+                role: self.args.role,
+                viewers: self.viewers.connected(),
+                capacity: self.args.max_viewers,
+                bitrate_bps,
+            },
+            streams,
+        };
+        c.dir.publish(state);
+        if let Some(c) = self.cluster.as_mut() {
+            c.next_publish = now + REFRESH;
+        }
+    }
+
+    /// A snapshot from the directory thread (woken through the `Waker`).
+    pub(super) fn cluster_intake(&mut self) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        if let Some(s) = c.dir.latest() {
+            if s.redis_up != c.snapshot.redis_up || s.nodes.len() != c.snapshot.nodes.len() {
+                log::debug!(
+                    "cluster: Redis {}, {} nodes, {} streams",
+                    if s.redis_up { "up" } else { "down" },
+                    s.nodes.len(),
+                    s.streams.len()
+                );
+            }
+            c.snapshot = s;
+        }
+    }
+
+    /// Channels live on other nodes of the cluster.
+    pub(super) fn cluster_channels(&self) -> Vec<ChannelId> {
+        self.cluster
+            .as_ref()
+            .map(|c| {
+                c.snapshot
+                    .streams
+                    .iter()
+                    .map(|s| ChannelId(s.channel))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// What `/api/streams` adds about a channel in a cluster: its origin node.
+    pub(super) fn cluster_stream_fields(&self, channel: ChannelId, v: &mut Value) {
+        let Some(c) = self.cluster.as_ref() else {
+            return;
+        };
+        if let Some(s) = c.snapshot.origin_of(channel.0) {
+            v["origin"] = json!({ "node": s.node, "url": s.url, "protocol": s.protocol });
+            if s.node != c.id {
+                v["live"] = json!(true);
+                v["live_here"] = json!(self.relay.is_live(channel));
+            }
+        }
+    }
+
+    /// The cluster as `/api/streams` shows it: this node, Redis, every node.
+    pub(super) fn cluster_json(&self) -> Option<Value> {
+        let c = self.cluster.as_ref()?;
+        Some(json!({
+            "node": c.id,
+            "url": c.url,
+            "role": self.args.role,
+            "redis_up": c.snapshot.redis_up,
+            "nodes": c.snapshot.nodes,
+        }))
+    }
+
+    /// `(redis up, nodes)` for `/metrics`, in a cluster.
+    pub(super) fn cluster_gauges(&self) -> Option<(bool, usize)> {
+        let c = self.cluster.as_ref()?;
+        Some((c.snapshot.redis_up, c.snapshot.nodes.len()))
+    }
+}

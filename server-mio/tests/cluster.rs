@@ -1,0 +1,247 @@
+//! The cluster directory with a real `redis-server` on loopback: nodes register, see each
+//! other and each other's streams, leave at once when stopped and by TTL when killed; Redis
+//! going away mid-stream disturbs nothing local, and the node registers again when it is back.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// A `redis-server` of the test's own, on a free loopback port; stopped when dropped.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self::start_on(port)
+    }
+
+    fn start_on(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian package redis-server) is needed");
+        let r = Redis { child, port };
+        let up = (0..250).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            r.connection().is_some()
+        });
+        assert!(up, "redis-server did not start");
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn connection(&self) -> Option<redis::Connection> {
+        let c = redis::Client::open(self.url()).ok()?;
+        let mut con = c.get_connection_with_timeout(Duration::from_secs(1)).ok()?;
+        redis::cmd("PING").query::<String>(&mut con).ok()?;
+        Some(con)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn node(redis: &Redis) -> TestServer {
+    let url = redis.url();
+    TestServer::start_with(move |a| a.cluster = Some(url))
+}
+
+fn streams(server: &TestServer) -> Value {
+    serde_json::from_str(&server.get("/api/streams").1).unwrap()
+}
+
+fn entry(v: &Value, channel: u64) -> Value {
+    v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["channel"].as_u64() == Some(channel))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+fn url_of(server: &TestServer) -> String {
+    format!("http://{}", server.addrs.http)
+}
+
+#[test]
+fn nodes_see_each_other_and_each_others_streams_and_leave_when_stopped() {
+    let redis = Redis::start();
+    let mut events = redis.connection().unwrap();
+    events
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut pubsub = events.as_pubsub();
+    pubsub.subscribe("itg:events").unwrap();
+    let a = node(&redis);
+    let b = node(&redis);
+    assert!(b.wait_for(Duration::from_secs(5), |b| {
+        streams(b)["cluster"]["nodes"].as_array().map(Vec::len) == Some(2)
+    }));
+    let view = streams(&b);
+    assert_eq!(view["cluster"]["redis_up"], true);
+    let urls: Vec<&str> = view["cluster"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["url"].as_str().unwrap())
+        .collect();
+    assert!(urls.contains(&url_of(&a).as_str()) && urls.contains(&url_of(&b).as_str()));
+    assert_eq!(b.metric("itg_cluster_nodes"), 2.0);
+    assert_eq!(b.metric("itg_cluster_redis_up"), 1.0);
+    // A stream on A is live in B's view, with A as its origin.
+    let _streamer = a.stream(77, VIDEO_A, Some(Duration::from_secs(30)));
+    let t0 = Instant::now();
+    assert!(b.wait_for(Duration::from_secs(5), |b| {
+        entry(&streams(b), 77)["origin"]["url"] == url_of(&a).as_str()
+    }));
+    let seen_after = t0.elapsed();
+    let e = entry(&streams(&b), 77);
+    assert_eq!(e["live"], true);
+    assert_eq!(e["live_here"], false);
+    assert_eq!(e["origin"]["protocol"], "ftl");
+    // Announced on pub/sub.
+    let msg: String = pubsub.get_message().unwrap().get_payload().unwrap();
+    let ev: Value = serde_json::from_str(&msg).unwrap();
+    assert_eq!(
+        (ev["event"].as_str(), ev["channel"].as_u64()),
+        (Some("start"), Some(77))
+    );
+    assert_eq!(ev["url"], url_of(&a).as_str());
+    // A stops cleanly: it leaves the directory at once, not at the TTL.
+    let t1 = Instant::now();
+    drop(a);
+    assert!(b.wait_for(Duration::from_secs(3), |b| {
+        let v = streams(b);
+        v["cluster"]["nodes"].as_array().map(Vec::len) == Some(1)
+            && entry(&v, 77)["live"] == false
+            && entry(&v, 77)["origin"].is_null()
+    }));
+    let msg: String = pubsub.get_message().unwrap().get_payload().unwrap();
+    let ev: Value = serde_json::from_str(&msg).unwrap();
+    assert_eq!(
+        (ev["event"].as_str(), ev["channel"].as_u64()),
+        (Some("stop"), Some(77))
+    );
+    eprintln!(
+        "stream seen by the other node after {} ms; a stopped node gone after {} ms",
+        seen_after.as_millis(),
+        t1.elapsed().as_millis()
+    );
+}
+
+#[test]
+fn a_killed_node_leaves_the_directory_by_its_ttl() {
+    let redis = Redis::start();
+    let data_dir = scratch_path("itg-cluster-kill");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_server-mio"))
+        .args(["--addr", "127.0.0.1", "--ftl-port", "0", "--http-port", "0"])
+        .args(["--webrtc-port", "0", "--media-ports", "0"])
+        .args([
+            "--cluster",
+            &redis.url(),
+            "--node-url",
+            "http://killed.example:8080",
+        ])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let b = node(&redis);
+    let count = |b: &TestServer| {
+        streams(b)["cluster"]["nodes"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    assert!(b.wait_for(Duration::from_secs(10), |b| count(b) == 2));
+    child.kill().unwrap(); // SIGKILL: no goodbye
+    child.wait().unwrap();
+    let t = Instant::now();
+    assert!(b.wait_for(Duration::from_secs(10), |b| count(b) == 1));
+    let gone = t.elapsed();
+    eprintln!(
+        "a killed node left the directory after {} ms",
+        gone.as_millis()
+    );
+    assert!(gone >= Duration::from_secs(2), "gone too soon: not by TTL?");
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[test]
+fn redis_going_away_disturbs_nothing_local_and_the_node_registers_again() {
+    let redis = Redis::start();
+    let port = redis.port;
+    let a = node(&redis);
+    let _streamer = a.stream(77, VIDEO_A, Some(Duration::from_secs(40)));
+    assert!(a.wait_for(Duration::from_secs(10), |s| stream_info(s, 77).is_some()));
+    let mut viewer = TestViewer::whep(&a, 77).unwrap();
+    assert!(viewer.drive(Duration::from_secs(5), |v| v.video_count > 30));
+    // Redis goes away mid-stream.
+    drop(redis);
+    assert!(a.wait_for(Duration::from_secs(5), |a| {
+        a.metric("itg_cluster_redis_up") == 0.0
+    }));
+    let before = viewer.video_count;
+    viewer.drive(Duration::from_secs(3), |_| false);
+    assert!(viewer.video_count > before + 60, "the viewer stalled");
+    // New local viewers still get in.
+    let mut late = TestViewer::whep(&a, 77).unwrap();
+    assert!(late.drive(Duration::from_secs(5), |v| v.first_keyframe.is_some()));
+    // Redis comes back on the same port: the node and its stream are registered again.
+    let redis = Redis::start_on(port);
+    let t = Instant::now();
+    let mut con = redis.connection().unwrap();
+    let back = (0..300).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        redis::cmd("GET")
+            .arg("itg:stream:77")
+            .query::<Option<String>>(&mut con)
+            .ok()
+            .flatten()
+            .is_some()
+    });
+    assert!(back, "the node did not register again");
+    eprintln!(
+        "registered again {} ms after Redis came back",
+        t.elapsed().as_millis()
+    );
+    assert!(a.wait_for(Duration::from_secs(3), |a| {
+        a.metric("itg_cluster_redis_up") == 1.0
+    }));
+    viewer.drive(Duration::from_millis(500), |_| false);
+    assert_eq!(viewer.video_lost(), 0);
+    let f = fixture_nals(VIDEO_A);
+    assert_run_from_keyframe(
+        &viewer.nal_units(),
+        &[f.clone(), f.clone(), f.clone(), f].concat(),
+    );
+}
