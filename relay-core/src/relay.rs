@@ -32,6 +32,8 @@ pub struct Relay {
     channels: BTreeMap<ChannelId, Channel>,
     /// Lookup only (never iterated), so its order cannot leak into outputs.
     viewer_channel: HashMap<ViewerId, ChannelId>,
+    /// The same for taps.
+    tap_channel: HashMap<ViewerId, ChannelId>,
     next_viewer: u64,
     live: usize,
     outputs: VecDeque<Output>,
@@ -44,6 +46,7 @@ impl Relay {
             config,
             channels: BTreeMap::new(),
             viewer_channel: HashMap::new(),
+            tap_channel: HashMap::new(),
             next_viewer: 1,
             live: 0,
             outputs: VecDeque::new(),
@@ -219,13 +222,16 @@ impl Relay {
             }
         }
         ch.taps.push(tap);
+        self.tap_channel.insert(id, channel);
         Ok(id)
     }
 
     /// Detaches a tap before its stream ends (unknown ids are ignored).
     pub fn remove_tap(&mut self, tap: ViewerId) {
-        for ch in self.channels.values_mut() {
-            ch.taps.retain(|t| t.id != tap);
+        if let Some(c) = self.tap_channel.remove(&tap) {
+            if let Some(ch) = self.channels.get_mut(&c) {
+                ch.taps.retain(|t| t.id != tap);
+            }
         }
     }
 
@@ -256,18 +262,21 @@ impl Relay {
     /// The viewer's decoder asked for a keyframe (PLI/FIR). It is answered from the GOP cache,
     /// at most once per `keyframe_request_interval`. When the cache cannot answer (empty), an
     /// encoder that can be asked (a WebRTC publisher) is asked; FTL's cannot.
+    /// Taps ask the same way (an edge's pull of this stream).
     pub fn request_keyframe(&mut self, viewer: ViewerId, now: Instant) -> Result<(), Error> {
         let channel = *self
             .viewer_channel
             .get(&viewer)
+            .or_else(|| self.tap_channel.get(&viewer))
             .ok_or(Error::UnknownViewer(viewer))?;
         let Some(ch) = self.channels.get_mut(&channel) else {
             return Err(Error::UnknownViewer(viewer));
         };
-        let Ok(i) = ch.viewers.binary_search_by_key(&viewer, |v| v.id) else {
-            return Err(Error::UnknownViewer(viewer));
+        let v = match ch.viewers.binary_search_by_key(&viewer, |v| v.id) {
+            Ok(i) => ch.viewers.get_mut(i),
+            Err(_) => ch.taps.iter_mut().find(|t| t.id == viewer),
         };
-        let Some(v) = ch.viewers.get_mut(i) else {
+        let Some(v) = v else {
             return Err(Error::UnknownViewer(viewer));
         };
         let interval = self.config.keyframe_request_interval;
@@ -393,7 +402,9 @@ impl Relay {
             return;
         }
         self.live -= 1;
-        ch.taps.clear();
+        for t in ch.taps.drain(..) {
+            self.tap_channel.remove(&t.id);
+        }
         for v in &mut ch.viewers {
             v.video.reset();
             v.audio.reset();

@@ -723,6 +723,12 @@ fn a_tap_gets_what_a_viewer_gets_without_being_audience_and_ends_with_the_stream
     let payloads =
         |v| -> Vec<Vec<u8>> { h.forwards[&v].iter().map(|f| f.payload.to_vec()).collect() };
     assert_eq!(payloads(tap), payloads(viewer));
+    // A tap's keyframe request is answered from the cache like a viewer's.
+    let n = h.forwards[&tap].len();
+    h.relay.request_keyframe(tap, h.now).unwrap();
+    h.drain();
+    let replay = &h.forwards[&tap][n..];
+    assert!(!replay.is_empty() && replay[0].keyframe && replay.iter().all(|f| f.cached));
     assert_contiguous(&h.video(tap));
     assert_eq!(
         h.relay.stream_stats(ChannelId(77), h.now).unwrap().viewers,
@@ -731,9 +737,11 @@ fn a_tap_gets_what_a_viewer_gets_without_being_audience_and_ends_with_the_stream
     // Gone with the stream: a new stream does not feed it.
     h.relay.stop_stream(ChannelId(77), EndReason::Disconnect);
     h.drain();
+    assert!(h.relay.request_keyframe(tap, h.now).is_err());
     let n = h.forwards[&tap].len();
+    let nv = h.forwards[&viewer].len();
     h.start(77);
     play(&mut h, 77, &sent[..50]);
     assert_eq!(h.forwards[&tap].len(), n);
-    assert!(h.forwards[&viewer].len() > n);
+    assert!(h.forwards[&viewer].len() > nv);
 }

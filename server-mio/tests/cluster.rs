@@ -245,3 +245,109 @@ fn redis_going_away_disturbs_nothing_local_and_the_node_registers_again() {
         &[f.clone(), f.clone(), f.clone(), f].concat(),
     );
 }
+
+fn cluster_node(redis: &Redis, role: server_mio::cluster::Role) -> TestServer {
+    let url = redis.url();
+    TestServer::start_with(move |a| {
+        a.cluster = Some(url);
+        a.cluster_token = Some("node-secret".into());
+        a.role = role;
+    })
+}
+
+#[test]
+fn edges_pull_once_per_channel_and_their_viewers_get_the_fixture_bit_exact() {
+    use server_mio::cluster::Role;
+    let redis = Redis::start();
+    let origin = cluster_node(&redis, Role::Origin);
+    let edges = [
+        cluster_node(&redis, Role::Edge),
+        cluster_node(&redis, Role::Edge),
+    ];
+    let streamer = origin.stream(77, VIDEO_A, Some(Duration::from_secs(40)));
+    for e in &edges {
+        assert!(e.wait_for(Duration::from_secs(5), |e| {
+            entry(&streams(e), 77)["origin"]["url"] == url_of(&origin).as_str()
+        }));
+    }
+    // Three viewers on each edge, straight to the edge (placement comes on top of this).
+    let t0 = Instant::now();
+    let mut viewers: Vec<Viewer> = Vec::new();
+    for e in &edges {
+        for _ in 0..3 {
+            viewers.push(TestViewer::whep(e, 77).unwrap());
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline && viewers.iter().any(|v| v.video_count < 200) {
+        for v in &mut viewers {
+            let _ = v.step();
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let first: Vec<u128> = viewers
+        .iter()
+        .map(|v| {
+            v.first_keyframe
+                .map_or(u128::MAX, |t| t.duration_since(v.created).as_millis())
+        })
+        .collect();
+    eprintln!(
+        "edge viewers: first keyframe after {first:?} ms (pulls started {} ms ago)",
+        t0.elapsed().as_millis()
+    );
+    let f = fixture_nals(VIDEO_A);
+    let looped: Vec<Vec<u8>> = [f.clone(), f.clone(), f.clone(), f.clone(), f].concat();
+    for v in &viewers {
+        assert!(
+            v.video_count >= 200,
+            "an edge viewer got {} packets",
+            v.video_count
+        );
+        assert_eq!(v.video_lost(), 0);
+        assert_run_from_keyframe(&v.nal_units(), &looped);
+    }
+    // One pull per edge at the origin, however many viewers; none counted as its viewers.
+    assert_eq!(origin.metric("itg_pulls_served"), 2.0);
+    assert_eq!(origin.metric("itg_viewers_connected"), 0.0);
+    for e in &edges {
+        assert_eq!(e.metric("itg_pulls"), 1.0);
+        assert_eq!(e.metric("itg_viewers_connected"), 3.0);
+        // The edge does not announce the pulled stream as its own.
+        assert_eq!(
+            entry(&streams(e), 77)["origin"]["url"],
+            url_of(&origin).as_str()
+        );
+    }
+    // The origin's stream stops: the edges' viewers see it end; it starts again: they resume
+    // without a new offer.
+    let _ = streamer.stop();
+    for e in &edges {
+        assert!(e.wait_for(Duration::from_secs(8), |e| {
+            entry(&streams(e), 77)["live"] == false && e.metric("itg_pulls") == 0.0
+        }));
+    }
+    let counts: Vec<u64> = viewers.iter().map(|v| v.video_count).collect();
+    let _again = origin.stream(77, VIDEO_A, Some(Duration::from_secs(20)));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline
+        && viewers
+            .iter()
+            .zip(&counts)
+            .any(|(v, c)| v.video_count < c + 100)
+    {
+        for v in &mut viewers {
+            let _ = v.step();
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for (v, c) in viewers.iter().zip(&counts) {
+        assert!(
+            v.video_count >= c + 100,
+            "a viewer did not resume: {} then {}",
+            c,
+            v.video_count
+        );
+    }
+    assert_eq!(origin.metric("itg_pulls_served"), 2.0);
+}

@@ -232,6 +232,7 @@ fn exchange(
             node: s.node.id.clone(),
             url: s.node.url.clone(),
             protocol: String::new(),
+            epoch: 0,
         };
         p.publish(EVENTS, event("stop", &stop)).ignore();
     }

@@ -58,6 +58,9 @@ pub struct StreamRecord {
     pub url: String,
     /// `ftl` or `whip`.
     pub protocol: String,
+    /// Differs for each start of the stream on its origin (edges pull again when it changes).
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// What the loop tells the directory thread every second.

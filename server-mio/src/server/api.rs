@@ -299,7 +299,17 @@ impl Server {
         for (name, help, v) in self.recording_metrics() {
             counter(name, help, v);
         }
-        let gauges: [(&str, &str, usize); 7] = [
+        let gauges: [(&str, &str, usize); 9] = [
+            (
+                "pulls_served",
+                "Edge nodes pulling a stream from this node (not counted as viewers).",
+                self.viewers.pulls(),
+            ),
+            (
+                "pulls",
+                "Channels this node pulls from their origin node.",
+                self.pulls.map.len(),
+            ),
             ("streams_live", "Live streams.", self.relay.live_streams()),
             (
                 "viewers",

@@ -69,15 +69,23 @@ impl Server {
         if now < c.next_publish {
             return;
         }
+        // The streams this node originates (not the ones it pulls).
         let streams: Vec<StreamRecord> = self
             .relay
             .channels()
             .filter(|ch| self.relay.is_live(*ch))
+            .filter(|ch| {
+                !self
+                    .whip_live
+                    .get(ch)
+                    .is_some_and(|id| self.pulls.is_pull_peer(*id))
+            })
             .map(|ch| StreamRecord {
                 channel: ch.0,
                 node: c.id.clone(),
                 url: c.url.clone(),
                 protocol: self.protocol_of(ch).unwrap_or("ftl").to_owned(),
+                epoch: self.stream_epochs.get(&ch).copied().unwrap_or(0),
             })
             .collect();
         let bitrate_bps: f64 = self
@@ -101,10 +109,11 @@ impl Server {
         if let Some(c) = self.cluster.as_mut() {
             c.next_publish = now + REFRESH;
         }
+        self.pulls_review(now);
     }
 
     /// A snapshot from the directory thread (woken through the `Waker`).
-    pub(super) fn cluster_intake(&mut self) {
+    pub(super) fn cluster_intake(&mut self, now: Instant) {
         let Some(c) = self.cluster.as_mut() else {
             return;
         };
@@ -118,7 +127,34 @@ impl Server {
                 );
             }
             c.snapshot = s;
+            self.pulls_review(now);
         }
+    }
+
+    /// The origin of `channel` when it is another node: (node id, URL, stream epoch).
+    pub(super) fn cluster_origin_elsewhere(
+        &self,
+        channel: ChannelId,
+    ) -> Option<(String, String, u64)> {
+        let c = self.cluster.as_ref()?;
+        let s = c.snapshot.origin_of(channel.0)?;
+        (s.node != c.id).then(|| (s.node.clone(), s.url.clone(), s.epoch))
+    }
+
+    /// A node's URL, from the directory.
+    pub(super) fn cluster_node_url(&self, id: &str) -> Option<String> {
+        let c = self.cluster.as_ref()?;
+        c.snapshot.node(id).map(|n| n.url.clone())
+    }
+
+    /// Whether a request comes from another node of the cluster (its Bearer is the cluster
+    /// token, compared in constant time).
+    pub(super) fn is_cluster_pull(&self, req: &super::http::Request) -> bool {
+        let Some(token) = self.args.cluster_token.as_deref() else {
+            return false;
+        };
+        let expected = ftl_proto::StreamKey::new(token.as_bytes());
+        super::webrtc::whip::bearer_is_secret(req, &expected)
     }
 
     /// Channels live on other nodes of the cluster.

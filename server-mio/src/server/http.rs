@@ -442,7 +442,8 @@ impl Server {
                 let Ok(offer) = std::str::from_utf8(&req.body) else {
                     return Reply::Now(Response::text(400, "the offer is not UTF-8").cors());
                 };
-                self.whep_offer(token, channel, offer.to_owned(), now)
+                let pull = self.is_cluster_pull(req);
+                self.whep_offer(token, channel, offer.to_owned(), pull, now)
             }
             ("DELETE", [kind @ ("whep" | "whip"), _channel, session]) => {
                 let found = self.session_delete(session, *kind == "whip");

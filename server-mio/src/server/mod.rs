@@ -199,6 +199,10 @@ pub struct Server {
     recorder: recording::Recorder,
     /// Membership of a cluster (`--cluster`).
     cluster: Option<cluster::ClusterNode>,
+    /// Channels this node pulls from their origins.
+    pulls: webrtc::pull::Pulls,
+    /// A number per start of each live stream (edges pull again when it changes).
+    stream_epochs: HashMap<ChannelId, u64>,
     started: Instant,
     buf: Vec<u8>,
 }
@@ -362,6 +366,8 @@ impl Server {
             hooks,
             recorder,
             cluster,
+            pulls: webrtc::pull::Pulls::default(),
+            stream_epochs: HashMap::new(),
             started: Instant::now(),
             buf: vec![0; 65536],
         })
@@ -405,7 +411,8 @@ impl Server {
                     WEBRTC_SOCKET => self.read_webrtc(now),
                     WAKER => {
                         self.pool_ready(now);
-                        self.cluster_intake();
+                        self.cluster_intake(now);
+                        self.pulls_ready(now);
                     }
                     SIGNALS => {
                         if let Some(s) = self.signals.as_mut() {

@@ -192,6 +192,20 @@ impl Link {
     }
 }
 
+/// The first UDP candidate of an SDP (a server's UDP address).
+pub fn udp_candidate(sdp: &str) -> Option<SocketAddr> {
+    sdp.lines().find_map(|l| {
+        let rest = l.trim().strip_prefix("a=candidate:")?;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if !f.get(2)?.eq_ignore_ascii_case("udp") {
+            return None;
+        }
+        let ip: std::net::IpAddr = f.get(4)?.parse().ok()?;
+        let port: u16 = f.get(5)?.parse().ok()?;
+        Some(SocketAddr::new(ip, port))
+    })
+}
+
 /// The first ICE-TCP passive host candidate of an SDP (the server's TCP address).
 pub fn tcp_candidate(sdp: &str) -> Option<SocketAddr> {
     sdp.lines().find_map(|l| {
@@ -225,5 +239,6 @@ mod tests {
             tcp_candidate("a=candidate:1 1 udp 1 127.0.0.1 9 typ host\r\n"),
             None
         );
+        assert_eq!(udp_candidate(sdp), Some("127.0.0.1:5000".parse().unwrap()));
     }
 }

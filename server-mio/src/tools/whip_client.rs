@@ -105,7 +105,7 @@ fn webrtc(e: impl std::fmt::Display) -> WhipError {
 }
 
 /// Splits `http://host:port/path` into a socket address and the path.
-fn split_url(url: &str) -> Result<(SocketAddr, String), WhipError> {
+pub fn split_url(url: &str) -> Result<(SocketAddr, String), WhipError> {
     let u = url::Url::parse(url).map_err(|_| WhipError::BadUrl(url.into()))?;
     if u.scheme() != "http" {
         return Err(WhipError::BadUrl(url.into()));

@@ -9,5 +9,6 @@
 pub mod framing;
 pub(super) mod peers;
 pub(super) mod pool;
+pub(super) mod pull;
 pub(super) mod tcp;
 pub(super) mod whip;

@@ -43,6 +43,8 @@ pub(in crate::server) enum Signal {
     Ws(Token),
     /// WHIP session id (a publisher's `Location`).
     Whip(String),
+    /// This node's pull of a channel from its origin (the origin's session URL path).
+    Pull(Option<String>),
 }
 
 /// What a peer is to the relay.
@@ -68,6 +70,9 @@ pub(in crate::server) struct Viewer {
     last_tcp: bool,
     tcp: bool,
     pub(in crate::server) signal: Signal,
+    /// An edge node's pull of this channel (a `WHEP` offer with the cluster token): fed by a
+    /// relay tap, not counted as audience, dropped when the stream ends.
+    pub(in crate::server) pull: bool,
     timeout: Instant,
     pending_offer: Option<SdpPendingOffer>,
     pub(in crate::server) role: Role,
@@ -95,6 +100,7 @@ pub(in crate::server) enum Pending {
         token: Token,
         channel: ChannelId,
         offer: SdpOffer,
+        pull: bool,
     },
     Ws {
         token: Token,
@@ -181,8 +187,20 @@ impl Viewers {
         self.map.len()
     }
 
+    /// Viewers receiving media (edges' pulls are not audience).
     pub(in crate::server) fn connected(&self) -> usize {
-        self.map.values().filter(|v| v.relay_id.is_some()).count()
+        self.map
+            .values()
+            .filter(|v| v.relay_id.is_some() && !v.pull)
+            .count()
+    }
+
+    /// Edges' pulls being served.
+    pub(in crate::server) fn pulls(&self) -> usize {
+        self.map
+            .values()
+            .filter(|v| v.relay_id.is_some() && v.pull)
+            .count()
     }
 
     pub(in crate::server) fn pending(&self) -> usize {
@@ -208,7 +226,20 @@ impl Viewers {
 
     /// The local address a datagram from `source` was sent to, as str0m's ICE-lite wants it:
     /// the advertised candidate of the same scope (loopback to loopback).
-    fn destination_for(&self, source: SocketAddr, fallback: SocketAddr) -> SocketAddr {
+    /// Packets from `addr` go to peer `id` (a pull: the origin answers from there).
+    pub(in crate::server) fn route_from(&mut self, addr: SocketAddr, id: u64) {
+        if let Some(v) = self.map.get_mut(&id) {
+            v.addrs.push(addr);
+            self.by_addr.insert(addr, id);
+        }
+    }
+
+    /// The server's own address that a peer at `source` reaches (one of the candidates).
+    pub(in crate::server) fn destination_for(
+        &self,
+        source: SocketAddr,
+        fallback: SocketAddr,
+    ) -> SocketAddr {
         let same_scope = |c: &&SocketAddr| {
             c.ip().is_loopback() == source.ip().is_loopback() && c.is_ipv4() == source.is_ipv4()
         };
@@ -276,9 +307,16 @@ impl Server {
         token: Token,
         channel: ChannelId,
         offer: String,
+        pull: bool,
         now: Instant,
     ) -> Reply {
-        if self.keys.get(channel).is_none() && !self.relay.is_live(channel) {
+        if pull && !self.relay.is_live(channel) {
+            return Reply::Now(Response::text(404, "the channel is not live on this node").cors());
+        }
+        let known = self.keys.get(channel).is_some()
+            || self.relay.is_live(channel)
+            || self.cluster_channels().contains(&channel);
+        if !known {
             return Reply::Now(Response::text(404, "no such channel").cors());
         }
         // An offer this relay cannot serve is refused by name, before any WebRTC state: an
@@ -294,13 +332,17 @@ impl Server {
         if let Err(resp) = self.viewer_admission(channel) {
             return Reply::Now(resp);
         }
+        if !pull {
+            self.pull_wanted(channel, now);
+        }
         match self.pool.take() {
-            Some(rtc) => Reply::Now(self.whep_answer(rtc, channel, offer, now)),
+            Some(rtc) => Reply::Now(self.whep_answer(rtc, channel, offer, pull, now)),
             None => {
                 self.viewers.pending.push_back(Pending::Whep {
                     token,
                     channel,
                     offer,
+                    pull,
                 });
                 self.pool.want(self.viewers.pending.len());
                 Reply::Later
@@ -368,6 +410,7 @@ impl Server {
         mut rtc: Rtc,
         channel: ChannelId,
         offer: SdpOffer,
+        pull: bool,
         now: Instant,
     ) -> Response {
         let parsed = self.accept_offer(&mut rtc, offer);
@@ -382,6 +425,12 @@ impl Server {
         };
         let session = Alphanumeric.sample_string(&mut rand::rng(), 24);
         let id = self.viewer_insert(rtc, channel, Signal::Whep(session.clone()), None, now);
+        if let Some(v) = self.viewers.map.get_mut(&id) {
+            v.pull = pull;
+        }
+        if pull {
+            info!("channel {channel}: an edge pulls it (peer {id})");
+        }
         if let Err(why) = self.viewer_media(id, &mids_from_sdp(&answer_sdp)) {
             self.viewer_drop(id, "no usable media");
             self.counters.viewers_refused += 1;
@@ -441,6 +490,7 @@ impl Server {
             self.ws_send_json(token, "error", serde_json::json!({ "message": why }));
             return;
         }
+        self.pull_wanted(channel, now);
         match self.pool.take() {
             Some(rtc) => self.ws_offer(token, rtc, channel, now),
             None => {
@@ -566,6 +616,7 @@ impl Server {
                 last_tcp: false,
                 tcp: false,
                 signal,
+                pull: false,
                 timeout: now,
                 pending_offer,
                 role: Role::Viewer,
@@ -673,8 +724,9 @@ impl Server {
                     token,
                     channel,
                     offer,
+                    pull,
                 } => {
-                    let resp = self.whep_answer(rtc, channel, offer, now);
+                    let resp = self.whep_answer(rtc, channel, offer, pull, now);
                     self.http_respond(token, resp);
                 }
                 Pending::Ws { token, channel } => {
@@ -829,6 +881,14 @@ impl Server {
             return self.publisher_event(id, e, now);
         }
         match e {
+            Event::Connected if v.pull => match self.relay.add_tap(v.channel, now) {
+                Ok(rid) => {
+                    v.relay_id = Some(rid);
+                    self.viewers.by_relay.insert(rid, id);
+                    self.drain_relay(now);
+                }
+                Err(_) => self.viewer_drop(id, "the pulled stream ended"),
+            },
             Event::Connected => match self.relay.add_viewer(v.channel, now) {
                 Ok(rid) => {
                     v.relay_id = Some(rid);
@@ -894,9 +954,13 @@ impl Server {
                 Output::Transmit { channel, to, bytes } => self.send_media(channel, to, &bytes),
                 Output::RequestKeyframe { channel } => self.whip_request_keyframe(channel),
                 Output::Event(e) => match e {
-                    RelayEvent::StreamStarted { channel } => self.recording_start(channel, now),
+                    RelayEvent::StreamStarted { channel } => {
+                        self.stream_epochs.insert(channel, rand::random());
+                        self.recording_start(channel, now);
+                    }
                     RelayEvent::StreamEnded { channel, reason } => {
                         self.recording_stop(channel);
+                        self.pulls_served_end(channel);
                         if reason == EndReason::MediaTimeout {
                             self.stream_timed_out(channel, now);
                         }
@@ -1015,7 +1079,7 @@ impl Server {
             .filter(|v| v.channel == channel)
             .filter_map(|v| match v.signal {
                 Signal::Ws(t) => Some(t),
-                Signal::Whep(_) | Signal::Whip(_) => None,
+                Signal::Whep(_) | Signal::Whip(_) | Signal::Pull(_) => None,
             })
             .collect()
     }
@@ -1033,7 +1097,11 @@ impl Server {
         }
         if let Some(rid) = v.relay_id {
             self.viewers.by_relay.remove(&rid);
-            self.relay.remove_viewer(rid);
+            if v.pull {
+                self.relay.remove_tap(rid);
+            } else {
+                self.relay.remove_viewer(rid);
+            }
         }
         match &v.signal {
             Signal::Whep(s) => {
@@ -1043,6 +1111,7 @@ impl Server {
             Signal::Whip(s) => {
                 self.viewers.by_whip.remove(s);
             }
+            Signal::Pull(_) => self.pull_gone(v.channel, id),
         }
         let _ = guarded(|| v.rtc.disconnect());
         for t in self.ice_tcp_tokens_of(id) {
@@ -1054,6 +1123,21 @@ impl Server {
         }
         self.counters.viewers_dropped += 1;
         info!("channel {}: viewer {id} left ({why})", v.channel);
+    }
+
+    /// `channel`'s stream ended: the edges pulling it are let go (their taps are gone; an
+    /// edge pulls again when the directory shows the stream back).
+    fn pulls_served_end(&mut self, channel: ChannelId) {
+        let ids: Vec<u64> = self
+            .viewers
+            .map
+            .iter()
+            .filter(|(_, v)| v.pull && v.channel == channel)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.viewer_drop(id, "the pulled stream ended");
+        }
     }
 
     /// Drops the viewer signalled over this WebSocket, if any.

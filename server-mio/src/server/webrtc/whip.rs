@@ -62,6 +62,49 @@ pub(in crate::server) struct Publisher {
     capture: Option<Box<SessionCapture>>,
 }
 
+impl Publisher {
+    /// A publisher of what `rtc` negotiated in `sdp` (the session's answer, or the origin's
+    /// answer to an edge's pull): the payload types of each track (RTX is unwrapped by str0m).
+    pub(in crate::server) fn negotiated(rtc: &Rtc, sdp: &str, from: SocketAddr) -> Publisher {
+        let codecs = rtc.codec_config().params().to_vec();
+        let mut publisher = Publisher {
+            from,
+            video_mid: None,
+            video_pts: Vec::new(),
+            audio_pts: Vec::new(),
+            live: false,
+            reports: [None, None],
+            end: EndReason::ControlLost,
+            capture: None,
+        };
+        for (mid, kind) in mids_from_sdp(sdp) {
+            let mid = Mid::from(mid.as_str());
+            let Some(media) = rtc.media(mid) else {
+                continue;
+            };
+            let remote = media.remote_pts();
+            for p in codecs.iter().filter(|p| remote.contains(&p.pt())) {
+                match (kind, p.spec().codec) {
+                    (MediaKind::Video, Codec::H264)
+                        if p.spec().format.packetization_mode == Some(1) =>
+                    {
+                        publisher.video_mid = Some(mid);
+                        publisher.video_pts.push(p.pt());
+                    }
+                    (MediaKind::Audio, Codec::Opus) => publisher.audio_pts.push(p.pt()),
+                    _ => {}
+                }
+            }
+        }
+        publisher
+    }
+
+    /// Whether anything usable was negotiated.
+    pub(in crate::server) fn has_media(&self) -> bool {
+        !self.video_pts.is_empty() || !self.audio_pts.is_empty()
+    }
+}
+
 /// An offer waiting for the key service's answer.
 pub(in crate::server) struct WhipAuth {
     channel: ChannelId,
@@ -94,6 +137,11 @@ pub(in crate::server) fn bearer_is_key(
     let (key_channel, secret) =
         StreamKey::parse_obs(key).unwrap_or_else(|_| (channel, StreamKey::new(key.as_bytes())));
     key_channel == channel && same_key(expected, &secret)
+}
+
+/// Whether a request's Bearer token is exactly `expected`, compared in constant time.
+pub(in crate::server) fn bearer_is_secret(req: &Request, expected: &StreamKey) -> bool {
+    bearer(req).is_some_and(|t| same_key(expected, &StreamKey::new(t.as_bytes())))
 }
 
 /// Compares two keys in constant time (HMACs of a fixed message, compared by `verify`).
@@ -369,37 +417,7 @@ impl Server {
             Ok(a) => a,
             Err(resp) => return self.whip_refused(from, channel, resp),
         };
-        // The payload types of each track, as negotiated (RTX is unwrapped by str0m).
-        let codecs = rtc.codec_config().params().to_vec();
-        let mut publisher = Publisher {
-            from,
-            video_mid: None,
-            video_pts: Vec::new(),
-            audio_pts: Vec::new(),
-            live: false,
-            reports: [None, None],
-            end: EndReason::ControlLost,
-            capture: None,
-        };
-        for (mid, kind) in mids_from_sdp(&answer_sdp) {
-            let mid = Mid::from(mid.as_str());
-            let Some(media) = rtc.media(mid) else {
-                continue;
-            };
-            let remote = media.remote_pts();
-            for p in codecs.iter().filter(|p| remote.contains(&p.pt())) {
-                match (kind, p.spec().codec) {
-                    (MediaKind::Video, Codec::H264)
-                        if p.spec().format.packetization_mode == Some(1) =>
-                    {
-                        publisher.video_mid = Some(mid);
-                        publisher.video_pts.push(p.pt());
-                    }
-                    (MediaKind::Audio, Codec::Opus) => publisher.audio_pts.push(p.pt()),
-                    _ => {}
-                }
-            }
-        }
+        let mut publisher = Publisher::negotiated(&rtc, &answer_sdp, from);
         if publisher.video_pts.is_empty() && publisher.audio_pts.is_empty() {
             let why = format!("nothing usable was negotiated; this server takes {SUPPORTED}");
             return self.whip_refused(from, channel, Response::text(406, &why));

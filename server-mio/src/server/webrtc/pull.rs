@@ -1,0 +1,304 @@
+//! Edge pulls: a node asked for a channel that another node of the cluster originates pulls it
+//! from there over WHEP, once per channel however many viewers it serves here, and feeds the
+//! pulled RTP into its own relay exactly as a WHIP publisher's (the same peer role). The WHEP
+//! exchange (an HTTP request that may take a while) runs on a short-lived thread, which builds
+//! the `Rtc` too and hands both back through the loop's `Waker`; the peer then lives in the
+//! shared peer table, routed by the origin's address.
+//!
+//! A pull ends a grace period after the last viewer here leaves, when the directory no longer
+//! shows the stream on its origin (its viewers see "offline", as on the origin), or when the
+//! stream there restarted (a new pull follows at once, and the viewers resume).
+
+use std::collections::HashMap;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ftl_proto::ChannelId;
+use log::{info, warn};
+use mio::Waker;
+use str0m::change::SdpAnswer;
+use str0m::media::{Direction, MediaKind};
+use str0m::{Candidate, Rtc};
+
+use super::peers::{Role, Signal};
+use super::whip::Publisher;
+use crate::server::Server;
+use crate::tools::link::udp_candidate;
+use crate::tools::probe::http;
+use crate::tools::whip_client::split_url;
+
+/// How long a pull outlives the last viewer here.
+pub(in crate::server) const GRACE: Duration = Duration::from_secs(10);
+/// After a failed pull, the next try waits this long.
+const RETRY: Duration = Duration::from_secs(2);
+
+/// One channel pulled (or being pulled) from its origin.
+pub(in crate::server) struct Pull {
+    /// The origin node and its stream's epoch when the pull began.
+    origin: String,
+    epoch: u64,
+    /// The peer in the peer table, once the origin answered.
+    pub(in crate::server) peer: Option<u64>,
+    /// Since when no viewer here watches it.
+    idle_since: Option<Instant>,
+}
+
+/// What a signalling thread hands back.
+struct Signalled {
+    channel: ChannelId,
+    epoch: u64,
+    result: Result<(Rtc, String, Option<String>), String>,
+}
+
+/// The pulls of this node.
+pub(in crate::server) struct Pulls {
+    pub(in crate::server) map: HashMap<ChannelId, Pull>,
+    /// Channels whose last try failed, and when to try again.
+    retry_at: HashMap<ChannelId, Instant>,
+    tx: Sender<Signalled>,
+    rx: Receiver<Signalled>,
+}
+
+impl Default for Pulls {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::channel();
+        Pulls {
+            map: HashMap::new(),
+            retry_at: HashMap::new(),
+            tx,
+            rx,
+        }
+    }
+}
+
+impl Pulls {
+    /// Whether `peer` is a pull (its stream is not this node's to announce).
+    pub(in crate::server) fn is_pull_peer(&self, peer: u64) -> bool {
+        self.map.values().any(|p| p.peer == Some(peer))
+    }
+}
+
+/// The WHEP exchange with the origin, on its own thread: an offer to receive H.264 and Opus,
+/// the cluster token as Bearer, the answer accepted.
+fn signal(
+    origin: &str,
+    channel: ChannelId,
+    token: &str,
+) -> Result<(Rtc, String, Option<String>), String> {
+    let (addr, _) = split_url(origin).map_err(|e| e.to_string())?;
+    let mut rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+    let (offer, pending) = api.apply().ok_or("no offer")?;
+    let auth = format!("Bearer {token}");
+    let r = http(
+        addr,
+        "POST",
+        &format!("/whep/{channel}"),
+        &[
+            ("Content-Type", "application/sdp"),
+            ("Authorization", &auth),
+        ],
+        offer.to_sdp_string().as_bytes(),
+    )
+    .map_err(|e| format!("{origin}: {e}"))?;
+    if r.status != 201 {
+        return Err(format!(
+            "{origin} answered {}: {}",
+            r.status,
+            String::from_utf8_lossy(&r.body).trim()
+        ));
+    }
+    let sdp = String::from_utf8(r.body.clone()).map_err(|_| "the answer is not UTF-8")?;
+    let answer = SdpAnswer::from_sdp_string(&sdp).map_err(|e| e.to_string())?;
+    rtc.sdp_api()
+        .accept_answer(pending, answer)
+        .map_err(|e| e.to_string())?;
+    Ok((rtc, sdp, r.header("Location").map(str::to_owned)))
+}
+
+impl Server {
+    /// A viewer here wants `channel`: pull it from its origin if it lives elsewhere.
+    pub(in crate::server) fn pull_wanted(&mut self, channel: ChannelId, now: Instant) {
+        if self.relay.is_live(channel) || self.pulls.map.contains_key(&channel) {
+            return;
+        }
+        if self.pulls.retry_at.get(&channel).is_some_and(|t| now < *t) {
+            return;
+        }
+        let Some((origin_id, origin_url, epoch)) = self.cluster_origin_elsewhere(channel) else {
+            return;
+        };
+        let Some(token) = self.args.cluster_token.clone() else {
+            warn!("channel {channel}: lives on {origin_url}, but no --cluster-token is set to pull it");
+            self.pulls
+                .retry_at
+                .insert(channel, now + Duration::from_secs(60));
+            return;
+        };
+        info!("channel {channel}: pulling it from {origin_url}");
+        self.pulls.map.insert(
+            channel,
+            Pull {
+                origin: origin_id,
+                epoch,
+                peer: None,
+                idle_since: None,
+            },
+        );
+        let tx = self.pulls.tx.clone();
+        let waker: Arc<Waker> = self.waker.clone();
+        let spawned = std::thread::Builder::new()
+            .name("pull".into())
+            .spawn(move || {
+                let result = signal(&origin_url, channel, &token);
+                let _ = tx.send(Signalled {
+                    channel,
+                    epoch,
+                    result,
+                });
+                let _ = waker.wake();
+            });
+        if spawned.is_err() {
+            self.pulls.map.remove(&channel);
+        }
+    }
+
+    /// Answers from the signalling threads (the loop was woken).
+    pub(in crate::server) fn pulls_ready(&mut self, now: Instant) {
+        while let Ok(s) = self.pulls.rx.try_recv() {
+            let current = self
+                .pulls
+                .map
+                .get(&s.channel)
+                .is_some_and(|p| p.epoch == s.epoch && p.peer.is_none());
+            match s.result {
+                Err(e) => {
+                    warn!("channel {}: pull failed: {e}", s.channel);
+                    if current {
+                        self.pulls.map.remove(&s.channel);
+                        self.pulls.retry_at.insert(s.channel, now + RETRY);
+                    }
+                }
+                Ok((rtc, sdp, location)) if current => {
+                    self.pull_connect(s.channel, rtc, &sdp, location, now);
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// The origin answered: the pull joins the peer table as the channel's publisher.
+    fn pull_connect(
+        &mut self,
+        channel: ChannelId,
+        mut rtc: Rtc,
+        sdp: &str,
+        location: Option<String>,
+        now: Instant,
+    ) {
+        let Some(origin) = udp_candidate(sdp) else {
+            warn!("channel {channel}: the origin's answer has no UDP candidate");
+            self.pulls.map.remove(&channel);
+            self.pulls.retry_at.insert(channel, now + RETRY);
+            return;
+        };
+        let local = self.viewers.destination_for(origin, self.addrs.webrtc);
+        if let Ok(c) = Candidate::host(local, "udp") {
+            rtc.add_local_candidate(c);
+        }
+        let publisher = Publisher::negotiated(&rtc, sdp, origin);
+        if !publisher.has_media() {
+            warn!("channel {channel}: the origin offered nothing this node can relay");
+            self.pulls.map.remove(&channel);
+            return;
+        }
+        let id = self.viewer_insert(rtc, channel, Signal::Pull(location), None, now);
+        if let Some(v) = self.viewers.map.get_mut(&id) {
+            v.role = Role::Publisher(publisher);
+        }
+        self.viewers.route_from(origin, id);
+        if let Some(p) = self.pulls.map.get_mut(&channel) {
+            p.peer = Some(id);
+        }
+        self.viewer_drive(id, now);
+    }
+
+    /// The pull's peer left the table (the origin let go, ICE failed, or it was ended here).
+    pub(in crate::server) fn pull_gone(&mut self, channel: ChannelId, id: u64) {
+        if self
+            .pulls
+            .map
+            .get(&channel)
+            .is_some_and(|p| p.peer == Some(id))
+        {
+            self.pulls.map.remove(&channel);
+        }
+    }
+
+    /// Ends a pull here; its stream ends (viewers see "offline" and stay for the next).
+    pub(in crate::server) fn pull_end(&mut self, channel: ChannelId, why: &str) {
+        let Some(p) = self.pulls.map.remove(&channel) else {
+            return;
+        };
+        info!("channel {channel}: pull ends ({why})");
+        if let Some(id) = p.peer {
+            let location = match self.viewers.map.get(&id).map(|v| &v.signal) {
+                Some(Signal::Pull(l)) => l.clone(),
+                _ => None,
+            };
+            self.viewer_drop(id, why);
+            // Tell the origin at once instead of letting its peer time out.
+            if let (Some(path), Some(url)) = (location, self.cluster_node_url(&p.origin)) {
+                let _ = std::thread::Builder::new()
+                    .name("pull-end".into())
+                    .spawn(move || {
+                        if let Ok((addr, _)) = split_url(&url) {
+                            let _ = http(addr, "DELETE", &path, &[], b"");
+                        }
+                    });
+            }
+        }
+    }
+
+    /// After each directory snapshot and every second: pulls start for channels viewers here
+    /// wait for, and end when their origin's stream is gone or restarted, or after the grace
+    /// period without viewers.
+    pub(in crate::server) fn pulls_review(&mut self, now: Instant) {
+        let channels: Vec<ChannelId> = self.pulls.map.keys().copied().collect();
+        for c in channels {
+            let origin = self.cluster_origin_elsewhere(c);
+            let Some(p) = self.pulls.map.get_mut(&c) else {
+                continue;
+            };
+            match origin {
+                None => {
+                    self.pull_end(c, "the stream ended on its origin");
+                    continue;
+                }
+                Some((node, _, epoch)) if node != p.origin || epoch != p.epoch => {
+                    self.pull_end(c, "the stream restarted on its origin");
+                    continue;
+                }
+                Some(_) => {}
+            }
+            let viewers = self.relay.channel_viewers(c);
+            if viewers > 0 {
+                p.idle_since = None;
+            } else if p.idle_since.get_or_insert(now).elapsed() >= GRACE {
+                self.pull_end(c, "no viewers left here");
+            }
+        }
+        // Viewers waiting here for a stream that lives elsewhere.
+        let waiting: Vec<ChannelId> = self
+            .relay
+            .channels()
+            .filter(|c| !self.relay.is_live(*c) && self.relay.channel_viewers(*c) > 0)
+            .collect();
+        for c in waiting {
+            self.pull_wanted(c, now);
+        }
+    }
+}
