@@ -76,7 +76,8 @@ export class WhepPlayer extends EventTarget {
       throw new Error(`WHEP ${res.status}: ${why}`);
     }
     const location = res.headers.get('Location');
-    this.location = location ? new URL(location, this.url).toString() : null;
+    // After a redirect to another node (viewer placement) the session lives there.
+    this.location = location ? new URL(location, res.url || this.url).toString() : null;
     await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() });
   }
 

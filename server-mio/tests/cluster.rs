@@ -68,6 +68,16 @@ impl Drop for Redis {
     }
 }
 
+/// The server binary as a node of its own process (to be killed), on loopback.
+fn spawn_node(data_dir: &std::path::Path, http_port: u16, extra: &[&str]) -> Child {
+    server_command(data_dir, http_port)
+        .args(extra)
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 fn node(redis: &Redis) -> TestServer {
     let url = redis.url();
     TestServer::start_with(move |a| a.cluster = Some(url))
@@ -161,21 +171,16 @@ fn nodes_see_each_other_and_each_others_streams_and_leave_when_stopped() {
 fn a_killed_node_leaves_the_directory_by_its_ttl() {
     let redis = Redis::start();
     let data_dir = scratch_path("itg-cluster-kill");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_server-mio"))
-        .args(["--addr", "127.0.0.1", "--ftl-port", "0", "--http-port", "0"])
-        .args(["--webrtc-port", "0", "--media-ports", "0"])
-        .args([
+    let mut child = spawn_node(
+        &data_dir,
+        0,
+        &[
             "--cluster",
             &redis.url(),
             "--node-url",
             "http://killed.example:8080",
-        ])
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .stderr(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+        ],
+    );
     let b = node(&redis);
     let count = |b: &TestServer| {
         streams(b)["cluster"]["nodes"]
@@ -350,4 +355,152 @@ fn edges_pull_once_per_channel_and_their_viewers_get_the_fixture_bit_exact() {
         );
     }
     assert_eq!(origin.metric("itg_pulls_served"), 2.0);
+}
+
+/// Steps every viewer until each has `n` video packets (or `limit` passes).
+fn drive_all(viewers: &mut [Viewer], n: u64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline && viewers.iter().any(|v| v.video_count < n) {
+        for v in viewers.iter_mut() {
+            let _ = v.step();
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn an_origin_places_viewers_on_its_edges_and_a_killed_edge_s_viewers_move_to_the_other() {
+    use server_mio::cluster::Role;
+    let redis = Redis::start();
+    let origin = cluster_node(&redis, Role::Origin);
+    let edge = cluster_node(&redis, Role::Edge);
+    // A second edge in its own process, to be killed.
+    let data_dir = scratch_path("itg-edge-kill");
+    let mut killed = spawn_node(
+        &data_dir,
+        18680,
+        &[
+            "--role",
+            "edge",
+            "--cluster",
+            &redis.url(),
+            "--cluster-token",
+            "node-secret",
+        ],
+    );
+    let killed_addr: std::net::SocketAddr = "127.0.0.1:18680".parse().unwrap();
+    let _streamer = origin.stream(77, VIDEO_A, Some(Duration::from_secs(60)));
+    let nodes = |s: &TestServer| {
+        streams(s)["cluster"]["nodes"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    assert!(origin.wait_for(Duration::from_secs(10), |o| {
+        nodes(o) == 3 && entry(&streams(o), 77)["live"] == true
+    }));
+    assert!(edge.wait_for(Duration::from_secs(5), |e| {
+        entry(&streams(e), 77)["origin"]["url"] == url_of(&origin).as_str()
+    }));
+    // Twelve viewers ask the origin: each is sent to an edge, spread over both.
+    let mut viewers: Vec<Viewer> = (0..12)
+        .map(|_| TestViewer::whep(&origin, 77).unwrap())
+        .collect();
+    let on_edge = viewers
+        .iter()
+        .filter(|v| v.served_by == Some(edge.addrs.http))
+        .count();
+    let on_killed = viewers
+        .iter()
+        .filter(|v| v.served_by == Some(killed_addr))
+        .count();
+    eprintln!("placed: {on_edge} on one edge, {on_killed} on the other");
+    assert_eq!(on_edge + on_killed, 12);
+    assert!(on_edge >= 4 && on_killed >= 4, "{on_edge} / {on_killed}");
+    assert_eq!(origin.metric("itg_viewers_redirected_total"), 12.0);
+    drive_all(&mut viewers, 150, Duration::from_secs(15));
+    let f = fixture_nals(VIDEO_A);
+    let looped: Vec<Vec<u8>> = std::iter::repeat_n(f, 8).flatten().collect();
+    for v in &viewers {
+        assert!(v.video_count >= 150, "{}", v.video_count);
+        assert_eq!(v.video_lost(), 0);
+        assert_run_from_keyframe(&v.nal_units(), &looped);
+    }
+    assert_eq!(origin.metric("itg_pulls_served"), 2.0);
+    assert_eq!(origin.metric("itg_viewers_connected"), 0.0);
+    // One edge dies: it leaves the directory by TTL; its viewers start again from the node
+    // they were first given (the origin) and are placed on the surviving edge.
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let t = Instant::now();
+    assert!(origin.wait_for(Duration::from_secs(10), |o| nodes(o) == 2));
+    eprintln!(
+        "the killed edge left the directory after {} ms",
+        t.elapsed().as_millis()
+    );
+    let mut moved: Vec<Viewer> = (0..on_killed)
+        .map(|_| TestViewer::whep(&origin, 77).unwrap())
+        .collect();
+    assert!(moved.iter().all(|v| v.served_by == Some(edge.addrs.http)));
+    drive_all(&mut moved, 60, Duration::from_secs(10));
+    for v in &moved {
+        assert!(v.video_count >= 60);
+        assert_run_from_keyframe(&v.nal_units(), &looped);
+    }
+    // The dead edge's pull at the origin goes when ICE gives up on it.
+    let t = Instant::now();
+    assert!(origin.wait_for(Duration::from_secs(40), |o| {
+        o.metric("itg_pulls_served") == 1.0
+    }));
+    eprintln!(
+        "the dead edge's pull dropped {} ms after it left the directory",
+        t.elapsed().as_millis()
+    );
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[test]
+fn an_edge_takes_no_ingest_and_whip_ingest_on_one_node_plays_on_another() {
+    use server_mio::cluster::Role;
+    let redis = Redis::start();
+    let any = cluster_node(&redis, Role::Any);
+    let edge = cluster_node(&redis, Role::Edge);
+    assert!(edge.wait_for(Duration::from_secs(5), |e| {
+        streams(e)["cluster"]["nodes"].as_array().map(Vec::len) == Some(2)
+    }));
+    // WHIP to the edge: 403 naming where to stream.
+    let auth = format!("Bearer {}", edge.key(77));
+    let r = http(
+        edge.addrs.http,
+        "POST",
+        "/whip/77",
+        &[
+            ("Content-Type", "application/sdp"),
+            ("Authorization", &auth),
+        ],
+        b"v=0\r\n",
+    );
+    assert_eq!(r.status, 403);
+    let why = String::from_utf8_lossy(&r.body);
+    assert!(why.contains("edge") && why.contains(&url_of(&any)), "{why}");
+    // FTL to the edge: refused.
+    let refused = edge
+        .stream(77, VIDEO_A, Some(Duration::from_secs(3)))
+        .join();
+    assert!(refused.is_err(), "an edge took an FTL stream");
+    assert!(stream_info(&edge, 77).is_none());
+    // WHIP to the other node, a viewer on the edge.
+    let publisher = any.publish(77, VIDEO_A, Some(Duration::from_secs(12)));
+    assert!(edge.wait_for(Duration::from_secs(10), |e| {
+        entry(&streams(e), 77)["origin"]["protocol"] == "whip"
+    }));
+    let mut v = TestViewer::whep(&edge, 77).unwrap();
+    assert_eq!(v.served_by, Some(edge.addrs.http));
+    assert!(v.drive(Duration::from_secs(10), |v| v.video_count > 150));
+    let f = fixture_nals(VIDEO_A);
+    assert_run_from_keyframe(
+        &v.nal_units(),
+        &[f.clone(), f.clone(), f.clone(), f].concat(),
+    );
+    assert_eq!(v.video_lost(), 0);
+    let _ = publisher.stop();
 }

@@ -35,6 +35,8 @@ pub struct Counters {
     pub ice_tcp_dropped: u64,
     pub ice_tcp_stalled: u64,
     pub viewers_refused: u64,
+    /// WHEP viewers sent to another node of the cluster (307).
+    pub viewers_redirected: u64,
     pub packets_forwarded: u64,
     pub publishers_created: u64,
     pub whip_refused: u64,
@@ -235,6 +237,11 @@ impl Server {
             "ice_failures_total",
             "WebRTC peers that never connected (ICE or DTLS) before --viewer-connect-timeout.",
             c.ice_failures,
+        );
+        counter(
+            "viewers_redirected_total",
+            "WHEP viewers sent to another node of the cluster (307).",
+            c.viewers_redirected,
         );
         counter(
             "viewers_refused_total",

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::Server;
 use crate::cluster::directory::Directory;
-use crate::cluster::{LocalState, NodeRecord, Snapshot, StreamRecord, REFRESH};
+use crate::cluster::{LocalState, NodeRecord, Role, Snapshot, StreamRecord, REFRESH};
 
 /// This node's membership.
 pub(super) struct ClusterNode {
@@ -155,6 +155,58 @@ impl Server {
         };
         let expected = ftl_proto::StreamKey::new(token.as_bytes());
         super::webrtc::whip::bearer_is_secret(req, &expected)
+    }
+
+    /// Why this node takes no ingest (`--role edge`), naming where to stream instead.
+    pub(super) fn ingest_refusal(&self) -> Option<String> {
+        if self.args.role != Role::Edge {
+            return None;
+        }
+        let origins: Vec<String> = self
+            .cluster
+            .as_ref()
+            .map(|c| {
+                c.snapshot
+                    .nodes
+                    .iter()
+                    .filter(|n| n.role != Role::Edge)
+                    .map(|n| n.url.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(if origins.is_empty() {
+            "this node is an edge: it takes viewers, not streams".to_owned()
+        } else {
+            format!(
+                "this node is an edge: it takes viewers, not streams; stream to {}",
+                origins.join(" or ")
+            )
+        })
+    }
+
+    /// Where a WHEP viewer of `channel` should go instead of this node, if anywhere: when this
+    /// node is full, or is an origin and an edge has room, the least loaded node with room
+    /// (counted at once, so a burst of viewers spreads before the next directory read).
+    pub(super) fn placement(&mut self, channel: ChannelId) -> Option<String> {
+        let full = self.viewers.len() + self.viewers.pending() >= self.args.max_viewers;
+        let role = self.args.role;
+        let c = self.cluster.as_mut()?;
+        if !c.snapshot.redis_up || !(full || role == Role::Origin) {
+            return None;
+        }
+        let me = c.id.clone();
+        let best = c
+            .snapshot
+            .nodes
+            .iter_mut()
+            .filter(|n| n.id != me && n.viewers < n.capacity)
+            .filter(|n| role != Role::Origin || full || n.role == Role::Edge)
+            .min_by(|a, b| {
+                let load = |n: &NodeRecord| n.viewers as f64 / n.capacity.max(1) as f64;
+                load(a).total_cmp(&load(b)).then(a.id.cmp(&b.id))
+            })?;
+        best.viewers += 1;
+        Some(format!("{}/whep/{channel}", best.url))
     }
 
     /// Channels live on other nodes of the cluster.

@@ -413,6 +413,13 @@ impl Server {
         let Some(peer) = self.controls.get(&token).map(|c| c.peer) else {
             return;
         };
+        if let Some(why) = self.ingest_refusal() {
+            warn!("channel {channel}: FTL ingest from {peer} refused: {why}");
+            if let Some(c) = self.controls.get_mut(&token) {
+                c.session.refuse(StatusCode::INTERNAL_ERROR, &why);
+            }
+            return;
+        }
         // Replacement: the newest authenticated session wins (the wire reference's rule),
         // whichever protocol the live one came in over.
         self.take_over(channel, Some(token), now);

@@ -154,6 +154,8 @@ pub struct Viewer {
     pub connected: Option<Instant>,
     /// When the join started (the first request).
     pub created: Instant,
+    /// The node that answered a WHEP offer (another one than asked, after a redirect).
+    pub served_by: Option<SocketAddr>,
     /// The server's SDP: the WHEP answer, or the offer over the WebSocket.
     pub remote_sdp: Option<String>,
     /// The WHEP session's URL path, for DELETE.
@@ -217,6 +219,7 @@ impl Viewer {
             audio: Vec::new(),
             connected: None,
             created,
+            served_by: None,
             remote_sdp: None,
             whep_location: None,
             janus_session: None,
@@ -269,13 +272,26 @@ impl Viewer {
         api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
         api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
         let (offer, pending) = api.apply().ok_or_else(|| protocol("no offer"))?;
-        let r = http(
-            http_addr,
-            "POST",
-            &format!("/whep/{channel}"),
-            &[("Content-Type", "application/sdp")],
-            offer.to_sdp_string().as_bytes(),
-        )?;
+        // A node of a cluster may send the viewer to another one (307, RFC 9725 §4.5).
+        let mut node = http_addr;
+        let mut path = format!("/whep/{channel}");
+        let mut hops = 0;
+        let r = loop {
+            let r = http(
+                node,
+                "POST",
+                &path,
+                &[("Content-Type", "application/sdp")],
+                offer.to_sdp_string().as_bytes(),
+            )?;
+            match (r.status, r.header("Location")) {
+                (307 | 308, Some(to)) if hops < 3 => {
+                    (node, path) = super::whip_client::split_url(to).map_err(protocol)?;
+                    hops += 1;
+                }
+                _ => break r,
+            }
+        };
         if r.status != 201 {
             return Err(JoinError::Refused(r));
         }
@@ -296,6 +312,7 @@ impl Viewer {
             }
         };
         let mut v = Viewer::new(rtc, link, created);
+        v.served_by = Some(node);
         v.remote_sdp = Some(sdp.to_owned());
         v.whep_location = r.header("Location").map(str::to_owned);
         Ok(v)
@@ -601,6 +618,7 @@ impl Viewer {
     /// Ends a WHEP session with DELETE; returns the status.
     pub fn whep_delete(&self, http_addr: SocketAddr) -> io::Result<u16> {
         let path = self.whep_location.as_deref().unwrap_or("/whep/none");
-        Ok(http(http_addr, "DELETE", path, &[], b"")?.status)
+        let node = self.served_by.unwrap_or(http_addr);
+        Ok(http(node, "DELETE", path, &[], b"")?.status)
     }
 }

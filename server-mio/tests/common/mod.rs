@@ -39,6 +39,24 @@ pub fn scratch_path(tag: &str) -> std::path::PathBuf {
     ))
 }
 
+/// The server binary on loopback with ports the system picks (the HTTP port given, `0` for
+/// any) and `data_dir`; add flags and spawn.
+pub fn server_command(data_dir: &std::path::Path, http_port: u16) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_server-mio"));
+    c.args([
+        "--addr",
+        "127.0.0.1",
+        "--ftl-port",
+        "0",
+        "--webrtc-port",
+        "0",
+    ])
+    .args(["--media-ports", "0", "--http-port", &http_port.to_string()])
+    .arg("--data-dir")
+    .arg(data_dir);
+    c
+}
+
 pub fn init() {
     let _ = env_logger::builder().is_test(true).try_init();
 }

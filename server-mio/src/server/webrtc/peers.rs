@@ -329,6 +329,17 @@ impl Server {
                 return Reply::Now(Response::text(status, &why).cors());
             }
         };
+        if !pull {
+            if let Some(to) = self.placement(channel) {
+                debug!("WHEP channel {channel}: viewer sent to {to}");
+                self.counters.viewers_redirected += 1;
+                return Reply::Now(
+                    Response::text(307, "served by another node")
+                        .header("Location", to)
+                        .cors(),
+                );
+            }
+        }
         if let Err(resp) = self.viewer_admission(channel) {
             return Reply::Now(resp);
         }

@@ -249,6 +249,9 @@ impl Server {
         from: SocketAddr,
         now: Instant,
     ) -> Reply {
+        if let Some(why) = self.ingest_refusal() {
+            return Reply::Now(self.whip_refused(from, channel, Response::text(403, &why)));
+        }
         let auth = match self.whip_request(channel, req, from, now) {
             Ok(auth) => auth,
             Err(resp) => return Reply::Now(self.whip_refused(from, channel, resp)),
