@@ -504,3 +504,64 @@ fn an_edge_takes_no_ingest_and_whip_ingest_on_one_node_plays_on_another() {
     assert_eq!(v.video_lost(), 0);
     let _ = publisher.stop();
 }
+
+#[test]
+fn redis_going_away_mid_stream_loses_edge_viewers_nothing_and_placement_resumes() {
+    use server_mio::cluster::Role;
+    let redis = Redis::start();
+    let port = redis.port;
+    let origin = cluster_node(&redis, Role::Origin);
+    let edge = cluster_node(&redis, Role::Edge);
+    let _streamer = origin.stream(77, VIDEO_A, Some(Duration::from_secs(60)));
+    assert!(edge.wait_for(Duration::from_secs(10), |e| {
+        entry(&streams(e), 77)["origin"]["url"] == url_of(&origin).as_str()
+    }));
+    assert!(origin.wait_for(Duration::from_secs(5), |o| {
+        streams(o)["cluster"]["nodes"].as_array().map(Vec::len) == Some(2)
+    }));
+    let mut viewers: Vec<Viewer> = (0..3)
+        .map(|_| TestViewer::whep(&origin, 77).unwrap())
+        .collect();
+    assert!(viewers.iter().all(|v| v.served_by == Some(edge.addrs.http)));
+    drive_all(&mut viewers, 60, Duration::from_secs(10));
+    // Redis goes away: the edge's pull and its viewers go on.
+    drop(redis);
+    assert!(origin.wait_for(Duration::from_secs(5), |o| {
+        o.metric("itg_cluster_redis_up") == 0.0
+    }));
+    let before: Vec<u64> = viewers.iter().map(|v| v.video_count).collect();
+    drive_all(
+        &mut viewers,
+        before.iter().max().unwrap() + 150,
+        Duration::from_secs(8),
+    );
+    for (v, b) in viewers.iter().zip(&before) {
+        assert!(
+            v.video_count >= b + 100,
+            "an edge viewer stalled: {b} then {}",
+            v.video_count
+        );
+        assert_eq!(v.video_lost(), 0);
+    }
+    // Meanwhile a new viewer is served where it asked, rather than sent by a stale directory.
+    let local = TestViewer::whep(&origin, 77).unwrap();
+    assert_eq!(local.served_by, Some(origin.addrs.http));
+    // Redis is back: placement resumes.
+    let _redis = Redis::start_on(port);
+    let t = Instant::now();
+    assert!(origin.wait_for(Duration::from_secs(25), |o| {
+        o.metric("itg_cluster_redis_up") == 1.0
+            && streams(o)["cluster"]["nodes"].as_array().map(Vec::len) == Some(2)
+    }));
+    eprintln!(
+        "placement possible again {} ms after Redis came back",
+        t.elapsed().as_millis()
+    );
+    let placed = TestViewer::whep(&origin, 77).unwrap();
+    assert_eq!(placed.served_by, Some(edge.addrs.http));
+    let f = fixture_nals(VIDEO_A);
+    let looped: Vec<Vec<u8>> = std::iter::repeat_n(f, 8).flatten().collect();
+    for v in &viewers {
+        assert_run_from_keyframe(&v.nal_units(), &looped);
+    }
+}
