@@ -17,6 +17,13 @@ fn missing() -> Option<String> {
     if !Path::new("/usr/bin/chromium").exists() {
         return Some("/usr/bin/chromium (apt-get install chromium)".into());
     }
+    if Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return Some("redis-server (apt-get install redis-server)".into());
+    }
     if Command::new("nft").arg("--version").output().is_err() {
         return Some("nft (apt-get install nftables)".into());
     }
@@ -163,4 +170,12 @@ fn a_recording_plays_and_seeks_in_headless_chromium() {
         "recording.png",
         &[],
     );
+}
+
+#[test]
+fn the_watch_page_follows_placement_to_an_edge_and_back_when_the_edge_dies() {
+    if !ready() {
+        return;
+    }
+    run_with_fixture("cluster.mjs", "cluster browser test", "cluster.png", &[]);
 }
