@@ -22,6 +22,9 @@ pub(super) struct ClusterNode {
     pub(super) url: String,
     pub(super) snapshot: Snapshot,
     next_publish: Instant,
+    /// Since when Redis has answered without a break (after an outage every node needs a
+    /// refresh or two to register again: absence means nothing before then).
+    up_since: Option<Instant>,
 }
 
 impl ClusterNode {
@@ -56,6 +59,7 @@ impl ClusterNode {
             url: node_url,
             snapshot: Snapshot::default(),
             next_publish: Instant::now(),
+            up_since: None,
         }))
     }
 }
@@ -126,8 +130,21 @@ impl Server {
                     s.streams.len()
                 );
             }
+            c.up_since = match (s.redis_up, c.up_since) {
+                (false, _) => None,
+                (true, None) => Some(now),
+                (true, since) => since,
+            };
+            let settled = c
+                .up_since
+                .is_some_and(|t| now.saturating_duration_since(t) > crate::cluster::TTL);
+            let nodes: Option<Vec<String>> =
+                settled.then(|| s.nodes.iter().map(|n| n.id.clone()).collect());
             c.snapshot = s;
             self.pulls_review(now);
+            if let Some(nodes) = nodes {
+                self.pulls_served_review(&nodes);
+            }
         }
     }
 

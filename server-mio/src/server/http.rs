@@ -450,7 +450,14 @@ impl Server {
                 let Ok(offer) = std::str::from_utf8(&req.body) else {
                     return Reply::Now(Response::text(400, "the offer is not UTF-8").cors());
                 };
-                let pull = self.is_cluster_pull(req);
+                let pull = self.is_cluster_pull(req).then(|| {
+                    req.header(super::webrtc::pull::NODE_HEADER)
+                        .unwrap_or_default()
+                        .chars()
+                        .filter(char::is_ascii_alphanumeric)
+                        .take(32)
+                        .collect::<String>()
+                });
                 self.whep_offer(token, channel, offer.to_owned(), pull, now)
             }
             ("DELETE", [kind @ ("whep" | "whip"), _channel, session]) => {

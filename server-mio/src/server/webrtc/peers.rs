@@ -73,6 +73,8 @@ pub(in crate::server) struct Viewer {
     /// An edge node's pull of this channel (a `WHEP` offer with the cluster token): fed by a
     /// relay tap, not counted as audience, dropped when the stream ends.
     pub(in crate::server) pull: bool,
+    /// The pulling node's id, as its offer said.
+    pub(in crate::server) pull_node: Option<String>,
     timeout: Instant,
     pending_offer: Option<SdpPendingOffer>,
     pub(in crate::server) role: Role,
@@ -100,7 +102,8 @@ pub(in crate::server) enum Pending {
         token: Token,
         channel: ChannelId,
         offer: SdpOffer,
-        pull: bool,
+        /// An edge's pull: the node's id (empty when its offer did not say).
+        pull: Option<String>,
     },
     Ws {
         token: Token,
@@ -307,10 +310,10 @@ impl Server {
         token: Token,
         channel: ChannelId,
         offer: String,
-        pull: bool,
+        pull: Option<String>,
         now: Instant,
     ) -> Reply {
-        if pull && !self.relay.is_live(channel) {
+        if pull.is_some() && !self.relay.is_live(channel) {
             return Reply::Now(Response::text(404, "the channel is not live on this node").cors());
         }
         let known = self.keys.get(channel).is_some()
@@ -329,7 +332,7 @@ impl Server {
                 return Reply::Now(Response::text(status, &why).cors());
             }
         };
-        if !pull {
+        if pull.is_none() {
             if let Some(to) = self.placement(channel) {
                 debug!("WHEP channel {channel}: viewer sent to {to}");
                 self.counters.viewers_redirected += 1;
@@ -343,7 +346,7 @@ impl Server {
         if let Err(resp) = self.viewer_admission(channel) {
             return Reply::Now(resp);
         }
-        if !pull {
+        if pull.is_none() {
             self.pull_wanted(channel, now);
         }
         match self.pool.take() {
@@ -421,7 +424,7 @@ impl Server {
         mut rtc: Rtc,
         channel: ChannelId,
         offer: SdpOffer,
-        pull: bool,
+        pull: Option<String>,
         now: Instant,
     ) -> Response {
         let parsed = self.accept_offer(&mut rtc, offer);
@@ -436,11 +439,10 @@ impl Server {
         };
         let session = Alphanumeric.sample_string(&mut rand::rng(), 24);
         let id = self.viewer_insert(rtc, channel, Signal::Whep(session.clone()), None, now);
-        if let Some(v) = self.viewers.map.get_mut(&id) {
-            v.pull = pull;
-        }
-        if pull {
-            info!("channel {channel}: an edge pulls it (peer {id})");
+        if let (Some(v), Some(node)) = (self.viewers.map.get_mut(&id), pull) {
+            info!("channel {channel}: node {node} pulls it (peer {id})");
+            v.pull = true;
+            v.pull_node = Some(node);
         }
         if let Err(why) = self.viewer_media(id, &mids_from_sdp(&answer_sdp)) {
             self.viewer_drop(id, "no usable media");
@@ -628,6 +630,7 @@ impl Server {
                 tcp: false,
                 signal,
                 pull: false,
+                pull_node: None,
                 timeout: now,
                 pending_offer,
                 role: Role::Viewer,
@@ -1134,6 +1137,26 @@ impl Server {
         }
         self.counters.viewers_dropped += 1;
         info!("channel {}: viewer {id} left ({why})", v.channel);
+    }
+
+    /// Pulls of nodes no longer in the directory are let go at once (a dead edge's peer would
+    /// otherwise wait for ICE to give up).
+    pub(in crate::server) fn pulls_served_review(&mut self, nodes: &[String]) {
+        let gone: Vec<u64> = self
+            .viewers
+            .map
+            .iter()
+            .filter(|(_, v)| {
+                v.pull
+                    && v.pull_node
+                        .as_ref()
+                        .is_some_and(|n| !n.is_empty() && !nodes.contains(n))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.viewer_drop(id, "its node left the cluster");
+        }
     }
 
     /// `channel`'s stream ended: the edges pulling it are let go (their taps are gone; an

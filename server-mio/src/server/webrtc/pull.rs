@@ -28,6 +28,9 @@ use crate::tools::link::udp_candidate;
 use crate::tools::probe::http;
 use crate::tools::whip_client::split_url;
 
+/// The header naming the pulling node (the origin lets its pull go when the node leaves the
+/// directory, instead of waiting for ICE to give up).
+pub(in crate::server) const NODE_HEADER: &str = "X-ITG-Node";
 /// How long a pull outlives the last viewer here.
 pub(in crate::server) const GRACE: Duration = Duration::from_secs(10);
 /// After a failed pull, the next try waits this long.
@@ -85,6 +88,7 @@ fn signal(
     origin: &str,
     channel: ChannelId,
     token: &str,
+    node: &str,
 ) -> Result<(Rtc, String, Option<String>), String> {
     let (addr, _) = split_url(origin).map_err(|e| e.to_string())?;
     let mut rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
@@ -100,6 +104,7 @@ fn signal(
         &[
             ("Content-Type", "application/sdp"),
             ("Authorization", &auth),
+            (NODE_HEADER, node),
         ],
         offer.to_sdp_string().as_bytes(),
     )
@@ -150,10 +155,15 @@ impl Server {
         );
         let tx = self.pulls.tx.clone();
         let waker: Arc<Waker> = self.waker.clone();
+        let node = self
+            .cluster
+            .as_ref()
+            .map(|c| c.id.clone())
+            .unwrap_or_default();
         let spawned = std::thread::Builder::new()
             .name("pull".into())
             .spawn(move || {
-                let result = signal(&origin_url, channel, &token);
+                let result = signal(&origin_url, channel, &token, &node);
                 let _ = tx.send(Signalled {
                     channel,
                     epoch,
