@@ -256,7 +256,16 @@ impl Server {
         let mut addrs = addrs;
         let mut ice_tcp_listener = match args.webrtc_tcp_port.unwrap_or(addrs.webrtc.port()) {
             0 if args.webrtc_tcp_port == Some(0) => None,
-            port => Some(bind_tcp("WebRTC TCP listener", port)?),
+            port => match bind_tcp("WebRTC TCP listener", port) {
+                Ok(l) => Some(l),
+                // The number of a UDP port the system picked may be taken on TCP; with no
+                // port asked for either, any TCP port will do (answers name the one bound).
+                Err(e) if args.webrtc_tcp_port.is_none() && args.webrtc_port == 0 => {
+                    warn!("{e}; ICE over TCP takes a port of the system's choosing");
+                    Some(bind_tcp("WebRTC TCP listener", 0)?)
+                }
+                Err(e) => return Err(e),
+            },
         };
         if let Some(l) = ice_tcp_listener.as_mut() {
             addrs.webrtc_tcp = Some(l.local_addr().map_err(StartError::Io)?);
