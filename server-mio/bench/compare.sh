@@ -4,6 +4,7 @@
 #
 #   server-mio/bench/compare.sh [VIEWERS...]      # default: 1 50 200 500
 #   TARGETS="itg itg-whip" server-mio/bench/compare.sh 50 200   # ITG with FTL vs WHIP ingest
+#   BASELINE=<git revision> server-mio/bench/compare.sh 200      # adds "itg-base": that revision
 #
 # Everything runs inside a fresh network namespace with loopback and one veth
 # pair (10.77.0.1 on veth v0, a test host of our own): Janus's ICE (libnice) does not use loopback, so both
@@ -20,6 +21,15 @@ if [ "${ITG_IN_NETNS:-}" != 1 ]; then
         apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
     fi
     (cd "$root" && cargo build --release -p server-mio --bin server-mio --bin itg-load)
+    if [ -n "${BASELINE:-}" ]; then
+        # The same benchmark against an earlier revision, built in a worktree of its own, so
+        # before/after is a ratio measured in one run on one machine.
+        base="$root/target/bench-baseline"
+        rm -rf "$base"; git -C "$root" worktree prune
+        git -C "$root" worktree add --detach "$base" "$BASELINE"
+        (cd "$base" && CARGO_TARGET_DIR="$root/target/baseline" cargo build --release -p server-mio --bin server-mio)
+        git -C "$root" worktree remove --force "$base"
+    fi
     exec unshare -n env ITG_IN_NETNS=1 "$0" "$@"
 fi
 ip link set lo up
@@ -30,6 +40,7 @@ ip link set v1 up
 ADDR=10.77.0.1
 RUNS=${RUNS:-3}
 TARGETS=${TARGETS:-itg janus}
+[ -n "${BASELINE:-}" ] && TARGETS="$TARGETS itg-base"
 DURATION=${DURATION:-20}
 if [ $# -gt 0 ]; then VIEWERS=("$@"); else VIEWERS=(1 50 200 500); fi
 bin="$root/target/release"
@@ -39,10 +50,11 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
-start_itg() {
+start_itg() { # [server binary]
+    local server=${1:-$bin/server-mio}
     rm -rf "$work/itg"
-    "$bin/server-mio" keys add --data-dir "$work/itg" --channel 77 | tail -1 > "$work/key"
-    RUST_LOG=warn taskset -c 0 "$bin/server-mio" --data-dir "$work/itg" --addr "$ADDR" \
+    "$server" keys add --data-dir "$work/itg" --channel 77 | tail -1 > "$work/key"
+    RUST_LOG=warn taskset -c 0 "$server" --data-dir "$work/itg" --addr "$ADDR" \
         --http-port 8080 --ftl-port 8084 --webrtc-port 20000 --max-viewers 5000 \
         --max-viewers-per-channel 5000 > "$work/itg.log" 2>&1 &
     echo $!
@@ -91,7 +103,11 @@ MEDIA=(--video "$work/in.h264" --audio "$work/in.ogg")
 
 results="$work/results.txt"
 for target in $TARGETS; do
-    if [ $target = janus ]; then pid=$(start_janus); else pid=$(start_itg); fi
+    case $target in
+        janus) pid=$(start_janus) ;;
+        itg-base) pid=$(start_itg "$root/target/baseline/release/server-mio") ;;
+        *) pid=$(start_itg) ;;
+    esac
     sleep 2
     base_rss=$(rss_kb "$pid")
     for n in "${VIEWERS[@]}"; do

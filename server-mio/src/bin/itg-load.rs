@@ -93,6 +93,38 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
+/// Context switches of a process so far (voluntary and not): its wake-ups, give or take.
+fn context_switches(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let mut total = 0;
+    for line in status.lines() {
+        if let Some(v) = line
+            .strip_prefix("voluntary_ctxt_switches:")
+            .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+        {
+            total += v.trim().parse::<u64>().ok()?;
+        }
+    }
+    Some(total)
+}
+
+/// What is measured at the start and end of the window: the server's CPU seconds and context
+/// switches, and this generator's own CPU seconds.
+#[derive(Clone, Copy)]
+struct Meters {
+    server_cpu: Option<f64>,
+    server_switches: Option<u64>,
+    own_cpu: Option<f64>,
+}
+
+fn meters(server: Option<u32>) -> Meters {
+    Meters {
+        server_cpu: server.and_then(cpu_seconds),
+        server_switches: server.and_then(context_switches),
+        own_cpu: cpu_seconds(std::process::id()),
+    }
+}
+
 fn percentile(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -159,8 +191,8 @@ fn main() {
     let gap = Duration::from_secs_f64(1.0 / args.join_rate.max(0.01));
     let mut next_join = start;
     let mut all_joined: Option<Instant> = None;
-    // Start of the measurement: when, bytes delivered so far, the server's CPU seconds.
-    let mut window: Option<(Instant, u64, Option<f64>)> = None;
+    // Start of the measurement: when, bytes delivered so far, the meters.
+    let mut window: Option<(Instant, u64, Meters)> = None;
     loop {
         let now = Instant::now();
         if viewers.len() + failed < args.viewers && now >= next_join {
@@ -189,8 +221,8 @@ fn main() {
                 for v in &mut viewers {
                     v.latency_us.clear();
                 }
-                let cpu = args.server_pid.and_then(cpu_seconds);
-                window = Some((now, viewers.iter().map(|v| v.bytes).sum(), cpu));
+                let m = meters(args.server_pid);
+                window = Some((now, viewers.iter().map(|v| v.bytes).sum(), m));
             }
             if now >= t + Duration::from_secs(2) + Duration::from_secs_f64(args.duration) {
                 break;
@@ -205,7 +237,7 @@ fn main() {
         }
     }
     // The window ends here, before the sender and viewers are torn down.
-    let cpu_end = args.server_pid.and_then(cpu_seconds);
+    let end = meters(args.server_pid);
     let window_end = Instant::now();
     let delivered_end: u64 = viewers.iter().map(|v| v.bytes).sum();
     stop.store(true, Ordering::SeqCst);
@@ -231,18 +263,29 @@ fn main() {
     } else {
         0.0
     };
-    let (mbps, secs, server_cpu) = window.map_or((0.0, 0.0, f64::NAN), |(t, b0, c0)| {
-        let secs = window_end.duration_since(t).as_secs_f64();
-        let cpu = match (c0, cpu_end) {
-            (Some(a), Some(b)) => b - a,
-            _ => f64::NAN,
-        };
-        (
-            delivered_end.saturating_sub(b0) as f64 * 8.0 / secs / 1e6,
-            secs,
-            cpu,
-        )
-    });
+    let nan = f64::NAN;
+    let (mbps, secs, server_cpu, wakeups, own_cpu) =
+        window.map_or((0.0, 0.0, nan, nan, nan), |(t, b0, m0)| {
+            let secs = window_end.duration_since(t).as_secs_f64();
+            let diff = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                (Some(a), Some(b)) => b - a,
+                _ => nan,
+            };
+            let switches = match (m0.server_switches, end.server_switches) {
+                (Some(a), Some(b)) => b.saturating_sub(a) as f64 / secs,
+                _ => nan,
+            };
+            (
+                delivered_end.saturating_sub(b0) as f64 * 8.0 / secs / 1e6,
+                secs,
+                diff(m0.server_cpu, end.server_cpu),
+                switches,
+                diff(m0.own_cpu, end.own_cpu),
+            )
+        });
+    // A generator that used most of a core may have been the limit, not the server.
+    let own_pct = own_cpu * 100.0 / secs;
+    let generator_limited = own_pct >= 90.0;
     let (l50, l99) = (
         percentile(&mut latency.clone(), 0.5),
         percentile(&mut latency, 0.99),
@@ -267,8 +310,16 @@ fn main() {
         );
     }
     println!("latency send->receive p50 {l50:.2} ms, p99 {l99:.2} ms; join->first keyframe p50 {k50:.0} ms, p99 {k99:.0} ms");
+    if wakeups.is_finite() {
+        println!("server context switches (wake-ups): {wakeups:.0} per second");
+    }
+    println!("this generator used {own_pct:.0}% of a core over the window");
+    if generator_limited {
+        println!("WARNING: the generator was near a full core; these figures may measure it, not the server");
+    }
     println!(
-        "RESULT viewers={} connected={connected} mbps={mbps:.3} secs={secs:.2} server_cpu_s={server_cpu:.3} loss_pct={loss_pct:.4} lat_p50_ms={l50:.3} lat_p99_ms={l99:.3} key_p50_ms={k50:.1} key_p99_ms={k99:.1}",
-        viewers.len()
+        "RESULT viewers={} connected={connected} mbps={mbps:.3} secs={secs:.2} server_cpu_s={server_cpu:.3} loss_pct={loss_pct:.4} lat_p50_ms={l50:.3} lat_p99_ms={l99:.3} key_p50_ms={k50:.1} key_p99_ms={k99:.1} wakeups_per_s={wakeups:.1} load_cpu_pct={own_pct:.1} generator_limited={}",
+        viewers.len(),
+        u8::from(generator_limited)
     );
 }
