@@ -184,14 +184,10 @@ impl Relay {
         }
         let id = ViewerId(self.next_viewer);
         self.next_viewer += 1;
-        let mut viewer = Viewer::new(id);
-        if let Some(stream) = ch.stream.as_mut() {
-            if stream.gop.is_valid() {
-                replay_gop(&mut viewer, stream, &self.config, now, &mut self.outputs);
-            } else {
-                // Nothing cached to start from: ask the encoder, if it can be asked.
-                stream.want_keyframe(now, &mut self.outputs);
-            }
+        let (viewer, cached) = joined(id, ch.stream.as_mut(), &self.config, now, &mut self.outputs);
+        if let (false, Some(stream)) = (cached, ch.stream.as_mut()) {
+            // Nothing cached to start from: ask the encoder, if it can be asked.
+            stream.want_keyframe(now, &mut self.outputs);
         }
         ch.viewers.push(viewer);
         self.viewer_channel.insert(id, channel);
@@ -215,12 +211,7 @@ impl Relay {
             .ok_or(Error::UnknownChannel(channel))?;
         let id = ViewerId(self.next_viewer);
         self.next_viewer += 1;
-        let mut tap = Viewer::new(id);
-        if let Some(stream) = ch.stream.as_mut() {
-            if stream.gop.is_valid() {
-                replay_gop(&mut tap, stream, &self.config, now, &mut self.outputs);
-            }
-        }
+        let (tap, _) = joined(id, ch.stream.as_mut(), &self.config, now, &mut self.outputs);
         ch.taps.push(tap);
         self.tap_channel.insert(id, channel);
         Ok(id)
@@ -453,6 +444,26 @@ fn fan_out(
         s.counters.viewer_skips += skips;
         s.counters.viewer_skipped_packets += skipped;
     }
+}
+
+/// A new member of a channel (viewer or tap), started from the stream's cached GOP when there
+/// is one; whether it was.
+fn joined(
+    id: ViewerId,
+    stream: Option<&mut Stream>,
+    config: &RelayConfig,
+    now: Instant,
+    outputs: &mut VecDeque<Output>,
+) -> (Viewer, bool) {
+    let mut viewer = Viewer::new(id);
+    let cached = match stream {
+        Some(s) if s.gop.is_valid() => {
+            replay_gop(&mut viewer, s, config, now, outputs);
+            true
+        }
+        _ => false,
+    };
+    (viewer, cached)
 }
 
 /// Queues the cached GOP for one viewer (join or keyframe request).

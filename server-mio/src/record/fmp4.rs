@@ -8,9 +8,9 @@
 //! mapping: an `Opus` sample entry with a `dOps` box, one Opus packet per sample).
 
 use mp4_atom::{
-    Audio, Avc1, Avcc, Dinf, Dops, Dref, Encode, Ftyp, Hdlr, Mdat, Mdhd, Mdia, Mfhd, Minf, Moof,
-    Moov, Mvex, Mvhd, Opus, Smhd, Stbl, Stsd, Tfdt, Tfhd, Tkhd, Traf, Trak, Trex, Trun, TrunEntry,
-    Url, Visual, Vmhd,
+    Audio, Avc1, Avcc, Codec, Dinf, Dops, Dref, Encode, Ftyp, Hdlr, Mdat, Mdhd, Mdia, Mfhd, Minf,
+    Moof, Moov, Mvex, Mvhd, Opus, Smhd, Stbl, Stsd, Tfdt, Tfhd, Tkhd, Traf, Trak, Trex, Trun,
+    TrunEntry, Url, Visual, Vmhd,
 };
 
 /// Track ids in the file.
@@ -144,39 +144,24 @@ fn video_trak(v: &VideoTrack) -> Result<Trak, MuxError> {
         taic: None,
         fiel: None,
     };
-    Ok(Trak {
-        tkhd: Tkhd {
-            track_id: VIDEO_TRACK,
-            enabled: true,
-            in_movie: true,
-            width: v.width.into(),
-            height: v.height.into(),
-            ..Default::default()
-        },
-        mdia: Mdia {
-            mdhd: Mdhd {
-                timescale: VIDEO_TIMESCALE,
-                language: "und".into(),
-                ..Default::default()
-            },
-            hdlr: Hdlr {
-                handler: b"vide".into(),
-                name: "Video".into(),
-            },
-            minf: Minf {
-                vmhd: Some(Vmhd::default()),
-                dinf: dinf(),
-                stbl: Stbl {
-                    stsd: Stsd {
-                        codecs: vec![avc1.into()],
-                    },
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        },
+    let tkhd = Tkhd {
+        track_id: VIDEO_TRACK,
+        width: v.width.into(),
+        height: v.height.into(),
         ..Default::default()
-    })
+    };
+    let header = Minf {
+        vmhd: Some(Vmhd::default()),
+        ..Default::default()
+    };
+    Ok(trak(
+        tkhd,
+        VIDEO_TIMESCALE,
+        b"vide",
+        "Video",
+        header,
+        avc1.into(),
+    ))
 }
 
 fn audio_trak(channels: u8) -> Trak {
@@ -196,46 +181,61 @@ fn audio_trak(channels: u8) -> Trak {
         },
         btrt: None,
     };
+    let tkhd = Tkhd {
+        track_id: AUDIO_TRACK,
+        alternate_group: 1,
+        volume: 1.into(),
+        ..Default::default()
+    };
+    let header = Minf {
+        smhd: Some(Smhd::default()),
+        ..Default::default()
+    };
+    trak(tkhd, AUDIO_TIMESCALE, b"soun", "Audio", header, opus.into())
+}
+
+/// A track of one sample description: `tkhd` (enabled), the media timescale and handler, and
+/// `minf` with its media header (`vmhd`/`smhd`) already in.
+fn trak(
+    tkhd: Tkhd,
+    timescale: u32,
+    handler: &[u8; 4],
+    name: &str,
+    header: Minf,
+    codec: Codec,
+) -> Trak {
     Trak {
         tkhd: Tkhd {
-            track_id: AUDIO_TRACK,
-            alternate_group: 1,
             enabled: true,
             in_movie: true,
-            volume: 1.into(),
-            ..Default::default()
+            ..tkhd
         },
         mdia: Mdia {
             mdhd: Mdhd {
-                timescale: AUDIO_TIMESCALE,
+                timescale,
                 language: "und".into(),
                 ..Default::default()
             },
             hdlr: Hdlr {
-                handler: b"soun".into(),
-                name: "Audio".into(),
+                handler: handler.into(),
+                name: name.into(),
             },
             minf: Minf {
-                smhd: Some(Smhd::default()),
-                dinf: dinf(),
+                dinf: Dinf {
+                    dref: Dref {
+                        urls: vec![Url::default()],
+                    },
+                },
                 stbl: Stbl {
                     stsd: Stsd {
-                        codecs: vec![opus.into()],
+                        codecs: vec![codec],
                     },
                     ..Default::default()
                 },
-                ..Default::default()
+                ..header
             },
         },
         ..Default::default()
-    }
-}
-
-fn dinf() -> Dinf {
-    Dinf {
-        dref: Dref {
-            urls: vec![Url::default()],
-        },
     }
 }
 

@@ -34,7 +34,6 @@ pub(super) struct Recorder {
     pub(super) writer: Option<Writer>,
     pub(super) root: PathBuf,
     by_tap: HashMap<ViewerId, Active>,
-    by_channel: HashMap<ChannelId, ViewerId>,
     next_id: u64,
     /// Durations already read from finished files: path → (size, duration).
     durations: HashMap<PathBuf, (u64, f64)>,
@@ -67,14 +66,21 @@ impl Recorder {
             writer: Some(writer),
             root,
             by_tap: HashMap::new(),
-            by_channel: HashMap::new(),
             next_id: 1,
             durations: HashMap::new(),
         })
     }
 
+    /// The tap recording `channel`'s stream (a handful of live recordings: a scan).
+    fn tap_of(&self, channel: ChannelId) -> Option<ViewerId> {
+        self.by_tap
+            .iter()
+            .find(|(_, a)| a.channel == channel)
+            .map(|(t, _)| *t)
+    }
+
     pub(super) fn is_recording(&self, channel: ChannelId) -> bool {
-        self.by_channel.contains_key(&channel)
+        self.tap_of(channel).is_some()
     }
 }
 
@@ -115,7 +121,6 @@ impl Server {
         let id = self.recorder.next_id;
         self.recorder.next_id += 1;
         writer.open(id, path, expect_audio);
-        self.recorder.by_channel.insert(channel, tap);
         self.recorder.by_tap.insert(
             tap,
             Active {
@@ -129,6 +134,10 @@ impl Server {
 
     /// A packet of the relay for a recorder; `false` when it is not one (a viewer's).
     pub(super) fn recording_packet(&mut self, f: &Forward) -> bool {
+        // Every packet to every viewer passes here: nothing to look up when nothing records.
+        if self.recorder.by_tap.is_empty() {
+            return false;
+        }
         let Some(a) = self.recorder.by_tap.get_mut(&f.viewer) else {
             return false;
         };
@@ -160,7 +169,7 @@ impl Server {
 
     /// A stream ended (or recording was turned off): the file is finished.
     pub(super) fn recording_stop(&mut self, channel: ChannelId) {
-        let Some(tap) = self.recorder.by_channel.remove(&channel) else {
+        let Some(tap) = self.recorder.tap_of(channel) else {
             return;
         };
         self.relay.remove_tap(tap);

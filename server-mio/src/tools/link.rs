@@ -194,26 +194,25 @@ impl Link {
 
 /// The first UDP candidate of an SDP (a server's UDP address).
 pub fn udp_candidate(sdp: &str) -> Option<SocketAddr> {
-    sdp.lines().find_map(|l| {
-        let rest = l.trim().strip_prefix("a=candidate:")?;
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if !f.get(2)?.eq_ignore_ascii_case("udp") {
-            return None;
-        }
-        let ip: std::net::IpAddr = f.get(4)?.parse().ok()?;
-        let port: u16 = f.get(5)?.parse().ok()?;
-        Some(SocketAddr::new(ip, port))
+    first_candidate(sdp, |f| {
+        f.get(2).is_some_and(|p| p.eq_ignore_ascii_case("udp"))
     })
 }
 
 /// The first ICE-TCP passive host candidate of an SDP (the server's TCP address).
 pub fn tcp_candidate(sdp: &str) -> Option<SocketAddr> {
+    first_candidate(sdp, |f| {
+        f.get(2).is_some_and(|p| p.eq_ignore_ascii_case("tcp"))
+            && f.windows(2).any(|w| w == ["tcptype", "passive"])
+    })
+}
+
+/// The address of the first `a=candidate` line whose fields pass `wanted`.
+fn first_candidate(sdp: &str, wanted: impl Fn(&[&str]) -> bool) -> Option<SocketAddr> {
     sdp.lines().find_map(|l| {
         let rest = l.trim().strip_prefix("a=candidate:")?;
         let f: Vec<&str> = rest.split_whitespace().collect();
-        let is_tcp = f.get(2)?.eq_ignore_ascii_case("tcp");
-        let passive = f.windows(2).any(|w| w == ["tcptype", "passive"]);
-        if !(is_tcp && passive) {
+        if !wanted(&f) {
             return None;
         }
         let ip: std::net::IpAddr = f.get(4)?.parse().ok()?;

@@ -76,6 +76,9 @@ impl HttpResponse {
     }
 }
 
+/// The largest response read.
+const MAX_RESPONSE: u64 = 4 * 1024 * 1024;
+
 /// One request on a fresh connection (the server closes after each response).
 pub fn http(
     addr: SocketAddr,
@@ -97,7 +100,8 @@ pub fn http(
     s.write_all(req.as_bytes())?;
     s.write_all(body)?;
     let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
+    // Bounded: a response is an SDP answer or a small JSON document.
+    let _ = (&mut s).take(MAX_RESPONSE).read_to_end(&mut raw);
     parse_response(&raw)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed HTTP response"))
 }

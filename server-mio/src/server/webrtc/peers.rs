@@ -70,10 +70,9 @@ pub(in crate::server) struct Viewer {
     last_tcp: bool,
     tcp: bool,
     pub(in crate::server) signal: Signal,
-    /// An edge node's pull of this channel (a `WHEP` offer with the cluster token): fed by a
-    /// relay tap, not counted as audience, dropped when the stream ends.
-    pub(in crate::server) pull: bool,
-    /// The pulling node's id, as its offer said.
+    /// An edge node's pull of this channel (a `WHEP` offer with the cluster token), and the
+    /// pulling node's id as its offer said: fed by a relay tap, not counted as audience,
+    /// dropped when the stream ends (see `pull.rs`).
     pub(in crate::server) pull_node: Option<String>,
     timeout: Instant,
     pending_offer: Option<SdpPendingOffer>,
@@ -81,6 +80,11 @@ pub(in crate::server) struct Viewer {
 }
 
 impl Viewer {
+    /// Whether this peer is an edge node's pull of its channel.
+    pub(in crate::server) fn is_pull(&self) -> bool {
+        self.pull_node.is_some()
+    }
+
     /// An input was taken from UDP or from an ICE-TCP connection.
     pub(in crate::server) fn note_input(&mut self, tcp: bool) {
         self.last_tcp = tcp;
@@ -194,7 +198,7 @@ impl Viewers {
     pub(in crate::server) fn connected(&self) -> usize {
         self.map
             .values()
-            .filter(|v| v.relay_id.is_some() && !v.pull)
+            .filter(|v| v.relay_id.is_some() && !v.is_pull())
             .count()
     }
 
@@ -202,7 +206,7 @@ impl Viewers {
     pub(in crate::server) fn pulls(&self) -> usize {
         self.map
             .values()
-            .filter(|v| v.relay_id.is_some() && v.pull)
+            .filter(|v| v.relay_id.is_some() && v.is_pull())
             .count()
     }
 
@@ -441,7 +445,6 @@ impl Server {
         let id = self.viewer_insert(rtc, channel, Signal::Whep(session.clone()), None, now);
         if let (Some(v), Some(node)) = (self.viewers.map.get_mut(&id), pull) {
             info!("channel {channel}: node {node} pulls it (peer {id})");
-            v.pull = true;
             v.pull_node = Some(node);
         }
         if let Err(why) = self.viewer_media(id, &mids_from_sdp(&answer_sdp)) {
@@ -629,7 +632,6 @@ impl Server {
                 last_tcp: false,
                 tcp: false,
                 signal,
-                pull: false,
                 pull_node: None,
                 timeout: now,
                 pending_offer,
@@ -895,7 +897,7 @@ impl Server {
             return self.publisher_event(id, e, now);
         }
         match e {
-            Event::Connected if v.pull => match self.relay.add_tap(v.channel, now) {
+            Event::Connected if v.is_pull() => match self.relay.add_tap(v.channel, now) {
                 Ok(rid) => {
                     v.relay_id = Some(rid);
                     self.viewers.by_relay.insert(rid, id);
@@ -1111,7 +1113,7 @@ impl Server {
         }
         if let Some(rid) = v.relay_id {
             self.viewers.by_relay.remove(&rid);
-            if v.pull {
+            if v.is_pull() {
                 self.relay.remove_tap(rid);
             } else {
                 self.relay.remove_viewer(rid);
@@ -1137,41 +1139,6 @@ impl Server {
         }
         self.counters.viewers_dropped += 1;
         info!("channel {}: viewer {id} left ({why})", v.channel);
-    }
-
-    /// Pulls of nodes no longer in the directory are let go at once (a dead edge's peer would
-    /// otherwise wait for ICE to give up).
-    pub(in crate::server) fn pulls_served_review(&mut self, nodes: &[String]) {
-        let gone: Vec<u64> = self
-            .viewers
-            .map
-            .iter()
-            .filter(|(_, v)| {
-                v.pull
-                    && v.pull_node
-                        .as_ref()
-                        .is_some_and(|n| !n.is_empty() && !nodes.contains(n))
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in gone {
-            self.viewer_drop(id, "its node left the cluster");
-        }
-    }
-
-    /// `channel`'s stream ended: the edges pulling it are let go (their taps are gone; an
-    /// edge pulls again when the directory shows the stream back).
-    fn pulls_served_end(&mut self, channel: ChannelId) {
-        let ids: Vec<u64> = self
-            .viewers
-            .map
-            .iter()
-            .filter(|(_, v)| v.pull && v.channel == channel)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            self.viewer_drop(id, "the pulled stream ended");
-        }
     }
 
     /// Drops the viewer signalled over this WebSocket, if any.

@@ -5,6 +5,9 @@
 //! the `Rtc` too and hands both back through the loop's `Waker`; the peer then lives in the
 //! shared peer table, routed by the origin's address.
 //!
+//! The origin serves a pull as a WHEP viewer fed by a relay tap (`Viewer::pull_node`), lets it
+//! go when its stream ends or its node leaves the directory.
+//!
 //! A pull ends a grace period after the last viewer here leaves, when the directory no longer
 //! shows the stream on its origin (its viewers see "offline", as on the origin), or when the
 //! stream there restarted (a new pull follows at once, and the viewers resume).
@@ -35,6 +38,8 @@ pub(in crate::server) const NODE_HEADER: &str = "X-ITG-Node";
 pub(in crate::server) const GRACE: Duration = Duration::from_secs(10);
 /// After a failed pull, the next try waits this long.
 const RETRY: Duration = Duration::from_secs(2);
+/// An origin that has not answered a pull's offer by then is given up on (and tried again).
+const ANSWER_DEADLINE: Duration = Duration::from_secs(15);
 
 /// One channel pulled (or being pulled) from its origin.
 pub(in crate::server) struct Pull {
@@ -45,6 +50,8 @@ pub(in crate::server) struct Pull {
     pub(in crate::server) peer: Option<u64>,
     /// Since when no viewer here watches it.
     idle_since: Option<Instant>,
+    /// When the offer went out.
+    asked: Instant,
 }
 
 /// What a signalling thread hands back.
@@ -151,6 +158,7 @@ impl Server {
                 epoch,
                 peer: None,
                 idle_since: None,
+                asked: now,
             },
         );
         let tx = self.pulls.tx.clone();
@@ -163,7 +171,13 @@ impl Server {
         let spawned = std::thread::Builder::new()
             .name("pull".into())
             .spawn(move || {
-                let result = signal(&origin_url, channel, &token, &node);
+                // A panic in the exchange (str0m on the origin's answer) is a failed pull, not
+                // a pull waiting forever.
+                let result =
+                    std::panic::catch_unwind(|| signal(&origin_url, channel, &token, &node))
+                        .unwrap_or_else(
+                            |_| Err("the exchange with the origin panicked".to_owned()),
+                        );
                 let _ = tx.send(Signalled {
                     channel,
                     epoch,
@@ -283,6 +297,12 @@ impl Server {
             let Some(p) = self.pulls.map.get_mut(&c) else {
                 continue;
             };
+            if p.peer.is_none() && now.saturating_duration_since(p.asked) > ANSWER_DEADLINE {
+                warn!("channel {c}: the origin did not answer the pull in time");
+                self.pulls.map.remove(&c);
+                self.pulls.retry_at.insert(c, now + RETRY);
+                continue;
+            }
             match origin {
                 None => {
                     self.pull_end(c, "the stream ended on its origin");
@@ -309,6 +329,42 @@ impl Server {
             .collect();
         for c in waiting {
             self.pull_wanted(c, now);
+        }
+    }
+
+    // The origin's side: the pulls it serves.
+
+    /// Pulls of nodes no longer in the directory are let go at once (a dead edge's peer would
+    /// otherwise wait for ICE to give up).
+    pub(in crate::server) fn pulls_served_review(&mut self, nodes: &[String]) {
+        let gone: Vec<u64> = self
+            .viewers
+            .map
+            .iter()
+            .filter(|(_, v)| {
+                v.pull_node
+                    .as_ref()
+                    .is_some_and(|n| !n.is_empty() && !nodes.contains(n))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.viewer_drop(id, "its node left the cluster");
+        }
+    }
+
+    /// `channel`'s stream ended: the edges pulling it are let go (their taps are gone; an
+    /// edge pulls again when the directory shows the stream back).
+    pub(in crate::server) fn pulls_served_end(&mut self, channel: ChannelId) {
+        let ids: Vec<u64> = self
+            .viewers
+            .map
+            .iter()
+            .filter(|(_, v)| v.is_pull() && v.channel == channel)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.viewer_drop(id, "the pulled stream ended");
         }
     }
 }
