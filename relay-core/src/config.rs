@@ -46,6 +46,15 @@ pub struct RelayConfig {
     pub gop_max_duration: Duration,
     /// A viewer whose reported backlog exceeds this many bytes skips to the next keyframe.
     pub max_viewer_backlog: usize,
+    /// A video packet that waited on this machine longer than this before the relay got it
+    /// (the loop could not keep up) makes a share of the stream's live viewers skip to the next
+    /// keyframe (see [`RelayConfig::late_share`]), so delay stops growing.
+    pub late_after: Duration,
+    /// The share of live viewers skipped per step while late: one in this many (at least one).
+    pub late_share: usize,
+    /// Steps while late are at least this far apart, so the loop sees the relief of one
+    /// step before the next (packets read while catching up are still old).
+    pub late_step: Duration,
     /// A stream without media for this long ends.
     pub media_timeout: Duration,
     /// The RTP timestamp spacing of cached frames replayed to a joining viewer (see
@@ -68,6 +77,9 @@ impl Default for RelayConfig {
             gop_max_bytes: 16 * 1024 * 1024,
             gop_max_duration: Duration::from_secs(12),
             max_viewer_backlog: 2 * 1024 * 1024,
+            late_after: Duration::from_millis(200),
+            late_share: 8,
+            late_step: Duration::from_millis(40),
             media_timeout: Duration::from_secs(15),
             catch_up_ticks: 90,
             keyframe_request_interval: Duration::from_secs(1),

@@ -64,6 +64,7 @@ pub mod codec;
 pub mod config;
 mod error;
 pub mod gop;
+mod ids;
 pub mod nack;
 mod packet;
 mod relay;
@@ -81,4 +82,6 @@ pub use packet::Packet;
 pub use relay::Relay;
 pub use stats::{Rates, StreamCounters, StreamStats, ViewerStats};
 pub use stream::{RtpIn, StreamParams, MAX_OPUS_PACKET};
-pub use types::{Drop, EndReason, Event, Forward, Ingest, MediaKind, Output, ViewerId};
+pub use types::{
+    Drop, EndReason, Event, Forward, Ingest, MediaKind, Output, SkipReason, ViewerId,
+};

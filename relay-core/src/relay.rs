@@ -2,15 +2,18 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ftl_proto::ChannelId;
 use log::{debug, info};
 
 use crate::config::RelayConfig;
+use crate::ids::Ids;
 use crate::stats::{StreamStats, ViewerStats};
 use crate::stream::{RtpIn, Stream, StreamParams};
-use crate::types::{Drop, EndReason, Event, Forward, Ingest, MediaKind, Output, ViewerId};
+use crate::types::{
+    Drop, EndReason, Event, Forward, Ingest, MediaKind, Output, SkipReason, ViewerId,
+};
 use crate::viewer::{TrackState, Viewer};
 use crate::Error;
 
@@ -18,11 +21,15 @@ use crate::Error;
 #[derive(Debug)]
 struct Channel {
     stream: Option<Stream>,
-    /// Sorted by id (ids only grow, so pushing keeps the order).
+    /// Sorted by id (a join inserts in order).
     viewers: Vec<Viewer>,
     /// Taps of the live stream (recorders): fed like viewers, never counted as audience,
     /// never behind, gone with the stream.
     taps: Vec<Viewer>,
+    /// Where the next overload step starts among the viewers (so skips go round), and when
+    /// the last step was.
+    late_cursor: usize,
+    late_step_at: Option<Instant>,
 }
 
 /// The relay core. See the crate documentation for the call order.
@@ -34,7 +41,7 @@ pub struct Relay {
     viewer_channel: HashMap<ViewerId, ChannelId>,
     /// The same for taps.
     tap_channel: HashMap<ViewerId, ChannelId>,
-    next_viewer: u64,
+    ids: Ids,
     live: usize,
     outputs: VecDeque<Output>,
 }
@@ -47,7 +54,7 @@ impl Relay {
             channels: BTreeMap::new(),
             viewer_channel: HashMap::new(),
             tap_channel: HashMap::new(),
-            next_viewer: 1,
+            ids: Ids::default(),
             live: 0,
             outputs: VecDeque::new(),
         }
@@ -88,6 +95,8 @@ impl Relay {
             stream: None,
             viewers: Vec::new(),
             taps: Vec::new(),
+            late_cursor: 0,
+            late_step_at: None,
         });
         info!("channel {channel}: stream started ({source})");
         self.outputs
@@ -116,6 +125,21 @@ impl Relay {
         datagram: &[u8],
         now: Instant,
     ) -> Ingest {
+        self.handle_datagram_queued(channel, from, datagram, Duration::ZERO, now)
+    }
+
+    /// [`Relay::handle_datagram`] for a datagram that waited `queued` on this machine before
+    /// it was read (the caller's socket receive timestamp). Past
+    /// [`RelayConfig::late_after`], the machine is not keeping up: a share of the channel's
+    /// viewers skips to the next keyframe, in turn, so what is sent stays near live.
+    pub fn handle_datagram_queued(
+        &mut self,
+        channel: ChannelId,
+        from: SocketAddr,
+        datagram: &[u8],
+        queued: Duration,
+        now: Instant,
+    ) -> Ingest {
         let Some(ch) = self.channels.get_mut(&channel) else {
             return Ingest::Dropped(Drop::NotLive);
         };
@@ -124,6 +148,9 @@ impl Relay {
         };
         let (ingest, packet) = stream.ingest(from, datagram, now, &mut self.outputs);
         if let Some((kind, pkt)) = packet {
+            if kind == MediaKind::Video && queued > self.config.late_after {
+                overload_step(ch, &self.config, now);
+            }
             fan_out(ch, kind, &pkt, &self.config, now, &mut self.outputs);
         }
         ingest
@@ -132,6 +159,18 @@ impl Relay {
     /// Feeds one RTP packet of a stream started with [`StreamParams::Rtp`] (a WebRTC peer that
     /// already decrypted and repaired it). Accepted media is fanned out like FTL's.
     pub fn handle_rtp(&mut self, channel: ChannelId, rtp: RtpIn, now: Instant) -> Ingest {
+        self.handle_rtp_queued(channel, rtp, Duration::ZERO, now)
+    }
+
+    /// [`Relay::handle_rtp`] for a packet whose datagram waited `queued` on this machine (see
+    /// [`Relay::handle_datagram_queued`]).
+    pub fn handle_rtp_queued(
+        &mut self,
+        channel: ChannelId,
+        rtp: RtpIn,
+        queued: Duration,
+        now: Instant,
+    ) -> Ingest {
         let Some(ch) = self.channels.get_mut(&channel) else {
             return Ingest::Dropped(Drop::NotLive);
         };
@@ -140,6 +179,9 @@ impl Relay {
         };
         let (ingest, packet) = stream.ingest_rtp(rtp, now, &mut self.outputs);
         if let Some((kind, pkt)) = packet {
+            if kind == MediaKind::Video && queued > self.config.late_after {
+                overload_step(ch, &self.config, now);
+            }
             fan_out(ch, kind, &pkt, &self.config, now, &mut self.outputs);
         }
         ingest
@@ -176,20 +218,22 @@ impl Relay {
             stream: None,
             viewers: Vec::new(),
             taps: Vec::new(),
+            late_cursor: 0,
+            late_step_at: None,
         });
         if ch.viewers.len() >= self.config.max_viewers_per_channel {
             let limit = self.config.max_viewers_per_channel;
             self.drop_channel_if_empty(channel);
             return Err(Error::ChannelFull { channel, limit });
         }
-        let id = ViewerId(self.next_viewer);
-        self.next_viewer += 1;
+        let id = self.ids.take();
         let (viewer, cached) = joined(id, ch.stream.as_mut(), &self.config, now, &mut self.outputs);
         if let (false, Some(stream)) = (cached, ch.stream.as_mut()) {
             // Nothing cached to start from: ask the encoder, if it can be asked.
             stream.want_keyframe(now, &mut self.outputs);
         }
-        ch.viewers.push(viewer);
+        let at = ch.viewers.partition_point(|v| v.id < id);
+        ch.viewers.insert(at, viewer);
         self.viewer_channel.insert(id, channel);
         debug!("channel {channel}: viewer {id} joined");
         self.outputs.push_back(Output::Event(Event::ViewerJoined {
@@ -209,8 +253,7 @@ impl Relay {
             .get_mut(&channel)
             .filter(|c| c.stream.is_some())
             .ok_or(Error::UnknownChannel(channel))?;
-        let id = ViewerId(self.next_viewer);
-        self.next_viewer += 1;
+        let id = self.ids.take();
         let (tap, _) = joined(id, ch.stream.as_mut(), &self.config, now, &mut self.outputs);
         ch.taps.push(tap);
         self.tap_channel.insert(id, channel);
@@ -220,6 +263,7 @@ impl Relay {
     /// Detaches a tap before its stream ends (unknown ids are ignored).
     pub fn remove_tap(&mut self, tap: ViewerId) {
         if let Some(c) = self.tap_channel.remove(&tap) {
+            self.ids.give_back(tap);
             if let Some(ch) = self.channels.get_mut(&c) {
                 ch.taps.retain(|t| t.id != tap);
             }
@@ -231,6 +275,7 @@ impl Relay {
         let Some(channel) = self.viewer_channel.remove(&viewer) else {
             return;
         };
+        self.ids.give_back(viewer);
         if let Some(ch) = self.channels.get_mut(&channel) {
             if let Ok(i) = ch.viewers.binary_search_by_key(&viewer, |v| v.id) {
                 ch.viewers.remove(i);
@@ -247,6 +292,15 @@ impl Relay {
     pub fn report_backlog(&mut self, viewer: ViewerId, bytes: usize) {
         if let Some(v) = self.viewer_mut(viewer) {
             v.backlog = bytes;
+        }
+    }
+
+    /// Makes the viewer's video skip to the next keyframe, from its next packet (the caller
+    /// could not deliver what it was given: its socket refused the datagrams). Counted by
+    /// reason in the stream's counters. Unknown ids and taps are ignored.
+    pub fn skip_to_keyframe(&mut self, viewer: ViewerId, reason: SkipReason) {
+        if let Some(v) = self.viewer_mut(viewer) {
+            v.skip = Some(reason);
         }
     }
 
@@ -395,6 +449,7 @@ impl Relay {
         self.live -= 1;
         for t in ch.taps.drain(..) {
             self.tap_channel.remove(&t.id);
+            self.ids.give_back(t.id);
         }
         for v in &mut ch.viewers {
             v.video.reset();
@@ -427,22 +482,58 @@ fn fan_out(
 ) {
     let mut skips = 0;
     let mut skipped = 0;
+    let (mut late, mut refused) = (0, 0);
     for t in &mut ch.taps {
         if let Some(f) = t.on_packet(kind, pkt, usize::MAX, now) {
             outputs.push_back(Output::Forward(f));
         }
     }
     for v in &mut ch.viewers {
-        let before = (v.stats.skips, v.stats.skipped_packets);
+        let before = v.stats;
         if let Some(f) = v.on_packet(kind, pkt, config.max_viewer_backlog, now) {
             outputs.push_back(Output::Forward(f));
         }
-        skips += v.stats.skips - before.0;
-        skipped += v.stats.skipped_packets - before.1;
+        skips += v.stats.skips - before.skips;
+        skipped += v.stats.skipped_packets - before.skipped_packets;
+        late += v.stats.skips_late - before.skips_late;
+        refused += v.stats.skips_send_failed - before.skips_send_failed;
     }
     if let Some(s) = ch.stream.as_mut() {
         s.counters.viewer_skips += skips;
         s.counters.viewer_skipped_packets += skipped;
+        s.counters.viewer_skips_late += late;
+        s.counters.viewer_skips_send_failed += refused;
+    }
+}
+
+/// One step of the overload policy: a late video packet marks the next share of the viewers
+/// that are live (in turn, from where the last step stopped) to skip to the next keyframe.
+/// Steps are `late_step` apart: what one step saves shows only in packets read after it.
+fn overload_step(ch: &mut Channel, config: &RelayConfig, now: Instant) {
+    if let Some(s) = ch.stream.as_mut() {
+        s.counters.late_packets += 1;
+    }
+    if ch
+        .late_step_at
+        .is_some_and(|t| now.saturating_duration_since(t) < config.late_step)
+    {
+        return;
+    }
+    ch.late_step_at = Some(now);
+    let n = ch.viewers.len();
+    let mut share = (n / config.late_share.max(1)).max(1);
+    for _ in 0..n {
+        if share == 0 {
+            break;
+        }
+        let i = ch.late_cursor % n;
+        ch.late_cursor = i + 1;
+        if let Some(v) = ch.viewers.get_mut(i) {
+            if v.video.state == TrackState::Live && v.skip.is_none() {
+                v.skip = Some(SkipReason::Late);
+                share -= 1;
+            }
+        }
     }
 }
 

@@ -102,6 +102,12 @@ pub struct StreamCounters {
     pub viewer_skips: u64,
     /// Video packets those viewers did not get while skipping.
     pub viewer_skipped_packets: u64,
+    /// Of `viewer_skips`: skips because the stream's packets waited on this machine past the
+    /// deadline (overload), and because the socket refused a viewer's datagrams.
+    pub viewer_skips_late: u64,
+    pub viewer_skips_send_failed: u64,
+    /// Video packets that had waited on this machine past the deadline when read.
+    pub late_packets: u64,
 }
 
 /// A snapshot of one stream.
@@ -135,6 +141,9 @@ pub struct ViewerStats {
     pub skipped_packets: u64,
     /// Times the viewer fell behind and skipped.
     pub skips: u64,
+    /// Of `skips`: because the machine was late, because its datagrams were refused.
+    pub skips_late: u64,
+    pub skips_send_failed: u64,
     /// Keyframe requests answered from the GOP cache.
     pub keyframes_from_cache: u64,
     /// Keyframe requests passed on to the encoder (nothing cached, a WebRTC publisher).

@@ -8,9 +8,32 @@ use std::time::Instant;
 
 use ftl_proto::ChannelId;
 
-/// A viewer, unique for the relay's lifetime (ids are never reused).
+/// A viewer (or tap), unique for the relay's lifetime: the low 32 bits are a slot that a later
+/// viewer may take again, the high 32 bits count the slot's uses. The slot lets a caller keep
+/// its own per-viewer state in a vector indexed by [`ViewerId::slot`] (no hashing per
+/// forwarded packet); comparing the whole id tells a stale entry from the slot's new owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ViewerId(pub u64);
+
+impl ViewerId {
+    /// The slot: small, dense and reused once its viewer left.
+    pub fn slot(self) -> usize {
+        (self.0 & u64::from(u32::MAX)) as usize
+    }
+}
+
+/// Why a viewer's video skipped to the next keyframe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// The caller reported more queued towards it than the bound (a slow TCP connection).
+    Backlog,
+    /// The stream's packets waited on this server longer than the deadline before their turn
+    /// came (the machine cannot send what all viewers need): a share of the viewers skips, in
+    /// turn, so the others stay live.
+    Late,
+    /// The socket did not take the viewer's datagrams.
+    SendFailed,
+}
 
 impl fmt::Display for ViewerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -16,14 +16,16 @@
 //! takes to decode one GOP. A keyframe request (PLI/FIR) is answered the same way, continuing
 //! from the viewer's last timestamp. Audio does not come from the cache: it starts live.
 //!
-//! **Falling behind.** When the caller reports a backlog over the bound, the viewer's video
-//! skips to the next keyframe instead of queueing more: delay never grows under overload.
+//! **Falling behind.** When the caller reports a backlog over the bound, or asks for a skip
+//! (its socket refused the viewer's datagrams), or the stream's packets waited too long on this
+//! machine before their turn (see `Relay::handle_datagram_queued`), the viewer's video skips to
+//! the next keyframe instead of queueing more: delay never grows under overload.
 
 use std::time::Instant;
 
 use crate::packet::Packet;
 use crate::stats::ViewerStats;
-use crate::types::{Forward, MediaKind, ViewerId};
+use crate::types::{Forward, MediaKind, SkipReason, ViewerId};
 
 /// Where a viewer's track is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +179,8 @@ pub(crate) struct Viewer {
     pub(crate) video: TrackOut,
     pub(crate) audio: TrackOut,
     pub(crate) backlog: usize,
+    /// A skip the caller or the relay decided on, taken at the next video packet.
+    pub(crate) skip: Option<SkipReason>,
     pub(crate) last_keyframe_request: Option<Instant>,
     pub(crate) stats: ViewerStats,
 }
@@ -188,6 +192,7 @@ impl Viewer {
             video: TrackOut::new(90_000),
             audio: TrackOut::new(48_000),
             backlog: 0,
+            skip: None,
             last_keyframe_request: None,
             stats: ViewerStats::default(),
         }
@@ -208,10 +213,16 @@ impl Viewer {
         if kind == MediaKind::Video && pkt.keyframe {
             track.forget_burst();
         }
+        let behind = self.backlog > max_backlog;
         match (kind, track.state) {
-            (MediaKind::Video, TrackState::Live) if self.backlog > max_backlog => {
+            (MediaKind::Video, TrackState::Live) if behind || self.skip.is_some() => {
                 track.state = TrackState::Skipping;
                 self.stats.skips += 1;
+                match self.skip.take() {
+                    Some(SkipReason::Late) if !behind => self.stats.skips_late += 1,
+                    Some(SkipReason::SendFailed) if !behind => self.stats.skips_send_failed += 1,
+                    _ => {}
+                }
                 if !pkt.keyframe {
                     self.stats.skipped_packets += 1;
                     return None;
@@ -220,7 +231,9 @@ impl Viewer {
                 track.begin(pkt, true, now);
             }
             (MediaKind::Video, TrackState::Waiting | TrackState::Skipping) => {
-                if !pkt.keyframe || self.backlog > max_backlog {
+                // Already not sending: a skip asked for now has nothing left to skip.
+                self.skip = None;
+                if !pkt.keyframe || behind {
                     if track.state == TrackState::Skipping {
                         self.stats.skipped_packets += 1;
                     }

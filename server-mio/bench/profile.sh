@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Where the server's time goes at load: ITG with N viewers (default 200) of the 2.5 Mbit/s input,
 # sampled with `perf record -g` for 10 s; prints the top symbols. Root; not run by CI.
-# INGEST=whip streams the input over WHIP instead of FTL.
+# INGEST=whip streams the input over WHIP instead of FTL; KEEP=<file> keeps perf.data.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -31,7 +31,9 @@ sleep 1
 taskset -c 1 "$bin/itg-load" --target itg --ingest "${INGEST:-ftl}" --http "$ADDR:8080" --ftl "$ADDR:8084" --key "$(cat "$work/key")" \
     --viewers "$N" --join-rate 100 --duration 20 --video "$work/in.h264" > "$work/load.txt" &
 sleep 8
-perf record -F 999 -g -p "$pid" -o "$work/perf.data" -- sleep 10 2>/dev/null
+perf record -F 499 --call-graph "${CALL_GRAPH:-fp}" -p "$pid" -o "$work/perf.data" -- sleep "${SECONDS_SAMPLED:-10}" 2>/dev/null
 wait %2 || true
 cat "$work/load.txt"
-perf report -i "$work/perf.data" --stdio --no-children --sort symbol 2>/dev/null | grep -E '^ +[0-9]' | head -25
+# KEEP=<file> keeps the samples for `perf report -i <file>` (call graphs of one symbol, ...).
+if [ -n "${KEEP:-}" ]; then cp "$work/perf.data" "$KEEP"; fi
+perf report -i "$work/perf.data" --stdio --no-children --sort symbol 2>/dev/null | grep -E '^ +[0-9]' | head -25 || true

@@ -97,6 +97,16 @@ pub struct ServerArgs {
     /// stream.
     #[arg(long, env = "ITG_TCP_VIEWER_BACKLOG_KB", default_value_t = 256)]
     pub tcp_viewer_backlog_kb: usize,
+    /// Send every WebRTC datagram as a message of its own, without UDP GSO (`sendmmsg` still
+    /// batches them). For a network path that mishandles segmentation offload.
+    #[arg(long, env = "ITG_NO_UDP_GSO")]
+    pub no_udp_gso: bool,
+    /// Milliseconds a stream's video may fall behind its own clock on this server before
+    /// viewers start skipping to the next keyframe: when the machine cannot send what its
+    /// viewers need, a share of them skips a stretch (in turn) instead of every viewer's delay
+    /// growing without end.
+    #[arg(long, env = "ITG_LATE_MS", default_value_t = 250)]
+    pub late_ms: u64,
     /// UDP port range for FTL media, one port per live stream: `A-B`, or `0` for ports the
     /// system picks.
     #[arg(long, env = "ITG_MEDIA_PORTS", default_value = "9000-9100", value_parser = parse_port_range)]

@@ -13,5 +13,7 @@ pub mod file_stamp;
 pub mod hooks;
 pub mod keys;
 pub mod record;
+pub mod recv_stamp;
+pub mod send_batch;
 pub mod server;
 pub mod tools;

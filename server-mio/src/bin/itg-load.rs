@@ -93,16 +93,22 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
-/// Context switches of a process so far (voluntary and not): its wake-ups, give or take.
+/// Context switches of a process so far, summed over its threads (voluntary and not): its
+/// wake-ups, give or take. A multi-threaded server (Janus) sleeps in its main thread.
 fn context_switches(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
     let mut total = 0;
-    for line in status.lines() {
-        if let Some(v) = line
-            .strip_prefix("voluntary_ctxt_switches:")
-            .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
-        {
-            total += v.trim().parse::<u64>().ok()?;
+    for t in tasks.flatten() {
+        let Ok(status) = std::fs::read_to_string(t.path().join("status")) else {
+            continue; // a thread that just ended
+        };
+        for line in status.lines() {
+            if let Some(v) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                total += v.trim().parse::<u64>().unwrap_or(0);
+            }
         }
     }
     Some(total)

@@ -24,6 +24,12 @@ pub struct Counters {
     pub webrtc_datagrams: u64,
     pub webrtc_unrouted: u64,
     pub webrtc_send_errors: u64,
+    /// WebRTC datagrams the kernel took, the `sendmmsg` calls that carried them, messages of
+    /// several datagrams (UDP GSO), datagrams dropped at a full socket buffer.
+    pub webrtc_sent: u64,
+    pub webrtc_send_calls: u64,
+    pub webrtc_gso_messages: u64,
+    pub webrtc_send_full: u64,
     pub viewers_created: u64,
     pub viewers_dropped: u64,
     /// Peers (viewers and publishers) that never connected before their deadline.
@@ -123,6 +129,9 @@ impl Server {
                     v["keyframe_requests"] = json!(s.counters.keyframe_requests);
                     v["viewer_skips"] = json!(s.counters.viewer_skips);
                     v["viewer_skipped_packets"] = json!(s.counters.viewer_skipped_packets);
+                    v["viewer_skips_late"] = json!(s.counters.viewer_skips_late);
+                    v["viewer_skips_send_failed"] = json!(s.counters.viewer_skips_send_failed);
+                    v["late_packets"] = json!(s.counters.late_packets);
                 }
                 v
             })
@@ -202,6 +211,26 @@ impl Server {
             "webrtc_send_errors_total",
             "WebRTC datagrams the socket refused.",
             c.webrtc_send_errors,
+        );
+        counter(
+            "webrtc_sent_total",
+            "WebRTC datagrams sent over UDP.",
+            c.webrtc_sent,
+        );
+        counter(
+            "webrtc_send_calls_total",
+            "sendmmsg calls that carried them (datagrams per call = the batching).",
+            c.webrtc_send_calls,
+        );
+        counter(
+            "webrtc_gso_messages_total",
+            "Messages that carried several datagrams to one peer (UDP GSO).",
+            c.webrtc_gso_messages,
+        );
+        counter(
+            "webrtc_send_full_total",
+            "WebRTC datagrams dropped because the socket's buffer was full (the peer skips to the next keyframe).",
+            c.webrtc_send_full,
         );
         counter(
             "viewers_created_total",
@@ -367,7 +396,7 @@ impl Server {
             &'static str,
             fn(&relay_core::StreamStats) -> f64,
         );
-        let per_stream: [Gauge; 11] = [
+        let per_stream: [Gauge; 15] = [
             ("stream_bitrate_bps", "Ingest bitrate.", |s| {
                 s.video.bits_per_second + s.audio.bits_per_second
             }),
@@ -410,8 +439,28 @@ impl Server {
             }),
             (
                 "stream_viewer_skips_total",
-                "Times a viewer fell behind (a backed-up ICE-TCP connection) and skipped to the next keyframe.",
+                "Times a viewer fell behind and skipped to the next keyframe (all reasons).",
                 |s| s.counters.viewer_skips as f64,
+            ),
+            (
+                "stream_viewer_skips_late_total",
+                "Of those: the stream's packets waited on this server past --late-ms (overload).",
+                |s| s.counters.viewer_skips_late as f64,
+            ),
+            (
+                "stream_viewer_skips_send_failed_total",
+                "Of those: the UDP socket did not take the viewer's datagrams.",
+                |s| s.counters.viewer_skips_send_failed as f64,
+            ),
+            (
+                "stream_viewer_skipped_packets_total",
+                "Video packets viewers did not get while skipping.",
+                |s| s.counters.viewer_skipped_packets as f64,
+            ),
+            (
+                "stream_late_packets_total",
+                "Video packets read after waiting on this server past --late-ms.",
+                |s| s.counters.late_packets as f64,
             ),
             (
                 "stream_b_frames",

@@ -458,6 +458,10 @@ impl Server {
         }
         let media_token = self.token(Slot::Media(channel));
         let mut socket = socket;
+        // Arrival stamps tell the relay when the loop falls behind this stream (overload).
+        if !crate::recv_stamp::enable(&socket) {
+            debug!("channel {channel}: no receive timestamps on the media socket");
+        }
         if let Err(e) = self
             .poll
             .registry()
@@ -612,8 +616,8 @@ impl Server {
             let Some(m) = self.media.get(&channel) else {
                 return;
             };
-            match m.socket.recv_from(&mut self.buf) {
-                Ok((n, from)) => {
+            match crate::recv_stamp::recv_from(&m.socket, &mut self.buf) {
+                Ok((n, from, waited)) => {
                     let data = self.buf.get(..n).unwrap_or_default();
                     self.counters.media_datagrams += 1;
                     let local = SocketAddr::new(self.addrs.ftl.ip(), m.port);
@@ -624,7 +628,9 @@ impl Server {
                     {
                         cap.media(from, local, data, now);
                     }
-                    self.relay.handle_datagram(channel, from, data, now);
+                    let waited = waited.unwrap_or_default();
+                    self.relay
+                        .handle_datagram_queued(channel, from, data, waited, now);
                     self.drain_relay(now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,

@@ -171,6 +171,8 @@ pub struct Server {
     ice_tcp_listener: Option<TcpListener>,
     ice_tcp: webrtc::tcp::IceTcp,
     rtc_socket: UdpSocket,
+    /// What the WebRTC peers put out this iteration, sent in one batch at its end.
+    udp_out: crate::send_batch::SendBatch,
     addrs: Addrs,
     next_token: usize,
     slots: HashMap<Token, Slot>,
@@ -242,6 +244,12 @@ impl Server {
         let rtc_addr = SocketAddr::new(args.addr, args.webrtc_port);
         let mut rtc_socket =
             udp_socket(rtc_addr).map_err(|e| StartError::Bind("WebRTC socket", rtc_addr, e))?;
+        let gso = !args.no_udp_gso && crate::send_batch::gso_supported(&rtc_socket);
+        info!(
+            "WebRTC sends: sendmmsg batches{}",
+            if gso { " with UDP GSO" } else { ", no GSO" }
+        );
+        let udp_out = crate::send_batch::SendBatch::new(gso);
         let addrs = Addrs {
             ftl: ftl_listener.local_addr().map_err(StartError::Io)?,
             http: http_listener.local_addr().map_err(StartError::Io)?,
@@ -318,6 +326,7 @@ impl Server {
             gop_max_bytes: args.gop_cache_mb.saturating_mul(1024 * 1024),
             media_timeout: Duration::from_secs(args.media_timeout),
             max_viewer_backlog: args.tcp_viewer_backlog_kb.saturating_mul(1024),
+            late_after: Duration::from_millis(args.late_ms),
             ..RelayConfig::default()
         });
         let candidates = webrtc::peers::host_candidates(args.addr, addrs.webrtc.port(), args.ip);
@@ -355,6 +364,7 @@ impl Server {
             ice_tcp_listener,
             ice_tcp: webrtc::tcp::IceTcp::default(),
             certs,
+            udp_out,
             rtc_socket,
             addrs,
             next_token: FIRST_DYNAMIC,
@@ -459,6 +469,7 @@ impl Server {
             self.timeouts(now);
             self.drain_relay(now);
             self.viewers_flush(now);
+            self.udp_flush();
             if self.stop.load(Ordering::SeqCst) {
                 self.shutdown(now);
                 return Ok(());
@@ -534,6 +545,7 @@ impl Server {
             }
         }
         self.viewers_close_all(now);
+        self.udp_flush();
         self.pool.stop();
         if let Some(dir) = self.keys.path().parent() {
             crate::keys::forget_running(dir);

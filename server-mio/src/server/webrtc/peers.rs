@@ -20,7 +20,7 @@ use log::{debug, info, warn};
 use mio::Token;
 use rand::distr::{Alphanumeric, SampleString};
 use relay_core::{
-    EndReason, Event as RelayEvent, Forward, MediaKind as RelayKind, Output, ViewerId,
+    EndReason, Event as RelayEvent, Forward, MediaKind as RelayKind, Output, SkipReason, ViewerId,
 };
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
@@ -125,7 +125,8 @@ pub(in crate::server) struct Viewers {
     pub(in crate::server) map: HashMap<u64, Viewer>,
     by_addr: HashMap<SocketAddr, u64>,
     by_ufrag: HashMap<String, u64>,
-    by_relay: HashMap<ViewerId, u64>,
+    /// Relay viewer (by its slot) to peer id: looked up for every forwarded packet.
+    by_relay: Vec<Option<(ViewerId, u64)>>,
     pub(in crate::server) by_whep: HashMap<String, u64>,
     /// WHIP session id to publisher.
     pub(in crate::server) by_whip: HashMap<String, u64>,
@@ -175,7 +176,7 @@ impl Viewers {
             map: HashMap::new(),
             by_addr: HashMap::new(),
             by_ufrag: HashMap::new(),
-            by_relay: HashMap::new(),
+            by_relay: Vec::new(),
             by_whep: HashMap::new(),
             by_whip: HashMap::new(),
             heap: BinaryHeap::new(),
@@ -183,6 +184,22 @@ impl Viewers {
             pending: VecDeque::new(),
             candidates,
             next_id: 1,
+        }
+    }
+
+    fn relay_unlink(&mut self, rid: ViewerId) {
+        if let Some(e) = self.by_relay.get_mut(rid.slot()) {
+            if e.is_some_and(|(r, _)| r == rid) {
+                *e = None;
+            }
+        }
+    }
+
+    /// The peer a relay viewer id stands for.
+    fn by_relay(&self, rid: ViewerId) -> Option<u64> {
+        match self.by_relay.get(rid.slot()) {
+            Some(Some((r, id))) if *r == rid => Some(*id),
+            _ => None,
         }
     }
 
@@ -255,6 +272,17 @@ impl Viewers {
             .find(same_scope)
             .copied()
             .unwrap_or(fallback)
+    }
+}
+
+/// Records that relay viewer `rid` is peer `id` (its slot's entry).
+fn relay_link(table: &mut Vec<Option<(ViewerId, u64)>>, rid: ViewerId, id: u64) {
+    let slot = rid.slot();
+    if table.len() <= slot {
+        table.resize(slot + 1, None);
+    }
+    if let Some(e) = table.get_mut(slot) {
+        *e = Some((rid, id));
     }
 }
 
@@ -720,6 +748,18 @@ impl Server {
         );
         v.video = video;
         v.audio = audio;
+        if let Some((mid, _)) = video {
+            // RTX history by time, not str0m's 3 s default (see pool.rs).
+            let _ = guarded(|| {
+                if let Some(tx) = v.rtc.direct_api().stream_tx_by_mid(mid, None) {
+                    tx.set_rtx_cache(
+                        super::pool::SEND_BUFFER_VIDEO,
+                        super::pool::RTX_HISTORY,
+                        Some(0.15),
+                    );
+                }
+            });
+        }
         if v.video.is_none() && v.audio.is_none() {
             return Err("the offer has no H.264 (packetization mode 1) video nor Opus audio");
         }
@@ -851,12 +891,7 @@ impl Server {
                     self.ice_tcp_send(t.destination, &t.contents);
                 }
                 RtcOutput::Transmit(t) => {
-                    if let Err(e) = self.rtc_socket.send_to(&t.contents, t.destination) {
-                        self.counters.webrtc_send_errors += 1;
-                        if e.kind() != io::ErrorKind::WouldBlock {
-                            debug!("viewer {id}: send to {}: {e}", t.destination);
-                        }
-                    }
+                    self.udp_out.push(t.destination, id, t.contents.into());
                 }
                 RtcOutput::Timeout(t) => {
                     if v.connected_at.is_none() && now >= v.created + connect_timeout {
@@ -900,7 +935,7 @@ impl Server {
             Event::Connected if v.is_pull() => match self.relay.add_tap(v.channel, now) {
                 Ok(rid) => {
                     v.relay_id = Some(rid);
-                    self.viewers.by_relay.insert(rid, id);
+                    relay_link(&mut self.viewers.by_relay, rid, id);
                     self.drain_relay(now);
                 }
                 Err(_) => self.viewer_drop(id, "the pulled stream ended"),
@@ -908,7 +943,7 @@ impl Server {
             Event::Connected => match self.relay.add_viewer(v.channel, now) {
                 Ok(rid) => {
                     v.relay_id = Some(rid);
-                    self.viewers.by_relay.insert(rid, id);
+                    relay_link(&mut self.viewers.by_relay, rid, id);
                     info!(
                         "channel {}: viewer {id} connected in {} ms",
                         v.channel,
@@ -1000,7 +1035,7 @@ impl Server {
     }
 
     fn viewer_write(&mut self, f: Forward) {
-        let Some(&id) = self.viewers.by_relay.get(&f.viewer) else {
+        let Some(id) = self.viewers.by_relay(f.viewer) else {
             return;
         };
         let Some(v) = self.viewers.map.get_mut(&id) else {
@@ -1073,6 +1108,34 @@ impl Server {
         self.viewers.dirty = dirty;
     }
 
+    /// Sends the iteration's datagrams (see `send_batch`). A viewer whose datagrams the socket
+    /// would not take (its buffer full: the machine sends less than the viewers need) skips to
+    /// the next keyframe instead of being sent a picture with holes.
+    pub(in crate::server) fn udp_flush(&mut self) {
+        if self.udp_out.is_empty() {
+            return;
+        }
+        let f = self.udp_out.flush(&self.rtc_socket);
+        self.counters.webrtc_sent += f.datagrams;
+        self.counters.webrtc_send_calls += f.calls;
+        self.counters.webrtc_gso_messages += f.gso_messages;
+        self.counters.webrtc_send_full += f.would_block;
+        self.counters.webrtc_send_errors += f.errors;
+        if self.udp_out.dropped().is_empty() {
+            return;
+        }
+        let mut ids = self.udp_out.dropped().to_vec();
+        let datagrams = ids.len();
+        ids.sort_unstable();
+        ids.dedup();
+        debug!("{datagrams} datagrams not sent to {} peers", ids.len());
+        for id in ids {
+            if let Some(rid) = self.viewers.map.get(&id).and_then(|v| v.relay_id) {
+                self.relay.skip_to_keyframe(rid, SkipReason::SendFailed);
+            }
+        }
+    }
+
     /// The channel went live or offline: tell its WebSocket viewers.
     pub(in crate::server) fn viewers_stream_state(&mut self, channel: ChannelId, live: bool) {
         for t in self.ws_tokens(channel) {
@@ -1112,7 +1175,7 @@ impl Server {
             }
         }
         if let Some(rid) = v.relay_id {
-            self.viewers.by_relay.remove(&rid);
+            self.viewers.relay_unlink(rid);
             if v.is_pull() {
                 self.relay.remove_tap(rid);
             } else {

@@ -14,9 +14,16 @@ use str0m::{Rtc, RtcConfig};
 
 /// How many ready `Rtc`s the loop keeps at hand.
 pub(in crate::server) const WARM: usize = 8;
-/// Video packets str0m keeps per viewer to answer NACKs (RTX). ~0.42 KB a slot: 512 slots keep
-/// ~0.5 s at 6 Mbit/s for ~215 KB a viewer (the default 1000 would cost ~420 KB).
-const SEND_BUFFER_VIDEO: usize = 512;
+/// Most video packets str0m keeps per viewer to answer NACKs (RTX), ~0.42 KB a slot (the
+/// payload itself is shared by all viewers). The history is bounded by time first
+/// ([`RTX_HISTORY`]); this cap only bounds a very high bitrate
+/// (1024 slots are 0.5 s at ~12 Mbit/s).
+pub(in crate::server) const SEND_BUFFER_VIDEO: usize = 1024;
+/// How far back a viewer's NACK can reach: a loss is reported within a round trip or two, so
+/// half a second covers any path worth repairing, and a 2.5 Mbit/s stream keeps ~125
+/// packets (~52 KB) a viewer instead of str0m's default 3 s.
+pub(in crate::server) const RTX_HISTORY: std::time::Duration =
+    std::time::Duration::from_millis(500);
 
 enum Request {
     Build(usize),
