@@ -82,6 +82,4 @@ pub use packet::Packet;
 pub use relay::Relay;
 pub use stats::{Rates, StreamCounters, StreamStats, ViewerStats};
 pub use stream::{RtpIn, StreamParams, MAX_OPUS_PACKET};
-pub use types::{
-    Drop, EndReason, Event, Forward, Ingest, MediaKind, Output, SkipReason, ViewerId,
-};
+pub use types::{Drop, EndReason, Event, Forward, Ingest, MediaKind, Output, SkipReason, ViewerId};

@@ -344,7 +344,10 @@ mod tests {
 
     /// Three destinations, interleaved runs of equal and unequal sizes (a keyframe burst with
     /// a short last packet, audio between), more than one GSO message's worth for one of them.
-    fn scenario(gso: bool) -> (SendBatch, Flushed, Vec<Vec<Vec<u8>>>, Vec<Vec<Vec<u8>>>) {
+    /// Datagrams per destination.
+    type PerDest = Vec<Vec<Vec<u8>>>;
+
+    fn scenario(gso: bool) -> (SendBatch, Flushed, PerDest, PerDest) {
         let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
         sender.set_nonblocking(true).unwrap();
         let rx: Vec<(UdpSocket, SocketAddr)> = (0..3).map(|_| receiver()).collect();

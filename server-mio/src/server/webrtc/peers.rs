@@ -30,7 +30,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rtc};
 
-use super::whip::{check_offer, Offerer, WhipAuth};
+use super::whip::{check_offer, Offerer};
 use crate::server::http::{Reply, Response};
 use crate::server::{Server, READ_BUDGET};
 
@@ -112,11 +112,6 @@ pub(in crate::server) enum Pending {
     Ws {
         token: Token,
         channel: ChannelId,
-    },
-    /// An authorized WHIP offer waiting for an `Rtc`.
-    Whip {
-        token: Token,
-        auth: WhipAuth,
     },
 }
 
@@ -790,10 +785,6 @@ impl Server {
                         self.ws_offer(token, rtc, channel, now);
                     }
                 }
-                Pending::Whip { token, auth } => {
-                    let resp = self.whip_answer(rtc, auth, now);
-                    self.http_respond(token, resp);
-                }
             }
         }
     }
@@ -802,7 +793,7 @@ impl Server {
     pub(in crate::server) fn viewers_http_gone(&mut self, token: Token) {
         self.viewers
             .pending
-            .retain(|p| !matches!(p, Pending::Whep { token: t, .. } | Pending::Ws { token: t, .. } | Pending::Whip { token: t, .. } if *t == token));
+            .retain(|p| !matches!(p, Pending::Whep { token: t, .. } | Pending::Ws { token: t, .. } if *t == token));
     }
 
     pub(in crate::server) fn read_webrtc(&mut self, now: Instant) {

@@ -32,16 +32,28 @@ enum Request {
 
 /// The helper thread and the ready `Rtc`s.
 pub(in crate::server) struct RtcPool {
+    /// The DTLS certificate every `Rtc` shares (a publisher's is built on the loop).
+    cert: Option<str0m::config::DtlsCert>,
     ready: Vec<Rtc>,
     requested: usize,
     tx: Sender<Request>,
     rx: Receiver<Rtc>,
 }
 
-/// The configuration every viewer's `Rtc` gets: ICE-lite, RTP mode, receive-only viewers of
-/// H.264 (packetization mode 1, the profiles browsers take) and Opus.
-pub(in crate::server) fn rtc_config() -> RtcConfig {
-    let mut cfg = Rtc::builder()
+/// The configuration every peer's `Rtc` gets: ICE-lite, RTP mode, H.264 (packetization mode 1,
+/// the profiles browsers take) and Opus. A viewer negotiates one header extension, the mid:
+/// the relay does no congestion control towards viewers, so transport-wide sequence numbers
+/// (TWCC) would cost a write per packet, feedback to parse and a register of the last 1000
+/// packets (~100 KB) per viewer for nothing. A publisher keeps str0m's standard set: its
+/// encoder's bandwidth estimate lives on our TWCC feedback.
+pub(in crate::server) fn rtc_config(publisher: bool) -> RtcConfig {
+    let mut cfg = Rtc::builder();
+    if !publisher {
+        let mut exts = str0m::rtp::ExtensionMap::empty();
+        exts.set(4, str0m::rtp::Extension::RtpMid);
+        cfg = cfg.set_extension_map(exts);
+    }
+    let mut cfg = cfg
         .set_ice_lite(true)
         .set_rtp_mode(true)
         .clear_codecs()
@@ -63,17 +75,19 @@ impl RtcPool {
     pub(in crate::server) fn start(waker: Arc<Waker>) -> RtcPool {
         let (req_tx, req_rx) = mpsc::channel::<Request>();
         let (rtc_tx, rtc_rx) = mpsc::channel::<Rtc>();
+        let provider = str0m::crypto::from_feature_flags();
+        let cert = provider.dtls_provider.generate_certificate();
+        if cert.is_none() {
+            warn!("could not pre-generate a DTLS certificate; each peer makes its own");
+        }
+        let shared = cert.clone();
         let spawned = thread::Builder::new()
             .name("rtc-builder".into())
             .spawn(move || {
-                let provider = str0m::crypto::from_feature_flags();
-                let cert = provider.dtls_provider.generate_certificate();
-                if cert.is_none() {
-                    warn!("could not pre-generate a DTLS certificate; each viewer makes its own");
-                }
+                let cert = shared;
                 while let Ok(Request::Build(n)) = req_rx.recv() {
                     for _ in 0..n {
-                        let mut cfg = rtc_config();
+                        let mut cfg = rtc_config(false);
                         if let Some(c) = &cert {
                             cfg = cfg.set_dtls_cert(c.clone());
                         }
@@ -88,6 +102,7 @@ impl RtcPool {
             warn!("rtc-builder thread: {e}");
         }
         let mut pool = RtcPool {
+            cert,
             ready: Vec::new(),
             requested: 0,
             tx: req_tx,
@@ -105,7 +120,17 @@ impl RtcPool {
         }
     }
 
-    /// A ready `Rtc`, if any; asks for more in the background either way.
+    /// An `Rtc` for a WHIP publisher, built here (authorized publishers are few; their
+    /// configuration differs from the viewers' kept ready).
+    pub(in crate::server) fn publisher(&self) -> Rtc {
+        let mut cfg = rtc_config(true);
+        if let Some(c) = &self.cert {
+            cfg = cfg.set_dtls_cert(c.clone());
+        }
+        cfg.build(Instant::now())
+    }
+
+    /// A ready viewer `Rtc`, if any; asks for more in the background either way.
     pub(in crate::server) fn take(&mut self) -> Option<Rtc> {
         let rtc = self.ready.pop();
         self.refill();

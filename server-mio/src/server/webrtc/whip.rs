@@ -27,7 +27,7 @@ use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::{Event, Rtc};
 
-use super::peers::{guarded, mids_from_sdp, Pending, Role, Signal};
+use super::peers::{guarded, mids_from_sdp, Role, Signal};
 use crate::capture::SessionCapture;
 use crate::server::hooks::KeyAnswer;
 use crate::server::http::{Reply, Request, Response};
@@ -390,16 +390,9 @@ impl Server {
         if let Some(resp) = refusal {
             return Reply::Now(self.whip_refused(from, channel, resp));
         }
-        match self.pool.take() {
-            Some(rtc) => Reply::Now(self.whip_answer(rtc, auth, now)),
-            None => {
-                self.viewers
-                    .pending
-                    .push_back(Pending::Whip { token, auth });
-                self.pool.want(self.viewers.pending.len());
-                Reply::Later
-            }
-        }
+        let _ = token;
+        let rtc = self.pool.publisher();
+        Reply::Now(self.whip_answer(rtc, auth, now))
     }
 
     /// Answers an authorized offer with a fresh `Rtc`: a publisher joins the peer table.
