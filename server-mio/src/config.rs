@@ -101,11 +101,11 @@ pub struct ServerArgs {
     /// batches them). For a network path that mishandles segmentation offload.
     #[arg(long, env = "ITG_NO_UDP_GSO")]
     pub no_udp_gso: bool,
-    /// Milliseconds a stream's video may fall behind its own clock on this server before
-    /// viewers start skipping to the next keyframe: when the machine cannot send what its
-    /// viewers need, a share of them skips a stretch (in turn) instead of every viewer's delay
-    /// growing without end.
-    #[arg(long, env = "ITG_LATE_MS", default_value_t = 250)]
+    /// Milliseconds an FTL video packet may wait on this server (from the kernel's arrival stamp
+    /// to the loop reading it) before viewers start skipping to the next keyframe: when the
+    /// machine cannot send what its viewers need, a share of them skips a stretch, in turn,
+    /// instead of every viewer's delay growing without end.
+    #[arg(long, env = "ITG_LATE_MS", default_value_t = 200)]
     pub late_ms: u64,
     /// UDP port range for FTL media, one port per live stream: `A-B`, or `0` for ports the
     /// system picks.
