@@ -148,10 +148,7 @@ impl Relay {
         };
         let (ingest, packet) = stream.ingest(from, datagram, now, &mut self.outputs);
         if let Some((kind, pkt)) = packet {
-            if kind == MediaKind::Video && queued > self.config.late_after {
-                overload_step(ch, &self.config, now);
-            }
-            fan_out(ch, kind, &pkt, &self.config, now, &mut self.outputs);
+            fan_out(ch, kind, &pkt, queued, &self.config, now, &mut self.outputs);
         }
         ingest
     }
@@ -179,10 +176,7 @@ impl Relay {
         };
         let (ingest, packet) = stream.ingest_rtp(rtp, now, &mut self.outputs);
         if let Some((kind, pkt)) = packet {
-            if kind == MediaKind::Video && queued > self.config.late_after {
-                overload_step(ch, &self.config, now);
-            }
-            fan_out(ch, kind, &pkt, &self.config, now, &mut self.outputs);
+            fan_out(ch, kind, &pkt, queued, &self.config, now, &mut self.outputs);
         }
         ingest
     }
@@ -471,15 +465,20 @@ impl Relay {
     }
 }
 
-/// Hands one accepted packet to every viewer of the channel, whichever source it came from.
+/// Hands one accepted packet to every viewer of the channel, whichever source it came from;
+/// a video packet that waited `queued` past the deadline first takes an overload step.
 fn fan_out(
     ch: &mut Channel,
     kind: MediaKind,
     pkt: &crate::Packet,
+    queued: Duration,
     config: &RelayConfig,
     now: Instant,
     outputs: &mut VecDeque<Output>,
 ) {
+    if kind == MediaKind::Video && queued > config.late_after {
+        overload_step(ch, config, now);
+    }
     let mut skips = 0;
     let mut skipped = 0;
     let (mut late, mut refused) = (0, 0);

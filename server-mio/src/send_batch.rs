@@ -39,8 +39,13 @@ struct Message {
     /// The size of every datagram but the last.
     segment: usize,
     bytes: usize,
-    /// A shorter datagram ended it: nothing more can join.
-    closed: bool,
+}
+
+impl Message {
+    /// A datagram shorter than the segment size ended it: nothing more can join.
+    fn closed(&self) -> bool {
+        self.bytes < self.count * self.segment
+    }
 }
 
 /// What became of the datagrams of one flush.
@@ -64,7 +69,8 @@ pub struct SendBatch {
     datagrams: Vec<Vec<u8>>,
     messages: Vec<Message>,
     gso: bool,
-    /// Tags (the caller's peer ids) of datagrams that could not be sent in the last flush.
+    /// Tags (the caller's peer ids) of messages that could not be sent in the last flush, in
+    /// order (a tag may repeat); how many datagrams is in [`Flushed`].
     dropped: Vec<u64>,
 }
 
@@ -108,7 +114,7 @@ impl SendBatch {
             if let Some(m) = self.messages.last_mut() {
                 let fits = m.to == to
                     && m.tag == tag
-                    && !m.closed
+                    && !m.closed()
                     && m.count < MAX_SEGMENTS
                     && m.bytes + len <= MAX_GSO_BYTES
                     && len > 0
@@ -116,7 +122,6 @@ impl SendBatch {
                 if fits {
                     m.count += 1;
                     m.bytes += len;
-                    m.closed = len < m.segment;
                     return;
                 }
             }
@@ -128,11 +133,10 @@ impl SendBatch {
             count: 1,
             segment: len,
             bytes: len,
-            closed: false,
         });
     }
 
-    /// The tags of datagrams the last [`SendBatch::flush`] could not send, one per datagram.
+    /// The tags of messages the last [`SendBatch::flush`] could not send (a tag may repeat).
     pub fn dropped(&self) -> &[u64] {
         &self.dropped
     }
@@ -160,7 +164,7 @@ impl SendBatch {
                 Err(RunError::Full(at)) => {
                     for m in self.messages.get(at..).unwrap_or_default() {
                         out.would_block += m.count as u64;
-                        self.dropped.extend(std::iter::repeat_n(m.tag, m.count));
+                        self.dropped.push(m.tag);
                     }
                     break;
                 }
@@ -213,15 +217,23 @@ impl SendBatch {
         let mut at = start;
         while at < end {
             let messages = self.messages.get(at..end).unwrap_or_default();
-            let iovs: Vec<Vec<IoSlice<'_>>> = messages
+            // One vector of slices for the call, each message a run of it: the messages'
+            // datagrams are consecutive in `datagrams`.
+            let first = messages.first().map_or(0, |m| m.first);
+            let last = messages.last().map_or(0, |m| m.first + m.count);
+            let slices: Vec<IoSlice<'_>> = self
+                .datagrams
+                .get(first..last)
+                .unwrap_or_default()
+                .iter()
+                .map(|d| IoSlice::new(d))
+                .collect();
+            let iovs: Vec<&[IoSlice<'_>]> = messages
                 .iter()
                 .map(|m| {
-                    self.datagrams
-                        .get(m.first..m.first + m.count)
+                    slices
+                        .get(m.first - first..m.first - first + m.count)
                         .unwrap_or_default()
-                        .iter()
-                        .map(|d| IoSlice::new(d))
-                        .collect()
                 })
                 .collect();
             let addrs: Vec<Option<SockaddrStorage>> = messages
@@ -276,7 +288,7 @@ impl SendBatch {
                     // The first message of the call is the one the kernel refused.
                     if let Some(m) = messages.first() {
                         out.errors += m.count as u64;
-                        self.dropped.extend(std::iter::repeat_n(m.tag, m.count));
+                        self.dropped.push(m.tag);
                     }
                     at += 1;
                 }
@@ -296,7 +308,6 @@ impl SendBatch {
                     count: 1,
                     segment: len,
                     bytes: len,
-                    closed: false,
                     ..m
                 });
             }

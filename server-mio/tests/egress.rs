@@ -13,13 +13,10 @@ mod common;
 
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-use server_mio::tools::client::{stream, ClientOptions};
 use server_mio::tools::probe::http;
 
 fn free_port() -> u16 {
@@ -115,27 +112,9 @@ impl Process {
             .unwrap_or(Value::Null)
     }
 
-    /// Streams the fixture over FTL, looping, until the flag is set.
-    fn stream(&self, video: &'static [u8]) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
-        let opts = ClientOptions {
-            server: self.ftl.to_string(),
-            stream_key: self.key.clone(),
-            video: Some(video.to_vec()),
-            audio: Some(AUDIO.to_vec()),
-            fps: 30,
-            repeat: true,
-            duration: None,
-            speed: 1.0,
-            drop_every: None,
-            speed_test: false,
-            sent_log: None,
-        };
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let t = std::thread::spawn(move || {
-            let _ = stream(&opts, &s);
-        });
-        (stop, t)
+    /// Streams the fixture over FTL, looping, until stopped.
+    fn stream(&self, video: &'static [u8]) -> Streamer {
+        stream_to(self.ftl, &self.key, video, Some(Duration::from_secs(120)))
     }
 
     fn signal(&self, sig: &str) {
@@ -176,7 +155,7 @@ fn run_viewers(viewers: &mut [Viewer], d: Duration) {
 fn memory_per_viewer_with_200_probe_viewers() {
     init();
     let server = Process::start(5, &[]);
-    let (stop, streamer) = server.stream(VIDEO_A);
+    let streamer = server.stream(VIDEO_A);
     std::thread::sleep(Duration::from_secs(2));
     // A first viewer makes every lazily built piece exist (Rtc pool, buffers).
     let mut viewers = vec![Viewer::whep(server.http, 5).unwrap()];
@@ -203,8 +182,7 @@ fn memory_per_viewer_with_200_probe_viewers() {
         per_viewer <= 170.0,
         "{per_viewer:.1} KiB per viewer is over the 170 KiB bound"
     );
-    stop.store(true, Ordering::SeqCst);
-    streamer.join().unwrap();
+    let _ = streamer.stop();
 }
 
 /// The loop falls behind its ingest (the server process is stopped for 700 ms while the
@@ -215,7 +193,7 @@ fn memory_per_viewer_with_200_probe_viewers() {
 fn a_late_loop_makes_viewers_skip_ahead_not_fall_behind() {
     init();
     let server = Process::start(6, &["--late-ms", "150"]);
-    let (stop, streamer) = server.stream(VIDEO_A);
+    let streamer = server.stream(VIDEO_A);
     std::thread::sleep(Duration::from_millis(1500));
     let mut viewers: Vec<Viewer> = (0..16)
         .map(|_| Viewer::whep(server.http, 6).unwrap())
@@ -248,6 +226,5 @@ fn a_late_loop_makes_viewers_skip_ahead_not_fall_behind() {
         );
         assert_eq!(v.video_lost(), 0, "numbering stays gap-free across a skip");
     }
-    stop.store(true, Ordering::SeqCst);
-    streamer.join().unwrap();
+    let _ = streamer.stop();
 }

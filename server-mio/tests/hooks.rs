@@ -147,19 +147,7 @@ fn serve(
 }
 
 fn client(server: &TestServer, key: &str, duration: Option<Duration>) -> ClientOptions {
-    ClientOptions {
-        server: server.addrs.ftl.to_string(),
-        stream_key: key.to_owned(),
-        video: Some(VIDEO_A.to_vec()),
-        audio: Some(AUDIO.to_vec()),
-        fps: 30,
-        repeat: duration.is_some(),
-        duration,
-        speed: 1.0,
-        drop_every: None,
-        speed_test: false,
-        sent_log: None,
-    }
+    ftl_options(server.addrs.ftl, key, VIDEO_A, duration)
 }
 
 fn refused_with(r: Result<server_mio::tools::client::ClientStats, ClientError>) -> (u16, String) {

@@ -616,7 +616,7 @@ impl Server {
             let Some(m) = self.media.get(&channel) else {
                 return;
             };
-            match crate::recv_stamp::recv_from(&m.socket, &mut self.buf) {
+            match self.stamps.recv_from(&m.socket, &mut self.buf) {
                 Ok((n, from, waited)) => {
                     let data = self.buf.get(..n).unwrap_or_default();
                     self.counters.media_datagrams += 1;
@@ -635,6 +635,9 @@ impl Server {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    debug!("channel {channel}: media recv: {e}");
+                }
                 Err(e) => {
                     debug!("channel {channel}: media recv: {e}");
                     return;

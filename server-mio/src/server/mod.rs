@@ -173,6 +173,8 @@ pub struct Server {
     rtc_socket: UdpSocket,
     /// What the WebRTC peers put out this iteration, sent in one batch at its end.
     udp_out: crate::send_batch::SendBatch,
+    /// Space for the arrival stamps of FTL media reads.
+    stamps: crate::recv_stamp::Stamps,
     addrs: Addrs,
     next_token: usize,
     slots: HashMap<Token, Slot>,
@@ -365,6 +367,7 @@ impl Server {
             ice_tcp: webrtc::tcp::IceTcp::default(),
             certs,
             udp_out,
+            stamps: crate::recv_stamp::Stamps::default(),
             rtc_socket,
             addrs,
             next_token: FIRST_DYNAMIC,

@@ -141,29 +141,9 @@ impl TestServer {
         video: &'static [u8],
         duration: Option<Duration>,
     ) -> Streamer {
-        let opts = ClientOptions {
-            server: self.addrs.ftl.to_string(),
-            stream_key: key.to_owned(),
-            video: Some(video.to_vec()),
-            audio: Some(AUDIO.to_vec()),
-            fps: 30,
-            repeat: duration.is_some(),
-            duration,
-            speed: 1.0,
-            drop_every: None,
-            speed_test: false,
-            sent_log: None,
-        };
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let thread = std::thread::spawn(move || stream(&opts, &s));
-        Streamer {
-            stop,
-            thread: Some(thread),
-        }
+        stream_to(self.addrs.ftl, key, video, duration)
     }
 
-    /// `GET` a path; returns status and body.
     pub fn get(&self, path: &str) -> (u16, String) {
         let r = http(self.addrs.http, "GET", path, &[], b"");
         (r.status, String::from_utf8_lossy(&r.body).into_owned())
@@ -245,6 +225,45 @@ impl TestServer {
             vanish: false,
             tcp: false,
         }
+    }
+}
+
+/// Streams a fixture over FTL to a server's control address on a thread (looping when timed).
+pub fn stream_to(
+    ftl: SocketAddr,
+    key: &str,
+    video: &'static [u8],
+    duration: Option<Duration>,
+) -> Streamer {
+    let opts = ftl_options(ftl, key, video, duration);
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let thread = std::thread::spawn(move || stream(&opts, &s));
+    Streamer {
+        stop,
+        thread: Some(thread),
+    }
+}
+
+/// What the FTL client streams with: the fixture's audio, real time, looping when timed.
+pub fn ftl_options(
+    ftl: SocketAddr,
+    key: &str,
+    video: &[u8],
+    duration: Option<Duration>,
+) -> ClientOptions {
+    ClientOptions {
+        server: ftl.to_string(),
+        stream_key: key.to_owned(),
+        video: Some(video.to_vec()),
+        audio: Some(AUDIO.to_vec()),
+        fps: 30,
+        repeat: duration.is_some(),
+        duration,
+        speed: 1.0,
+        drop_every: None,
+        speed_test: false,
+        sent_log: None,
     }
 }
 

@@ -750,7 +750,7 @@ impl Server {
                     tx.set_rtx_cache(
                         super::pool::SEND_BUFFER_VIDEO,
                         super::pool::RTX_HISTORY,
-                        Some(0.15),
+                        super::pool::RTX_RATIO_CAP,
                     );
                 }
             });
@@ -1116,10 +1116,13 @@ impl Server {
             return;
         }
         let mut ids = self.udp_out.dropped().to_vec();
-        let datagrams = ids.len();
         ids.sort_unstable();
         ids.dedup();
-        debug!("{datagrams} datagrams not sent to {} peers", ids.len());
+        debug!(
+            "{} datagrams not sent to {} peers",
+            f.would_block + f.errors,
+            ids.len()
+        );
         for id in ids {
             if let Some(rid) = self.viewers.map.get(&id).and_then(|v| v.relay_id) {
                 self.relay.skip_to_keyframe(rid, SkipReason::SendFailed);

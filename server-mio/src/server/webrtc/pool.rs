@@ -24,6 +24,10 @@ pub(in crate::server) const SEND_BUFFER_VIDEO: usize = 1024;
 /// packets (~52 KB) a viewer instead of str0m's default 3 s.
 pub(in crate::server) const RTX_HISTORY: std::time::Duration =
     std::time::Duration::from_millis(500);
+/// Queued resends are dropped once they pass this share of what a viewer is sent (str0m's
+/// default, kept when the history is set): a viewer that NACKs everything cannot make the
+/// server send its stream twice.
+pub(in crate::server) const RTX_RATIO_CAP: Option<f32> = Some(0.15);
 
 enum Request {
     Build(usize),

@@ -266,7 +266,7 @@ impl Server {
             Some(c) => KeyAnswer::Key(c.stream_key()),
             None => KeyAnswer::Unknown,
         };
-        self.whip_checked(token, auth, &answer, now)
+        Reply::Now(self.whip_checked(auth, &answer, now))
     }
 
     /// Counts and logs a refusal; every WHIP refusal passes here.
@@ -350,20 +350,12 @@ impl Server {
         let Some(auth) = self.whip_auth.remove(&token) else {
             return;
         };
-        match self.whip_checked(token, auth, answer, now) {
-            Reply::Now(resp) => self.http_respond(token, resp),
-            Reply::Later | Reply::Upgrade { .. } => {}
-        }
+        let resp = self.whip_checked(auth, answer, now);
+        self.http_respond(token, resp);
     }
 
-    /// Judges the key and the limits, then answers (or queues for an `Rtc`).
-    fn whip_checked(
-        &mut self,
-        token: Token,
-        auth: WhipAuth,
-        answer: &KeyAnswer,
-        now: Instant,
-    ) -> Reply {
+    /// Judges the key and the limits, then answers with a publisher's `Rtc` (built here).
+    fn whip_checked(&mut self, auth: WhipAuth, answer: &KeyAnswer, now: Instant) -> Response {
         let (channel, from) = (auth.channel, auth.from);
         let refusal = match answer {
             KeyAnswer::Key(k) if same_key(k, &auth.secret) => None,
@@ -388,11 +380,10 @@ impl Server {
             }
         });
         if let Some(resp) = refusal {
-            return Reply::Now(self.whip_refused(from, channel, resp));
+            return self.whip_refused(from, channel, resp);
         }
-        let _ = token;
         let rtc = self.pool.publisher();
-        Reply::Now(self.whip_answer(rtc, auth, now))
+        self.whip_answer(rtc, auth, now)
     }
 
     /// Answers an authorized offer with a fresh `Rtc`: a publisher joins the peer table.
