@@ -30,9 +30,17 @@ if [ "${ITG_IN_NETNS:-}" != 1 ]; then
         (cd "$base" && CARGO_TARGET_DIR="$root/target/baseline" cargo build --release -p server-mio --bin server-mio)
         git -C "$root" worktree remove --force "$base"
     fi
-    exec unshare -n env ITG_IN_NETNS=1 "$0" "$@"
+    exec unshare -n -m env ITG_IN_NETNS=1 "$0" "$@"
 fi
 ip link set lo up
+# Receive Packet Steering: what the viewers receive is processed on the generator's core (1),
+# as it would be on the viewers' own machines, instead of being charged to the sending
+# server as plain loopback does. RPS=0 keeps plain loopback. sysfs is mounted again in a
+# private mount namespace so that it shows this network namespace's devices.
+if [ "${RPS:-1}" = 1 ]; then
+    mount --make-rprivate / && mount -t sysfs sysfs /sys
+    echo 2 > /sys/class/net/lo/queues/rx-0/rps_cpus
+fi
 ip link add v0 type veth peer name v1
 ip addr add 10.77.0.1/24 dev v0
 ip link set v0 up

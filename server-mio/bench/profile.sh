@@ -9,9 +9,17 @@ N=${1:-200}
 if [ "${ITG_IN_NETNS:-}" != 1 ]; then
     command -v perf >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q linux-perf; }
     (cd "$root" && cargo build --release -p server-mio --bin server-mio --bin itg-load)
-    exec unshare -n env ITG_IN_NETNS=1 "$0" "$@"
+    exec unshare -n -m env ITG_IN_NETNS=1 "$0" "$@"
 fi
 ip link set lo up
+# Receive Packet Steering: what the viewers receive is processed on the generator's core (1),
+# as it would be on the viewers' own machines, instead of being charged to the sending
+# server as plain loopback does. RPS=0 keeps plain loopback. sysfs is mounted again in a
+# private mount namespace so that it shows this network namespace's devices.
+if [ "${RPS:-1}" = 1 ]; then
+    mount --make-rprivate / && mount -t sysfs sysfs /sys
+    echo 2 > /sys/class/net/lo/queues/rx-0/rps_cpus
+fi
 ip link add v0 type veth peer name v1
 ip addr add 10.77.0.1/24 dev v0
 ip link set v0 up
@@ -32,6 +40,9 @@ taskset -c 1 "$bin/itg-load" --target itg --ingest "${INGEST:-ftl}" --http "$ADD
     --viewers "$N" --join-rate 100 --duration 20 --video "$work/in.h264" > "$work/load.txt" &
 sleep 8
 perf record -F 499 --call-graph "${CALL_GRAPH:-fp}" -p "$pid" -o "$work/perf.data" -- sleep "${SECONDS_SAMPLED:-10}" 2>/dev/null
+# The server's send counters while the viewers are still there: datagrams, sendmmsg calls,
+# GSO messages, refusals.
+curl -s "http://$ADDR:8080/metrics" | grep -E '^itg_webrtc_(sent|send_calls|gso_messages|send_full)_total' || true
 wait %2 || true
 cat "$work/load.txt"
 # KEEP=<file> keeps the samples for `perf report -i <file>` (call graphs of one symbol, ...).

@@ -228,3 +228,49 @@ fn a_late_loop_makes_viewers_skip_ahead_not_fall_behind() {
     }
     let _ = streamer.stop();
 }
+
+/// The load generator's light viewers (media counted from the clear RTP header, not
+/// decrypted) count what a full viewer decrypts: two viewers joined together get the same GOP
+/// replay and the same live packets, so their packet and byte counts agree.
+#[test]
+fn a_light_viewer_counts_what_a_full_viewer_decrypts() {
+    init();
+    let server = Process::start(7, &[]);
+    let streamer = server.stream(VIDEO_A);
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut full = Viewer::whep(server.http, 7).unwrap();
+    let mut light = Viewer::whep(server.http, 7).unwrap();
+    full.keep_packets = false;
+    light.keep_packets = false;
+    light.light = true;
+    let mut viewers = [full, light];
+    run_viewers(&mut viewers, Duration::from_secs(4));
+    let [full, light] = viewers;
+    println!(
+        "full: {} video, {} audio, {} bytes; light: {} video, {} audio, {} bytes ({} not decrypted)",
+        full.video_count,
+        full.audio_count,
+        full.bytes,
+        light.video_count,
+        light.audio_count,
+        light.bytes,
+        light.light_packets
+    );
+    assert!(
+        light.light_packets > 50,
+        "the light viewer stopped decrypting"
+    );
+    assert!(full.video_count > 50 && full.audio_count > 50);
+    assert_eq!(full.video_lost(), 0);
+    assert_eq!(light.video_lost(), 0);
+    let near = |a: u64, b: u64, slack: u64| a.abs_diff(b) <= slack;
+    assert!(near(full.video_count, light.video_count, 3));
+    assert!(near(full.audio_count, light.audio_count, 3));
+    assert!(
+        near(full.bytes, light.bytes, 3 * 1400),
+        "{} vs {}",
+        full.bytes,
+        light.bytes
+    );
+    let _ = streamer.stop();
+}

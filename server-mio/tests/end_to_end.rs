@@ -122,6 +122,7 @@ fn a_wrong_key_is_refused_with_405() {
         drop_every: None,
         speed_test: false,
         sent_log: None,
+        peak_kbps: None,
     };
     let err = server_mio::tools::client::stream(&opts, &std::sync::atomic::AtomicBool::new(false))
         .unwrap_err();

@@ -175,6 +175,7 @@ impl Spawned {
             drop_every: None,
             speed_test: false,
             sent_log: None,
+            peak_kbps: None,
         }
     }
 }

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 
 use clap::Parser;
-use server_mio::tools::client::{stream, ClientOptions, MediaArgs};
+use server_mio::tools::client::{obs_peak_kbps, stream, ClientOptions, MediaArgs};
 
 /// Streams an H.264 Annex-B file and an Opus (Ogg) file to an FTL server with real-time pacing.
 #[derive(Debug, Parser)]
@@ -27,6 +27,10 @@ struct Args {
     /// Begin with OBS's one-second bandwidth test (junk on the audio SSRC).
     #[arg(long)]
     speed_test: bool,
+    /// Pace video at this peak, as the FTL library does (bursts of at most 100 ms of it);
+    /// 0 sends each frame's packets at once. Default: 1.2x the file's average, as OBS sets it.
+    #[arg(long)]
+    peak_kbps: Option<u32>,
 }
 
 fn main() -> ExitCode {
@@ -51,6 +55,12 @@ fn main() -> ExitCode {
         drop_every: args.drop_every,
         speed_test: args.speed_test,
         sent_log: None,
+        peak_kbps: None,
+    };
+    let peak = args.peak_kbps.unwrap_or_else(|| obs_peak_kbps(&opts));
+    let opts = ClientOptions {
+        peak_kbps: (peak > 0).then_some(peak),
+        ..opts
     };
     // SIGINT/SIGTERM end the stream politely (DISCONNECT), as closing OBS's stream does.
     let stop = std::sync::Arc::new(AtomicBool::new(false));

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use server_mio::tools::client::{rtp_sender, stream, ClientOptions, SentLog};
+use server_mio::tools::client::{obs_peak_kbps, rtp_sender, stream, ClientOptions, SentLog};
 use server_mio::tools::probe::Viewer;
 use server_mio::tools::whip_client::{publish, WhipOptions};
 
@@ -70,6 +70,15 @@ struct Args {
     audio: Option<std::path::PathBuf>,
     #[arg(long, default_value_t = 50)]
     viewers: usize,
+    /// Every n-th viewer decrypts all it receives and measures latency; the others count
+    /// media from the clear RTP header once their first keyframe arrived (packets, bytes,
+    /// sequence gaps), so the generator keeps up with the server. 1: every viewer decrypts.
+    #[arg(long, default_value_t = 10)]
+    full_every: usize,
+    /// Pace the sender's video at this peak as the FTL library does (Janus's RTP input too);
+    /// 0 sends each frame's packets at once. Default: 1.2x the file's average, as OBS sets it.
+    #[arg(long)]
+    peak_kbps: Option<u32>,
     /// Joins per second.
     #[arg(long, default_value_t = 50.0)]
     join_rate: f64,
@@ -159,7 +168,14 @@ fn main() {
         drop_every: None,
         speed_test: false,
         sent_log: Some(log.clone()),
+        peak_kbps: None,
     };
+    let peak = args.peak_kbps.unwrap_or_else(|| obs_peak_kbps(&opts));
+    let opts = ClientOptions {
+        peak_kbps: (peak > 0).then_some(peak),
+        ..opts
+    };
+    let opts_peak = opts.peak_kbps;
     let channel: u32 = args
         .key
         .as_deref()
@@ -209,7 +225,11 @@ fn main() {
             match joined {
                 Ok(mut v) => {
                     v.keep_packets = false;
-                    v.sent_log = Some(log.clone());
+                    if viewers.len() % args.full_every.max(1) == 0 {
+                        v.sent_log = Some(log.clone());
+                    } else {
+                        v.light = true;
+                    }
                     viewers.push(v);
                 }
                 Err(e) => {
@@ -307,6 +327,10 @@ fn main() {
         connected,
         failed
     );
+    match opts_peak {
+        Some(k) => println!("sender video paced at a {k} kbit/s peak, bursts of at most 100 ms"),
+        None => println!("sender video not paced: each frame's packets at once"),
+    }
     println!("delivered payload {mbps:.2} Mbit/s over {secs:.1} s; video loss {loss_pct:.3}%");
     if server_cpu.is_finite() {
         println!(

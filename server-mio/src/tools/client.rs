@@ -43,6 +43,9 @@ pub struct ClientOptions {
     pub speed_test: bool,
     /// Records when each media payload was sent (by content hash), for latency measurements.
     pub sent_log: Option<SentLog>,
+    /// Pace video as the FTL library does (see [`pace_video`]) at this peak rate; `None` sends
+    /// each frame's packets at the frame's instant.
+    pub peak_kbps: Option<u32>,
 }
 
 /// Send instants of media payloads, keyed by [`payload_hash`]; shared between a sender and the
@@ -195,6 +198,55 @@ pub fn schedule(opts: &ClientOptions) -> (Vec<Scheduled>, Duration) {
     (out, length)
 }
 
+/// How much the FTL library lets its video sender run ahead of its peak rate: a burst of up
+/// to 100 ms of it (the wire reference; OBS 29's capture shows its steady ~4 ms spacing of
+/// full packets).
+const PACE_BURST_MS: u64 = 100;
+/// The level a stream starts with, so that it does not open with a burst.
+const PACE_START_MS: u64 = 5;
+
+/// Moves video packets to the instants the FTL library's sender would send them: a token
+/// bucket filled at `peak_kbps` (OBS sets it to 1.2x the encoder's bitrate), holding at most
+/// [`PACE_BURST_MS`] of it; a packet leaves once the level is above zero, and takes its size
+/// from it. Audio has its own sender in the library and keeps its instants. The order of
+/// video packets is kept; the result is sorted by instant again.
+pub fn pace_video(packets: &mut [Scheduled], peak_kbps: u32) {
+    let per_ms = f64::from(peak_kbps.max(1)) / 8.0; // bytes per millisecond
+    let cap = per_ms * PACE_BURST_MS as f64;
+    let mut level = per_ms * PACE_START_MS as f64;
+    let mut clock = Duration::ZERO;
+    for p in packets.iter_mut().filter(|p| p.video) {
+        let mut t = p.at.max(clock);
+        level = (level + per_ms * (t - clock).as_secs_f64() * 1000.0).min(cap);
+        if level <= 0.0 {
+            // Wait until the bucket is above zero again.
+            let wait_ms = -level / per_ms + 0.001;
+            t += Duration::from_secs_f64(wait_ms / 1000.0);
+            level += per_ms * wait_ms;
+        }
+        level -= (p.payload.len() + 12) as f64;
+        clock = t;
+        p.at = t;
+    }
+    packets.sort_by_key(|p| p.at);
+}
+
+/// The peak OBS gives the FTL library for these files: 1.2x their average video bitrate.
+pub fn obs_peak_kbps(opts: &ClientOptions) -> u32 {
+    let (packets, length) = schedule(opts);
+    video_kbps(&packets, length).saturating_mul(12) / 10
+}
+
+/// The average video bitrate of one pass over the files, in kbit/s.
+pub fn video_kbps(packets: &[Scheduled], length: Duration) -> u32 {
+    let bytes: usize = packets
+        .iter()
+        .filter(|p| p.video)
+        .map(|p| p.payload.len() + 12)
+        .sum();
+    (bytes as f64 * 8.0 / length.as_secs_f64().max(0.001) / 1000.0) as u32
+}
+
 /// Samples at 48 kHz in an Opus packet (RFC 6716 §3.1), 960 when unreadable.
 fn opus_samples(p: &[u8]) -> u64 {
     let Some(&toc) = p.first() else { return 960 };
@@ -284,7 +336,10 @@ pub fn stream(opts: &ClientOptions, stop: &AtomicBool) -> Result<ClientStats, Cl
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-    let (packets, length) = schedule(opts);
+    let (mut packets, length) = schedule(opts);
+    if let Some(kbps) = opts.peak_kbps {
+        pace_video(&mut packets, kbps);
+    }
     let audio_ssrc = Ssrc(channel.0);
     let video_ssrc = Ssrc(channel.0.wrapping_add(1));
     let (mut vseq, mut aseq) = (0u16, 0u16);
@@ -550,7 +605,10 @@ pub fn rtp_sender(
     stop: &AtomicBool,
 ) -> io::Result<u64> {
     let udp = UdpSocket::bind(SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0))?;
-    let (packets, length) = schedule(opts);
+    let (mut packets, length) = schedule(opts);
+    if let Some(kbps) = opts.peak_kbps {
+        pace_video(&mut packets, kbps);
+    }
     let start = Instant::now();
     let (mut vseq, mut aseq) = (0u16, 0u16);
     let mut sent = 0u64;
@@ -621,5 +679,59 @@ mod tests {
         assert_eq!(opus_samples(&[0x78]), 960); // config 15 (hybrid FB 20 ms)
         assert_eq!(opus_samples(&[0xfd]), 1920); // two frames
         assert_eq!(opus_samples(&[]), 960);
+    }
+
+    fn packet(at_ms: u64, video: bool, size: usize) -> Scheduled {
+        Scheduled {
+            at: Duration::from_millis(at_ms),
+            video,
+            marker: false,
+            ts: at_ms as u32,
+            payload: vec![video as u8; size],
+        }
+    }
+
+    /// 3000 kbit/s is 375 bytes per millisecond; a full packet is 1200 + 12 bytes.
+    #[test]
+    fn pacing_spreads_a_burst_at_the_peak_rate_and_leaves_audio_alone() {
+        let mut p: Vec<Scheduled> = (0..40).map(|_| packet(0, true, 1200)).collect();
+        p.push(packet(3, false, 100));
+        pace_video(&mut p, 3000);
+        let video: Vec<Duration> = p.iter().filter(|p| p.video).map(|p| p.at).collect();
+        assert_eq!(video.len(), 40);
+        assert!(video.windows(2).all(|w| w[0] <= w[1]));
+        // The 5 ms start level lets two packets go at once, then the bucket sets the pace.
+        assert_eq!(video[0], Duration::ZERO);
+        assert_eq!(video[1], Duration::ZERO);
+        assert!(video[2] > Duration::ZERO);
+        let spread = (video[39] - video[2]).as_secs_f64() * 1000.0;
+        let expected = 37.0 * 1212.0 / 375.0;
+        assert!(
+            (spread - expected).abs() < 1.0,
+            "{spread} ms, not {expected}"
+        );
+        let audio: Vec<&Scheduled> = p.iter().filter(|p| !p.video).collect();
+        assert_eq!(audio[0].at, Duration::from_millis(3));
+        assert!(p.windows(2).all(|w| w[0].at <= w[1].at), "sorted again");
+    }
+
+    #[test]
+    fn a_rested_bucket_allows_a_burst_of_100_ms_of_the_peak() {
+        let mut p = vec![packet(0, true, 100)];
+        p.extend((0..40).map(|_| packet(10_000, true, 1200)));
+        pace_video(&mut p, 3000);
+        let at_once = p
+            .iter()
+            .filter(|p| p.at == Duration::from_millis(10_000))
+            .count();
+        // 37 500 bytes of level: 31 packets take it to zero (the 31st below), then the pace.
+        assert_eq!(at_once, 31);
+    }
+
+    #[test]
+    fn the_obs_peak_is_a_fifth_above_the_average() {
+        let p: Vec<Scheduled> = (0..100).map(|i| packet(i * 10, true, 113)).collect();
+        // 100 packets of 125 bytes in 1 s: 100 kbit/s.
+        assert_eq!(video_kbps(&p, Duration::from_secs(1)), 100);
     }
 }

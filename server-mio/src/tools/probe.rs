@@ -189,8 +189,57 @@ pub struct Viewer {
     pub sent_log: Option<crate::tools::client::SentLog>,
     /// Per-packet latency samples in microseconds (from the sender's send to this arrival).
     pub latency_us: Vec<u32>,
+    /// Count media from the clear RTP header instead of decrypting it, once the first keyframe
+    /// arrived (see [`Light`]): the load generator's many viewers cost it a fraction of a full
+    /// receiver, so that it measures the server and not itself.
+    pub light: bool,
+    /// Media datagrams a light viewer counted without decrypting.
+    pub light_packets: u64,
+    light_state: Light,
+    /// When str0m next wants time to pass.
+    next_timeout: Option<Instant>,
     rtp_seen: u32,
     buf: Vec<u8>,
+}
+
+/// What a light viewer learns from its first decrypted packet: the SRTP overhead of a packet
+/// (its authentication tag), and then which payload types are video and audio.
+#[derive(Debug, Default, Clone)]
+struct Light {
+    /// Wire length and RTP header length of the last SRTP datagram handed to str0m.
+    last_wire: Option<(usize, usize)>,
+    /// Wire length minus header minus decrypted payload.
+    overhead: Option<usize>,
+    /// Payload type and whether it is video (H.264) rather than audio (Opus).
+    pts: Vec<(u8, bool)>,
+}
+
+/// Whether a datagram is SRTP media (RTP, not RTCP: RFC 5761 §4 and RFC 7983's first byte).
+fn is_srtp_media(b: &[u8]) -> bool {
+    matches!(b.first(), Some(0x80..=0xbf)) && !matches!(b.get(1), Some(192..=223))
+}
+
+/// The RTP header's length (fixed part, CSRCs, extension), which SRTP leaves in the clear.
+fn rtp_header_len(b: &[u8]) -> Option<usize> {
+    let first = *b.first()?;
+    let mut len = 12 + 4 * usize::from(first & 0x0f);
+    if first & 0x10 != 0 {
+        let words = u16::from_be_bytes([*b.get(len + 2)?, *b.get(len + 3)?]);
+        len += 4 + 4 * usize::from(words);
+    }
+    (len <= b.len()).then_some(len)
+}
+
+/// The extended sequence number nearest to `last` whose low 16 bits are `seq`.
+fn extend_seq(last: u64, seq: u16) -> u64 {
+    let candidate = (last & !0xffff) | u64::from(seq);
+    if candidate + 0x8000 < last {
+        candidate + 0x1_0000
+    } else if candidate > last + 0x8000 && candidate >= 0x1_0000 {
+        candidate - 0x1_0000
+    } else {
+        candidate
+    }
 }
 
 fn viewer_rtc(bind: SocketAddr) -> Result<(Rtc, Link), JoinError> {
@@ -240,6 +289,10 @@ impl Viewer {
             dropped: 0,
             sent_log: None,
             latency_us: Vec::new(),
+            light: false,
+            light_packets: 0,
+            light_state: Light::default(),
+            next_timeout: None,
             rtp_seen: 0,
             buf: vec![0; 4096],
         }
@@ -464,6 +517,9 @@ impl Viewer {
                     if self.should_drop(n) {
                         continue;
                     }
+                    if self.count_light(n) {
+                        continue;
+                    }
                     let contents = self
                         .buf
                         .get(..n)
@@ -486,10 +542,15 @@ impl Viewer {
                 Err(e) => return Err(e.into()),
             }
         }
-        self.rtc
-            .handle_input(Input::Timeout(Instant::now()))
-            .map_err(protocol)?;
-        self.poll()?;
+        // str0m's timers only when one is due or something arrived (a load of many viewers in
+        // one thread would otherwise spend its time asking idle viewers for nothing).
+        let now = Instant::now();
+        if got || self.next_timeout.is_none_or(|t| t <= now) {
+            self.rtc
+                .handle_input(Input::Timeout(now))
+                .map_err(protocol)?;
+            self.poll()?;
+        }
         self.link.flush()?;
         if let Some(ws) = self.ws.as_mut() {
             while let Ok(m) = ws.read() {
@@ -503,14 +564,57 @@ impl Viewer {
         Ok(got)
     }
 
+    /// A light viewer's media once it knows the SRTP overhead and its payload types: counted
+    /// from the clear header (payload bytes, video sequence numbers), not decrypted. Returns
+    /// whether the datagram was taken; otherwise it goes to str0m and its header is noted.
+    fn count_light(&mut self, n: usize) -> bool {
+        let b = self.buf.get(..n).unwrap_or_default();
+        if !self.light || !is_srtp_media(b) {
+            return false;
+        }
+        let Some(hdr) = rtp_header_len(b) else {
+            return false;
+        };
+        let l = &mut self.light_state;
+        let (Some(overhead), Some(_)) = (l.overhead, self.first_keyframe) else {
+            l.last_wire = Some((n, hdr));
+            return false;
+        };
+        let pt = b.get(1).map_or(0, |x| x & 0x7f);
+        let kind = l
+            .pts
+            .iter()
+            .find(|(p, _)| *p == pt)
+            .map(|(_, video)| *video);
+        let seq = u16::from_be_bytes([
+            b.get(2).copied().unwrap_or(0),
+            b.get(3).copied().unwrap_or(0),
+        ]);
+        let payload = n.saturating_sub(hdr + overhead) as u64;
+        self.light_packets += 1;
+        if kind == Some(true) {
+            self.bytes += payload;
+            self.video_count += 1;
+            self.video_seq_range = Some(match self.video_seq_range {
+                None => (u64::from(seq), u64::from(seq)),
+                Some((lo, hi)) => {
+                    let s = extend_seq(hi, seq);
+                    (lo.min(s), hi.max(s))
+                }
+            });
+        } else if kind == Some(false) {
+            self.bytes += payload;
+            self.audio_count += 1;
+        }
+        true
+    }
+
     /// Loss simulation: SRTP media (not STUN, DTLS or RTCP) once connected.
     fn should_drop(&mut self, n: usize) -> bool {
         let (Some(every), Some(_)) = (self.drop_every, self.connected) else {
             return false;
         };
-        let b = self.buf.get(..n).unwrap_or_default();
-        let is_rtp = matches!(b.first(), Some(0x80..=0xbf)) && !matches!(b.get(1), Some(192..=223));
-        if !is_rtp {
+        if !is_srtp_media(self.buf.get(..n).unwrap_or_default()) {
             return false;
         }
         self.rtp_seen += 1;
@@ -528,7 +632,10 @@ impl Viewer {
                     let _ = self.link.send(t.destination, &t.contents);
                 }
                 Output::Event(e) => self.event(e),
-                Output::Timeout(_) => return Ok(()),
+                Output::Timeout(t) => {
+                    self.next_timeout = Some(t);
+                    return Ok(());
+                }
             }
         }
     }
@@ -574,6 +681,22 @@ impl Viewer {
                     .find(|c| c.pt() == pt)
                     .map(|c| c.spec().codec);
                 self.bytes += p.payload.len() as u64;
+                if let Some((n, hdr)) = self.light_state.last_wire.take() {
+                    if self.light_state.overhead.is_none() {
+                        self.light_state.overhead = n.checked_sub(hdr + p.payload.len());
+                        self.light_state.pts = self
+                            .rtc
+                            .codec_config()
+                            .params()
+                            .iter()
+                            .filter_map(|c| match c.spec().codec {
+                                Codec::H264 => Some((*c.pt(), true)),
+                                Codec::Opus => Some((*c.pt(), false)),
+                                _ => None,
+                            })
+                            .collect();
+                    }
+                }
                 match codec {
                     Some(Codec::H264) => {
                         self.video_count += 1;
@@ -624,5 +747,44 @@ impl Viewer {
         let path = self.whep_location.as_deref().unwrap_or("/whep/none");
         let node = self.served_by.unwrap_or(http_addr);
         Ok(http(node, "DELETE", path, &[], b"")?.status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_length_counts_csrcs_and_the_extension() {
+        let mut p = vec![0x80, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7];
+        p.extend_from_slice(&[0; 20]);
+        assert_eq!(rtp_header_len(&p), Some(12));
+        p[0] = 0x82; // two CSRCs
+        assert_eq!(rtp_header_len(&p), Some(20));
+        p[0] = 0x90; // an extension of one word after the fixed header
+        p[14] = 0;
+        p[15] = 1;
+        assert_eq!(rtp_header_len(&p), Some(20));
+        p[15] = 200; // an extension longer than the datagram
+        assert_eq!(rtp_header_len(&p), None);
+        assert_eq!(rtp_header_len(&[0x80, 96]), None);
+    }
+
+    #[test]
+    fn sequence_numbers_extend_across_wraps_both_ways() {
+        assert_eq!(extend_seq(10, 11), 11);
+        assert_eq!(extend_seq(0xfffe, 2), 0x1_0002);
+        assert_eq!(extend_seq(0x1_0002, 0xfffe), 0xfffe);
+        assert_eq!(extend_seq(5, 0xfff0), 0xfff0, "no step below zero");
+        assert_eq!(extend_seq(0x3_0000, 0x7000), 0x3_7000);
+    }
+
+    #[test]
+    fn media_is_told_from_rtcp_stun_and_dtls() {
+        assert!(is_srtp_media(&[0x80, 96]));
+        assert!(is_srtp_media(&[0x80, 0xe0])); // PT 96 with the marker bit
+        assert!(!is_srtp_media(&[0x80, 200])); // sender report
+        assert!(!is_srtp_media(&[0x00, 0x01])); // STUN
+        assert!(!is_srtp_media(&[22, 0xfe])); // DTLS
     }
 }

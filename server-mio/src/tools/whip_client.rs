@@ -329,6 +329,7 @@ pub fn publish(opts: &WhipOptions, stop: &AtomicBool) -> Result<WhipStats, WhipE
         drop_every: None,
         speed_test: false,
         sent_log: None,
+        peak_kbps: None,
     };
     let (packets, length) = schedule(&client_opts);
     let mut packets = Some(packets);

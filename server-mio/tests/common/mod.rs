@@ -264,6 +264,7 @@ pub fn ftl_options(
         drop_every: None,
         speed_test: false,
         sent_log: None,
+        peak_kbps: None,
     }
 }
 
