@@ -27,12 +27,15 @@ use str0m::format::Codec;
 use str0m::ice::StunMessage;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::RtpWrite;
+use str0m::rtp::{RtpWrite, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rtc};
 
 use super::whip::{check_offer, Offerer};
 use crate::server::http::{Reply, Response};
 use crate::server::{Server, READ_BUDGET};
+
+/// Datagrams gathered before the send batch goes out while viewers are being driven.
+const SEND_AHEAD: usize = 64;
 
 /// How a viewer was signalled.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +64,9 @@ pub(in crate::server) struct Viewer {
     relay_id: Option<ViewerId>,
     video: Option<(Mid, Pt)>,
     audio: Option<(Mid, Pt)>,
+    /// The send streams' SSRCs (video, audio), found by mid on the first write: str0m finds a
+    /// stream by SSRC in a map, by mid only by walking its streams and comparing.
+    tx_ssrc: (Option<Ssrc>, Option<Ssrc>),
     ufrag: String,
     addrs: Vec<SocketAddr>,
     pub(in crate::server) created: Instant,
@@ -115,9 +121,35 @@ pub(in crate::server) enum Pending {
     },
 }
 
+/// Hashes a peer id (a counter the server assigns, never a peer's input) with one
+/// multiplication: the map is read for every packet written to a viewer, where SipHash's
+/// resistance to chosen keys buys nothing.
+#[derive(Default)]
+pub(in crate::server) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        // Fibonacci hashing: spreads consecutive ids over the high bits the table uses.
+        self.0 = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// Peers by id.
+pub(in crate::server) type PeerMap = HashMap<u64, Viewer, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// All viewers and their indexes.
 pub(in crate::server) struct Viewers {
-    pub(in crate::server) map: HashMap<u64, Viewer>,
+    pub(in crate::server) map: PeerMap,
     by_addr: HashMap<SocketAddr, u64>,
     by_ufrag: HashMap<String, u64>,
     /// Relay viewer (by its slot) to peer id: looked up for every forwarded packet.
@@ -168,7 +200,7 @@ pub(in crate::server) fn host_candidates(
 impl Viewers {
     pub(in crate::server) fn new(candidates: Vec<SocketAddr>) -> Self {
         Viewers {
-            map: HashMap::new(),
+            map: PeerMap::default(),
             by_addr: HashMap::new(),
             by_ufrag: HashMap::new(),
             by_relay: Vec::new(),
@@ -571,6 +603,7 @@ impl Server {
             // Payload types are known once the answer arrives; the mids are ours already.
             v.video = Some((vmid, Pt::from(0)));
             v.audio = Some((amid, Pt::from(0)));
+            v.tx_ssrc = (None, None);
         }
         self.ws_set_viewer(token, id);
         self.ws_send_json(
@@ -648,6 +681,7 @@ impl Server {
                 relay_id: None,
                 video: None,
                 audio: None,
+                tx_ssrc: (None, None),
                 ufrag,
                 addrs: Vec::new(),
                 created: now,
@@ -743,6 +777,7 @@ impl Server {
         );
         v.video = video;
         v.audio = audio;
+        v.tx_ssrc = (None, None);
         if let Some((mid, _)) = video {
             // RTX history by time, not str0m's 3 s default (see pool.rs).
             let _ = guarded(|| {
@@ -1038,11 +1073,21 @@ impl Server {
         };
         let Some((mid, pt)) = track else { return };
         let video = f.kind == RelayKind::Video;
+        let cached = if video {
+            &mut v.tx_ssrc.0
+        } else {
+            &mut v.tx_ssrc.1
+        };
         let written = guarded(|| {
             let mut api = v.rtc.direct_api();
-            let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+            let tx = match *cached {
+                Some(ssrc) => api.stream_tx(&ssrc),
+                None => api.stream_tx_by_mid(mid, None),
+            };
+            let Some(tx) = tx else {
                 return false;
             };
+            *cached = Some(tx.ssrc());
             let w = RtpWrite::new(pt, f.seq.into(), f.timestamp, f.wallclock, f.payload)
                 .marker(f.marker)
                 .nackable(video);
@@ -1078,7 +1123,8 @@ impl Server {
         }
     }
 
-    /// Sends what the viewers that got packets put out.
+    /// Sends what the viewers that got packets put out, flushing the send batch every
+    /// [`SEND_AHEAD`] datagrams and once more at the iteration's end.
     pub(in crate::server) fn viewers_flush(&mut self, now: Instant) {
         let mut dirty = std::mem::take(&mut self.viewers.dirty);
         dirty.sort_unstable();
@@ -1088,7 +1134,15 @@ impl Server {
                 continue;
             };
             match guarded(|| v.rtc.handle_input(Input::Timeout(now))) {
-                Ok(_) => self.viewer_drive(*id, now),
+                Ok(_) => {
+                    self.viewer_drive(*id, now);
+                    // Send as we go: the first viewers' packets leave while the next ones are
+                    // still being encrypted (halves the mean wait of a burst fanned out to
+                    // many viewers); a batch this size still takes few system calls.
+                    if self.udp_out.len() >= SEND_AHEAD {
+                        self.udp_flush();
+                    }
+                }
                 Err(p) => {
                     warn!("viewer {id}: str0m panicked: {p}");
                     self.viewer_drop(*id, "internal error");
