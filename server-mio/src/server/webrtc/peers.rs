@@ -782,11 +782,7 @@ impl Server {
             // RTX history by time, not str0m's 3 s default (see pool.rs).
             let _ = guarded(|| {
                 if let Some(tx) = v.rtc.direct_api().stream_tx_by_mid(mid, None) {
-                    tx.set_rtx_cache(
-                        super::pool::SEND_BUFFER_VIDEO,
-                        super::pool::RTX_HISTORY,
-                        super::pool::RTX_RATIO_CAP,
-                    );
+                    super::pool::viewer_rtx_history(tx);
                 }
             });
         }

@@ -1,0 +1,202 @@
+//! What one RTP packet costs on its way to one viewer, outside the loop and the kernel: str0m's
+//! whole send path (`write_rtp`, the timeout that stamps the send queue, `poll_output` down to
+//! the SRTP datagram) with a viewer's settings, against the floor under it, the AES-256-GCM
+//! seal of the same bytes into a fresh buffer (the SRTP profile browsers and str0m pick).
+//!
+//! The difference is str0m's bookkeeping per packet: what an upstream change could win (see
+//! the README's egress section). `cargo bench -p server-mio --bench egress_packet`; the sizes
+//! of the values str0m moves per packet are printed first.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpWrite, Ssrc};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+
+const SERVER: &str = "10.0.0.1:5000";
+const CLIENT: &str = "10.0.0.2:6000";
+/// A full FU-A fragment as FTL carries it.
+const PAYLOAD: usize = 1200;
+
+/// A viewer's `Rtc` on the server side, connected (ICE and DTLS) to a receive-only client by
+/// passing datagrams between them in memory, and the clock they share.
+struct Pair {
+    server: Rtc,
+    video: (Ssrc, Pt),
+    now: Instant,
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// Polls `from` until it wants time to pass; its datagrams go into `to`. Returns whether
+/// `from` said it connected.
+fn pass(
+    from: &mut Rtc,
+    from_addr: SocketAddr,
+    to: &mut Rtc,
+    to_addr: SocketAddr,
+    now: Instant,
+) -> bool {
+    let mut connected = false;
+    loop {
+        match from.poll_output().unwrap() {
+            Output::Transmit(t) => {
+                let input = Input::Receive(
+                    now,
+                    Receive {
+                        proto: Protocol::Udp,
+                        source: from_addr,
+                        destination: to_addr,
+                        contents: t.contents.as_ref().try_into().unwrap(),
+                    },
+                );
+                to.handle_input(input).unwrap();
+            }
+            Output::Event(Event::Connected) => connected = true,
+            Output::Event(_) => {}
+            Output::Timeout(_) => return connected,
+        }
+    }
+}
+
+fn pair() -> Pair {
+    let mut now = Instant::now();
+    let mut server = server_mio::server::viewer_config().build(now);
+    server.add_local_candidate(Candidate::host(addr(SERVER), "udp").unwrap());
+    let mut client = Rtc::builder().set_rtp_mode(true).build(now);
+    client.add_local_candidate(Candidate::host(addr(CLIENT), "udp").unwrap());
+    let mut api = client.sdp_api();
+    let video_mid: Mid = api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+    let (offer, pending) = api.apply().unwrap();
+    let answer = server.sdp_api().accept_offer(offer).unwrap();
+    client.sdp_api().accept_answer(pending, answer).unwrap();
+    let (mut server_up, mut client_up) = (false, false);
+    for _ in 0..2000 {
+        client_up |= pass(&mut client, addr(CLIENT), &mut server, addr(SERVER), now);
+        server_up |= pass(&mut server, addr(SERVER), &mut client, addr(CLIENT), now);
+        if server_up && client_up {
+            break;
+        }
+        now += Duration::from_millis(5);
+        client.handle_input(Input::Timeout(now)).unwrap();
+        server.handle_input(Input::Timeout(now)).unwrap();
+    }
+    assert!(server_up && client_up, "the pair did not connect");
+    let pt = server
+        .codec_config()
+        .params()
+        .iter()
+        .find(|p| p.spec().codec == str0m::format::Codec::H264)
+        .map(|p| p.pt())
+        .unwrap();
+    let ssrc = {
+        let mut api = server.direct_api();
+        let tx = api.stream_tx_by_mid(video_mid, None).unwrap();
+        server_mio::server::viewer_rtx_history(tx);
+        tx.ssrc()
+    };
+    Pair {
+        server,
+        video: (ssrc, pt),
+        now,
+    }
+}
+
+impl Pair {
+    /// `n` packets through the server side, as the loop sends a burst of them: all written,
+    /// then one timeout and the polls. Returns the datagram bytes.
+    fn send(&mut self, seq: u64, n: u64, payload: &Arc<[u8]>) -> usize {
+        // Packets 3 ms apart: a 2.5 Mbit/s stream's pace (RTX history evicts by time).
+        self.now += Duration::from_millis(3 * n);
+        let (ssrc, pt) = self.video;
+        for s in seq..seq + n {
+            let w = RtpWrite::new(pt, s.into(), (s * 270) as u32, self.now, payload.clone())
+                .nackable(true);
+            let mut api = self.server.direct_api();
+            api.stream_tx(&ssrc).unwrap().write_rtp(w);
+        }
+        self.server.handle_input(Input::Timeout(self.now)).unwrap();
+        let mut bytes = 0;
+        loop {
+            match self.server.poll_output().unwrap() {
+                Output::Transmit(t) => bytes += t.contents.len(),
+                Output::Event(_) => {}
+                Output::Timeout(_) => return bytes,
+            }
+        }
+    }
+}
+
+fn egress(c: &mut Criterion) {
+    println!(
+        "sizes str0m moves per packet: RtpPacket {} bytes, Output {} bytes, Event {} bytes",
+        std::mem::size_of::<str0m::rtp::RtpPacket>(),
+        std::mem::size_of::<Output>(),
+        std::mem::size_of::<Event>()
+    );
+    let payload: Arc<[u8]> = vec![0x5c; PAYLOAD].into();
+    let mut g = c.benchmark_group("egress_packet");
+    g.throughput(Throughput::Bytes(PAYLOAD as u64));
+
+    let mut pair = pair();
+    let mut seq = 1000u64;
+    // Warm the RTX history to its steady size first.
+    for _ in 0..400 {
+        seq += 1;
+        assert!(pair.send(seq, 1, &payload) > PAYLOAD);
+    }
+    g.bench_function("str0m_write_timeout_poll", |b| {
+        b.iter(|| {
+            seq += 1;
+            pair.send(seq, 1, &payload)
+        })
+    });
+    // A burst of 8 written before one timeout: what the per-call timeout costs, shared.
+    g.throughput(Throughput::Bytes(8 * PAYLOAD as u64));
+    g.bench_function("str0m_burst_of_8", |b| {
+        b.iter(|| {
+            seq += 8;
+            pair.send(seq, 8, &payload)
+        })
+    });
+    g.throughput(Throughput::Bytes(PAYLOAD as u64));
+
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[7u8; 32]).unwrap());
+    let mut n: u32 = 0;
+    g.bench_function("aes256gcm_seal_floor", |b| {
+        b.iter(|| {
+            n = n.wrapping_add(1);
+            let i = n;
+            // The header in the clear as additional data, the payload sealed in a new buffer.
+            let mut out = Vec::with_capacity(12 + PAYLOAD + 16);
+            out.extend_from_slice(&[0x80, 0x66, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3]);
+            out.extend_from_slice(&payload);
+            let mut iv = [0u8; 12];
+            iv[8..].copy_from_slice(&i.to_be_bytes());
+            let (head, body) = out.split_at_mut(12);
+            let tag = key
+                .seal_in_place_separate_tag(
+                    Nonce::assume_unique_for_key(iv),
+                    Aad::from(&*head),
+                    body,
+                )
+                .unwrap();
+            out.extend_from_slice(tag.as_ref());
+            out.len()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, egress);
+criterion_main!(benches);
