@@ -36,6 +36,10 @@ use crate::server::{Server, READ_BUDGET};
 
 /// Datagrams gathered before the send batch goes out while viewers are being driven.
 const SEND_AHEAD: usize = 64;
+/// Packets written to one viewer before it is driven at once: a GOP replay (hundreds of
+/// packets) then passes through str0m's send queue in slices; that queue keeps the capacity
+/// of its longest moment for the viewer's life (~0.4 KB a packet).
+const WRITE_AHEAD: usize = 32;
 
 /// How a viewer was signalled.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +71,11 @@ pub(in crate::server) struct Viewer {
     /// The send streams' SSRCs (video, audio), found by mid on the first write: str0m finds a
     /// stream by SSRC in a map, by mid only by walking its streams and comparing.
     tx_ssrc: (Option<Ssrc>, Option<Ssrc>),
+    /// When the video RTX history is started afresh, after a GOP replay grew it (see
+    /// `pool::RTX_RESET_AFTER_REPLAY`).
+    rtx_reset: Option<Instant>,
+    /// Packets written since it was last driven.
+    unsent: usize,
     ufrag: String,
     addrs: Vec<SocketAddr>,
     pub(in crate::server) created: Instant,
@@ -682,6 +691,8 @@ impl Server {
                 video: None,
                 audio: None,
                 tx_ssrc: (None, None),
+                rtx_reset: None,
+                unsent: 0,
                 ufrag,
                 addrs: Vec::new(),
                 created: now,
@@ -1021,7 +1032,7 @@ impl Server {
             match o {
                 Output::Forward(f) => {
                     if !self.recording_packet(&f) {
-                        self.viewer_write(f);
+                        self.viewer_write(f, now);
                     }
                 }
                 Output::Transmit { channel, to, bytes } => self.send_media(channel, to, &bytes),
@@ -1056,7 +1067,7 @@ impl Server {
         }
     }
 
-    fn viewer_write(&mut self, f: Forward) {
+    fn viewer_write(&mut self, f: Forward, now: Instant) {
         let Some(id) = self.viewers.by_relay(f.viewer) else {
             return;
         };
@@ -1069,6 +1080,9 @@ impl Server {
         };
         let Some((mid, pt)) = track else { return };
         let video = f.kind == RelayKind::Video;
+        if video && f.cached {
+            v.rtx_reset = Some(now + super::pool::RTX_RESET_AFTER_REPLAY);
+        }
         let cached = if video {
             &mut v.tx_ssrc.0
         } else {
@@ -1095,6 +1109,15 @@ impl Server {
                 self.counters.packets_forwarded += 1;
                 if self.viewers.dirty.last() != Some(&id) {
                     self.viewers.dirty.push(id);
+                }
+                let unsent = self.viewers.map.get_mut(&id).map_or(0, |v| {
+                    v.unsent += 1;
+                    v.unsent
+                });
+                if unsent >= WRITE_AHEAD {
+                    // A GOP replay: send what is written before writing more, so str0m's
+                    // send queue (which never shrinks) stays this short.
+                    self.viewer_send(id, now);
                 }
             }
             Ok(false) => {}
@@ -1126,27 +1149,44 @@ impl Server {
         dirty.sort_unstable();
         dirty.dedup();
         for id in &dirty {
-            let Some(v) = self.viewers.map.get_mut(id) else {
-                continue;
-            };
-            match guarded(|| v.rtc.handle_input(Input::Timeout(now))) {
-                Ok(_) => {
-                    self.viewer_drive(*id, now);
-                    // Send as we go: the first viewers' packets leave while the next ones are
-                    // still being encrypted (halves the mean wait of a burst fanned out to
-                    // many viewers); a batch this size still takes few system calls.
-                    if self.udp_out.len() >= SEND_AHEAD {
-                        self.udp_flush();
-                    }
-                }
-                Err(p) => {
-                    warn!("viewer {id}: str0m panicked: {p}");
-                    self.viewer_drop(*id, "internal error");
-                }
-            }
+            self.viewer_send(*id, now);
         }
         dirty.clear();
         self.viewers.dirty = dirty;
+    }
+
+    /// Drives one viewer that was written to: str0m stamps what was written (its timeout) and
+    /// puts out the SRTP datagrams, which join the send batch.
+    fn viewer_send(&mut self, id: u64, now: Instant) {
+        let Some(v) = self.viewers.map.get_mut(&id) else {
+            return;
+        };
+        v.unsent = 0;
+        if v.rtx_reset.is_some_and(|t| now >= t) {
+            v.rtx_reset = None;
+            if let Some(ssrc) = v.tx_ssrc.0 {
+                let _ = guarded(|| {
+                    if let Some(tx) = v.rtc.direct_api().stream_tx(&ssrc) {
+                        super::pool::viewer_rtx_history(tx);
+                    }
+                });
+            }
+        }
+        match guarded(|| v.rtc.handle_input(Input::Timeout(now))) {
+            Ok(_) => {
+                self.viewer_drive(id, now);
+                // Send as we go: the first viewers' packets leave while the next ones are
+                // still being encrypted (halves the mean wait of a burst fanned out to
+                // many viewers); a batch this size still takes few system calls.
+                if self.udp_out.len() >= SEND_AHEAD {
+                    self.udp_flush();
+                }
+            }
+            Err(p) => {
+                warn!("viewer {id}: str0m panicked: {p}");
+                self.viewer_drop(id, "internal error");
+            }
+        }
     }
 
     /// Sends the iteration's datagrams (see `send_batch`). A viewer whose datagrams the socket

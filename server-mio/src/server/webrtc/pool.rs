@@ -24,6 +24,14 @@ pub(in crate::server) const SEND_BUFFER_VIDEO: usize = 1024;
 /// packets (~52 KB) a viewer instead of str0m's default 3 s.
 pub(in crate::server) const RTX_HISTORY: std::time::Duration =
     std::time::Duration::from_millis(500);
+/// How long after the last packet of a GOP replay a viewer's RTX history is started afresh.
+/// A replay (a join, a keyframe request) sends up to a whole GOP in one instant, and str0m's
+/// history grows to hold all of it (~500 slots, ~200 KB, for a 2 s GOP at 2.5 Mbit/s) and
+/// never shrinks; once the replay is older than [`RTX_HISTORY`] nothing in it can be asked
+/// for again, so a new history sized by the live stream replaces it. Only NACKs for the last
+/// half second of live packets at that instant go unanswered, once.
+pub(in crate::server) const RTX_RESET_AFTER_REPLAY: std::time::Duration =
+    std::time::Duration::from_millis(750);
 /// Queued resends are dropped once they pass this share of what a viewer is sent (str0m's
 /// default, kept when the history is set): a viewer that NACKs everything cannot make the
 /// server send its stream twice.
