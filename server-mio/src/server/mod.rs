@@ -175,8 +175,11 @@ pub struct Server {
     rtc_socket: UdpSocket,
     /// What the WebRTC peers put out this iteration, sent in one batch at its end.
     udp_out: crate::send_batch::SendBatch,
-    /// Space for the arrival stamps of FTL media reads.
+    /// Space for the arrival stamps of media reads (FTL media sockets, the WebRTC socket).
     stamps: crate::recv_stamp::Stamps,
+    /// How long the WebRTC datagram being handled waited on this machine before it was read:
+    /// what a WHIP publisher's packets tell the relay (see `Relay::handle_rtp_queued`).
+    rtc_waited: Duration,
     addrs: Addrs,
     next_token: usize,
     slots: HashMap<Token, Slot>,
@@ -249,6 +252,10 @@ impl Server {
         let mut rtc_socket =
             udp_socket(rtc_addr).map_err(|e| StartError::Bind("WebRTC socket", rtc_addr, e))?;
         let gso = !args.no_udp_gso && crate::send_batch::gso_supported(&rtc_socket);
+        // Arrival stamps of WHIP publishers' media, as on FTL media sockets (overload).
+        if !crate::recv_stamp::enable(&rtc_socket) {
+            log::debug!("no receive timestamps on the WebRTC socket");
+        }
         info!(
             "WebRTC sends: sendmmsg batches{}",
             if gso { " with UDP GSO" } else { ", no GSO" }
@@ -370,6 +377,7 @@ impl Server {
             certs,
             udp_out,
             stamps: crate::recv_stamp::Stamps::default(),
+            rtc_waited: Duration::ZERO,
             rtc_socket,
             addrs,
             next_token: FIRST_DYNAMIC,

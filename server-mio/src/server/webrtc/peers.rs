@@ -840,10 +840,17 @@ impl Server {
 
     pub(in crate::server) fn read_webrtc(&mut self, now: Instant) {
         for _ in 0..READ_BUDGET {
-            let (n, source) = match self.rtc_socket.recv_from(&mut self.buf) {
-                Ok(x) => x,
+            let (n, source) = match self.stamps.recv_from(&self.rtc_socket, &mut self.buf) {
+                Ok((n, source, waited)) => {
+                    self.rtc_waited = waited.unwrap_or_default();
+                    (n, source)
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    debug!("WebRTC recv: {e}");
+                    continue;
+                }
                 Err(e) => {
                     debug!("WebRTC recv: {e}");
                     return;

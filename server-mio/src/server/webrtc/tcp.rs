@@ -222,6 +222,8 @@ impl Server {
                 }
                 self.counters.ice_tcp_packets += 1;
                 v.note_input(true);
+                // No arrival stamp through a TCP stream: not a late packet.
+                self.rtc_waited = Duration::ZERO;
                 if let Ok(Err(e)) = guarded(|| v.rtc.handle_input(input)) {
                     debug!("peer {id} over TCP: {e}");
                 }

@@ -521,7 +521,8 @@ impl Server {
                     payload: pkt.payload,
                 };
                 self.counters.whip_packets += 1;
-                self.relay.handle_rtp(channel, rtp, now);
+                self.relay
+                    .handle_rtp_queued(channel, rtp, self.rtc_waited, now);
                 self.drain_relay(now);
             }
             Event::IceConnectionStateChange(str0m::IceConnectionState::Disconnected) => {
