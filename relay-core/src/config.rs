@@ -55,6 +55,11 @@ pub struct RelayConfig {
     /// Steps while late are at least this far apart, so the loop sees the relief of one
     /// step before the next (packets read while catching up are still old).
     pub late_step: Duration,
+    /// A packet that waited longer than this is delivered to no viewer: delivered that late it
+    /// would only hold viewers behind (the stepwise skips of [`RelayConfig::late_after`] did not
+    /// relieve the loop enough). Every live viewer's video skips to the next keyframe that is
+    /// itself on time; late audio is dropped. Taps (edge pulls) still get it.
+    pub late_drop_after: Duration,
     /// A stream without media for this long ends.
     pub media_timeout: Duration,
     /// The RTP timestamp spacing of cached frames replayed to a joining viewer (see
@@ -80,6 +85,7 @@ impl Default for RelayConfig {
             late_after: Duration::from_millis(200),
             late_share: 8,
             late_step: Duration::from_millis(40),
+            late_drop_after: Duration::from_millis(300),
             media_timeout: Duration::from_secs(15),
             catch_up_ticks: 90,
             keyframe_request_interval: Duration::from_secs(1),

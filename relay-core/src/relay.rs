@@ -131,7 +131,8 @@ impl Relay {
     /// [`Relay::handle_datagram`] for a datagram that waited `queued` on this machine before
     /// it was read (the caller's socket receive timestamp). Past
     /// [`RelayConfig::late_after`], the machine is not keeping up: a share of the channel's
-    /// viewers skips to the next keyframe, in turn, so what is sent stays near live.
+    /// viewers skips to the next keyframe, in turn, so what is sent stays near live; past
+    /// [`RelayConfig::late_drop_after`] the datagram reaches no viewer at all.
     pub fn handle_datagram_queued(
         &mut self,
         channel: ChannelId,
@@ -479,17 +480,18 @@ fn fan_out(
     if kind == MediaKind::Video && queued > config.late_after {
         overload_step(ch, config, now);
     }
+    let too_late = queued > config.late_drop_after;
     let mut skips = 0;
     let mut skipped = 0;
     let (mut late, mut refused) = (0, 0);
     for t in &mut ch.taps {
-        if let Some(f) = t.on_packet(kind, pkt, usize::MAX, now) {
+        if let Some(f) = t.on_packet(kind, pkt, usize::MAX, false, now) {
             outputs.push_back(Output::Forward(f));
         }
     }
     for v in &mut ch.viewers {
         let before = v.stats;
-        if let Some(f) = v.on_packet(kind, pkt, config.max_viewer_backlog, now) {
+        if let Some(f) = v.on_packet(kind, pkt, config.max_viewer_backlog, too_late, now) {
             outputs.push_back(Output::Forward(f));
         }
         skips += v.stats.skips - before.skips;

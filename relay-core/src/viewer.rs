@@ -204,6 +204,7 @@ impl Viewer {
         kind: MediaKind,
         pkt: &Packet,
         max_backlog: usize,
+        too_late: bool,
         now: Instant,
     ) -> Option<Forward> {
         let track = match kind {
@@ -213,17 +214,28 @@ impl Viewer {
         if kind == MediaKind::Video && pkt.keyframe {
             track.forget_burst();
         }
-        let behind = self.backlog > max_backlog;
+        if kind == MediaKind::Audio && too_late {
+            // Past the deadline (see `RelayConfig::late_drop_after`): a gap in the sound
+            // rather than sound that keeps the viewer behind.
+            self.stats.skipped_packets += 1;
+            return None;
+        }
+        let over_backlog = self.backlog > max_backlog;
+        // A packet past the deadline is never delivered, not even a keyframe to restart at.
+        let behind = over_backlog || too_late;
         match (kind, track.state) {
             (MediaKind::Video, TrackState::Live) if behind || self.skip.is_some() => {
                 track.state = TrackState::Skipping;
                 self.stats.skips += 1;
                 match self.skip.take() {
-                    Some(SkipReason::Late) if !behind => self.stats.skips_late += 1,
-                    Some(SkipReason::SendFailed) if !behind => self.stats.skips_send_failed += 1,
+                    Some(SkipReason::Late) if !over_backlog => self.stats.skips_late += 1,
+                    Some(SkipReason::SendFailed) if !over_backlog => {
+                        self.stats.skips_send_failed += 1;
+                    }
+                    None if too_late && !over_backlog => self.stats.skips_late += 1,
                     _ => {}
                 }
-                if !pkt.keyframe {
+                if !pkt.keyframe || too_late {
                     self.stats.skipped_packets += 1;
                     return None;
                 }

@@ -5,6 +5,7 @@
 #   server-mio/bench/compare.sh [VIEWERS...]      # default: 1 50 200 500
 #   TARGETS="itg itg-whip" server-mio/bench/compare.sh 50 200   # ITG with FTL vs WHIP ingest
 #   BASELINE=<git revision> server-mio/bench/compare.sh 200      # adds "itg-base": that revision
+#   SERVER_CPU_PCT=50 server-mio/bench/compare.sh 500           # the server capped at half its core: overload
 #
 # Everything runs inside a fresh network namespace with loopback and one veth
 # pair (10.77.0.1 on veth v0, a test host of our own): Janus's ICE (libnice) does not use loopback, so both
@@ -40,7 +41,23 @@ ip link set lo up
 if [ "${RPS:-1}" = 1 ]; then
     mount --make-rprivate / && mount -t sysfs sysfs /sys
     echo 2 > /sys/class/net/lo/queues/rx-0/rps_cpus
+    umount /sys
 fi
+# SERVER_CPU_PCT=N caps the server under test at N % of its core (a cgroup's CPU quota, in
+# periods of 4 ms (25 % at least) so that it runs often, not in long bursts whose sends would overflow the
+# receiving core's backlog): an overloaded server while the generator still keeps up.
+cap_cpu() { # pid
+    [ -n "${SERVER_CPU_PCT:-}" ] || return 0
+    local g
+    if [ -d /sys/fs/cgroup/cpu ]; then
+        g=/sys/fs/cgroup/cpu/itg-bench; mkdir -p "$g"
+        echo 4000 > "$g/cpu.cfs_period_us"; echo $((SERVER_CPU_PCT * 40)) > "$g/cpu.cfs_quota_us"
+    else
+        g=/sys/fs/cgroup/itg-bench; mkdir -p "$g"
+        echo "$((SERVER_CPU_PCT * 40)) 4000" > "$g/cpu.max"
+    fi
+    echo "$1" > "$g/cgroup.procs"
+}
 ip link add v0 type veth peer name v1
 ip addr add 10.77.0.1/24 dev v0
 ip link set v0 up
@@ -98,7 +115,11 @@ run_load() { # target pid viewers
     local cpu wall
     cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / hz }')
     wall=$(awk -v a="$s0" -v b="$s1" 'BEGIN { printf "%.1f", b - a }')
-    echo "$out cpu_s=$cpu wall_s=$wall rss_kb=$(rss_kb "$pid") base_rss_kb=$base_rss"
+    # Datagrams the namespace's sockets dropped for a full receive buffer so far (viewers' or
+    # the server's ingest): loss that is the kernel's, not the server's.
+    local rcvbuf_errors
+    rcvbuf_errors=$(awk '/^Udp:/ { if (n++) { for (i = 1; i <= NF; i++) if (h[i] == "RcvbufErrors") print $i } else split($0, h) }' /proc/net/snmp)
+    echo "$out cpu_s=$cpu wall_s=$wall rss_kb=$(rss_kb "$pid") base_rss_kb=$base_rss udp_rcvbuf_errors=$rcvbuf_errors"
 }
 
 # The input (10 s of 1280x720 H.264 at 2.5 Mbit/s and Opus, looped) and MEDIA.
@@ -112,6 +133,7 @@ for target in $TARGETS; do
         *) pid=$(start_itg) ;;
     esac
     sleep 2
+    cap_cpu "$pid"
     base_rss=$(rss_kb "$pid")
     for n in "${VIEWERS[@]}"; do
         for r in $(seq "$RUNS"); do

@@ -19,6 +19,7 @@ ip link set lo up
 if [ "${RPS:-1}" = 1 ]; then
     mount --make-rprivate / && mount -t sysfs sysfs /sys
     echo 2 > /sys/class/net/lo/queues/rx-0/rps_cpus
+    umount /sys
 fi
 ip link add v0 type veth peer name v1
 ip addr add 10.77.0.1/24 dev v0

@@ -16,13 +16,13 @@ def med(runs, key):
     vals = [r[key] for r in runs if key in r and r[key] == r[key]]
     return statistics.median(vals) if vals else float("nan")
 
-print("| target | viewers | delivered Mbit/s | server CPU % | Gbit/s per CPU-s | loss % | latency p50/p99 ms | first keyframe p50/p99 ms | RSS growth/viewer KB | wake-ups/s | runs |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
+print("| target | viewers | delivered Mbit/s | server CPU % | Gbit/s per CPU-s | loss % | latency p50/p99 ms | first keyframe p50/p99 ms | RSS growth/viewer KB | wake-ups/s | skips late/send (packets) | runs |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for (target, n), runs in sorted(rows.items(), key=lambda x: (x[0][1], x[0][0])):
     # Runs where the load generator itself used most of a core measure it, not the server.
     limited = [r for r in runs if r.get("generator_limited") == 1.0]
     if limited and len(limited) * 2 >= len(runs):
-        print(f"| {target} | {n} | generator-limited in {len(limited)} of {len(runs)} runs: not reported | | | | | | | | {len(runs)} |")
+        print(f"| {target} | {n} | generator-limited in {len(limited)} of {len(runs)} runs: not reported | | | | | | | | | {len(runs)} |")
         continue
     runs = [r for r in runs if r.get("generator_limited") != 1.0]
     mbps = med(runs, "mbps")
@@ -34,9 +34,13 @@ for (target, n), runs in sorted(rows.items(), key=lambda x: (x[0][1], x[0][0])):
     cpu_pct = 100 * cpu / wall if wall else float("nan")
     per_cpu = (mbps / 1000 * wall / cpu) if cpu else float("nan")
     rss = (med(runs, "rss_kb") - med(runs, "base_rss_kb")) / max(n, 1)
+    # Drops by reason in the window (ITG only; the build before this counter reads "-").
+    skips = "-"
+    if med(runs, "skips_late") == med(runs, "skips_late"):
+        skips = f"{med(runs, 'skips_late'):.0f}/{med(runs, 'skips_send'):.0f} ({med(runs, 'skipped_packets'):.0f})"
     print(f"| {target} | {n} | {mbps:.2f} | {cpu_pct:.1f} | {per_cpu:.3f} | {med(runs, 'loss_pct'):.3f} | "
           f"{med(runs, 'lat_p50_ms'):.2f}/{med(runs, 'lat_p99_ms'):.2f} | {med(runs, 'key_p50_ms'):.0f}/{med(runs, 'key_p99_ms'):.0f} | "
-          f"{rss:.0f} | {med(runs, 'wakeups_per_s'):.0f} | {len(runs)} |")
+          f"{rss:.0f} | {med(runs, 'wakeups_per_s'):.0f} | {skips} | {len(runs)} |")
 def eff(runs):
     cpu, wall = med(runs, "server_cpu_s"), med(runs, "secs")
     if cpu != cpu:

@@ -101,12 +101,17 @@ pub struct ServerArgs {
     /// batches them). For a network path that mishandles segmentation offload.
     #[arg(long, env = "ITG_NO_UDP_GSO")]
     pub no_udp_gso: bool,
-    /// Milliseconds an FTL video packet may wait on this server (from the kernel's arrival stamp
-    /// to the loop reading it) before viewers start skipping to the next keyframe: when the
-    /// machine cannot send what its viewers need, a share of them skips a stretch, in turn,
-    /// instead of every viewer's delay growing without end.
+    /// Milliseconds a video packet (FTL or WHIP) may wait on this server (from the kernel's
+    /// arrival stamp to the loop reading it) before viewers start skipping to the next
+    /// keyframe: when the machine cannot send what its viewers need, a share of them skips a
+    /// stretch, in turn, instead of every viewer's delay growing without end.
     #[arg(long, env = "ITG_LATE_MS", default_value_t = 200)]
     pub late_ms: u64,
+    /// Milliseconds after which a packet that waited on this server is sent to no viewer at
+    /// all (every viewer restarts at the next keyframe that is on time; late audio is dropped):
+    /// a bound on the delay of what viewers are sent, however overloaded the machine.
+    #[arg(long, env = "ITG_LATE_DROP_MS", default_value_t = 300)]
+    pub late_drop_ms: u64,
     /// UDP port range for FTL media, one port per live stream: `A-B`, or `0` for ports the
     /// system picks.
     #[arg(long, env = "ITG_MEDIA_PORTS", default_value = "9000-9100", value_parser = parse_port_range)]

@@ -132,6 +132,26 @@ struct Meters {
     own_cpu: Option<f64>,
 }
 
+/// ITG's drop counters for the watched channel (`/api/streams`): late skips, skips after a
+/// refused send, packets skipped. `None` for Janus or when the stream is not listed.
+fn drops(target: Target, http: SocketAddr, channel: u32) -> Option<[u64; 3]> {
+    if target != Target::Itg {
+        return None;
+    }
+    let r = server_mio::tools::probe::http(http, "GET", "/api/streams", &[], b"").ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+    let s = v["streams"]
+        .as_array()?
+        .iter()
+        .find(|s| s["channel"].as_u64() == Some(u64::from(channel)))?;
+    let n = |k: &str| s[k].as_u64().unwrap_or(0);
+    Some([
+        n("viewer_skips_late"),
+        n("viewer_skips_send_failed"),
+        n("viewer_skipped_packets"),
+    ])
+}
+
 fn meters(server: Option<u32>) -> Meters {
     Meters {
         server_cpu: server.and_then(cpu_seconds),
@@ -215,6 +235,7 @@ fn main() {
     let mut all_joined: Option<Instant> = None;
     // Start of the measurement: when, bytes delivered so far, the meters.
     let mut window: Option<(Instant, u64, Meters)> = None;
+    let mut drops_start: Option<std::thread::JoinHandle<Option<[u64; 3]>>> = None;
     loop {
         let now = Instant::now();
         if viewers.len() + failed < args.viewers && now >= next_join {
@@ -249,6 +270,10 @@ fn main() {
                 }
                 let m = meters(args.server_pid);
                 window = Some((now, viewers.iter().map(|v| v.bytes).sum(), m));
+                // On a thread of its own: an overloaded server may take seconds to answer,
+                // and the viewers must be read meanwhile.
+                let (target, http) = (args.target, args.http);
+                drops_start = Some(std::thread::spawn(move || drops(target, http, channel)));
             }
             if now >= t + Duration::from_secs(2) + Duration::from_secs_f64(args.duration) {
                 break;
@@ -266,6 +291,8 @@ fn main() {
     let end = meters(args.server_pid);
     let window_end = Instant::now();
     let delivered_end: u64 = viewers.iter().map(|v| v.bytes).sum();
+    // After the window: the answer may take a while from an overloaded server.
+    let drops_end = drops(args.target, args.http, channel);
     stop.store(true, Ordering::SeqCst);
     let sent = sender.join().ok().and_then(Result::ok).unwrap_or(0);
     // Leave cleanly, so the next run does not pay for viewers that are gone.
@@ -347,8 +374,33 @@ fn main() {
     if generator_limited {
         println!("WARNING: the generator was near a full core; these figures may measure it, not the server");
     }
+    // Drops in the window, by reason (ITG): what could not be sent in time was skipped, so
+    // the sequence numbers stay gap-free and `loss` does not show it.
+    let drops_start = drops_start.and_then(|h| h.join().ok()).flatten();
+    let dropped = match (drops_start, drops_end) {
+        (Some(a), Some(b)) => {
+            let d: Vec<u64> = a
+                .iter()
+                .zip(&b)
+                .map(|(a, b)| b.saturating_sub(*a))
+                .collect();
+            println!(
+                "drops in the window: {} late skips, {} skips after a refused send, {} packets skipped",
+                d.first().unwrap_or(&0),
+                d.get(1).unwrap_or(&0),
+                d.get(2).unwrap_or(&0)
+            );
+            format!(
+                " skips_late={} skips_send={} skipped_packets={}",
+                d.first().unwrap_or(&0),
+                d.get(1).unwrap_or(&0),
+                d.get(2).unwrap_or(&0)
+            )
+        }
+        _ => String::new(),
+    };
     println!(
-        "RESULT viewers={} connected={connected} mbps={mbps:.3} secs={secs:.2} server_cpu_s={server_cpu:.3} loss_pct={loss_pct:.4} lat_p50_ms={l50:.3} lat_p99_ms={l99:.3} key_p50_ms={k50:.1} key_p99_ms={k99:.1} wakeups_per_s={wakeups:.1} load_cpu_pct={own_pct:.1} generator_limited={}",
+        "RESULT viewers={} connected={connected} mbps={mbps:.3} secs={secs:.2} server_cpu_s={server_cpu:.3} loss_pct={loss_pct:.4} lat_p50_ms={l50:.3} lat_p99_ms={l99:.3} key_p50_ms={k50:.1} key_p99_ms={k99:.1} wakeups_per_s={wakeups:.1} load_cpu_pct={own_pct:.1} generator_limited={}{dropped}",
         viewers.len(),
         u8::from(generator_limited)
     );

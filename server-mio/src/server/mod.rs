@@ -338,6 +338,7 @@ impl Server {
             media_timeout: Duration::from_secs(args.media_timeout),
             max_viewer_backlog: args.tcp_viewer_backlog_kb.saturating_mul(1024),
             late_after: Duration::from_millis(args.late_ms),
+            late_drop_after: Duration::from_millis(args.late_drop_ms.max(args.late_ms)),
             ..RelayConfig::default()
         });
         let candidates = webrtc::peers::host_candidates(args.addr, addrs.webrtc.port(), args.ip);
