@@ -144,6 +144,8 @@ fn drops(target: Target, http: SocketAddr, channel: u32) -> Option<[u64; 3]> {
         .as_array()?
         .iter()
         .find(|s| s["channel"].as_u64() == Some(u64::from(channel)))?;
+    // A server without these counters (an older build) has no figures to give.
+    s.get("viewer_skips_late")?;
     let n = |k: &str| s[k].as_u64().unwrap_or(0);
     Some([
         n("viewer_skips_late"),
