@@ -49,6 +49,12 @@ fuzz_target!(|data: &[u8]| {
             d[1] = (d[1] & 0x80) | if flags & 2 != 0 { 96 } else { 97 };
             d[8..12].copy_from_slice(&(if flags & 2 != 0 { 78u32 } else { 77 }).to_be_bytes());
         }
+        // Bit 2: the datagram waited on the machine (0 to 2.55 s): the overload policy.
+        let queued = if flags & 4 != 0 {
+            Duration::from_millis(u64::from(*dt) * 10)
+        } else {
+            Duration::ZERO
+        };
         if flags & 8 != 0 {
             // As a WebRTC peer hands it over: header fields from the first bytes, the rest as
             // payload.
@@ -60,9 +66,9 @@ fuzz_target!(|data: &[u8]| {
                 marker: field(6) & 1 != 0,
                 payload: d.get(7..).unwrap_or_default().into(),
             };
-            relay.handle_rtp(channel, rtp, now);
+            relay.handle_rtp_queued(channel, rtp, queued, now);
         } else {
-            relay.handle_datagram(channel, from, &d, now);
+            relay.handle_datagram_queued(channel, from, &d, queued, now);
         }
         match flags >> 4 {
             1 => viewers.push(relay.add_viewer(channel, now).unwrap_or(viewers[0])),

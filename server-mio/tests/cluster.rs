@@ -357,16 +357,18 @@ fn edges_pull_once_per_channel_and_their_viewers_get_the_fixture_bit_exact() {
     assert_eq!(origin.metric("itg_pulls_served"), 2.0);
 }
 
-/// Every viewer gets at least `more` video packets more within 8 s, and loses none.
-fn assert_all_go_on(viewers: &mut [Viewer], more: u64, after: &str) {
+/// Every viewer gets at least `more` video packets more within 8 s, and loses none. On
+/// failure, `edge` says what the serving node saw (its stream entry: skips, late packets).
+fn assert_all_go_on(viewers: &mut [Viewer], more: u64, after: &str, edge: &TestServer) {
     let before: Vec<u64> = viewers.iter().map(|v| v.video_count).collect();
     let target = before.iter().max().copied().unwrap_or(0) + more + 50;
     drive_all(viewers, target, Duration::from_secs(8));
     for (v, b) in viewers.iter().zip(&before) {
         assert!(
             v.video_count >= b + more,
-            "a viewer stalled after {after}: {b} then {}",
-            v.video_count
+            "a viewer stalled after {after}: {b} then {}; the edge's stream: {}",
+            v.video_count,
+            entry(&streams(edge), 77)
         );
         assert_eq!(v.video_lost(), 0);
     }
@@ -544,7 +546,7 @@ fn redis_going_away_mid_stream_loses_edge_viewers_nothing_and_placement_resumes(
     assert!(origin.wait_for(Duration::from_secs(5), |o| {
         o.metric("itg_cluster_redis_up") == 0.0
     }));
-    assert_all_go_on(&mut viewers, 100, "Redis went away");
+    assert_all_go_on(&mut viewers, 100, "Redis went away", &edge);
     // Meanwhile a new viewer is served where it asked, rather than sent by a stale directory.
     let local = TestViewer::whep(&origin, 77).unwrap();
     assert_eq!(local.served_by, Some(origin.addrs.http));
@@ -562,7 +564,7 @@ fn redis_going_away_mid_stream_loses_edge_viewers_nothing_and_placement_resumes(
     let placed = TestViewer::whep(&origin, 77).unwrap();
     assert_eq!(placed.served_by, Some(edge.addrs.http));
     // The edge's pull outlived the outage and the nodes registering again.
-    assert_all_go_on(&mut viewers, 200, "Redis came back");
+    assert_all_go_on(&mut viewers, 200, "Redis came back", &edge);
     assert_eq!(origin.metric("itg_pulls_served"), 1.0);
     let f = fixture_nals(VIDEO_A);
     let looped: Vec<Vec<u8>> = std::iter::repeat_n(f, 8).flatten().collect();

@@ -99,6 +99,12 @@ impl TestServer {
             webrtc_port: 0,
             media_ports: (0, 0),
             viewer_connect_timeout: 5,
+            // An in-process server shares a loaded test machine with its clients and other
+            // servers, whose scheduling can hold a loop for a few hundred milliseconds; the
+            // overload policy is tested against the binary in a process of its own (egress.rs)
+            // and in relay-core, so here it acts only on stalls of seconds.
+            late_ms: 2000,
+            late_drop_ms: 4000,
             ..ServerArgs::default()
         };
         tweak(&mut args);
