@@ -8,7 +8,12 @@ use ftl_proto::control::{ClientConfig, ClientSession, Metadata};
 use ftl_proto::{ChannelId, StreamKey};
 use libfuzzer_sys::fuzz_target;
 
-const PREFIXES: [&str; 4] = ["", "200 00112233\n", "200 00112233\n200\n", "200 00112233\n200\n200 hi. Use UDP port 9000\n"];
+const PREFIXES: [&str; 4] = [
+    "",
+    "200 00112233\n",
+    "200 00112233\n200\n",
+    "200 00112233\n200\n200 hi. Use UDP port 9000\n",
+];
 
 fuzz_target!(|data: &[u8]| {
     let (mode, chunk, body) = match data {
@@ -16,7 +21,11 @@ fuzz_target!(|data: &[u8]| {
         _ => return,
     };
     let t0 = Instant::now();
-    let config = ClientConfig::new(ChannelId(77), StreamKey::new("testkey"), Metadata::reference(77));
+    let config = ClientConfig::new(
+        ChannelId(77),
+        StreamKey::new("testkey"),
+        Metadata::reference(77),
+    );
     let mut c = ClientSession::new(config, t0);
     let mut input = PREFIXES[usize::from(mode % 4)].as_bytes().to_vec();
     input.extend_from_slice(body);

@@ -60,7 +60,11 @@ fuzz_target!(|data: &[u8]| {
             // payload.
             let field = |i: usize| d.get(i).copied().unwrap_or(0);
             let rtp = RtpIn {
-                kind: if flags & 2 != 0 { MediaKind::Video } else { MediaKind::Audio },
+                kind: if flags & 2 != 0 {
+                    MediaKind::Video
+                } else {
+                    MediaKind::Audio
+                },
                 seq: u16::from_be_bytes([field(0), field(1)]),
                 timestamp: u32::from_be_bytes([field(2), field(3), field(4), field(5)]),
                 marker: field(6) & 1 != 0,
