@@ -490,14 +490,20 @@ fn fan_out(
         }
     }
     for v in &mut ch.viewers {
-        let before = v.stats;
+        let s = &v.stats;
+        let before = (
+            s.skips,
+            s.skipped_packets,
+            s.skips_late,
+            s.skips_send_failed,
+        );
         if let Some(f) = v.on_packet(kind, pkt, config.max_viewer_backlog, too_late, now) {
             outputs.push_back(Output::Forward(f));
         }
-        skips += v.stats.skips - before.skips;
-        skipped += v.stats.skipped_packets - before.skipped_packets;
-        late += v.stats.skips_late - before.skips_late;
-        refused += v.stats.skips_send_failed - before.skips_send_failed;
+        skips += v.stats.skips - before.0;
+        skipped += v.stats.skipped_packets - before.1;
+        late += v.stats.skips_late - before.2;
+        refused += v.stats.skips_send_failed - before.3;
     }
     if let Some(s) = ch.stream.as_mut() {
         s.counters.viewer_skips += skips;

@@ -100,7 +100,7 @@ pub struct StreamCounters {
     /// Times a viewer fell behind (its caller reported a backlog over the bound) and its
     /// video skipped to the next keyframe, summed over the stream's viewers.
     pub viewer_skips: u64,
-    /// Video packets those viewers did not get while skipping.
+    /// Packets those viewers did not get: video while skipping, audio past the drop deadline.
     pub viewer_skipped_packets: u64,
     /// Of `viewer_skips`: skips because the stream's packets waited on this machine past the
     /// deadline (overload), and because the socket refused a viewer's datagrams.

@@ -25,8 +25,6 @@ impl ViewerId {
 /// Why a viewer's video skipped to the next keyframe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SkipReason {
-    /// The caller reported more queued towards it than the bound (a slow TCP connection).
-    Backlog,
     /// The stream's packets waited on this server longer than the deadline before their turn
     /// came (the machine cannot send what all viewers need): a share of the viewers skips, in
     /// turn, so the others stay live.

@@ -205,18 +205,13 @@ fn a_late_loop_makes_viewers_skip_ahead_not_fall_behind() {
 fn a_late_loop_behind_a_whip_publisher_makes_viewers_skip_ahead() {
     init();
     let server = Process::start(8, &["--late-ms", "150"]);
-    let publisher = publish_with(WhipOptions {
-        url: format!("http://{}/whip/8", server.http),
-        token: server.key.clone(),
-        video: Some(VIDEO_A.to_vec()),
-        audio: Some(AUDIO.to_vec()),
-        fps: 30,
-        repeat: true,
-        duration: Some(Duration::from_secs(120)),
-        sent_log: None,
-        vanish: false,
-        tcp: false,
-    });
+    let publisher = publish_with(whip_options(
+        server.http,
+        8,
+        &server.key,
+        VIDEO_A,
+        Some(Duration::from_secs(120)),
+    ));
     assert_a_stall_makes_viewers_skip(&server, 8);
     let _ = publisher.stop();
 }

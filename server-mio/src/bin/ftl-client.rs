@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 
 use clap::Parser;
-use server_mio::tools::client::{obs_peak_kbps, stream, ClientOptions, MediaArgs};
+use server_mio::tools::client::{stream, ClientOptions, MediaArgs};
 
 /// Streams an H.264 Annex-B file and an Opus (Ogg) file to an FTL server with real-time pacing.
 #[derive(Debug, Parser)]
@@ -56,12 +56,8 @@ fn main() -> ExitCode {
         speed_test: args.speed_test,
         sent_log: None,
         peak_kbps: None,
-    };
-    let peak = args.peak_kbps.unwrap_or_else(|| obs_peak_kbps(&opts));
-    let opts = ClientOptions {
-        peak_kbps: (peak > 0).then_some(peak),
-        ..opts
-    };
+    }
+    .paced_at(args.peak_kbps);
     // SIGINT/SIGTERM end the stream politely (DISCONNECT), as closing OBS's stream does.
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use server_mio::tools::client::{obs_peak_kbps, rtp_sender, stream, ClientOptions, SentLog};
+use server_mio::tools::client::{rtp_sender, stream, ClientOptions, SentLog};
 use server_mio::tools::probe::Viewer;
 use server_mio::tools::whip_client::{publish, WhipOptions};
 
@@ -191,12 +191,8 @@ fn main() {
         speed_test: false,
         sent_log: Some(log.clone()),
         peak_kbps: None,
-    };
-    let peak = args.peak_kbps.unwrap_or_else(|| obs_peak_kbps(&opts));
-    let opts = ClientOptions {
-        peak_kbps: (peak > 0).then_some(peak),
-        ..opts
-    };
+    }
+    .paced_at(args.peak_kbps);
     let opts_peak = opts.peak_kbps;
     let channel: u32 = args
         .key

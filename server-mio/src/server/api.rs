@@ -444,7 +444,7 @@ impl Server {
             ),
             (
                 "stream_viewer_skips_late_total",
-                "Of those: the stream's packets waited on this server past --late-ms (overload).",
+                "Of those: the stream's packets waited on this server past --late-ms or --late-drop-ms (overload).",
                 |s| s.counters.viewer_skips_late as f64,
             ),
             (
@@ -454,7 +454,7 @@ impl Server {
             ),
             (
                 "stream_viewer_skipped_packets_total",
-                "Video packets viewers did not get while skipping.",
+                "Packets viewers did not get: video while skipping, audio past --late-drop-ms.",
                 |s| s.counters.viewer_skipped_packets as f64,
             ),
             (

@@ -173,7 +173,7 @@ pub struct Server {
     ice_tcp_listener: Option<TcpListener>,
     ice_tcp: webrtc::tcp::IceTcp,
     rtc_socket: UdpSocket,
-    /// What the WebRTC peers put out this iteration, sent in one batch at its end.
+    /// What the WebRTC peers put out, sent in batches (see `viewers_flush` and `udp_flush`).
     udp_out: crate::send_batch::SendBatch,
     /// Space for the arrival stamps of media reads (FTL media sockets, the WebRTC socket).
     stamps: crate::recv_stamp::Stamps,

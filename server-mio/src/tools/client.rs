@@ -237,6 +237,18 @@ pub fn obs_peak_kbps(opts: &ClientOptions) -> u32 {
     video_kbps(&packets, length).saturating_mul(12) / 10
 }
 
+impl ClientOptions {
+    /// Video paced at `peak` kbit/s, as a command line gives it: absent, OBS's peak for these
+    /// files ([`obs_peak_kbps`]); 0, not paced.
+    pub fn paced_at(self, peak: Option<u32>) -> ClientOptions {
+        let peak = peak.unwrap_or_else(|| obs_peak_kbps(&self));
+        ClientOptions {
+            peak_kbps: (peak > 0).then_some(peak),
+            ..self
+        }
+    }
+}
+
 /// The average video bitrate of one pass over the files, in kbit/s.
 pub fn video_kbps(packets: &[Scheduled], length: Duration) -> u32 {
     let bytes: usize = packets

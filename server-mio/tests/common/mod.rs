@@ -219,18 +219,29 @@ impl TestServer {
         video: &[u8],
         duration: Option<Duration>,
     ) -> WhipOptions {
-        WhipOptions {
-            url: format!("http://{}/whip/{channel}", self.addrs.http),
-            token: token.to_owned(),
-            video: Some(video.to_vec()),
-            audio: Some(AUDIO.to_vec()),
-            fps: 30,
-            repeat: duration.is_some(),
-            duration,
-            sent_log: None,
-            vanish: false,
-            tcp: false,
-        }
+        whip_options(self.addrs.http, channel, token, video, duration)
+    }
+}
+
+/// WHIP to `http` (any server's HTTP address) with the fixture's audio, repeating when timed.
+pub fn whip_options(
+    http: SocketAddr,
+    channel: u32,
+    token: &str,
+    video: &[u8],
+    duration: Option<Duration>,
+) -> WhipOptions {
+    WhipOptions {
+        url: format!("http://{http}/whip/{channel}"),
+        token: token.to_owned(),
+        video: Some(video.to_vec()),
+        audio: Some(AUDIO.to_vec()),
+        fps: 30,
+        repeat: duration.is_some(),
+        duration,
+        sent_log: None,
+        vanish: false,
+        tcp: false,
     }
 }
 

@@ -74,7 +74,7 @@ pub(in crate::server) struct Viewer {
     /// When the video RTX history is started afresh, after a GOP replay grew it (see
     /// `pool::RTX_RESET_AFTER_REPLAY`).
     rtx_reset: Option<Instant>,
-    /// Packets written since it was last driven.
+    /// Packets handed to it since it was last driven.
     unsent: usize,
     ufrag: String,
     addrs: Vec<SocketAddr>,
@@ -1090,6 +1090,8 @@ impl Server {
         if video && f.cached {
             v.rtx_reset = Some(now + super::pool::RTX_RESET_AFTER_REPLAY);
         }
+        v.unsent += 1;
+        let unsent = v.unsent;
         let cached = if video {
             &mut v.tx_ssrc.0
         } else {
@@ -1117,10 +1119,6 @@ impl Server {
                 if self.viewers.dirty.last() != Some(&id) {
                     self.viewers.dirty.push(id);
                 }
-                let unsent = self.viewers.map.get_mut(&id).map_or(0, |v| {
-                    v.unsent += 1;
-                    v.unsent
-                });
                 if unsent >= WRITE_AHEAD {
                     // A GOP replay: send what is written before writing more, so str0m's
                     // send queue (which never shrinks) stays this short.
@@ -1196,7 +1194,7 @@ impl Server {
         }
     }
 
-    /// Sends the iteration's datagrams (see `send_batch`). A viewer whose datagrams the socket
+    /// Sends the batched datagrams (see `send_batch`). A viewer whose datagrams the socket
     /// would not take (its buffer full: the machine sends less than the viewers need) skips to
     /// the next keyframe instead of being sent a picture with holes.
     pub(in crate::server) fn udp_flush(&mut self) {

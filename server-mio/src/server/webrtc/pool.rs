@@ -59,21 +59,6 @@ pub(in crate::server) struct RtcPool {
 /// packets (~100 KB) per viewer for nothing. A publisher keeps str0m's standard set: its
 /// encoder's bandwidth estimate lives on our TWCC feedback.
 pub(in crate::server) fn rtc_config(publisher: bool) -> RtcConfig {
-    rtc_config_for(publisher)
-}
-
-/// A viewer's `Rtc` configuration and send-stream settings, as the loop uses them: for the
-/// per-packet egress benchmark, which drives one viewer's `Rtc` outside the loop.
-pub fn viewer_config() -> RtcConfig {
-    rtc_config_for(false)
-}
-
-/// RTX history by time (see [`RTX_HISTORY`]) on a viewer's video send stream.
-pub fn viewer_rtx_history(tx: &mut str0m::rtp::StreamTx) {
-    tx.set_rtx_cache(SEND_BUFFER_VIDEO, RTX_HISTORY, RTX_RATIO_CAP);
-}
-
-fn rtc_config_for(publisher: bool) -> RtcConfig {
     let mut cfg = Rtc::builder();
     if !publisher {
         let mut exts = str0m::rtp::ExtensionMap::empty();
@@ -96,6 +81,17 @@ fn rtc_config_for(publisher: bool) -> RtcConfig {
         codecs.add_h264(pt.into(), Some(rtx.into()), true, profile);
     }
     cfg
+}
+
+/// A viewer's `Rtc` configuration and send-stream settings, as the loop uses them: for the
+/// per-packet egress benchmark, which drives one viewer's `Rtc` outside the loop.
+pub fn viewer_config() -> RtcConfig {
+    rtc_config(false)
+}
+
+/// RTX history by time (see [`RTX_HISTORY`]) on a viewer's video send stream.
+pub fn viewer_rtx_history(tx: &mut str0m::rtp::StreamTx) {
+    tx.set_rtx_cache(SEND_BUFFER_VIDEO, RTX_HISTORY, RTX_RATIO_CAP);
 }
 
 impl RtcPool {
