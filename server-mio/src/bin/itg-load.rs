@@ -376,24 +376,16 @@ fn main() {
     // the sequence numbers stay gap-free and `loss` does not show it.
     let drops_start = drops_start.and_then(|h| h.join().ok()).flatten();
     let dropped = match (drops_start, drops_end) {
-        (Some(a), Some(b)) => {
-            let d: Vec<u64> = a
-                .iter()
-                .zip(&b)
-                .map(|(a, b)| b.saturating_sub(*a))
-                .collect();
-            println!(
-                "drops in the window: {} late skips, {} skips after a refused send, {} packets skipped",
-                d.first().unwrap_or(&0),
-                d.get(1).unwrap_or(&0),
-                d.get(2).unwrap_or(&0)
+        (Some([a0, a1, a2]), Some([b0, b1, b2])) => {
+            let (late, send, skipped) = (
+                b0.saturating_sub(a0),
+                b1.saturating_sub(a1),
+                b2.saturating_sub(a2),
             );
-            format!(
-                " skips_late={} skips_send={} skipped_packets={}",
-                d.first().unwrap_or(&0),
-                d.get(1).unwrap_or(&0),
-                d.get(2).unwrap_or(&0)
-            )
+            println!(
+                "drops in the window: {late} late skips, {send} skips after a refused send, {skipped} packets skipped"
+            );
+            format!(" skips_late={late} skips_send={send} skipped_packets={skipped}")
         }
         _ => String::new(),
     };
