@@ -21,6 +21,8 @@ use super::{MediaSocket, Server, Slot, READ_BUDGET};
 /// Most bytes waiting to be written to an FTL client; a client that does not read its replies
 /// (a PING flood) is cut off past it.
 const MAX_PENDING_WRITE: usize = 64 * 1024;
+/// Media datagrams read before the relay is drained (see `read_media_budget`).
+const DRAIN_EVERY: usize = 32;
 
 /// One FTL control connection.
 pub(super) struct ControlConn {
@@ -612,7 +614,18 @@ impl Server {
     }
 
     pub(super) fn read_media(&mut self, channel: ChannelId, now: Instant) {
-        for _ in 0..READ_BUDGET {
+        self.read_media_budget(channel, now);
+        self.drain_relay(now);
+    }
+
+    /// Reads up to [`READ_BUDGET`] datagrams, draining the relay every [`DRAIN_EVERY`]: the
+    /// packets of a burst (a keyframe) then reach each viewer together, written and sent in
+    /// one go (a GSO run), while the relay's queue stays bounded.
+    fn read_media_budget(&mut self, channel: ChannelId, now: Instant) {
+        for i in 0..READ_BUDGET {
+            if i % DRAIN_EVERY == DRAIN_EVERY - 1 {
+                self.drain_relay(now);
+            }
             let Some(m) = self.media.get(&channel) else {
                 return;
             };
@@ -631,7 +644,6 @@ impl Server {
                     let waited = waited.unwrap_or_default();
                     self.relay
                         .handle_datagram_queued(channel, from, data, waited, now);
-                    self.drain_relay(now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

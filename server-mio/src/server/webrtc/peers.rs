@@ -168,6 +168,9 @@ pub(in crate::server) struct Viewers {
     pub(in crate::server) by_whip: HashMap<String, u64>,
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
     dirty: Vec<u64>,
+    /// The relay's packets for viewers gathered while it is drained, then written viewer by
+    /// viewer (see [`Server::viewers_forward`]).
+    forwards: Vec<Forward>,
     pub(in crate::server) pending: VecDeque<Pending>,
     pub(in crate::server) candidates: Vec<SocketAddr>,
     next_id: u64,
@@ -217,6 +220,7 @@ impl Viewers {
             by_whip: HashMap::new(),
             heap: BinaryHeap::new(),
             dirty: Vec::new(),
+            forwards: Vec::new(),
             pending: VecDeque::new(),
             candidates,
             next_id: 1,
@@ -1036,12 +1040,21 @@ impl Server {
     /// Drains the relay: packets to viewers, datagrams to FTL clients, events.
     pub(in crate::server) fn drain_relay(&mut self, now: Instant) {
         while let Some(o) = self.relay.poll_output() {
-            match o {
+            let o = match o {
                 Output::Forward(f) => {
                     if !self.recording_packet(&f) {
-                        self.viewer_write(f, now);
+                        self.viewers.forwards.push(f);
                     }
+                    continue;
                 }
+                o => {
+                    // Whatever else the relay says comes after the packets it put out before.
+                    self.viewers_forward(now);
+                    o
+                }
+            };
+            match o {
+                Output::Forward(_) => {}
                 Output::Transmit { channel, to, bytes } => self.send_media(channel, to, &bytes),
                 Output::RequestKeyframe { channel } => self.whip_request_keyframe(channel),
                 Output::Event(e) => match e {
@@ -1072,6 +1085,35 @@ impl Server {
                 },
             }
         }
+        self.viewers_forward(now);
+    }
+
+    /// Writes the gathered packets viewer by viewer and drives each viewer right after its
+    /// packets: its str0m state is touched once while warm in the cache, instead of once to
+    /// write and again to send after every other viewer's state went through the cache (the
+    /// relay puts packets out packet by packet). The sort is stable: each viewer's packets
+    /// keep their order, and a burst to one viewer still leaves as one GSO run.
+    fn viewers_forward(&mut self, now: Instant) {
+        if self.viewers.forwards.is_empty() {
+            return;
+        }
+        let mut forwards = std::mem::take(&mut self.viewers.forwards);
+        forwards.sort_by_key(|f| f.viewer.slot());
+        let mut last = None;
+        for f in forwards.drain(..) {
+            let id = self.viewers.by_relay(f.viewer);
+            if last.is_some() && last != id {
+                if let Some(prev) = last {
+                    self.viewer_send(prev, now);
+                }
+            }
+            last = id;
+            self.viewer_write(f, now);
+        }
+        if let Some(prev) = last {
+            self.viewer_send(prev, now);
+        }
+        self.viewers.forwards = forwards;
     }
 
     fn viewer_write(&mut self, f: Forward, now: Instant) {
@@ -1116,9 +1158,6 @@ impl Server {
         match written {
             Ok(true) => {
                 self.counters.packets_forwarded += 1;
-                if self.viewers.dirty.last() != Some(&id) {
-                    self.viewers.dirty.push(id);
-                }
                 if unsent >= WRITE_AHEAD {
                     // A GOP replay: send what is written before writing more, so str0m's
                     // send queue (which never shrinks) stays this short.
