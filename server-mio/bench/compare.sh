@@ -6,6 +6,8 @@
 #   TARGETS="itg itg-whip" server-mio/bench/compare.sh 50 200   # ITG with FTL vs WHIP ingest
 #   BASELINE=<git revision> server-mio/bench/compare.sh 200      # adds "itg-base": that revision
 #   SERVER_CPU_PCT=50 server-mio/bench/compare.sh 500           # the server capped at half its core: overload
+#   BURST_MS=5 server-mio/bench/compare.sh 200                  # a smoother encoder: the input's bursts
+#                                                               # capped at 5 ms of its peak (default 100, as ftl-sdk)
 #
 # Everything runs inside a fresh network namespace with loopback and one veth
 # pair (10.77.0.1 on veth v0, a test host of our own): Janus's ICE (libnice) does not use loopback, so both
@@ -124,22 +126,26 @@ run_load() { # target pid viewers
 
 # The input (10 s of 1280x720 H.264 at 2.5 Mbit/s and Opus, looped) and MEDIA.
 . "$here/media.sh"
+MEDIA+=(--burst-ms "${BURST_MS:-100}")
 
 results="$work/results.txt"
-for target in $TARGETS; do
-    case $target in
-        janus) pid=$(start_janus) ;;
-        itg-base) pid=$(start_itg "$root/target/baseline/release/server-mio") ;;
-        *) pid=$(start_itg) ;;
-    esac
-    sleep 2
-    cap_cpu "$pid"
-    base_rss=$(rss_kb "$pid")
-    for n in "${VIEWERS[@]}"; do
-        for r in $(seq "$RUNS"); do
+# Runs interleave the targets (A B A B ...), each on a freshly started server: the machine's
+# load from other tenants drifts over minutes, and two identical builds run one after the
+# other read up to ~15 % apart in CPU; side by side in time they compare fairly.
+for n in "${VIEWERS[@]}"; do
+    for r in $(seq "$RUNS"); do
+        for target in $TARGETS; do
+            case $target in
+                janus) pid=$(start_janus) ;;
+                itg-base) pid=$(start_itg "$root/target/baseline/release/server-mio") ;;
+                *) pid=$(start_itg) ;;
+            esac
+            sleep 2
+            cap_cpu "$pid"
+            base_rss=$(rss_kb "$pid")
             echo "$target $n $r $(run_load $target "$pid" "$n")" | tee -a "$results"
+            kill "$pid"; wait "$pid" 2>/dev/null || true
         done
     done
-    kill "$pid"; wait "$pid" 2>/dev/null || true
 done
 python3 "$here/table.py" < "$results"

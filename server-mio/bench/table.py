@@ -10,7 +10,9 @@ for line in sys.stdin:
         continue
     target, n = parts[0], int(parts[1])
     kv = dict(p.split("=", 1) for p in parts[4:] if "=" in p)
-    rows[(target, n)].append({k: float(v) for k, v in kv.items()})
+    run = {k: float(v) for k, v in kv.items()}
+    run["run"] = int(parts[2])
+    rows[(target, n)].append(run)
 
 def med(runs, key):
     vals = [r[key] for r in runs if key in r and r[key] == r[key]]
@@ -41,16 +43,22 @@ for (target, n), runs in sorted(rows.items(), key=lambda x: (x[0][1], x[0][0])):
     print(f"| {target} | {n} | {mbps:.2f} | {cpu_pct:.1f} | {per_cpu:.3f} | {med(runs, 'loss_pct'):.3f} | "
           f"{med(runs, 'lat_p50_ms'):.2f}/{med(runs, 'lat_p99_ms'):.2f} | {med(runs, 'key_p50_ms'):.0f}/{med(runs, 'key_p99_ms'):.0f} | "
           f"{rss:.0f} | {med(runs, 'wakeups_per_s'):.0f} | {skips} | {len(runs)} |")
-def eff(runs):
-    cpu, wall = med(runs, "server_cpu_s"), med(runs, "secs")
+def eff(run):
+    """Delivered Mbit/s per server CPU-second of one run (its CPU over the window itself)."""
+    cpu, wall = run.get("server_cpu_s", float("nan")), run.get("secs", float("nan"))
     if cpu != cpu:
-        cpu, wall = med(runs, "cpu_s"), med(runs, "wall_s")
-    return med(runs, "mbps") * wall / cpu
+        cpu, wall = run.get("cpu_s", float("nan")), run.get("wall_s", float("nan"))
+    return run["mbps"] * wall / cpu if cpu else float("nan")
 
+# Runs of the same number ran side by side in time (compare.sh interleaves the targets): the
+# ratio is taken run by run, and its median and range are printed.
 for n in sorted({n for (_, n) in rows}):
     for a_name, b_name in [("itg", "janus"), ("itg-whip", "itg"), ("itg", "itg-base")]:
-        a, b = rows.get((a_name, n)), rows.get((b_name, n))
-        ok = lambda runs: [r for r in runs or [] if r.get("generator_limited") != 1.0]
-        a, b = ok(a), ok(b)
-        if a and b:
-            print(f"\n{n} viewers: {a_name}/{b_name} delivered per server CPU-second = {eff(a) / eff(b):.2f}x")
+        ok = lambda runs: {r["run"]: r for r in runs or [] if r.get("generator_limited") != 1.0}
+        a, b = ok(rows.get((a_name, n))), ok(rows.get((b_name, n)))
+        ratios = sorted(eff(a[k]) / eff(b[k]) for k in a.keys() & b.keys())
+        ratios = [x for x in ratios if x == x]
+        if ratios:
+            print(f"\n{n} viewers: {a_name}/{b_name} delivered per server CPU-second = "
+                  f"{statistics.median(ratios):.2f}x (median of {len(ratios)} paired runs, "
+                  f"{ratios[0]:.2f}-{ratios[-1]:.2f})")

@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use server_mio::keys::KeyStore;
-use server_mio::tools::client::{stream, ClientError, ClientOptions, ClientStats};
+use server_mio::tools::client::{stream, ClientError, ClientOptions, ClientStats, PACE_BURST_MS};
 use server_mio::tools::probe::{http, Viewer};
 
 const VIDEO: &[u8] = include_bytes!("../../relay-core/tests/data/video-320x180-30fps-4s.h264");
@@ -176,6 +176,7 @@ impl Spawned {
             speed_test: false,
             sent_log: None,
             peak_kbps: None,
+            pace_burst_ms: PACE_BURST_MS,
         }
     }
 }

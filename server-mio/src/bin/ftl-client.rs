@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 
 use clap::Parser;
-use server_mio::tools::client::{stream, ClientOptions, MediaArgs};
+use server_mio::tools::client::{stream, ClientOptions, MediaArgs, PACE_BURST_MS};
 
 /// Streams an H.264 Annex-B file and an Opus (Ogg) file to an FTL server with real-time pacing.
 #[derive(Debug, Parser)]
@@ -56,6 +56,7 @@ fn main() -> ExitCode {
         speed_test: args.speed_test,
         sent_log: None,
         peak_kbps: None,
+        pace_burst_ms: PACE_BURST_MS,
     }
     .paced_at(args.peak_kbps);
     // SIGINT/SIGTERM end the stream politely (DISCONNECT), as closing OBS's stream does.

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use server_mio::tools::client::{rtp_sender, stream, ClientOptions, SentLog};
+use server_mio::tools::client::{rtp_sender, stream, ClientOptions, SentLog, PACE_BURST_MS};
 use server_mio::tools::probe::Viewer;
 use server_mio::tools::whip_client::{publish, WhipOptions};
 
@@ -79,6 +79,11 @@ struct Args {
     /// 0 sends each frame's packets at once. Default: 1.2x the file's average, as OBS sets it.
     #[arg(long)]
     peak_kbps: Option<u32>,
+    /// How far the paced sender may run ahead of its peak, in milliseconds of it: 100 as the
+    /// FTL library (a keyframe leaves as a burst of ~30 packets); less stands for a smoother
+    /// encoder, showing the server's own latency apart from the input's bursts.
+    #[arg(long, default_value_t = PACE_BURST_MS)]
+    burst_ms: u64,
     /// Joins per second.
     #[arg(long, default_value_t = 50.0)]
     join_rate: f64,
@@ -191,6 +196,7 @@ fn main() {
         speed_test: false,
         sent_log: Some(log.clone()),
         peak_kbps: None,
+        pace_burst_ms: args.burst_ms,
     }
     .paced_at(args.peak_kbps);
     let opts_peak = opts.peak_kbps;
@@ -353,7 +359,10 @@ fn main() {
         failed
     );
     match opts_peak {
-        Some(k) => println!("sender video paced at a {k} kbit/s peak, bursts of at most 100 ms"),
+        Some(k) => println!(
+            "sender video paced at a {k} kbit/s peak, bursts of at most {} ms",
+            args.burst_ms
+        ),
         None => println!("sender video not paced: each frame's packets at once"),
     }
     println!("delivered payload {mbps:.2} Mbit/s over {secs:.1} s; video loss {loss_pct:.3}%");

@@ -46,6 +46,9 @@ pub struct ClientOptions {
     /// Pace video as the FTL library does (see [`pace_video`]) at this peak rate; `None` sends
     /// each frame's packets at the frame's instant.
     pub peak_kbps: Option<u32>,
+    /// The most the paced sender runs ahead of its peak rate, in milliseconds of it:
+    /// [`PACE_BURST_MS`] as the FTL library; less stands for a smoother encoder.
+    pub pace_burst_ms: u64,
 }
 
 /// Send instants of media payloads, keyed by [`payload_hash`]; shared between a sender and the
@@ -201,19 +204,19 @@ pub fn schedule(opts: &ClientOptions) -> (Vec<Scheduled>, Duration) {
 /// How much the FTL library lets its video sender run ahead of its peak rate: a burst of up
 /// to 100 ms of it (the wire reference; OBS 29's capture shows its steady ~4 ms spacing of
 /// full packets).
-const PACE_BURST_MS: u64 = 100;
+pub const PACE_BURST_MS: u64 = 100;
 /// The level a stream starts with, so that it does not open with a burst.
 const PACE_START_MS: u64 = 5;
 
 /// Moves video packets to the instants the FTL library's sender would send them: a token
 /// bucket filled at `peak_kbps` (OBS sets it to 1.2x the encoder's bitrate), holding at most
-/// [`PACE_BURST_MS`] of it; a packet leaves once the level is above zero, and takes its size
+/// `burst_ms` of it ([`PACE_BURST_MS`] in the library); a packet leaves once the level is above zero, and takes its size
 /// from it. Audio has its own sender in the library and keeps its instants. The order of
 /// video packets is kept; the result is sorted by instant again.
-pub fn pace_video(packets: &mut [Scheduled], peak_kbps: u32) {
+pub fn pace_video(packets: &mut [Scheduled], peak_kbps: u32, burst_ms: u64) {
     let per_ms = f64::from(peak_kbps.max(1)) / 8.0; // bytes per millisecond
-    let cap = per_ms * PACE_BURST_MS as f64;
-    let mut level = per_ms * PACE_START_MS as f64;
+    let cap = per_ms * burst_ms as f64;
+    let mut level = per_ms * PACE_START_MS.min(burst_ms) as f64;
     let mut clock = Duration::ZERO;
     for p in packets.iter_mut().filter(|p| p.video) {
         let mut t = p.at.max(clock);
@@ -350,7 +353,7 @@ pub fn stream(opts: &ClientOptions, stop: &AtomicBool) -> Result<ClientStats, Cl
     }
     let (mut packets, length) = schedule(opts);
     if let Some(kbps) = opts.peak_kbps {
-        pace_video(&mut packets, kbps);
+        pace_video(&mut packets, kbps, opts.pace_burst_ms);
     }
     let audio_ssrc = Ssrc(channel.0);
     let video_ssrc = Ssrc(channel.0.wrapping_add(1));
@@ -619,7 +622,7 @@ pub fn rtp_sender(
     let udp = UdpSocket::bind(SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0))?;
     let (mut packets, length) = schedule(opts);
     if let Some(kbps) = opts.peak_kbps {
-        pace_video(&mut packets, kbps);
+        pace_video(&mut packets, kbps, opts.pace_burst_ms);
     }
     let start = Instant::now();
     let (mut vseq, mut aseq) = (0u16, 0u16);
@@ -708,7 +711,7 @@ mod tests {
     fn pacing_spreads_a_burst_at_the_peak_rate_and_leaves_audio_alone() {
         let mut p: Vec<Scheduled> = (0..40).map(|_| packet(0, true, 1200)).collect();
         p.push(packet(3, false, 100));
-        pace_video(&mut p, 3000);
+        pace_video(&mut p, 3000, PACE_BURST_MS);
         let video: Vec<Duration> = p.iter().filter(|p| p.video).map(|p| p.at).collect();
         assert_eq!(video.len(), 40);
         assert!(video.windows(2).all(|w| w[0] <= w[1]));
@@ -731,13 +734,32 @@ mod tests {
     fn a_rested_bucket_allows_a_burst_of_100_ms_of_the_peak() {
         let mut p = vec![packet(0, true, 100)];
         p.extend((0..40).map(|_| packet(10_000, true, 1200)));
-        pace_video(&mut p, 3000);
+        pace_video(&mut p, 3000, PACE_BURST_MS);
         let at_once = p
             .iter()
             .filter(|p| p.at == Duration::from_millis(10_000))
             .count();
         // 37 500 bytes of level: 31 packets take it to zero (the 31st below), then the pace.
         assert_eq!(at_once, 31);
+    }
+
+    #[test]
+    fn a_smaller_burst_allowance_lets_fewer_packets_go_at_once() {
+        let mut p = vec![packet(0, true, 100)];
+        p.extend((0..40).map(|_| packet(10_000, true, 1200)));
+        pace_video(&mut p, 3000, 5);
+        let at_once = p
+            .iter()
+            .filter(|p| p.at == Duration::from_millis(10_000))
+            .count();
+        // 1875 bytes of level: the second packet takes it below zero, the rest are paced.
+        assert_eq!(at_once, 2);
+        let last = p.last().map(|p| p.at).unwrap_or_default();
+        // The 40th packet leaves once the bucket refilled what the first 39 took beyond the
+        // 1875 bytes it started with.
+        let expected = 10_000.0 + (39.0 * 1212.0 - 1875.0) / 375.0;
+        let got = last.as_secs_f64() * 1000.0;
+        assert!((got - expected).abs() < 1.0, "{got} ms, not {expected}");
     }
 
     #[test]

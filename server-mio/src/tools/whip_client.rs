@@ -20,7 +20,7 @@ use str0m::net::Receive;
 use str0m::rtp::RtpWrite;
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 
-use crate::tools::client::{schedule, ClientOptions, Scheduled, SentLog};
+use crate::tools::client::{schedule, ClientOptions, Scheduled, SentLog, PACE_BURST_MS};
 use crate::tools::link::{tcp_candidate, Link};
 use crate::tools::probe::http;
 
@@ -330,6 +330,7 @@ pub fn publish(opts: &WhipOptions, stop: &AtomicBool) -> Result<WhipStats, WhipE
         speed_test: false,
         sent_log: None,
         peak_kbps: None,
+        pace_burst_ms: PACE_BURST_MS,
     };
     let (packets, length) = schedule(&client_opts);
     let mut packets = Some(packets);

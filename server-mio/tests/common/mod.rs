@@ -20,7 +20,7 @@ use ftl_proto::media::packetize::split_annexb;
 use server_mio::config::ServerArgs;
 use server_mio::keys::KeyStore;
 use server_mio::server::{Addrs, Handle, Server};
-use server_mio::tools::client::{stream, ClientError, ClientOptions, ClientStats};
+use server_mio::tools::client::{stream, ClientError, ClientOptions, ClientStats, PACE_BURST_MS};
 pub use server_mio::tools::probe::{http as try_http, HttpResponse, Viewer};
 pub use server_mio::tools::whip_client::{publish, WhipError, WhipOptions, WhipStats};
 
@@ -282,6 +282,7 @@ pub fn ftl_options(
         speed_test: false,
         sent_log: None,
         peak_kbps: None,
+        pace_burst_ms: PACE_BURST_MS,
     }
 }
 
