@@ -623,7 +623,7 @@ impl Server {
     /// one go (a GSO run), while the relay's queue stays bounded.
     fn read_media_budget(&mut self, channel: ChannelId, now: Instant) {
         for i in 0..READ_BUDGET {
-            if i % DRAIN_EVERY == DRAIN_EVERY - 1 {
+            if i > 0 && i % DRAIN_EVERY == 0 {
                 self.drain_relay(now);
             }
             let Some(m) = self.media.get(&channel) else {

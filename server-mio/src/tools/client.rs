@@ -210,9 +210,9 @@ const PACE_START_MS: u64 = 5;
 
 /// Moves video packets to the instants the FTL library's sender would send them: a token
 /// bucket filled at `peak_kbps` (OBS sets it to 1.2x the encoder's bitrate), holding at most
-/// `burst_ms` of it ([`PACE_BURST_MS`] in the library); a packet leaves once the level is above zero, and takes its size
-/// from it. Audio has its own sender in the library and keeps its instants. The order of
-/// video packets is kept; the result is sorted by instant again.
+/// `burst_ms` of it ([`PACE_BURST_MS`] in the library); a packet leaves once the level is
+/// above zero, and takes its size from it. Audio has its own sender in the library and keeps
+/// its instants. The order of video packets is kept; the result is sorted by instant again.
 pub fn pace_video(packets: &mut [Scheduled], peak_kbps: u32, burst_ms: u64) {
     let per_ms = f64::from(peak_kbps.max(1)) / 8.0; // bytes per millisecond
     let cap = per_ms * burst_ms as f64;

@@ -1040,19 +1040,14 @@ impl Server {
     /// Drains the relay: packets to viewers, datagrams to FTL clients, events.
     pub(in crate::server) fn drain_relay(&mut self, now: Instant) {
         while let Some(o) = self.relay.poll_output() {
-            let o = match o {
-                Output::Forward(f) => {
-                    if !self.recording_packet(&f) {
-                        self.viewers.forwards.push(f);
-                    }
-                    continue;
+            if let Output::Forward(f) = o {
+                if !self.recording_packet(&f) {
+                    self.viewers.forwards.push(f);
                 }
-                o => {
-                    // Whatever else the relay says comes after the packets it put out before.
-                    self.viewers_forward(now);
-                    o
-                }
-            };
+                continue;
+            }
+            // Whatever else the relay says comes after the packets it put out before.
+            self.viewers_forward(now);
             match o {
                 Output::Forward(_) => {}
                 Output::Transmit { channel, to, bytes } => self.send_media(channel, to, &bytes),
@@ -1102,13 +1097,13 @@ impl Server {
         let mut last = None;
         for f in forwards.drain(..) {
             let id = self.viewers.by_relay(f.viewer);
-            if last.is_some() && last != id {
-                if let Some(prev) = last {
-                    self.viewer_send(prev, now);
-                }
+            if let Some(prev) = last.filter(|p| Some(*p) != id) {
+                self.viewer_send(prev, now);
             }
             last = id;
-            self.viewer_write(f, now);
+            if let Some(id) = id {
+                self.viewer_write(id, f, now);
+            }
         }
         if let Some(prev) = last {
             self.viewer_send(prev, now);
@@ -1116,10 +1111,8 @@ impl Server {
         self.viewers.forwards = forwards;
     }
 
-    fn viewer_write(&mut self, f: Forward, now: Instant) {
-        let Some(id) = self.viewers.by_relay(f.viewer) else {
-            return;
-        };
+    /// Writes one of the relay's packets to the peer `id` it stands for.
+    fn viewer_write(&mut self, id: u64, f: Forward, now: Instant) {
         let Some(v) = self.viewers.map.get_mut(&id) else {
             return;
         };
@@ -1186,7 +1179,8 @@ impl Server {
         }
     }
 
-    /// Sends what the viewers that got packets put out, flushing the send batch every
+    /// Sends what the peers marked dirty outside the relay's fan-out put out (that one drives
+    /// each viewer as it goes, see [`Server::viewers_forward`]), flushing the send batch every
     /// [`SEND_AHEAD`] datagrams and once more at the iteration's end.
     pub(in crate::server) fn viewers_flush(&mut self, now: Instant) {
         let mut dirty = std::mem::take(&mut self.viewers.dirty);
