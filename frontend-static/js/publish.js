@@ -13,6 +13,7 @@ let pc = null;      // RTCPeerConnection
 let session = null; // the WHIP Location
 let statsTimer = null;
 let lastBytes = null;
+let serverCapKbps = 0; // the answer's b=AS: what the server lets a publisher send
 
 function setState(state, text) {
   document.body.dataset.state = state;
@@ -32,8 +33,9 @@ async function getMedia() {
     try { mic = await navigator.mediaDevices.getUserMedia({ audio: true }); } catch (_) { /* screen only */ }
     media = new MediaStream([...screen.getVideoTracks(), ...(mic ? mic.getAudioTracks() : [])]);
   } else {
+    const [width, height] = $('resolution').value.split('x').map(Number);
     media = await navigator.mediaDevices.getUserMedia({
-      video: { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } },
+      video: { width: { ideal: width }, height: { ideal: height }, frameRate: { ideal: 30 } },
       audio: true,
     });
   }
@@ -61,6 +63,29 @@ function waitForIce(pc) {
     pc.addEventListener('icegatheringstatechange', done);
     setTimeout(resolve, 2000); // send what was gathered; the server is ICE-lite
   });
+}
+
+/** The chosen bitrate (kbit/s, 0 for auto) on the video sender; auto leaves it to the
+ *  congestion control and the server's cap. */
+async function applyBitrate() {
+  const sender = pc && pc.getSenders().find((s) => s.track && s.track.kind === 'video');
+  if (!sender) return;
+  const kbps = Number($('bitrate').value);
+  const params = sender.getParameters();
+  if (!params.encodings || !params.encodings.length) params.encodings = [{}];
+  for (const e of params.encodings) {
+    if (kbps > 0) e.maxBitrate = kbps * 1000; else delete e.maxBitrate;
+  }
+  await sender.setParameters(params).catch((e) => console.warn(`bitrate: ${e.message}`));
+}
+
+/** The chosen size on the camera, live or not. */
+async function applyResolution() {
+  const track = media && media.getVideoTracks()[0];
+  if (!track || $('source').value !== 'camera') return;
+  const [width, height] = $('resolution').value.split('x').map(Number);
+  await track.applyConstraints({ width: { ideal: width }, height: { ideal: height }, frameRate: { ideal: 30 } })
+    .catch((e) => console.warn(`size: ${e.message}`));
 }
 
 async function goLive(event) {
@@ -92,7 +117,10 @@ async function goLive(event) {
       throw new Error(`the server said ${res.status}: ${body.trim()}`);
     }
     session = res.headers.get('Location');
+    const cap = /^b=AS:(\d+)/m.exec(body);
+    serverCapKbps = cap ? Number(cap[1]) : 0;
     await pc.setRemoteDescription({ type: 'answer', sdp: body });
+    await applyBitrate();
     statsTimer = setInterval(showStats, 1000);
   } catch (e) {
     await stop(false);
@@ -104,23 +132,38 @@ async function showStats() {
   if (!pc) return;
   const report = await pc.getStats();
   let bytes = 0;
-  let size = '';
+  let video = null;
+  let estimate = 0;
   report.forEach((s) => {
     if (s.type === 'outbound-rtp') {
       bytes += s.bytesSent || 0;
-      if (s.kind === 'video' && s.frameWidth) {
-        size = `${s.frameWidth}×${s.frameHeight}`;
-        statusLine.dataset.width = String(s.frameWidth);
-        statusLine.dataset.height = String(s.frameHeight);
-      }
+      if (s.kind === 'video') video = s;
+    }
+    if (s.type === 'candidate-pair' && s.nominated && s.availableOutgoingBitrate) {
+      estimate = s.availableOutgoingBitrate;
     }
   });
+  const d = statusLine.dataset;
+  if (video && video.frameWidth) {
+    d.width = String(video.frameWidth);
+    d.height = String(video.frameHeight);
+    d.fps = String(Math.round(video.framesPerSecond || 0));
+  }
+  d.limitation = (video && video.qualityLimitationReason) || 'none';
+  d.estimate = String(Math.round(estimate / 1000));
   const now = performance.now();
   if (lastBytes) {
     const kbps = Math.round(((bytes - lastBytes.bytes) * 8) / (now - lastBytes.at));
+    d.kbps = String(kbps);
+    const size = d.width ? ` · ${d.width}×${d.height} · ${d.fps} fps` : '';
     statusLine.textContent = `${pc.connectionState === 'connected' ? 'Live' : pc.connectionState}` +
-      ` · ${kbps} kbit/s${size ? ' · ' + size : ''}`;
-    statusLine.dataset.kbps = String(kbps);
+      ` · ${kbps} kbit/s${size}`;
+    const why = { bandwidth: 'the network', cpu: 'this computer', other: 'the browser' }[d.limitation];
+    $('sending').textContent = [
+      estimate ? `Network estimate ${(estimate / 1e6).toFixed(1)} Mbit/s` : '',
+      serverCapKbps ? `server allows up to ${(serverCapKbps / 1000).toFixed(1)} Mbit/s` : '',
+      why ? `quality limited by ${why}` : '',
+    ].filter(Boolean).join(' · ');
   }
   lastBytes = { bytes, at: now };
 }
@@ -129,6 +172,7 @@ async function stop(report = true) {
   clearInterval(statsTimer);
   statsTimer = null;
   lastBytes = null;
+  $('sending').textContent = '';
   if (session) {
     try { await fetch(session, { method: 'DELETE' }); } catch (_) { /* the server may be gone */ }
     session = null;
@@ -137,11 +181,16 @@ async function stop(report = true) {
   if (report) setState('idle', 'Stopped. Not live.');
 }
 
+// For diagnostics and tests: the connection and the last statistics.
+window.itgPublisher = { get pc() { return pc; } };
+
 $('form').addEventListener('submit', goLive);
 $('stop').addEventListener('click', () => stop());
 $('preview-btn').addEventListener('click', () => getMedia().catch((e) => {
   statusLine.textContent = `No camera: ${e.message}`;
 }));
+$('bitrate').addEventListener('change', () => applyBitrate());
+$('resolution').addEventListener('change', () => applyResolution());
 $('source').addEventListener('change', () => {
   if (media && !pc) { media.getTracks().forEach((t) => t.stop()); media = null; }
 });

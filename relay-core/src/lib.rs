@@ -65,6 +65,7 @@ pub mod config;
 mod error;
 pub mod gop;
 mod ids;
+pub mod ingest_rate;
 pub mod nack;
 mod packet;
 mod relay;

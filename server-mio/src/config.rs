@@ -230,6 +230,10 @@ pub struct ServerArgs {
     /// Seconds a viewer may take to connect (ICE and DTLS) before it is dropped.
     #[arg(long, env = "ITG_VIEWER_CONNECT_TIMEOUT", default_value_t = 15)]
     pub viewer_connect_timeout: u64,
+    /// Most a WHIP publisher may send, in kbit/s (0: no cap): told to it in the answer
+    /// (`b=AS`) and in its congestion feedback (REMB).
+    #[arg(long, env = "ITG_WHIP_MAX_BITRATE", default_value_t = 10_000)]
+    pub whip_max_bitrate: u64,
 }
 
 impl ServerArgs {

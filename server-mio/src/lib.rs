@@ -9,6 +9,7 @@
 pub mod capture;
 pub mod cluster;
 pub mod config;
+pub mod dtls;
 pub mod file_stamp;
 pub mod hooks;
 pub mod keys;

@@ -1,16 +1,58 @@
 //! The viewer site in real browsers: headless Chromium (Debian's `chromium`, driven by
 //! `playwright-core` from npm) plays the watch page against the real server; headless Firefox
-//! (`firefox-esr`, driven by `puppeteer-core`) checks the path of a browser without H.264.
-//! Everything runs in a fresh network namespace, so no traffic leaves the machine.
+//! (`firefox-esr`, driven by `puppeteer-core`) checks the path of a browser without H.264;
+//! GStreamer's `webrtcbin` (from Python, `tests/gst/itg_gst.py`) publishes and watches in the
+//! tested-clients matrix. Everything runs in a fresh network namespace, so no traffic leaves
+//! the machine. The tests take turns (one browser at a time): they measure what a browser's
+//! congestion control does, which a second browser encoding on the same two cores would skew.
 //!
 //! Needs root (for `unshare -n`), `/usr/bin/chromium`, `/usr/bin/firefox-esr`, `node` and
-//! `npm ci` in
-//! `server-mio/tests/browser`; `.ci/install-deps` installs them. Missing pieces fail the test
-//! under CI and skip it, loudly, elsewhere.
+//! `npm ci` in `server-mio/tests/browser`, `ffmpeg`, GStreamer 1.22 with `webrtcbin`, x264,
+//! libav and libnice, and Python's `gi`; `.ci/install-deps` installs them. Missing pieces fail
+//! the test under CI and skip it, loudly, elsewhere.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+
+/// One browser test at a time.
+static TURN: Mutex<()> = Mutex::new(());
+
+fn turn() -> MutexGuard<'static, ()> {
+    TURN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether GStreamer's WebRTC stack and the elements the clients use are installed.
+fn gstreamer_missing() -> Option<String> {
+    let gi = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstWebRTC', '1.0'); \
+             from gi.repository import Gst, GstWebRTC",
+        ])
+        .output();
+    if !gi.is_ok_and(|o| o.status.success()) {
+        return Some("python3-gi with gir1.2-gst-plugins-bad-1.0".into());
+    }
+    for element in [
+        "webrtcbin",
+        "nicesrc",
+        "x264enc",
+        "avdec_h264",
+        "opusenc",
+        "rtph264pay",
+    ] {
+        let found = Command::new("gst-inspect-1.0")
+            .arg(element)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            return Some(format!("the GStreamer element {element}"));
+        }
+    }
+    None
+}
 
 fn missing() -> Option<String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
@@ -26,6 +68,12 @@ fn missing() -> Option<String> {
     }
     if Command::new("nft").arg("--version").output().is_err() {
         return Some("nft (apt-get install nftables)".into());
+    }
+    if Command::new("ffmpeg").arg("-version").output().is_err() {
+        return Some("ffmpeg (apt-get install ffmpeg)".into());
+    }
+    if let Some(what) = gstreamer_missing() {
+        return Some(what);
     }
     if !Path::new("/usr/bin/firefox-esr").exists() {
         return Some("/usr/bin/firefox-esr (apt-get install firefox-esr)".into());
@@ -85,6 +133,7 @@ fn the_publish_page_goes_live_from_a_fake_camera_and_stop_ends_it() {
     if !ready() {
         return;
     }
+    let _turn = turn();
     let status = run_in_namespace("publish.mjs").status().unwrap();
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/browser-artifacts");
     assert!(
@@ -97,7 +146,13 @@ fn the_publish_page_goes_live_from_a_fake_camera_and_stop_ends_it() {
 
 /// Runs a script that streams the fixture with our FTL client; checks it passed and left
 /// `artifact` in the artifacts folder.
-fn run_with_fixture(script: &str, what: &str, artifact: &str, extra: &[(&str, &str)]) {
+fn run_with_fixture(
+    script: &str,
+    what: &str,
+    artifact: &str,
+    extra: &[(&str, &str)],
+    env: &[(&str, String)],
+) {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let data = manifest.join("../relay-core/tests/data");
     let artifacts = manifest.join("../target/browser-artifacts");
@@ -107,6 +162,9 @@ fn run_with_fixture(script: &str, what: &str, artifact: &str, extra: &[(&str, &s
         .env("ITG_AUDIO", data.join("audio-opus-48k-4s.ogg"));
     for (k, file) in extra {
         c.env(k, data.join(file));
+    }
+    for (k, v) in env {
+        c.env(k, v);
     }
     let status = c.status().unwrap();
     assert!(
@@ -122,11 +180,13 @@ fn the_watch_page_plays_in_headless_chromium() {
     if !ready() {
         return;
     }
+    let _turn = turn();
     run_with_fixture(
         "run.mjs",
         "browser test",
         "watch.png",
         &[("ITG_VIDEO_BFRAMES", "video-320x180-high-bframes-2s.h264")],
+        &[],
     );
 }
 
@@ -135,7 +195,8 @@ fn the_watch_page_plays_over_https_with_a_certificate_made_here() {
     if !ready() {
         return;
     }
-    run_with_fixture("tls.mjs", "TLS browser test", "watch-https.png", &[]);
+    let _turn = turn();
+    run_with_fixture("tls.mjs", "TLS browser test", "watch-https.png", &[], &[]);
 }
 
 #[test]
@@ -143,7 +204,14 @@ fn firefox_without_h264_is_told_why_and_gets_audio() {
     if !ready() {
         return;
     }
-    run_with_fixture("firefox.mjs", "Firefox test", "firefox-summary.json", &[]);
+    let _turn = turn();
+    run_with_fixture(
+        "firefox.mjs",
+        "Firefox test",
+        "firefox-summary.json",
+        &[],
+        &[],
+    );
 }
 
 #[test]
@@ -151,10 +219,12 @@ fn a_blocked_media_port_is_explained_on_the_watch_page() {
     if !ready() {
         return;
     }
+    let _turn = turn();
     run_with_fixture(
         "icefail.mjs",
         "ICE failure test",
         "icefail-summary.json",
+        &[],
         &[],
     );
 }
@@ -164,10 +234,12 @@ fn a_recording_plays_and_seeks_in_headless_chromium() {
     if !ready() {
         return;
     }
+    let _turn = turn();
     run_with_fixture(
         "recording.mjs",
         "recording playback test",
         "recording.png",
+        &[],
         &[],
     );
 }
@@ -177,5 +249,87 @@ fn the_watch_page_follows_placement_to_an_edge_and_back_when_the_edge_dies() {
     if !ready() {
         return;
     }
-    run_with_fixture("cluster.mjs", "cluster browser test", "cluster.png", &[]);
+    let _turn = turn();
+    run_with_fixture(
+        "cluster.mjs",
+        "cluster browser test",
+        "cluster.png",
+        &[],
+        &[],
+    );
+}
+
+#[test]
+fn a_browser_publisher_ramps_on_congestion_feedback_and_keeps_under_the_cap() {
+    if !ready() {
+        return;
+    }
+    let _turn = turn();
+    // A camera that needs bits: noisy 1280x720 (Chromium's own fake camera is a flat
+    // animation its encoder codes in ~250 kbit/s, whatever it is allowed).
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/browser-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let camera = artifacts.join("noisy-1280x720.mjpeg");
+    let made = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg("testsrc2=size=1280x720:rate=30,noise=alls=40:allf=t+u")
+        .args(["-t", "2", "-q:v", "6", "-f", "mjpeg"])
+        .arg(&camera)
+        .status()
+        .unwrap();
+    assert!(made.success(), "ffmpeg could not make the camera file");
+    // Chromium takes the camera file by a plain path (no `..`).
+    let camera = std::fs::canonicalize(&camera).unwrap();
+    let status = run_in_namespace("publish_bitrate.mjs")
+        .env("ITG_FAKE_VIDEO", &camera)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "the publisher bitrate test failed (screenshots in {})",
+        artifacts.display()
+    );
+    assert!(artifacts.join("publish-bitrate-summary.json").exists());
+}
+
+#[test]
+fn gstreamer_publishes_over_whip_and_watches_over_whep() {
+    if !ready() {
+        return;
+    }
+    let _turn = turn();
+    let gst = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gst/itg_gst.py");
+    run_with_fixture(
+        "gstreamer.mjs",
+        "GStreamer test",
+        "gstreamer-summary.json",
+        &[],
+        &[("ITG_GST", gst.display().to_string())],
+    );
+}
+
+#[test]
+fn the_tested_clients_matrix_plays_every_row() {
+    if !ready() {
+        return;
+    }
+    let _turn = turn();
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    run_with_fixture(
+        "matrix.mjs",
+        "tested-clients matrix",
+        "matrix.json",
+        &[],
+        &[
+            ("ITG_REPLAY_BIN", env!("CARGO_BIN_EXE_itg-replay").into()),
+            (
+                "ITG_CAPTURES",
+                manifest.join("tests/data/captures").display().to_string(),
+            ),
+            (
+                "ITG_GST",
+                manifest.join("tests/gst/itg_gst.py").display().to_string(),
+            ),
+        ],
+    );
 }

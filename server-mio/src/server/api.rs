@@ -48,6 +48,8 @@ pub struct Counters {
     pub whip_refused: u64,
     pub whip_packets: u64,
     pub whip_keyframe_requests: u64,
+    /// REMBs sent to WHIP publishers (their estimate, or the cap for TWCC publishers).
+    pub whip_remb_sent: u64,
     /// Reads of the key file after it changed: taken, and refused (the old keys stay).
     pub key_reloads: u64,
     /// Unauthenticated connections closed to make room in a full table.
@@ -104,6 +106,10 @@ impl Server {
                 self.cluster_stream_fields(c, &mut v);
                 if let Some(p) = self.protocol_of(c) {
                     v["protocol"] = json!(p);
+                }
+                if let Some(f) = self.whip_feedback(c) {
+                    v["congestion_control"] = json!(f.control.name());
+                    v["remb_bps"] = json!(f.last_remb);
                 }
                 if let Some(s) = self.relay.stream_stats(c, now) {
                     let codecs: Vec<&str> =
@@ -332,8 +338,25 @@ impl Server {
             "PLIs sent to WHIP publishers.",
             c.whip_keyframe_requests,
         );
+        counter(
+            "whip_remb_sent_total",
+            "REMBs sent to WHIP publishers (the server's estimate, or the cap).",
+            c.whip_remb_sent,
+        );
         for (name, help, v) in self.recording_metrics() {
             counter(name, help, v);
+        }
+        let _ = writeln!(
+            m,
+            "# HELP itg_dtls_handshakes_total WebRTC DTLS handshakes completed, by the key of \
+             the peer's certificate.\n# TYPE itg_dtls_handshakes_total counter"
+        );
+        for (key, n) in crate::dtls::handshakes() {
+            let _ = writeln!(
+                m,
+                "itg_dtls_handshakes_total{{peer_key=\"{}\"}} {n}",
+                key.name()
+            );
         }
         let gauges: [(&str, &str, usize); 9] = [
             (

@@ -56,6 +56,42 @@ pub fn signalling(text: &str) {
     let _ = super::webrtc::peers::parse_candidate(text);
 }
 
+/// DTLS datagrams from a peer as str0m hands them to the server's DTLS: an endpoint in the
+/// server role (as for every WHIP and WHEP peer) takes a sequence of datagrams, each written
+/// as a 2-byte big-endian length and its bytes, with its outputs drained after each.
+pub fn dtls_datagrams(data: &[u8]) {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+    use str0m::crypto::dtls::{DtlsCert, DtlsInstance, DtlsOutput};
+    static CERT: OnceLock<Option<DtlsCert>> = OnceLock::new();
+    let Some(cert) = CERT
+        .get_or_init(|| crate::dtls::cert::generate(crate::dtls::cert::KeyKind::EcdsaP256).ok())
+        .as_ref()
+    else {
+        return;
+    };
+    let Ok(mut dtls) = crate::dtls::OpensslDtls::new(cert, Instant::now(), 1150) else {
+        return;
+    };
+    dtls.set_active(false);
+    let mut buf = vec![0u8; 2000];
+    let mut rest = data;
+    while let Some((&[hi, lo], tail)) = rest.split_first_chunk::<2>() {
+        let n = usize::from(u16::from_be_bytes([hi, lo])).min(tail.len());
+        let (datagram, after) = tail.split_at(n);
+        let _ = dtls.handle_packet(datagram);
+        let _ = dtls.handle_timeout(Instant::now());
+        for _ in 0..256 {
+            match dtls.poll_output(&mut buf) {
+                DtlsOutput::Timeout(_) => break,
+                DtlsOutput::Packet(p) => assert!(p.len() <= buf.len()),
+                _ => {}
+            }
+        }
+        rest = after;
+    }
+}
+
 /// What recording takes from the network: a request's `Range` header and recording path
 /// (mode byte even), or media packets as a publisher sends them, through the assembler and
 /// the muxer (mode byte odd). Ranges stay inside the file, paths inside the folder, and muxed

@@ -7,7 +7,7 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 export const env = (k) => { const v = process.env[k]; if (!v) throw new Error(`${k} is not set`); return v; };
 
 export function start(bin, args, name) {
-  const p = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'info' } });
+  const p = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { RUST_LOG: 'info', ...process.env } });
   p.stdout.on('data', (d) => process.stderr.write(`[${name}] ${d}`));
   p.stderr.on('data', (d) => process.stderr.write(`[${name}] ${d}`));
   children.push(p);
@@ -21,6 +21,28 @@ export async function until(what, ms, f) {
     await sleep(100);
   }
   throw new Error(`timed out waiting for ${what}`);
+}
+
+/**
+ * Runs GStreamer's webrtcbin client (tests/gst/itg_gst.py at `script`) as a WHIP publisher or a
+ * WHEP viewer of `url`; resolves with its JSON result line and exit code.
+ */
+export function gstreamer(script, mode, url, extra = [], seconds = 6) {
+  return new Promise((resolve, reject) => {
+    const p = spawn('/usr/bin/python3', [script, mode, '--url', url, '--seconds', String(seconds), '--local-ip', '127.0.0.1', ...extra],
+      { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(p);
+    let out = '';
+    p.stdout.on('data', (d) => { out += d; });
+    p.stderr.on('data', (d) => process.stderr.write(`[gst ${mode}] ${d}`));
+    p.on('close', (code) => {
+      try {
+        resolve({ code, ...JSON.parse(out.trim().split('\n').pop()) });
+      } catch (_) {
+        reject(new Error(`GStreamer ${mode} printed no result (exit ${code}): ${out}`));
+      }
+    });
+  });
 }
 
 /** Chromium as the tests run it: loopback WebRTC allowed, autoplay without a gesture. */

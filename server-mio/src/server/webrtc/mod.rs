@@ -4,8 +4,10 @@
 //! - [`peers`]: the one table of str0m peers: routing by source address and ICE username,
 //!   the timeout heap, `catch_unwind` around every call; viewers fed by the relay.
 //! - [`whip`]: publishers: the WHIP endpoint and their RTP into the relay.
+//! - [`feedback`]: congestion feedback to publishers (TWCC, REMB, the operator's cap).
 //! - [`pool`]: `Rtc`s built off the loop and handed over through the `mio::Waker`.
 
+pub(super) mod feedback;
 pub mod framing;
 pub(super) mod peers;
 pub(super) mod pool;

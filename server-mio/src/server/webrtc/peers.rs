@@ -59,7 +59,7 @@ pub(in crate::server) enum Role {
     /// Watches a channel: the relay's packets go to it.
     Viewer,
     /// Publishes to a channel over WHIP: its packets go to the relay.
-    Publisher(super::whip::Publisher),
+    Publisher(Box<super::whip::Publisher>),
 }
 
 pub(in crate::server) struct Viewer {
@@ -348,6 +348,43 @@ pub(in crate::server) fn mids_from_sdp(sdp: &str) -> Vec<(String, MediaKind)> {
     out
 }
 
+/// An answer with its data channel section refused (port 0, out of the BUNDLE group, RFC 8843
+/// section 7.3.3). Peers here carry media only: DTLS is their key exchange and its session
+/// is dropped once the keys are out (see `crate::dtls`), so a data channel could never open;
+/// refusing it in the answer tells the peer so at once instead of leaving it waiting.
+/// str0m answers every `m=application` it is offered.
+pub(in crate::server) fn refuse_data_channels(answer: &str) -> String {
+    let mut refused: Vec<String> = Vec::new();
+    let mut in_app = false;
+    for line in answer.lines() {
+        if line.starts_with("m=") {
+            in_app = line.starts_with("m=application");
+        } else if let (true, Some(mid)) = (in_app, line.strip_prefix("a=mid:")) {
+            refused.push(mid.trim().to_owned());
+        }
+    }
+    if refused.is_empty() {
+        return answer.to_owned();
+    }
+    let mut out = String::with_capacity(answer.len());
+    for line in answer.lines() {
+        if let Some(rest) = line.strip_prefix("m=application ") {
+            let proto = rest.split_once(' ').map_or("", |(_, p)| p);
+            out.push_str(&format!("m=application 0 {proto}\r\n"));
+        } else if let Some(mids) = line.strip_prefix("a=group:BUNDLE") {
+            let kept: Vec<&str> = mids
+                .split_whitespace()
+                .filter(|m| !refused.iter().any(|r| r == m))
+                .collect();
+            out.push_str(&format!("a=group:BUNDLE {}\r\n", kept.join(" ")));
+        } else {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    out
+}
+
 /// str0m's SDP answer parser on untrusted text (a WebSocket viewer's answer).
 pub(in crate::server) fn parse_answer(sdp: &str) -> Result<SdpAnswer, String> {
     match guarded(|| SdpAnswer::from_sdp_string(sdp)) {
@@ -456,7 +493,7 @@ impl Server {
     ) -> Result<String, Response> {
         self.add_host_candidates(rtc);
         match guarded(|| rtc.sdp_api().accept_offer(offer)) {
-            Ok(Ok(a)) => Ok(a.to_sdp_string()),
+            Ok(Ok(a)) => Ok(refuse_data_channels(&a.to_sdp_string())),
             Ok(Err(e)) => Err(Response::text(
                 400,
                 &format!("cannot accept the offer: {e}"),
@@ -1319,7 +1356,7 @@ impl Server {
             self.ice_tcp_close(t, "its peer left");
         }
         if let Role::Publisher(p) = v.role {
-            self.publisher_gone(id, v.channel, p, why);
+            self.publisher_gone(id, v.channel, *p, why);
             return;
         }
         self.counters.viewers_dropped += 1;

@@ -61,8 +61,11 @@ pub(in crate::server) struct RtcPool {
 /// which stream each SSRC belongs to (BUNDLE demultiplexing by signalled SSRC). A publisher keeps
 /// str0m's standard set: its encoder's bandwidth estimate lives on our TWCC feedback.
 pub(in crate::server) fn rtc_config(publisher: bool) -> RtcConfig {
-    let mut cfg = Rtc::builder();
-    if !publisher {
+    let mut cfg = Rtc::builder().set_crypto_provider(crate::dtls::provider());
+    if publisher {
+        // Receive statistics drive the REMB of publishers that read it (see `feedback`).
+        cfg = cfg.set_stats_interval(Some(super::feedback::STATS_INTERVAL));
+    } else {
         cfg = cfg.set_extension_map(str0m::rtp::ExtensionMap::empty());
     }
     let mut cfg = cfg
@@ -98,8 +101,7 @@ impl RtcPool {
     pub(in crate::server) fn start(waker: Arc<Waker>) -> RtcPool {
         let (req_tx, req_rx) = mpsc::channel::<Request>();
         let (rtc_tx, rtc_rx) = mpsc::channel::<Rtc>();
-        let provider = str0m::crypto::from_feature_flags();
-        let cert = provider.dtls_provider.generate_certificate();
+        let cert = crate::dtls::provider().dtls_provider.generate_certificate();
         if cert.is_none() {
             warn!("could not pre-generate a DTLS certificate; each peer makes its own");
         }

@@ -98,7 +98,11 @@ fn signal(
     node: &str,
 ) -> Result<(Rtc, String, Option<String>), String> {
     let (addr, _) = split_url(origin).map_err(|e| e.to_string())?;
-    let mut rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
+    // The edge is the DTLS client here; its DTLS is the server's (OpenSSL) as on the origin.
+    let mut rtc = Rtc::builder()
+        .set_crypto_provider(crate::dtls::provider())
+        .set_rtp_mode(true)
+        .build(Instant::now());
     let mut api = rtc.sdp_api();
     api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
     api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
@@ -241,7 +245,7 @@ impl Server {
         }
         let id = self.viewer_insert(rtc, channel, Signal::Pull(location), None, now);
         if let Some(v) = self.viewers.map.get_mut(&id) {
-            v.role = Role::Publisher(publisher);
+            v.role = Role::Publisher(Box::new(publisher));
         }
         self.viewers.route_from(origin, id);
         if let Some(p) = self.pulls.map.get_mut(&channel) {

@@ -27,6 +27,7 @@ use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::{Event, Rtc};
 
+use super::feedback::{self, Feedback};
 use super::peers::{guarded, mids_from_sdp, Role, Signal};
 use crate::capture::SessionCapture;
 use crate::server::hooks::KeyAnswer;
@@ -60,6 +61,8 @@ pub(in crate::server) struct Publisher {
     /// With `--capture`: the offer and answer, then the RTP and sender reports as the relay
     /// got them (decrypted), so the session replays like an FTL one.
     capture: Option<Box<SessionCapture>>,
+    /// Congestion feedback towards it (REMB, the cap).
+    pub(in crate::server) feedback: Option<Feedback>,
 }
 
 impl Publisher {
@@ -76,6 +79,7 @@ impl Publisher {
             reports: [None, None],
             end: EndReason::ControlLost,
             capture: None,
+            feedback: None,
         };
         for (mid, kind) in mids_from_sdp(sdp) {
             let mid = Mid::from(mid.as_str());
@@ -409,6 +413,9 @@ impl Server {
             let why = format!("nothing usable was negotiated; this server takes {SUPPORTED}");
             return self.whip_refused(from, channel, Response::text(406, &why));
         }
+        let cap = self.args.whip_max_bitrate;
+        let answer_sdp = feedback::with_cap(&answer_sdp, cap);
+        publisher.feedback = Some(Feedback::new(&answer_sdp, cap));
         let session = Alphanumeric.sample_string(&mut rand::rng(), 24);
         let resp =
             self.session_created(answer_sdp, &format!("/whip/{channel}/{session}"), &session);
@@ -417,7 +424,7 @@ impl Server {
         }
         let id = self.viewer_insert(rtc, channel, Signal::Whip(session.clone()), None, now);
         if let Some(p) = self.viewers.map.get_mut(&id) {
-            p.role = Role::Publisher(publisher);
+            p.role = Role::Publisher(Box::new(publisher));
         }
         self.viewers.by_whip.insert(session.clone(), id);
         self.counters.publishers_created += 1;
@@ -524,6 +531,24 @@ impl Server {
                 self.relay
                     .handle_rtp_queued(channel, rtp, self.rtc_waited, now);
                 self.drain_relay(now);
+            }
+            Event::MediaIngressStats(stats) => {
+                let Some(peer) = self.viewers.map.get_mut(&id) else {
+                    return;
+                };
+                let Role::Publisher(p) = &mut peer.role else {
+                    return;
+                };
+                if p.video_mid != Some(stats.mid) {
+                    return;
+                }
+                let Some(f) = p.feedback.as_mut() else {
+                    return;
+                };
+                if f.on_stats(&mut peer.rtc, stats.mid, stats.bytes, stats.loss, now) {
+                    self.counters.whip_remb_sent += 1;
+                    self.viewers_mark_dirty(id);
+                }
             }
             Event::IceConnectionStateChange(str0m::IceConnectionState::Disconnected) => {
                 self.viewer_drop(id, "ICE disconnected");
@@ -671,6 +696,15 @@ impl Server {
         true
     }
 
+    /// The congestion feedback towards `channel`'s live WHIP publisher.
+    pub(in crate::server) fn whip_feedback(&self, channel: ChannelId) -> Option<&Feedback> {
+        let id = self.whip_live.get(&channel)?;
+        match &self.viewers.map.get(id)?.role {
+            Role::Publisher(p) => p.feedback.as_ref(),
+            Role::Viewer => None,
+        }
+    }
+
     /// Which protocol feeds `channel`'s live stream.
     pub(in crate::server) fn protocol_of(&self, channel: ChannelId) -> Option<&'static str> {
         if self.whip_live.contains_key(&channel) {
@@ -686,6 +720,7 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use str0m::change::SdpAnswer;
 
     const H264: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\na=setup:actpass\r\na=rtcp-mux\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n";
 
@@ -732,5 +767,28 @@ mod tests {
         assert!(same_key(&k, &StreamKey::new(b"secret".to_vec())));
         assert!(!same_key(&k, &StreamKey::new(b"secreT".to_vec())));
         assert!(!same_key(&k, &StreamKey::new(Vec::new())));
+    }
+
+    #[test]
+    fn a_data_channel_in_an_offer_is_refused_in_the_answer() {
+        let with_app = H264.replace("a=group:BUNDLE 0", "a=group:BUNDLE 0 1")
+            + "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\n\
+               a=mid:1\r\na=sctp-port:5000\r\n";
+        let offer = check_offer(&with_app, Offerer::Publisher).unwrap();
+        let mut rtc = super::super::pool::rtc_config(true).build(Instant::now());
+        let answer = rtc.sdp_api().accept_offer(offer).unwrap().to_sdp_string();
+        assert!(answer.contains("m=application 9"), "str0m answers it");
+        let answer = super::super::peers::refuse_data_channels(&answer);
+        assert!(answer.contains("m=application 0 UDP/DTLS/SCTP webrtc-datachannel\r\n"));
+        assert!(answer.contains("a=group:BUNDLE 0\r\n"), "{answer}");
+        assert!(answer.contains("m=video 9 "));
+        // It parses back, also with the cap's bandwidth line (str0m takes one per section).
+        assert!(SdpAnswer::from_sdp_string(&answer).is_ok());
+        let capped = super::super::feedback::with_cap(&answer, 2500);
+        assert!(capped.contains("b=AS:2500\r\n"));
+        assert!(SdpAnswer::from_sdp_string(&capped).is_ok(), "{capped}");
+        // Without a data channel the answer is as str0m wrote it.
+        let plain = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\n";
+        assert_eq!(super::super::peers::refuse_data_channels(plain), plain);
     }
 }

@@ -1,0 +1,73 @@
+// GStreamer's webrtcbin (Debian 12's GStreamer 1.22, through tests/gst/itg_gst.py) against the
+// real server in both directions, inside the loopback-only namespace the caller made:
+//
+// - it publishes 640x360 x264 + Opus over WHIP with the stream key; its DTLS certificate is
+//   RSA-2048 (GStreamer's own), which the server's DTLS must take;
+// - a second webrtcbin watches that stream over WHEP and decodes it at 640x360 with sound;
+// - it watches an FTL stream (our client, the fixture) over WHEP;
+// - a wrong key is refused with 401 before any WebRTC state is made.
+//
+// Environment: ITG_SERVER_BIN, ITG_CLIENT_BIN, ITG_VIDEO, ITG_AUDIO, ITG_GST, ITG_ARTIFACTS.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { env, until, serveLiveChannel, finish, gstreamer } from './lib.mjs';
+
+const ARTIFACTS = env('ITG_ARTIFACTS');
+const GST = env('ITG_GST');
+const SERVER = env('ITG_SERVER_BIN');
+
+const gst = (mode, url, extra = [], seconds = 6) => gstreamer(GST, mode, url, extra, seconds);
+
+let error;
+const dir = mkdtempSync(join(tmpdir(), 'itg-gst-'));
+const summary = {};
+try {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  // Channel 77 carries our FTL client's fixture; 78 is for GStreamer's WHIP.
+  const HTTP = await serveLiveChannel({ dir, http: 18300, ftl: 18304, webrtc: 20300, media: '19300-19310' });
+  const key78 = execFileSync(SERVER, ['keys', 'add', '--data-dir', `${dir}/data`, '--channel', '78', '--name', 'GStreamer'])
+    .toString().trim().split('\n').pop();
+  await until('the new channel', 5000, async () => (await (await fetch(`${HTTP}/api/streams`)).json()).streams.some((s) => s.channel === 78));
+
+  // GStreamer watches the FTL stream.
+  const watchFtl = await gst('watch', `${HTTP}/whep/77`);
+  summary.watch_ftl = watchFtl;
+  if (watchFtl.code !== 0 || watchFtl.width !== 320 || watchFtl.height !== 180 || watchFtl.frames < 60 || watchFtl.audio_buffers < 50) {
+    throw new Error(`GStreamer as a WHEP viewer: ${JSON.stringify(watchFtl)}`);
+  }
+
+  // A wrong key: 401, no session.
+  const wrong = await gst('publish', `${HTTP}/whip/78`, ['--key', '78-wrong'], 3);
+  summary.wrong_key = { code: wrong.code, status: wrong.status, error: wrong.error };
+  if (wrong.code === 0 || wrong.status !== 401) throw new Error(`a wrong key: ${JSON.stringify(wrong)}`);
+
+  // GStreamer publishes over WHIP; another webrtcbin watches it.
+  const metric = async (re) => Number((re.exec(await (await fetch(`${HTTP}/metrics`)).text()) || [])[1] || 0);
+  const rsaBefore = await metric(/^itg_dtls_handshakes_total\{peer_key="rsa"\} (\d+)/m);
+  const publishing = gst('publish', `${HTTP}/whip/78`, ['--key', key78, '--width', '640', '--height', '360', '--kbps', '1200'], 12);
+  await until('channel 78 live over WHIP', 10000, async () => (await (await fetch(`${HTTP}/api/streams`)).json())
+    .streams.some((s) => s.channel === 78 && s.live && s.protocol === 'whip'));
+  const watchWhip = await gst('watch', `${HTTP}/whep/78`, [], 5);
+  const info = (await (await fetch(`${HTTP}/api/streams`)).json()).streams.find((s) => s.channel === 78);
+  const published = await publishing;
+  const rsa = (await metric(/^itg_dtls_handshakes_total\{peer_key="rsa"\} (\d+)/m)) - rsaBefore;
+  summary.publish = published;
+  summary.watch_whip = watchWhip;
+  summary.stream = { width: info.width, height: info.height, codecs: info.codecs, bitrate_bps: info.bitrate_bps, congestion_control: info.congestion_control };
+  summary.rsa_handshakes = rsa;
+  if (published.code !== 0) throw new Error(`GStreamer as a WHIP publisher: ${JSON.stringify(published)}`);
+  if (rsa < 1) throw new Error('no handshake with an RSA certificate was counted');
+  if (!(info.width === 640 && info.height === 360 && info.codecs.includes('opus'))) throw new Error(`the server saw ${JSON.stringify(summary.stream)}`);
+  if (watchWhip.code !== 0 || watchWhip.width !== 640 || watchWhip.height !== 360 || watchWhip.frames < 60 || watchWhip.audio_buffers < 50) {
+    throw new Error(`GStreamer watching GStreamer: ${JSON.stringify(watchWhip)}`);
+  }
+  writeFileSync(join(ARTIFACTS, 'gstreamer-summary.json'), JSON.stringify(summary, null, 2));
+  console.log(`GStreamer test passed: ${JSON.stringify({ watch_ftl_first_frame_ms: watchFtl.first_frame_ms, publish_connected_ms: published.connected_ms, watch_whip_frames: watchWhip.frames })}`);
+} catch (e) {
+  error = e;
+  writeFileSync(join(ARTIFACTS, 'gstreamer-summary.json'), JSON.stringify(summary, null, 2));
+} finally {
+  await finish({ error, name: 'GStreamer test', dir, artifacts: ARTIFACTS });
+}
