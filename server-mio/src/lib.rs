@@ -7,6 +7,7 @@
 //! probe viewer and the replay of captures.
 
 pub mod capture;
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod dtls;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-use server_mio::tools::probe::http;
+use server_mio::client::http::request as http;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -17,9 +17,10 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use server_mio::client::http::request as http;
 use server_mio::keys::KeyStore;
 use server_mio::tools::client::{stream, ClientError, ClientOptions, ClientStats, PACE_BURST_MS};
-use server_mio::tools::probe::{http, Viewer};
+use server_mio::tools::probe::Viewer;
 
 const VIDEO: &[u8] = include_bytes!("../../relay-core/tests/data/video-320x180-30fps-4s.h264");
 const AUDIO: &[u8] = include_bytes!("../../relay-core/tests/data/audio-opus-48k-4s.ogg");

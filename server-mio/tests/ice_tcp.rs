@@ -173,7 +173,7 @@ fn the_websocket_offer_carries_tcp_and_an_answer_without_h264_is_refused_by_name
     // A browser with H.264: the offer names the passive TCP candidate beside UDP, and it plays.
     let mut v = TestViewer::websocket(&server, "channel=77");
     let offer = v.remote_sdp.clone().unwrap();
-    let tcp = server_mio::tools::link::tcp_candidate(&offer).expect("no TCP candidate");
+    let tcp = server_mio::client::sdp::tcp_candidate(&offer).expect("no TCP candidate");
     assert_eq!(tcp.port(), server.addrs.webrtc_tcp.unwrap().port());
     assert!(v.drive(Duration::from_secs(5), |v| v.video_count > 30));
     // A browser without H.264 (VP8 and Opus only, like Firefox without its plugin): told why,

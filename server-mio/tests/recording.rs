@@ -230,7 +230,7 @@ fn recordings_are_served_with_ranges_and_deleted_only_with_the_key() {
         Some(format!("bytes */{size}").as_str())
     );
     // HEAD: the length, no body.
-    let head = server_mio::tools::probe::http(h, "HEAD", &url, &[], b"").unwrap();
+    let head = server_mio::client::http::request(h, "HEAD", &url, &[], b"").unwrap();
     assert_eq!(head.status, 200);
     assert_eq!(
         head.header("Content-Length"),

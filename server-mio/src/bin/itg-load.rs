@@ -143,7 +143,7 @@ fn drops(target: Target, http: SocketAddr, channel: u32) -> Option<[u64; 3]> {
     if target != Target::Itg {
         return None;
     }
-    let r = server_mio::tools::probe::http(http, "GET", "/api/streams", &[], b"").ok()?;
+    let r = server_mio::client::http::request(http, "GET", "/api/streams", &[], b"").ok()?;
     let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
     let s = v["streams"]
         .as_array()?

@@ -13,7 +13,7 @@ pub fn http_request(data: &[u8]) {
 /// ICE-TCP stream bytes (RFC 4571 frames) in chunks as a peer's socket gives them; every
 /// frame taken out is framed again and must read back the same.
 pub fn ice_tcp_framing(data: &[u8]) {
-    use super::webrtc::framing::{frame, Deframer};
+    use crate::client::framing::{frame, Deframer};
     let mut d = Deframer::default();
     let split = usize::from(data.first().copied().unwrap_or(0)).max(1);
     for chunk in data.chunks(split) {
@@ -24,7 +24,7 @@ pub fn ice_tcp_framing(data: &[u8]) {
             rest = rest.get(used..).unwrap_or_default();
             match r {
                 Ok(Some(f)) => {
-                    assert!(!f.is_empty() && f.len() <= super::webrtc::framing::MAX_FRAME);
+                    assert!(!f.is_empty() && f.len() <= crate::client::framing::MAX_FRAME);
                     let packet = f.to_vec();
                     let mut again = Vec::new();
                     assert!(frame(&packet, &mut again).is_ok());
@@ -35,7 +35,7 @@ pub fn ice_tcp_framing(data: &[u8]) {
                 Ok(None) => break,
                 Err(_) => return,
             }
-            assert!(d.buffered() <= super::webrtc::framing::MAX_FRAME + 2);
+            assert!(d.buffered() <= crate::client::framing::MAX_FRAME + 2);
         }
     }
 }

@@ -24,8 +24,6 @@ mod selftest;
 mod static_files;
 mod tls;
 mod webrtc;
-/// RFC 4571 framing (ICE-TCP), shared with the tools' peers.
-pub use webrtc::framing;
 /// A viewer's str0m settings, for the egress benchmark.
 pub use webrtc::pool::{viewer_config, viewer_rtx_history};
 mod ws;

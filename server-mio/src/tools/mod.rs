@@ -5,7 +5,6 @@
 //! sessions through the cores.
 
 pub mod client;
-pub mod link;
 pub mod probe;
 pub mod replay;
 pub mod whip_client;

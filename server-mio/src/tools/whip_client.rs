@@ -7,7 +7,7 @@
 //! request" can be tested with files.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -20,9 +20,11 @@ use str0m::net::Receive;
 use str0m::rtp::RtpWrite;
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 
+use crate::client::http::request as http;
+use crate::client::link::{local_ip_towards, Link};
+use crate::client::sdp::tcp_candidate;
+use crate::client::url::{split_url, UrlError};
 use crate::tools::client::{schedule, ClientOptions, Scheduled, SentLog, PACE_BURST_MS};
-use crate::tools::link::{tcp_candidate, Link};
-use crate::tools::probe::http;
 
 /// How long the server may stay silent before the session counts as ended.
 const SILENCE: Duration = Duration::from_secs(4);
@@ -100,44 +102,17 @@ impl From<io::Error> for WhipError {
     }
 }
 
+impl From<UrlError> for WhipError {
+    fn from(e: UrlError) -> Self {
+        match e {
+            UrlError::Bad(u) => WhipError::BadUrl(u),
+            UrlError::Resolve(e) => WhipError::Io(e),
+        }
+    }
+}
+
 fn webrtc(e: impl std::fmt::Display) -> WhipError {
     WhipError::WebRtc(e.to_string())
-}
-
-/// Splits `http://host:port/path` into a socket address and the path.
-pub fn split_url(url: &str) -> Result<(SocketAddr, String), WhipError> {
-    let u = url::Url::parse(url).map_err(|_| WhipError::BadUrl(url.into()))?;
-    if u.scheme() != "http" {
-        return Err(WhipError::BadUrl(url.into()));
-    }
-    let host = u.host_str().ok_or_else(|| WhipError::BadUrl(url.into()))?;
-    let port = u.port_or_known_default().unwrap_or(80);
-    let addr = (host.trim_matches(['[', ']']), port)
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| WhipError::BadUrl(url.into()))?;
-    let mut path = u.path().to_owned();
-    if let Some(q) = u.query() {
-        path = format!("{path}?{q}");
-    }
-    Ok((addr, path))
-}
-
-/// The local address that reaches `server` (the host candidate to offer).
-fn local_ip_towards(server: SocketAddr) -> io::Result<IpAddr> {
-    if server.ip().is_loopback() {
-        return Ok(server.ip());
-    }
-    let probe = UdpSocket::bind(SocketAddr::new(
-        if server.is_ipv4() {
-            IpAddr::from([0, 0, 0, 0])
-        } else {
-            IpAddr::from([0u16; 8])
-        },
-        0,
-    ))?;
-    probe.connect(server)?;
-    Ok(probe.local_addr()?.ip())
 }
 
 /// One negotiated outgoing track.

@@ -17,11 +17,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ftl_proto::media::packetize::split_annexb;
+pub use server_mio::client::http::{request as try_http, HttpResponse};
 use server_mio::config::ServerArgs;
 use server_mio::keys::KeyStore;
 use server_mio::server::{Addrs, Handle, Server};
 use server_mio::tools::client::{stream, ClientError, ClientOptions, ClientStats, PACE_BURST_MS};
-pub use server_mio::tools::probe::{http as try_http, HttpResponse, Viewer};
+pub use server_mio::tools::probe::Viewer;
 pub use server_mio::tools::whip_client::{publish, WhipError, WhipOptions, WhipStats};
 
 pub const VIDEO_A: &[u8] =

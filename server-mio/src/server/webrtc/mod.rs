@@ -8,7 +8,6 @@
 //! - [`pool`]: `Rtc`s built off the loop and handed over through the `mio::Waker`.
 
 pub(super) mod feedback;
-pub mod framing;
 pub(super) mod peers;
 pub(super) mod pool;
 pub(super) mod pull;

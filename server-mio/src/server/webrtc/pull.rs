@@ -26,10 +26,10 @@ use str0m::{Candidate, Rtc};
 
 use super::peers::{Role, Signal};
 use super::whip::Publisher;
+use crate::client::http::request as http;
+use crate::client::sdp::udp_candidate;
+use crate::client::url::split_url;
 use crate::server::Server;
-use crate::tools::link::udp_candidate;
-use crate::tools::probe::http;
-use crate::tools::whip_client::split_url;
 
 /// The header naming the pulling node (the origin lets its pull go when the node leaves the
 /// directory, instead of waiting for ICE to give up).

@@ -22,8 +22,8 @@ use mio::{Interest, Token};
 use str0m::net::{Protocol, Receive};
 use str0m::Input;
 
-use super::framing::{frame, Deframer};
 use super::peers::guarded;
+use crate::client::framing::{frame, Deframer};
 use crate::server::{Server, Slot};
 
 /// Most bytes waiting to be written to one connection.

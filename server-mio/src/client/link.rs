@@ -1,17 +1,17 @@
-//! The network path of the tools' str0m peers (the probe viewer and the WHIP client): a UDP
+//! The network path of a client's str0m peer (the probe viewer, the WHIP client): a UDP
 //! socket, or one TCP connection to a server's ICE-TCP passive candidate (RFC 6544) carrying
 //! RFC 4571 frames. Both look the same to the peer: packets in with their source, packets out
 //! to a destination.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use str0m::net::Protocol;
 use str0m::Candidate;
 
-use crate::server::framing::{frame, Deframer};
+use super::framing::{frame, Deframer};
 
 /// Frames read but not yet taken: bounded, a reader that falls this far behind loses the rest.
 const MAX_PENDING: usize = 4096;
@@ -192,52 +192,19 @@ impl Link {
     }
 }
 
-/// The first UDP candidate of an SDP (a server's UDP address).
-pub fn udp_candidate(sdp: &str) -> Option<SocketAddr> {
-    first_candidate(sdp, |f| {
-        f.get(2).is_some_and(|p| p.eq_ignore_ascii_case("udp"))
-    })
-}
-
-/// The first ICE-TCP passive host candidate of an SDP (the server's TCP address).
-pub fn tcp_candidate(sdp: &str) -> Option<SocketAddr> {
-    first_candidate(sdp, |f| {
-        f.get(2).is_some_and(|p| p.eq_ignore_ascii_case("tcp"))
-            && f.windows(2).any(|w| w == ["tcptype", "passive"])
-    })
-}
-
-/// The address of the first `a=candidate` line whose fields pass `wanted`.
-fn first_candidate(sdp: &str, wanted: impl Fn(&[&str]) -> bool) -> Option<SocketAddr> {
-    sdp.lines().find_map(|l| {
-        let rest = l.trim().strip_prefix("a=candidate:")?;
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if !wanted(&f) {
-            return None;
-        }
-        let ip: std::net::IpAddr = f.get(4)?.parse().ok()?;
-        let port: u16 = f.get(5)?.parse().ok()?;
-        Some(SocketAddr::new(ip, port))
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_the_passive_tcp_candidate() {
-        let sdp = "v=0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n\
-                   a=candidate:2 1 tcp 1671430143 127.0.0.1 5001 typ host tcptype passive\r\n";
-        assert_eq!(tcp_candidate(sdp), Some("127.0.0.1:5001".parse().unwrap()));
-        assert_eq!(
-            tcp_candidate("a=candidate:1 1 tcp 1 127.0.0.1 9 typ host tcptype active\r\n"),
-            None
-        );
-        assert_eq!(
-            tcp_candidate("a=candidate:1 1 udp 1 127.0.0.1 9 typ host\r\n"),
-            None
-        );
-        assert_eq!(udp_candidate(sdp), Some("127.0.0.1:5000".parse().unwrap()));
+/// The local address that reaches `server` (the host candidate to offer).
+pub fn local_ip_towards(server: SocketAddr) -> io::Result<IpAddr> {
+    if server.ip().is_loopback() {
+        return Ok(server.ip());
     }
+    let probe = UdpSocket::bind(SocketAddr::new(
+        if server.is_ipv4() {
+            IpAddr::from([0, 0, 0, 0])
+        } else {
+            IpAddr::from([0u16; 8])
+        },
+        0,
+    ))?;
+    probe.connect(server)?;
+    Ok(probe.local_addr()?.ip())
 }
