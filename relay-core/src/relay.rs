@@ -372,6 +372,23 @@ impl Relay {
         }
     }
 
+    /// Where `channel`'s FTL media comes from, once its client sent a valid datagram.
+    pub fn ingest_source(&self, channel: ChannelId) -> Option<SocketAddr> {
+        self.channels.get(&channel)?.stream.as_ref()?.source()
+    }
+
+    /// `from` may never become `channel`'s FTL source: the source of a session that ended on
+    /// the same media port a moment ago, whose encoder may still be sending there.
+    pub fn refuse_source(&mut self, channel: ChannelId, from: SocketAddr) {
+        if let Some(s) = self
+            .channels
+            .get_mut(&channel)
+            .and_then(|c| c.stream.as_mut())
+        {
+            s.refuse_source(from);
+        }
+    }
+
     /// Whether `channel` has a live stream.
     pub fn is_live(&self, channel: ChannelId) -> bool {
         self.channels

@@ -158,8 +158,11 @@ pub(crate) struct Stream {
     params: StreamParams,
     started_at: Instant,
     last_media: Instant,
-    /// Where the client sends from; NACKs go here.
+    /// Where the client sends from, once it sent a valid datagram (media, ping or sender
+    /// report): the stream's one source from then on. NACKs go here.
     ingest_addr: Option<SocketAddr>,
+    /// A source that may never become this stream's (an ended session's, on the same port).
+    refused_source: Option<SocketAddr>,
     video: Option<Track>,
     audio: Option<Track>,
     anchor: NtpAnchor,
@@ -213,6 +216,7 @@ impl Stream {
             started_at: now,
             last_media: now,
             ingest_addr: None,
+            refused_source: None,
             anchor: NtpAnchor::default(),
             gop: GopCache::new(config.gop_max_bytes, config.gop_max_duration),
             seen_video: false,
@@ -238,7 +242,11 @@ impl Stream {
             self.counters.dropped_foreign_source += 1;
             return (Ingest::Dropped(Drop::ForeignSource), None);
         };
-        if from.ip() != *peer_ip {
+        // The session's media comes from one source: the control connection's address, and the
+        // first port of it that sent something valid (a stray sender of an ended session, or a
+        // second client behind the same address, is dropped and counted).
+        let other = self.ingest_addr.is_some_and(|a| a != from);
+        if from.ip() != *peer_ip || other || self.refused_source == Some(from) {
             self.counters.dropped_foreign_source += 1;
             return (Ingest::Dropped(Drop::ForeignSource), None);
         }
@@ -257,6 +265,7 @@ impl Stream {
             }
             MediaDatagram::SenderReport(sr) => {
                 self.counters.sender_reports += 1;
+                self.ingest_addr = Some(from);
                 let at = self.anchor.instant(sr.ntp, now);
                 for t in [self.video.as_mut(), self.audio.as_mut()]
                     .into_iter()
@@ -285,6 +294,18 @@ impl Stream {
             payload: Payload::Borrowed(rtp.payload()),
         };
         self.on_media(kind, m, now, out)
+    }
+
+    /// The FTL source, once bound.
+    pub(crate) fn source(&self) -> Option<SocketAddr> {
+        self.ingest_addr
+    }
+
+    /// See [`crate::Relay::refuse_source`].
+    pub(crate) fn refuse_source(&mut self, from: SocketAddr) {
+        if self.ingest_addr != Some(from) {
+            self.refused_source = Some(from);
+        }
     }
 
     /// Takes one RTP packet from a WebRTC peer.

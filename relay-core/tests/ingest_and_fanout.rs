@@ -308,6 +308,80 @@ fn spoofed_foreign_and_junk_datagrams_change_nothing() {
     assert!(h.transmits.iter().all(|t| t.2 == peer()));
 }
 
+/// A session's media comes from one source: once the client's port sent a valid datagram,
+/// another port of the same address (a stray sender of an ended session that reached the same
+/// media port, a second client behind the same NAT) is dropped and counted, however valid its
+/// datagrams, and the viewer gets exactly what the bound source sent.
+#[test]
+fn after_the_first_valid_datagram_another_port_of_the_same_address_is_foreign() {
+    let sent = session(&SessionSpec::default());
+    let stray_spec = SessionSpec {
+        first_video_seq: 40_000,
+        first_audio_seq: 50_000,
+        ..SessionSpec::default()
+    };
+    let stray = session(&stray_spec);
+    let mut h = Harness::new(RelayConfig::default());
+    h.start(77);
+    let v = h.join(77);
+    let other_port = std::net::SocketAddr::new(peer().ip(), peer().port() + 1);
+    // Junk from the other port first binds nothing.
+    assert!(matches!(
+        h.feed(77, other_port, &[0x80, 0x60], sent[0].at),
+        Ingest::Dropped(Drop::Invalid(_))
+    ));
+    for (s, x) in sent.iter().zip(stray.iter().cycle()) {
+        h.feed(77, peer(), &s.bytes, s.at);
+        assert_eq!(
+            h.feed(77, other_port, &x.bytes, s.at),
+            Ingest::Dropped(Drop::ForeignSource)
+        );
+    }
+    let stats = h.relay.stream_stats(ChannelId(77), h.now).unwrap();
+    assert_eq!(stats.counters.dropped_foreign_source, sent.len() as u64);
+    let reference = {
+        let mut clean = Harness::new(RelayConfig::default());
+        clean.start(77);
+        let cv = clean.join(77);
+        play(&mut clean, 77, &sent);
+        clean.forwards[&cv].clone()
+    };
+    assert_eq!(h.forwards[&v].len(), reference.len());
+    for (a, b) in h.forwards[&v].iter().zip(&reference) {
+        assert_eq!(
+            (a.seq, a.timestamp, &a.payload),
+            (b.seq, b.timestamp, &b.payload)
+        );
+    }
+}
+
+/// A media port handed out again: the source of the session that ended there is refused,
+/// even when it is the first to send to the new stream, so it cannot bind the stream to itself.
+#[test]
+fn the_source_of_an_ended_session_on_the_same_port_is_refused() {
+    let sent = session(&SessionSpec::default());
+    let mut h = Harness::new(RelayConfig::default());
+    h.start(77);
+    let v = h.join(77);
+    let old = std::net::SocketAddr::new(peer().ip(), peer().port() + 7);
+    h.relay.refuse_source(ChannelId(77), old);
+    // The old client speaks first, then the new one; the old one goes on.
+    assert_eq!(
+        h.feed(77, old, &sent[0].bytes, sent[0].at),
+        Ingest::Dropped(Drop::ForeignSource)
+    );
+    for s in &sent {
+        h.feed(77, peer(), &s.bytes, s.at);
+        assert_eq!(
+            h.feed(77, old, &s.bytes, s.at),
+            Ingest::Dropped(Drop::ForeignSource)
+        );
+    }
+    assert_eq!(h.relay.ingest_source(ChannelId(77)), Some(peer()));
+    let n = sent.iter().filter(|s| s.kind.is_some()).count();
+    assert_eq!(h.forwards[&v].len(), n);
+}
+
 #[test]
 fn sequence_numbers_and_timestamps_wrap() {
     let spec = SessionSpec {

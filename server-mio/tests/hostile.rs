@@ -178,6 +178,7 @@ impl Spawned {
             sent_log: None,
             peak_kbps: None,
             pace_burst_ms: PACE_BURST_MS,
+            deaf_to_end: false,
         }
     }
 }

@@ -57,6 +57,7 @@ fn main() -> ExitCode {
         sent_log: None,
         peak_kbps: None,
         pace_burst_ms: PACE_BURST_MS,
+        deaf_to_end: false,
     }
     .paced_at(args.peak_kbps);
     // SIGINT/SIGTERM end the stream politely (DISCONNECT), as closing OBS's stream does.

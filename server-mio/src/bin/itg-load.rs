@@ -197,6 +197,7 @@ fn main() {
         sent_log: Some(log.clone()),
         peak_kbps: None,
         pace_burst_ms: args.burst_ms,
+        deaf_to_end: false,
     }
     .paced_at(args.peak_kbps);
     let opts_peak = opts.peak_kbps;

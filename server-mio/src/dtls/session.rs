@@ -44,8 +44,8 @@ use super::{count_handshake, PeerKey};
 use openssl::pkey::PKey;
 use openssl::srtp::SrtpProfileId;
 use openssl::ssl::{
-    ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions, SslStream,
-    SslVerifyMode, SslVersion,
+    ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions,
+    SslSessionCacheMode, SslStream, SslVerifyMode, SslVersion,
 };
 use openssl::x509::X509;
 use str0m::crypto::dtls::{
@@ -187,8 +187,10 @@ fn context(cert: &DtlsCert) -> Result<SslContext, ErrorStack> {
     b.set_certificate(X509::from_der(&cert.certificate)?.as_ref())?;
     b.set_private_key(PKey::private_key_from_der(&cert.private_key)?.as_ref())?;
     b.check_private_key()?;
-    // Our MTU, not a socket's; fresh ECDHE keys per handshake; no session resumption.
+    // Our MTU, not a socket's; fresh ECDHE keys per handshake; no session resumption (WebRTC
+    // never resumes, and a server's session cache would keep ~20 000 sessions of the dead).
     b.set_options(SslOptions::NO_QUERY_MTU | SslOptions::SINGLE_ECDH_USE | SslOptions::NO_TICKET);
+    b.set_session_cache_mode(SslSessionCacheMode::OFF);
     b.set_mode(SslMode::RELEASE_BUFFERS);
     let ctx = b.build();
     if cache.len() >= MAX_CONTEXTS {

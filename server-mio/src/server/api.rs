@@ -138,6 +138,7 @@ impl Server {
                     v["viewer_skips_late"] = json!(s.counters.viewer_skips_late);
                     v["viewer_skips_send_failed"] = json!(s.counters.viewer_skips_send_failed);
                     v["late_packets"] = json!(s.counters.late_packets);
+                    v["dropped_foreign_source"] = json!(s.counters.dropped_foreign_source);
                 }
                 v
             })

@@ -436,7 +436,7 @@ impl Server {
             }
             return;
         }
-        let (socket, port) = match self.bind_media_port(peer) {
+        let (socket, port) = match self.bind_media_port(now) {
             Ok(x) => x,
             Err(e) => {
                 warn!("channel {channel}: no media port: {e}");
@@ -457,6 +457,9 @@ impl Server {
                 c.session.refuse(StatusCode::INTERNAL_ERROR, &e.to_string());
             }
             return;
+        }
+        if let Some(stale) = self.media_ports.stale_source(port, now) {
+            self.relay.refuse_source(channel, stale);
         }
         let media_token = self.token(Slot::Media(channel));
         let mut socket = socket;
@@ -510,22 +513,22 @@ impl Server {
         self.pump_control(old, now);
     }
 
-    fn bind_media_port(&mut self, _peer: SocketAddr) -> io::Result<(UdpSocket, u16)> {
-        let (lo, hi) = self.args.media_ports;
-        if lo == 0 {
+    /// A media socket on the next port of the range (round-robin, freed ports resting first;
+    /// see `media_ports.rs`), or one the system picks with `--media-ports 0`.
+    fn bind_media_port(&mut self, now: Instant) -> io::Result<(UdpSocket, u16)> {
+        if self.media_ports.any() {
             let s = super::udp_socket(SocketAddr::new(self.args.addr, 0))?;
             let port = s.local_addr()?.port();
             return Ok((s, port));
         }
         let used: Vec<u16> = self.media.values().map(|m| m.port).collect();
-        for port in lo..=hi {
-            if used.contains(&port) {
-                continue;
-            }
+        for port in self.media_ports.candidates(&used, now) {
             if let Ok(s) = super::udp_socket(SocketAddr::new(self.args.addr, port)) {
+                self.media_ports.taken(port);
                 return Ok((s, port));
             }
         }
+        let (lo, hi) = self.args.media_ports;
         Err(io::Error::new(
             io::ErrorKind::AddrInUse,
             format!("all of {lo}-{hi} in use"),
@@ -576,6 +579,8 @@ impl Server {
             let _ = self.poll.registry().deregister(&mut m.socket);
             self.slots.remove(&m.token);
             self.media_tokens.remove(&m.token);
+            let source = self.relay.ingest_source(channel);
+            self.media_ports.freed(m.port, Instant::now(), source);
             debug!("channel {channel}: media port {} freed", m.port);
         }
     }

@@ -19,6 +19,7 @@ pub mod fuzzing;
 mod hooks;
 mod http;
 mod key_watch;
+mod media_ports;
 mod recording;
 mod selftest;
 mod static_files;
@@ -187,6 +188,8 @@ pub struct Server {
     /// Sockets whose read budget ran out: read again next iteration without waiting.
     again: Vec<Token>,
     media: BTreeMap<ChannelId, MediaSocket>,
+    /// Which media port the next FTL session gets.
+    media_ports: media_ports::MediaPorts,
     media_tokens: HashMap<Token, ChannelId>,
     viewers: webrtc::peers::Viewers,
     pool: webrtc::pool::RtcPool,
@@ -219,6 +222,7 @@ impl Server {
     /// store, creates one and prints its OBS stream key and viewer URL.
     pub fn bind(args: ServerArgs, data_dir: &Path) -> Result<Server, StartError> {
         let mut keys = KeyStore::open(data_dir).map_err(StartError::Keys)?;
+        let media_ports = media_ports::MediaPorts::new(args.media_ports.0, args.media_ports.1);
         let hooks = match &args.auth_url {
             Some(url) => Some(
                 crate::hooks::Hooks::new(
@@ -386,6 +390,7 @@ impl Server {
             wss: HashMap::new(),
             again: Vec::new(),
             media: BTreeMap::new(),
+            media_ports,
             media_tokens: HashMap::new(),
             stop: Arc::new(AtomicBool::new(false)),
             waker,

@@ -49,6 +49,10 @@ pub struct ClientOptions {
     /// The most the paced sender runs ahead of its peak rate, in milliseconds of it:
     /// [`PACE_BURST_MS`] as the FTL library; less stands for a smoother encoder.
     pub pace_burst_ms: u64,
+    /// Go on sending media after the server ended the session (a `410`, a closed control
+    /// connection), as an encoder that never hears it would: the stray sender of the session
+    /// isolation tests. Stops at `duration` or when told to.
+    pub deaf_to_end: bool,
 }
 
 /// Send instants of media payloads, keyed by [`payload_hash`]; shared between a sender and the
@@ -112,6 +116,8 @@ pub struct ClientStats {
     pub pongs: u64,
     pub nacks: u64,
     pub retransmitted: u64,
+    /// The server ended the session while media went on (`deaf_to_end`).
+    pub ended_deaf: bool,
 }
 
 /// Why streaming stopped early.
@@ -487,7 +493,15 @@ pub fn stream(opts: &ClientOptions, stop: &AtomicBool) -> Result<ClientStats, Cl
                 }
             }
         }
-        control.pump()?;
+        if let Err(e) = control.pump() {
+            if !opts.deaf_to_end {
+                return Err(e);
+            }
+            if !stats.ended_deaf {
+                log::debug!("FTL: the session ended ({e}); media goes on");
+                stats.ended_deaf = true;
+            }
+        }
         let next_media = packets
             .get(i)
             .map(|p| scaled(length * lap + p.at))

@@ -306,6 +306,7 @@ pub fn publish(opts: &WhipOptions, stop: &AtomicBool) -> Result<WhipStats, WhipE
         sent_log: None,
         peak_kbps: None,
         pace_burst_ms: PACE_BURST_MS,
+        deaf_to_end: false,
     };
     let (packets, length) = schedule(&client_opts);
     let mut packets = Some(packets);

@@ -284,6 +284,7 @@ pub fn ftl_options(
         sent_log: None,
         peak_kbps: None,
         pace_burst_ms: PACE_BURST_MS,
+        deaf_to_end: false,
     }
 }
 
@@ -373,6 +374,23 @@ pub fn assert_run_from_keyframe(got: &[Vec<u8>], fixture: &[Vec<u8>]) -> usize {
             panic!("received NAL units are not a run of the fixture (from {k}, first difference at {diff:?}, {} received)", got.len())
         });
     start
+}
+
+/// Checks that `viewer` got a run of the looping fixture `video` from a keyframe on: every NAL
+/// unit it decoded is the fixture's next one, across the loop's restart; nothing else got in.
+pub fn assert_looping_run(viewer: &Viewer, video: &[u8], name: &str) {
+    let fixture = fixture_nals(video);
+    let got = viewer.nal_units();
+    let laps = got.len() / fixture.len().max(1) + 2;
+    let looped: Vec<Vec<u8>> = fixture
+        .iter()
+        .cycle()
+        .take(fixture.len() * laps)
+        .cloned()
+        .collect();
+    assert!(!got.is_empty(), "{name}: no NAL units received");
+    let from = assert_run_from_keyframe(&got, &looped);
+    assert!(from < fixture.len() + 1, "{name}");
 }
 
 /// Checks that `viewer` got the fixture `video` from a keyframe to its very end.
