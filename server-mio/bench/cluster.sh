@@ -43,7 +43,7 @@ start_node() { # name cpu http ftl webrtc media role
         --role "$7" --node-url "http://$ADDR:$3")
     RUST_LOG=warn taskset -c "$2" "$bin/server-mio" --data-dir "$dir" --addr "$ADDR" \
         --http-port "$3" --ftl-port "$4" --webrtc-port "$5" --media-ports "$6" \
-        --max-viewers 5000 --max-viewers-per-channel 5000 "${cluster[@]}" > "$dir.log" 2>&1 &
+        --max-viewers 5000 --max-viewers-per-channel 5000 --offer-rate 0 --max-pending-per-address 5000 "${cluster[@]}" > "$dir.log" 2>&1 &
     echo $!
 }
 

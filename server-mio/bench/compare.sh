@@ -81,9 +81,13 @@ start_itg() { # [server binary]
     local server=${1:-$bin/server-mio}
     rm -rf "$work/itg"
     "$server" keys add --data-dir "$work/itg" --channel 77 | tail -1 > "$work/key"
+    # The load generator joins every viewer from one address: no per-address offer limits
+    # (a build from before they existed has no such flags).
+    local fair=()
+    "$server" --help | grep -q -- --offer-rate && fair=(--offer-rate 0 --max-pending-per-address 5000)
     RUST_LOG=warn taskset -c 0 "$server" --data-dir "$work/itg" --addr "$ADDR" \
         --http-port 8080 --ftl-port 8084 --webrtc-port 20000 --max-viewers 5000 \
-        --max-viewers-per-channel 5000 > "$work/itg.log" 2>&1 &
+        "${fair[@]}" --max-viewers-per-channel 5000 > "$work/itg.log" 2>&1 &
     echo $!
 }
 

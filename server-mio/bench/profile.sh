@@ -33,7 +33,7 @@ ffmpeg -loglevel error -f lavfi -i "testsrc2=size=1280x720:rate=30" -t 10 -c:v l
     -preset veryfast -tune zerolatency -g 60 -b:v 2500k -maxrate 2500k -bufsize 2500k -pix_fmt yuv420p \
     -bsf:v h264_mp4toannexb -f h264 "$work/in.h264"
 "$bin/server-mio" keys add --data-dir "$work/itg" --channel 77 | tail -1 > "$work/key"
-RUST_LOG=warn taskset -c 0 "$bin/server-mio" --data-dir "$work/itg" --addr "$ADDR" --max-viewers 5000 \
+RUST_LOG=warn taskset -c 0 "$bin/server-mio" --data-dir "$work/itg" --addr "$ADDR" --max-viewers 5000 --offer-rate 0 --max-pending-per-address 5000 \
     --max-viewers-per-channel 5000 > "$work/itg.log" 2>&1 &
 pid=$!
 sleep 1

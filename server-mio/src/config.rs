@@ -230,6 +230,14 @@ pub struct ServerArgs {
     /// Seconds a viewer may take to connect (ICE and DTLS) before it is dropped.
     #[arg(long, env = "ITG_VIEWER_CONNECT_TIMEOUT", default_value_t = 15)]
     pub viewer_connect_timeout: u64,
+    /// WebRTC sessions (WHEP, WHIP, WebSocket) not yet connected per address (IPv4, or an
+    /// IPv6 /64); past it offers get `429`.
+    #[arg(long, env = "ITG_MAX_PENDING_PER_ADDRESS", default_value_t = 32)]
+    pub max_pending_per_address: u32,
+    /// WebRTC offers a second per address (IPv4, or an IPv6 /64), with bursts of twice that;
+    /// past it `429` with `Retry-After`. 0: no limit.
+    #[arg(long, env = "ITG_OFFER_RATE", default_value_t = 20.0)]
+    pub offer_rate: f64,
     /// Most a WHIP publisher may send, in kbit/s (0: no cap): told to it in the answer
     /// (`b=AS`) and in its congestion feedback (REMB).
     #[arg(long, env = "ITG_WHIP_MAX_BITRATE", default_value_t = 10_000)]

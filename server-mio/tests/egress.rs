@@ -69,6 +69,8 @@ impl Process {
             .args(["--http-port", &http_port.to_string()])
             .args(["--ftl-port", &ftl_port.to_string()])
             .args(["--max-viewers", "1000", "--max-viewers-per-channel", "1000"])
+            // Every probe viewer joins from 127.0.0.1.
+            .args(["--offer-rate", "0", "--max-pending-per-address", "1000"])
             .arg("--data-dir")
             .arg(&dir)
             .args(extra)

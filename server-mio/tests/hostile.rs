@@ -447,7 +447,16 @@ fn media_port_attacks() {
 fn http_websocket_and_whep_attacks() {
     under_attack(
         "HTTP / WebSocket / WHEP",
-        &["--viewer-connect-timeout", "2"],
+        // The thousand offers below come from the healthy viewer's address: no per-address
+        // offer limits here (they have their own test).
+        &[
+            "--viewer-connect-timeout",
+            "2",
+            "--offer-rate",
+            "0",
+            "--max-pending-per-address",
+            "2000",
+        ],
         |srv| {
             let raw = |bytes: &[u8]| {
                 let mut s = TcpStream::connect(srv.http).unwrap();
@@ -584,8 +593,10 @@ fn limits_are_refused_with_a_clear_status() {
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("a second viewer was let in"),
     }
-    // The total limit: one more viewer (on the offline channel 88) fits, the next does not.
-    let _waiting = Viewer::whep(srv.http, 88).unwrap();
+    // The total limit: one more viewer (on the offline channel 88) fits, the next does not
+    // once the table is all connected peers (an unconnected one would give way instead).
+    let mut waiting = Viewer::whep(srv.http, 88).unwrap();
+    assert!(waiting.drive(Duration::from_secs(5), |v| v.connected.is_some()));
     match Viewer::whep(srv.http, 88) {
         Err(server_mio::tools::probe::JoinError::Refused(r)) => {
             assert_eq!(r.status, 503);
@@ -614,6 +625,148 @@ fn limits_are_refused_with_a_clear_status() {
     drop(idle);
     let (video, lost) = finish(h);
     eprintln!("| limits | 500 stream limit, 503 viewer limits, 429 per-address connection cap | - | - | {video} video packets, {lost} lost | - |");
+    assert_eq!(lost, 0);
+}
+
+/// A browser-like WHEP offer (str0m's, receive-only video and audio) that is never followed up.
+fn whep_offer() -> String {
+    let mut rtc = str0m::Rtc::builder()
+        .set_rtp_mode(true)
+        .build(Instant::now());
+    let mut api = rtc.sdp_api();
+    api.add_media(
+        str0m::media::MediaKind::Video,
+        str0m::media::Direction::RecvOnly,
+        None,
+        None,
+        None,
+    );
+    api.add_media(
+        str0m::media::MediaKind::Audio,
+        str0m::media::Direction::RecvOnly,
+        None,
+        None,
+        None,
+    );
+    let (offer, _) = api.apply().unwrap();
+    offer.to_sdp_string()
+}
+
+/// A WHEP `POST` from `ip` over a fresh connection; returns the status line.
+fn whep_post_from(ip: &str, to: SocketAddr, channel: u32, body: &str) -> String {
+    let mut s = connect_from(ip, to);
+    let req = format!(
+        "POST /whep/{channel} HTTP/1.1\r\nHost: x\r\nContent-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    read_reply(&mut s)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Eight clients on 127.0.0.2 post valid WHEP offers that never connect, as fast as they can,
+/// for 10 s. Its share of the table fills and the rest is refused with `429`; an honest viewer
+/// from another address joins in the middle of it and plays; the connected viewer loses
+/// nothing; memory 30 s after the flood is back within 20 MB of where it started.
+#[test]
+fn a_whep_flood_from_one_address_locks_nobody_out() {
+    let srv = Spawned::start(&[]);
+    let h = healthy(&srv);
+    let rss_before = srv.rss_kb();
+    let offer = Arc::new(whep_offer());
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooders: Vec<JoinHandle<Vec<String>>> = (0..8)
+        .map(|_| {
+            let (offer, stop, http_addr) = (offer.clone(), stop.clone(), srv.http);
+            std::thread::spawn(move || {
+                let mut statuses = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    statuses.push(whep_post_from("127.0.0.2", http_addr, 77, &offer));
+                }
+                statuses
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(4));
+    let rss_during = srv.rss_kb();
+    let joined = Instant::now();
+    let mut honest = Viewer::whep(srv.http, 77).expect("the honest viewer was refused");
+    let got_video = honest.drive(Duration::from_secs(5), |v| v.video_count > 30);
+    let first_video = joined.elapsed();
+    std::thread::sleep(Duration::from_secs(4));
+    stop.store(true, Ordering::SeqCst);
+    let statuses: Vec<String> = flooders
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let count = |code: &str| statuses.iter().filter(|s| s.contains(code)).count();
+    let (created, limited, full) = (count(" 201 "), count(" 429 "), count(" 503 "));
+    // The flood's sessions expire (--viewer-connect-timeout 15 s), then memory settles.
+    assert!(srv.wait_for(Duration::from_secs(25), |s| s.metric("itg_viewers") <= 2.0));
+    std::thread::sleep(Duration::from_secs(12));
+    let rss_after = srv.rss_kb();
+    drop(honest);
+    let (video, lost) = finish(h);
+    eprintln!(
+        "| WHEP flood from one address, 8 clients, 10 s | {} offers: {created} 201, {limited} 429, \
+         {full} 503; honest viewer's video after {} ms | {rss_before} kB | during {rss_during} kB, \
+         30 s after {rss_after} kB | {video} video packets, {lost} lost | - |",
+        statuses.len(),
+        first_video.as_millis()
+    );
+    assert!(got_video, "the honest viewer got no video during the flood");
+    assert!(limited > 1000, "the flood was not refused: {limited} 429s");
+    assert!(
+        created <= 64,
+        "{created} unconnected sessions for one address"
+    );
+    assert_eq!(full, 0, "the flood filled the table: {full} 503s");
+    assert!(
+        srv.metric("itg_offers_pending_capped_total") + srv.metric("itg_offers_rate_limited_total")
+            > 1000.0
+    );
+    assert!(video > 100);
+    assert_eq!(lost, 0, "the connected viewer lost packets");
+    assert!(
+        rss_after < rss_before + 20 * 1024,
+        "memory grew from {rss_before} to {rss_after} kB"
+    );
+}
+
+/// A full table (`--max-viewers 4`: one connected viewer, three offers from other addresses
+/// that never connect) lets its oldest unconnected session go for a newcomer, who plays;
+/// a table of connected peers refuses with `503`.
+#[test]
+fn a_full_table_lets_its_oldest_unconnected_session_go() {
+    let srv = Spawned::start(&["--max-viewers", "4"]);
+    let h = healthy(&srv);
+    let offer = whep_offer();
+    for ip in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
+        let status = whep_post_from(ip, srv.http, 77, &offer);
+        assert!(status.contains(" 201 "), "{status}");
+    }
+    assert!(srv.metric("itg_viewers") >= 4.0);
+    let mut newcomer = Viewer::whep(srv.http, 77).expect("the newcomer was refused");
+    assert!(newcomer.drive(Duration::from_secs(5), |v| v.video_count > 30));
+    assert_eq!(srv.metric("itg_unconnected_evicted_total"), 1.0);
+    // Two more connect; the table is four connected peers and refuses the next.
+    let mut more: Vec<Viewer> = (0..2)
+        .map(|_| Viewer::whep(srv.http, 77).unwrap())
+        .collect();
+    for v in &mut more {
+        assert!(v.drive(Duration::from_secs(5), |v| v.connected.is_some()));
+    }
+    let status = whep_post_from("127.0.0.5", srv.http, 77, &offer);
+    assert!(status.contains(" 503 "), "{status}");
+    assert_eq!(srv.metric("itg_unconnected_evicted_total"), 3.0);
+    drop(newcomer);
+    drop(more);
+    let (video, lost) = finish(h);
+    eprintln!("| full table | the oldest unconnected session gives way, 503 when all are connected | - | - | {video} video packets, {lost} lost | - |");
     assert_eq!(lost, 0);
 }
 
@@ -829,7 +982,16 @@ fn whip_post_from(ip: &str, to: SocketAddr, channel: &str, key: &str, body: &str
 fn whip_attacks() {
     under_attack(
         "WHIP: bad offers and keys, 1000 offers never connected, a junk publisher, wrong keys from one address",
-        &["--viewer-connect-timeout", "2", "--auth-fail-limit", "5"],
+        &[
+            "--viewer-connect-timeout",
+            "2",
+            "--auth-fail-limit",
+            "5",
+            "--offer-rate",
+            "0",
+            "--max-pending-per-address",
+            "2000",
+        ],
         |srv| {
             let good = whip_offer("H264/90000");
             let key88 = srv.key(88);

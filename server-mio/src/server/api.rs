@@ -50,6 +50,11 @@ pub struct Counters {
     pub whip_keyframe_requests: u64,
     /// REMBs sent to WHIP publishers (their estimate, or the cap for TWCC publishers).
     pub whip_remb_sent: u64,
+    /// WebRTC offers refused for their address's rate, or its count of unconnected sessions.
+    pub offers_rate_limited: u64,
+    pub offers_pending_capped: u64,
+    /// Unconnected sessions let go to make room in a full peer table.
+    pub unconnected_evicted: u64,
     /// Reads of the key file after it changed: taken, and refused (the old keys stay).
     pub key_reloads: u64,
     /// Unauthenticated connections closed to make room in a full table.
@@ -338,6 +343,21 @@ impl Server {
             "whip_keyframe_requests_total",
             "PLIs sent to WHIP publishers.",
             c.whip_keyframe_requests,
+        );
+        counter(
+            "offers_rate_limited_total",
+            "WebRTC offers (WHEP, WHIP, WebSocket) refused with 429: the address's offer rate.",
+            c.offers_rate_limited,
+        );
+        counter(
+            "offers_pending_capped_total",
+            "WebRTC offers refused with 429: the address has too many sessions still connecting.",
+            c.offers_pending_capped,
+        );
+        counter(
+            "unconnected_evicted_total",
+            "Sessions not yet connected let go to make room in a full peer table.",
+            c.unconnected_evicted,
         );
         counter(
             "whip_remb_sent_total",

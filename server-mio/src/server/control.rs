@@ -86,10 +86,11 @@ impl Server {
                 );
                 continue;
             }
+            let here = super::addr_group::group(peer.ip());
             let unauthenticated_here = self
                 .controls
                 .values()
-                .filter(|c| !c.authenticated && c.peer.ip() == peer.ip())
+                .filter(|c| !c.authenticated && super::addr_group::group(c.peer.ip()) == here)
                 .count();
             if unauthenticated_here >= self.args.max_ftl_per_address {
                 self.counters.control_refused += 1;
@@ -365,6 +366,7 @@ impl Server {
 
     /// Whether `ip` failed authentication too often lately.
     pub(super) fn auth_blocked(&mut self, ip: std::net::IpAddr, now: Instant) -> bool {
+        let ip = super::addr_group::group(ip);
         let window = std::time::Duration::from_secs(self.args.auth_fail_window);
         match self.auth_failures.get(&ip) {
             Some((n, since)) if now.saturating_duration_since(*since) < window => {
@@ -379,6 +381,7 @@ impl Server {
     }
 
     pub(super) fn note_auth_failure(&mut self, ip: std::net::IpAddr, now: Instant) {
+        let ip = super::addr_group::group(ip);
         let window = std::time::Duration::from_secs(self.args.auth_fail_window);
         // Bounded: expired entries go first; past the bound the table starts over (an attacker
         // spread over that many addresses is not slowed by a per-address limit anyway).

@@ -245,10 +245,14 @@ impl Server {
                     return;
                 }
             };
+            let here = super::addr_group::group(peer.ip());
             let reading_here = self
                 .https
                 .values()
-                .filter(|c| matches!(c.state, State::Reading) && c.peer.ip() == peer.ip())
+                .filter(|c| {
+                    matches!(c.state, State::Reading)
+                        && super::addr_group::group(c.peer.ip()) == here
+                })
                 .count();
             if reading_here >= self.args.max_http_per_address {
                 self.counters.http_refused += 1;
@@ -458,7 +462,8 @@ impl Server {
                         .take(32)
                         .collect::<String>()
                 });
-                self.whep_offer(token, channel, offer.to_owned(), pull, now)
+                let from = self.https.get(&token).map(|c| c.peer);
+                self.whep_offer(token, channel, offer.to_owned(), pull, from, now)
             }
             ("DELETE", [kind @ ("whep" | "whip"), _channel, session]) => {
                 let found = self.session_delete(session, *kind == "whip");

@@ -11,6 +11,7 @@
 //! No call in the loop blocks: every socket is non-blocking, the only thread besides the loop
 //! builds `Rtc`s (1.5-2.5 ms each) and hands them over through a `mio::Waker`.
 
+mod addr_group;
 mod api;
 mod cluster;
 mod control;
@@ -364,7 +365,10 @@ impl Server {
         let cluster = cluster::ClusterNode::start(&args, addrs.http, &candidates, waker.clone())
             .map_err(StartError::Cluster)?;
         Ok(Server {
-            viewers: webrtc::peers::Viewers::new(candidates),
+            viewers: webrtc::peers::Viewers::new(
+                candidates,
+                webrtc::admission::Admission::new(args.max_pending_per_address, args.offer_rate),
+            ),
             pool: webrtc::pool::RtcPool::start(waker.clone()),
             poll,
             args,

@@ -106,7 +106,7 @@ impl Server {
             "stream",
             serde_json::json!({ "live": self.relay.is_live(channel) }),
         );
-        self.ws_viewer_create(token, channel, now);
+        self.ws_viewer_create(token, channel, conn.peer, now);
     }
 
     pub(super) fn ws_is_open(&self, token: Token) -> bool {

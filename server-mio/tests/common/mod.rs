@@ -106,6 +106,10 @@ impl TestServer {
             // and in relay-core, so here it acts only on stalls of seconds.
             late_ms: 2000,
             late_drop_ms: 4000,
+            // Every client of these tests is on 127.0.0.1: no per-address offer limits (they
+            // are tested against the binary with its defaults, in hostile.rs).
+            offer_rate: 0.0,
+            max_pending_per_address: 10_000,
             ..ServerArgs::default()
         };
         tweak(&mut args);

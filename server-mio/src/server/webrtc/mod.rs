@@ -7,6 +7,7 @@
 //! - [`feedback`]: congestion feedback to publishers (TWCC, REMB, the operator's cap).
 //! - [`pool`]: `Rtc`s built off the loop and handed over through the `mio::Waker`.
 
+pub(super) mod admission;
 pub(super) mod feedback;
 pub(super) mod peers;
 pub(super) mod pool;

@@ -92,6 +92,8 @@ pub(in crate::server) struct Viewer {
     timeout: Instant,
     pending_offer: Option<SdpPendingOffer>,
     pub(in crate::server) role: Role,
+    /// While it has not connected: the address group it is counted under (see `admission`).
+    origin: Option<IpAddr>,
 }
 
 impl Viewer {
@@ -123,11 +125,28 @@ pub(in crate::server) enum Pending {
         offer: SdpOffer,
         /// An edge's pull: the node's id (empty when its offer did not say).
         pull: Option<String>,
+        /// The address group it is counted under (see `admission`).
+        origin: Option<IpAddr>,
     },
     Ws {
         token: Token,
         channel: ChannelId,
+        origin: Option<IpAddr>,
     },
+}
+
+impl Pending {
+    fn token(&self) -> Token {
+        match self {
+            Pending::Whep { token, .. } | Pending::Ws { token, .. } => *token,
+        }
+    }
+
+    fn origin(&self) -> Option<IpAddr> {
+        match self {
+            Pending::Whep { origin, .. } | Pending::Ws { origin, .. } => *origin,
+        }
+    }
 }
 
 /// Hashes a peer id (a counter the server assigns, never a peer's input) with one
@@ -173,6 +192,8 @@ pub(in crate::server) struct Viewers {
     forwards: Vec<Forward>,
     pub(in crate::server) pending: VecDeque<Pending>,
     pub(in crate::server) candidates: Vec<SocketAddr>,
+    /// Fair shares of the table for sessions that have not connected.
+    pub(in crate::server) admission: super::admission::Admission,
     next_id: u64,
 }
 
@@ -210,7 +231,10 @@ pub(in crate::server) fn host_candidates(
 }
 
 impl Viewers {
-    pub(in crate::server) fn new(candidates: Vec<SocketAddr>) -> Self {
+    pub(in crate::server) fn new(
+        candidates: Vec<SocketAddr>,
+        admission: super::admission::Admission,
+    ) -> Self {
         Viewers {
             map: PeerMap::default(),
             by_addr: HashMap::new(),
@@ -223,6 +247,7 @@ impl Viewers {
             forwards: Vec::new(),
             pending: VecDeque::new(),
             candidates,
+            admission,
             next_id: 1,
         }
     }
@@ -420,6 +445,7 @@ impl Server {
         channel: ChannelId,
         offer: String,
         pull: Option<String>,
+        from: Option<SocketAddr>,
         now: Instant,
     ) -> Reply {
         if pull.is_some() && !self.relay.is_live(channel) {
@@ -452,6 +478,12 @@ impl Server {
                 );
             }
         }
+        // A cluster's pull is not a stranger's offer.
+        let from = from.filter(|_| pull.is_none());
+        let origin = match self.offer_admission(from, now) {
+            Ok(o) => o,
+            Err(resp) => return Reply::Now(resp),
+        };
         if let Err(resp) = self.viewer_admission(channel) {
             return Reply::Now(resp);
         }
@@ -459,13 +491,17 @@ impl Server {
             self.pull_wanted(channel, now);
         }
         match self.pool.take() {
-            Some(rtc) => Reply::Now(self.whep_answer(rtc, channel, offer, pull, now)),
+            Some(rtc) => Reply::Now(self.whep_answer(rtc, channel, offer, pull, origin, now)),
             None => {
+                if let Some(g) = origin {
+                    self.viewers.admission.opened(g);
+                }
                 self.viewers.pending.push_back(Pending::Whep {
                     token,
                     channel,
                     offer,
                     pull,
+                    origin,
                 });
                 self.pool.want(self.viewers.pending.len());
                 Reply::Later
@@ -473,15 +509,86 @@ impl Server {
         }
     }
 
-    pub(in crate::server) fn viewer_admission(&self, channel: ChannelId) -> Result<(), Response> {
+    /// A stranger's offer (WHEP, WebSocket, WHIP) from `from`: within its address's share of
+    /// the table and offer rate (see `admission`), or `429` with `Retry-After`. Returns the
+    /// address group the session will be counted under (none for the cluster's own pulls).
+    pub(in crate::server) fn offer_admission(
+        &mut self,
+        from: Option<SocketAddr>,
+        now: Instant,
+    ) -> Result<Option<IpAddr>, Response> {
+        let Some(from) = from else {
+            return Ok(None);
+        };
+        let group = crate::server::addr_group::group(from.ip());
+        match self.viewers.admission.offer(group, now) {
+            Ok(()) => Ok(Some(group)),
+            Err(refusal) => {
+                match refusal {
+                    super::admission::Refusal::Rate(_) => self.counters.offers_rate_limited += 1,
+                    super::admission::Refusal::Pending => self.counters.offers_pending_capped += 1,
+                }
+                debug!("offer from {from}: {}", refusal.reason());
+                Err(Response::text(429, refusal.reason())
+                    .header("Retry-After", refusal.retry_after().to_string())
+                    .cors())
+            }
+        }
+    }
+
+    /// Room for one more peer: the table's and the channel's limits. A full table makes room
+    /// by letting its oldest unconnected session go (never a connected one).
+    pub(in crate::server) fn viewer_admission(
+        &mut self,
+        channel: ChannelId,
+    ) -> Result<(), Response> {
         let total = self.viewers.len() + self.viewers.pending();
-        if total >= self.args.max_viewers {
-            return Err(Response::text(503, "viewer limit reached").cors());
+        if total >= self.args.max_viewers && !self.evict_oldest_unconnected() {
+            return Err(Response::text(503, "viewer limit reached")
+                .header("Retry-After", "5")
+                .cors());
         }
         if self.relay.channel_viewers(channel) >= self.args.max_viewers_per_channel {
             return Err(Response::text(503, "channel viewer limit reached").cors());
         }
         Ok(())
+    }
+
+    /// Lets the oldest session that has not connected go: a WebRTC peer still connecting, or
+    /// else an offer still waiting for its `Rtc` (told `503`). Whether one went.
+    fn evict_oldest_unconnected(&mut self) -> bool {
+        let oldest = self
+            .viewers
+            .map
+            .iter()
+            .filter(|(_, v)| v.connected_at.is_none())
+            .min_by_key(|(id, v)| (v.created, **id))
+            .map(|(id, _)| *id);
+        if let Some(id) = oldest {
+            self.counters.unconnected_evicted += 1;
+            if matches!(
+                self.viewers.map.get(&id).map(|v| &v.role),
+                Some(Role::Publisher(_))
+            ) {
+                self.publisher_ends(id, EndReason::Disconnect);
+            }
+            self.viewer_drop(id, "made room in a full table");
+            return true;
+        }
+        let Some(p) = self.viewers.pending.pop_front() else {
+            return false;
+        };
+        self.counters.unconnected_evicted += 1;
+        if let Some(g) = p.origin() {
+            self.viewers.admission.settled(g);
+        }
+        self.http_respond(
+            p.token(),
+            Response::text(503, "viewer limit reached")
+                .header("Retry-After", "5")
+                .cors(),
+        );
+        true
     }
 
     /// Adds the host candidates and accepts a parsed offer (WHEP or WHIP): the answer's SDP,
@@ -534,6 +641,7 @@ impl Server {
         channel: ChannelId,
         offer: SdpOffer,
         pull: Option<String>,
+        origin: Option<IpAddr>,
         now: Instant,
     ) -> Response {
         let parsed = self.accept_offer(&mut rtc, offer);
@@ -547,7 +655,14 @@ impl Server {
             }
         };
         let session = Alphanumeric.sample_string(&mut rand::rng(), 24);
-        let id = self.viewer_insert(rtc, channel, Signal::Whep(session.clone()), None, now);
+        let id = self.viewer_insert(
+            rtc,
+            channel,
+            Signal::Whep(session.clone()),
+            None,
+            origin,
+            now,
+        );
         if let (Some(v), Some(node)) = (self.viewers.map.get_mut(&id), pull) {
             info!("channel {channel}: node {node} pulls it (peer {id})");
             v.pull_node = Some(node);
@@ -604,26 +719,45 @@ impl Server {
         &mut self,
         token: Token,
         channel: ChannelId,
+        from: SocketAddr,
         now: Instant,
     ) {
-        if let Err(resp) = self.viewer_admission(channel) {
-            let why = String::from_utf8_lossy(&resp.body).trim().to_owned();
-            self.ws_send_json(token, "error", serde_json::json!({ "message": why }));
-            return;
-        }
+        let admitted = self
+            .offer_admission(Some(from), now)
+            .and_then(|origin| self.viewer_admission(channel).map(|()| origin));
+        let origin = match admitted {
+            Ok(o) => o,
+            Err(resp) => {
+                let why = String::from_utf8_lossy(&resp.body).trim().to_owned();
+                self.ws_send_json(token, "error", serde_json::json!({ "message": why }));
+                return;
+            }
+        };
         self.pull_wanted(channel, now);
         match self.pool.take() {
-            Some(rtc) => self.ws_offer(token, rtc, channel, now),
+            Some(rtc) => self.ws_offer(token, rtc, channel, origin, now),
             None => {
-                self.viewers
-                    .pending
-                    .push_back(Pending::Ws { token, channel });
+                if let Some(g) = origin {
+                    self.viewers.admission.opened(g);
+                }
+                self.viewers.pending.push_back(Pending::Ws {
+                    token,
+                    channel,
+                    origin,
+                });
                 self.pool.want(self.viewers.pending.len());
             }
         }
     }
 
-    fn ws_offer(&mut self, token: Token, mut rtc: Rtc, channel: ChannelId, now: Instant) {
+    fn ws_offer(
+        &mut self,
+        token: Token,
+        mut rtc: Rtc,
+        channel: ChannelId,
+        origin: Option<IpAddr>,
+        now: Instant,
+    ) {
         self.add_host_candidates(&mut rtc);
         let made = guarded(|| {
             let mut api = rtc.sdp_api();
@@ -648,7 +782,7 @@ impl Server {
             warn!("could not make an offer for a WebSocket viewer");
             return;
         };
-        let id = self.viewer_insert(rtc, channel, Signal::Ws(token), Some(pending), now);
+        let id = self.viewer_insert(rtc, channel, Signal::Ws(token), Some(pending), origin, now);
         if let Some(v) = self.viewers.map.get_mut(&id) {
             // Payload types are known once the answer arrives; the mids are ours already.
             v.video = Some((vmid, Pt::from(0)));
@@ -709,14 +843,19 @@ impl Server {
         }
     }
 
+    /// A new peer, counted under `origin`'s unconnected share until it connects.
     pub(in crate::server) fn viewer_insert(
         &mut self,
         mut rtc: Rtc,
         channel: ChannelId,
         signal: Signal,
         pending_offer: Option<SdpPendingOffer>,
+        origin: Option<IpAddr>,
         now: Instant,
     ) -> u64 {
+        if let Some(g) = origin {
+            self.viewers.admission.opened(g);
+        }
         let id = self.viewers.next_id;
         self.viewers.next_id += 1;
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
@@ -745,6 +884,7 @@ impl Server {
                 timeout: now,
                 pending_offer,
                 role: Role::Viewer,
+                origin,
             },
         );
         self.counters.viewers_created += 1;
@@ -853,19 +993,28 @@ impl Server {
                 self.pool.want(self.viewers.pending.len());
                 return;
             };
+            // Counted again as the peer it becomes.
+            if let Some(g) = p.origin() {
+                self.viewers.admission.settled(g);
+            }
             match p {
                 Pending::Whep {
                     token,
                     channel,
                     offer,
                     pull,
+                    origin,
                 } => {
-                    let resp = self.whep_answer(rtc, channel, offer, pull, now);
+                    let resp = self.whep_answer(rtc, channel, offer, pull, origin, now);
                     self.http_respond(token, resp);
                 }
-                Pending::Ws { token, channel } => {
+                Pending::Ws {
+                    token,
+                    channel,
+                    origin,
+                } => {
                     if self.ws_is_open(token) {
-                        self.ws_offer(token, rtc, channel, now);
+                        self.ws_offer(token, rtc, channel, origin, now);
                     }
                 }
             }
@@ -874,9 +1023,14 @@ impl Server {
 
     /// An HTTP connection went away: forget a WHEP offer it was waiting on.
     pub(in crate::server) fn viewers_http_gone(&mut self, token: Token) {
-        self.viewers
-            .pending
-            .retain(|p| !matches!(p, Pending::Whep { token: t, .. } | Pending::Ws { token: t, .. } if *t == token));
+        let admission = &mut self.viewers.admission;
+        self.viewers.pending.retain(|p| {
+            let gone = p.token() == token;
+            if let (true, Some(g)) = (gone, p.origin()) {
+                admission.settled(g);
+            }
+            !gone
+        });
     }
 
     pub(in crate::server) fn read_webrtc(&mut self, now: Instant) {
@@ -1004,10 +1158,14 @@ impl Server {
         let Some(v) = self.viewers.map.get_mut(&id) else {
             return;
         };
-        // Viewers and publishers alike: from now on the connect deadline no longer applies.
+        // Viewers and publishers alike: from now on the connect deadline no longer applies,
+        // and the session no longer counts toward its address's unconnected share.
         if matches!(e, Event::Connected) {
             v.connected_at = Some(now);
             v.tcp = v.last_tcp;
+            if let Some(g) = v.origin.take() {
+                self.viewers.admission.settled(g);
+            }
         }
         if matches!(v.role, Role::Publisher(_)) {
             return self.publisher_event(id, e, now);
@@ -1327,6 +1485,9 @@ impl Server {
         let Some(mut v) = self.viewers.map.remove(&id) else {
             return;
         };
+        if let Some(g) = v.origin.take() {
+            self.viewers.admission.settled(g);
+        }
         self.viewers.by_ufrag.remove(&v.ufrag);
         for a in &v.addrs {
             if self.viewers.by_addr.get(a) == Some(&id) {

@@ -243,7 +243,7 @@ impl Server {
             self.pulls.map.remove(&channel);
             return;
         }
-        let id = self.viewer_insert(rtc, channel, Signal::Pull(location), None, now);
+        let id = self.viewer_insert(rtc, channel, Signal::Pull(location), None, None, now);
         if let Some(v) = self.viewers.map.get_mut(&id) {
             v.role = Role::Publisher(Box::new(publisher));
         }

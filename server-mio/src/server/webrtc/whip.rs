@@ -256,6 +256,9 @@ impl Server {
         if let Some(why) = self.ingest_refusal() {
             return Reply::Now(self.whip_refused(from, channel, Response::text(403, &why)));
         }
+        if let Err(resp) = self.offer_admission(Some(from), now) {
+            return Reply::Now(self.whip_refused(from, channel, resp));
+        }
         let auth = match self.whip_request(channel, req, from, now) {
             Ok(auth) => auth,
             Err(resp) => return Reply::Now(self.whip_refused(from, channel, resp)),
@@ -422,7 +425,15 @@ impl Server {
         if let Some(request) = request {
             publisher.capture = self.whip_capture(from, &request, &resp, now);
         }
-        let id = self.viewer_insert(rtc, channel, Signal::Whip(session.clone()), None, now);
+        let origin = Some(crate::server::addr_group::group(from.ip()));
+        let id = self.viewer_insert(
+            rtc,
+            channel,
+            Signal::Whip(session.clone()),
+            None,
+            origin,
+            now,
+        );
         if let Some(p) = self.viewers.map.get_mut(&id) {
             p.role = Role::Publisher(Box::new(publisher));
         }
