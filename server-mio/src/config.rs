@@ -72,12 +72,15 @@ pub enum KeysCommand {
 /// The server's flags.
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
-    /// Address to bind every listener and socket to.
-    #[arg(long, env = "ITG_ADDR", default_value = "0.0.0.0")]
+    /// Address to bind every listener and socket to. `::` (the default) takes both families
+    /// on each port (IPv6 sockets that also take IPv4; just `0.0.0.0` where IPv6 is off), and
+    /// viewers are offered candidates of both; `0.0.0.0` is IPv4 only.
+    #[arg(long, env = "ITG_ADDR", default_value = "::")]
     pub addr: IpAddr,
-    /// Public IP to advertise to viewers as an extra ICE host candidate (behind 1:1 NAT).
-    #[arg(long, env = "ITG_IP")]
-    pub ip: Option<IpAddr>,
+    /// Public IPs to advertise to viewers as extra ICE host candidates (behind 1:1 NAT): one
+    /// IPv4 and one IPv6 at most, comma-separated.
+    #[arg(long, env = "ITG_IP", value_delimiter = ',', value_parser = parse_ip)]
+    pub ip: Vec<IpAddr>,
     /// TCP port of the FTL control channel (OBS's "server").
     #[arg(long, env = "ITG_FTL_PORT", default_value_t = 8084)]
     pub ftl_port: u16,
@@ -244,7 +247,23 @@ pub struct ServerArgs {
     pub whip_max_bitrate: u64,
 }
 
+fn parse_ip(s: &str) -> Result<IpAddr, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not an IP address"))
+}
+
 impl ServerArgs {
+    /// The public IPs, one of each family at most: a second of a family is an error.
+    pub fn public_ips(&self) -> Result<Vec<IpAddr>, String> {
+        let v4 = self.ip.iter().filter(|i| i.is_ipv4()).count();
+        let v6 = self.ip.len() - v4;
+        if v4 > 1 || v6 > 1 {
+            return Err("--ip takes one IPv4 and one IPv6 address at most".into());
+        }
+        Ok(self.ip.clone())
+    }
+
     /// The keepalive timeout as a duration.
     pub fn keepalive(&self) -> Duration {
         Duration::from_secs(self.keepalive_timeout)
@@ -295,6 +314,7 @@ impl Default for ServerArgs {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -314,6 +334,20 @@ mod tests {
             (8084, 8080, 20000)
         );
         assert_eq!(a.media_ports, (9000, 9100));
-        assert!(a.ip.is_none() && a.ice_servers.is_empty());
+        assert!(a.ip.is_empty() && a.ice_servers.is_empty());
+        assert_eq!(a.addr, "::".parse::<std::net::IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn public_ips_are_one_of_each_family_at_most() {
+        let parse = |ips: &str| {
+            Cli::parse_from(["server-mio", "--ip", ips])
+                .server
+                .public_ips()
+        };
+        assert_eq!(parse("203.0.113.5,2001:db8::5").unwrap().len(), 2);
+        assert!(parse("203.0.113.5,203.0.113.6").is_err());
+        assert!(parse("2001:db8::5,2001:db8::6").is_err());
+        assert!(Cli::try_parse_from(["server-mio", "--ip", "not-an-ip"]).is_err());
     }
 }

@@ -11,6 +11,7 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod dtls;
+pub mod dual_stack;
 pub mod file_stamp;
 pub mod hooks;
 pub mod keys;

@@ -79,7 +79,8 @@ fn recv_from(
             }
         }
     }
-    Ok((msg.bytes, from, waited))
+    // An IPv4 peer of a dual-stack socket shows as `::ffff:a.b.c.d`: taken as `a.b.c.d`.
+    Ok((msg.bytes, crate::dual_stack::canonical(from), waited))
 }
 
 fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {

@@ -72,6 +72,8 @@ pub struct SendBatch {
     /// Tags (the caller's peer ids) of messages that could not be sent in the last flush, in
     /// order (a tag may repeat); how many datagrams is in [`Flushed`].
     dropped: Vec<u64>,
+    /// The socket is IPv6 (dual-stack): IPv4 destinations go mapped.
+    v6: bool,
 }
 
 /// Whether the kernel takes `UDP_SEGMENT` on this socket (Linux 4.18 and later).
@@ -88,7 +90,15 @@ impl SendBatch {
             messages: Vec::new(),
             gso,
             dropped: Vec::new(),
+            v6: false,
         }
+    }
+
+    /// For a socket bound to an IPv6 address (dual-stack): IPv4 destinations are written in
+    /// their mapped form (see `dual_stack`).
+    pub fn for_ipv6_socket(mut self, v6: bool) -> Self {
+        self.v6 = v6;
+        self
     }
 
     /// Whether GSO is in use (it is turned off for good if the kernel refuses it once).
@@ -107,6 +117,7 @@ impl SendBatch {
 
     /// Queues one datagram for `to`; `tag` names whose it is in [`SendBatch::dropped`].
     pub fn push(&mut self, to: SocketAddr, tag: u64, datagram: Vec<u8>) {
+        let to = crate::dual_stack::for_socket(to, self.v6);
         let len = datagram.len();
         let index = self.datagrams.len();
         self.datagrams.push(datagram);

@@ -449,7 +449,7 @@ fn the_network_self_test_reports_each_check() {
     drop(server);
     // A public --ip passes; a malformed ICE server is named.
     let server = TestServer::start_with(|a| {
-        a.ip = Some("203.0.113.7".parse().unwrap());
+        a.ip = vec!["203.0.113.7".parse().unwrap()];
         a.ice_servers = vec![
             "stun:stun.example.org:3478".into(),
             "stun.example.org".into(),

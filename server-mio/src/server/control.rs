@@ -70,7 +70,11 @@ impl ControlConn {
 impl Server {
     pub(super) fn accept_control(&mut self, now: Instant) {
         loop {
-            let (mut stream, peer) = match self.ftl_listener.accept() {
+            let (mut stream, peer) = match self
+                .ftl_listener
+                .accept()
+                .map(|(s, p)| (s, crate::dual_stack::canonical(p)))
+            {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -682,7 +686,11 @@ impl Server {
             {
                 cap.media(local, to, bytes, Instant::now());
             }
-            if let Err(e) = m.socket.send_to(bytes, to) {
+            let v6 = m.socket.local_addr().is_ok_and(|a| a.is_ipv6());
+            if let Err(e) = m
+                .socket
+                .send_to(bytes, crate::dual_stack::for_socket(to, v6))
+            {
                 debug!("channel {channel}: media send to {to}: {e}");
             }
         }

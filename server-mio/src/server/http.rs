@@ -237,7 +237,10 @@ impl Server {
                 (true, Some(l)) => l,
                 (true, None) => return,
             };
-            let (mut stream, peer) = match listener.accept() {
+            let (mut stream, peer) = match listener
+                .accept()
+                .map(|(s, p)| (s, crate::dual_stack::canonical(p)))
+            {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {

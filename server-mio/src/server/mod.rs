@@ -32,7 +32,7 @@ mod ws;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -79,10 +79,9 @@ enum Slot {
 /// ~200 KB. The kernel caps the value at `net.core.{r,w}mem_max`.
 const UDP_BUFFER: usize = 4 * 1024 * 1024;
 
-/// A non-blocking UDP socket with large buffers, bound to `addr`.
+/// A non-blocking UDP socket with large buffers, bound to `addr` (both families for `::`).
 fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
-    let domain = socket2::Domain::for_address(addr);
-    let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    let s = crate::dual_stack::socket(addr, socket2::Type::DGRAM)?;
     // Best effort: a smaller buffer is worse, not fatal.
     let _ = s.set_recv_buffer_size(UDP_BUFFER);
     let _ = s.set_send_buffer_size(UDP_BUFFER);
@@ -100,6 +99,7 @@ pub enum StartError {
     Tls(String),
     Io(io::Error),
     Cluster(String),
+    Config(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -111,6 +111,7 @@ impl std::fmt::Display for StartError {
             StartError::Tls(e) => write!(f, "TLS: {e}"),
             StartError::Io(e) => write!(f, "{e}"),
             StartError::Cluster(e) => write!(f, "cluster: {e}"),
+            StartError::Config(e) => write!(f, "{e}"),
         }
     }
 }
@@ -237,9 +238,15 @@ impl Server {
             None => None,
         };
         let poll = Poll::new().map_err(StartError::Io)?;
+        let mut args = args;
+        let public_ips = args.public_ips().map_err(StartError::Config)?;
+        if crate::dual_stack::is_dual(args.addr) && !crate::dual_stack::ipv6_available() {
+            warn!("IPv6 is off on this host: listening on IPv4 only (0.0.0.0)");
+            args.addr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        }
         let bind_tcp = |what, port| {
             let addr = SocketAddr::new(args.addr, port);
-            TcpListener::bind(addr).map_err(|e| StartError::Bind(what, addr, e))
+            crate::dual_stack::tcp_listener(addr).map_err(|e| StartError::Bind(what, addr, e))
         };
         let mut ftl_listener = bind_tcp("FTL listener", args.ftl_port)?;
         let mut http_listener = bind_tcp("HTTP listener", args.http_port)?;
@@ -263,7 +270,7 @@ impl Server {
             "WebRTC sends: sendmmsg batches{}",
             if gso { " with UDP GSO" } else { ", no GSO" }
         );
-        let udp_out = crate::send_batch::SendBatch::new(gso);
+        let udp_out = crate::send_batch::SendBatch::new(gso).for_ipv6_socket(rtc_addr.is_ipv6());
         let addrs = Addrs {
             ftl: ftl_listener.local_addr().map_err(StartError::Io)?,
             http: http_listener.local_addr().map_err(StartError::Io)?,
@@ -344,7 +351,8 @@ impl Server {
             late_drop_after: Duration::from_millis(args.late_drop_ms.max(args.late_ms)),
             ..RelayConfig::default()
         });
-        let candidates = webrtc::peers::host_candidates(args.addr, addrs.webrtc.port(), args.ip);
+        let candidates =
+            webrtc::peers::host_candidates(args.addr, addrs.webrtc.port(), &public_ips);
         info!(
             "listening: FTL {} HTTP {} WebRTC {} (candidates {:?})",
             addrs.ftl, addrs.http, addrs.webrtc, candidates

@@ -71,7 +71,7 @@ impl Server {
                 )
             },
         }];
-        let public = self.args.ip.is_some() || candidates.iter().any(|c| !local_only(c.ip()));
+        let public = !self.args.ip.is_empty() || candidates.iter().any(|c| !local_only(c.ip()));
         checks.push(Check {
             name: "reachable",
             ok: public,
@@ -133,7 +133,7 @@ impl Server {
         } else {
             "http"
         };
-        let mut hosts: Vec<IpAddr> = self.args.ip.into_iter().collect();
+        let mut hosts: Vec<IpAddr> = self.args.ip.clone();
         for c in candidates {
             if !hosts.contains(&c.ip()) {
                 hosts.push(c.ip());

@@ -58,6 +58,45 @@ pub fn server_command(data_dir: &std::path::Path, http_port: u16) -> std::proces
     c
 }
 
+/// Runs the calling test again inside a fresh network namespace with only loopback up (IPv4
+/// `127.0.0.1` and IPv6 `::1`), so it can add addresses and bind wildcards without reaching
+/// anything but itself. Returns whether the caller is inside and should go on; outside, it
+/// asserts the inner run passed. Needs root and `unshare`: elsewhere the test is skipped
+/// loudly, and fails under CI.
+pub fn in_private_netns(test: &str) -> bool {
+    if std::env::var_os("ITG_TEST_NETNS").is_some() {
+        return true;
+    }
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test} needs root for a network namespace"
+        );
+        eprintln!("\n*** SKIPPED {test}: needs root for a network namespace ***\n");
+        return false;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let status = std::process::Command::new("unshare")
+        .args([
+            "-n",
+            "--",
+            "sh",
+            "-c",
+            "ip link set lo up && exec \"$0\" \"$@\"",
+        ])
+        .arg(&exe)
+        .args(["--exact", test, "--nocapture", "--test-threads", "1"])
+        .env("ITG_TEST_NETNS", "1")
+        .status()
+        .unwrap();
+    assert!(status.success(), "{test} failed in its network namespace");
+    false
+}
+
 pub fn init() {
     let _ = env_logger::builder().is_test(true).try_init();
 }

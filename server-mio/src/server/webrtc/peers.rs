@@ -198,18 +198,23 @@ pub(in crate::server) struct Viewers {
 }
 
 /// The host candidates advertised to viewers: the bind address, or every interface address
-/// for a wildcard bind; plus the public `--ip`.
+/// for a wildcard bind (of both families for `::`, IPv4 for `0.0.0.0`; IPv6 link-local
+/// addresses need a scope and are left out); plus the public `--ip`s.
 pub(in crate::server) fn host_candidates(
     bind: IpAddr,
     port: u16,
-    public: Option<IpAddr>,
+    public: &[IpAddr],
 ) -> Vec<SocketAddr> {
     let mut ips: Vec<IpAddr> = Vec::new();
+    let dual = crate::dual_stack::is_dual(bind);
     if bind.is_unspecified() {
         if let Ok(ifs) = if_addrs::get_if_addrs() {
             for i in ifs {
                 let ip = i.ip();
-                if ip.is_ipv4() == bind.is_ipv4() && !ips.contains(&ip) {
+                let family = dual || ip.is_ipv4() == bind.is_ipv4();
+                let link_local =
+                    matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80);
+                if family && !link_local && !ips.contains(&ip) {
                     ips.push(ip);
                 }
             }
@@ -220,9 +225,9 @@ pub(in crate::server) fn host_candidates(
     } else {
         ips.push(bind);
     }
-    if let Some(p) = public {
-        if !ips.contains(&p) {
-            ips.push(p);
+    for p in public {
+        if !ips.contains(p) {
+            ips.push(*p);
         }
     }
     ips.into_iter()

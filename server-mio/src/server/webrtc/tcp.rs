@@ -93,7 +93,10 @@ impl Server {
             let Some(listener) = self.ice_tcp_listener.as_ref() else {
                 return;
             };
-            let (mut stream, peer) = match listener.accept() {
+            let (mut stream, peer) = match listener
+                .accept()
+                .map(|(s, p)| (s, crate::dual_stack::canonical(p)))
+            {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
