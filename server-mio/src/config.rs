@@ -161,6 +161,10 @@ pub struct ServerArgs {
     /// The secret nodes of a cluster present to each other (`Authorization: Bearer`).
     #[arg(long, env = "ITG_CLUSTER_TOKEN")]
     pub cluster_token: Option<String>,
+    /// A PEM file of CA certificates to trust, besides the public roots, for other nodes'
+    /// `https://` URLs (a private cluster's own CA).
+    #[arg(long, env = "ITG_CLUSTER_CA")]
+    pub cluster_ca: Option<std::path::PathBuf>,
     /// What this node does in a cluster: `any` (ingest and viewers), `origin`, `edge`.
     #[arg(long, env = "ITG_ROLE", value_enum, default_value_t = crate::cluster::Role::Any)]
     pub role: crate::cluster::Role,
@@ -182,6 +186,10 @@ pub struct ServerArgs {
     /// Slows every recording write by this many milliseconds (tests of a disk that stalls).
     #[arg(long, hide = true, default_value_t = 0)]
     pub record_write_delay_ms: u64,
+    /// Slows every recording read, listing and delete by this many milliseconds (tests of a
+    /// disk that stalls).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub record_read_delay_ms: u64,
     /// Seconds an FTL client may stay silent on its control connection before its stream ends.
     #[arg(long, env = "ITG_KEEPALIVE_TIMEOUT", default_value_t = 30)]
     pub keepalive_timeout: u64,

@@ -572,3 +572,92 @@ fn redis_going_away_mid_stream_loses_edge_viewers_nothing_and_placement_resumes(
         assert_run_from_keyframe(&v.nal_units(), &looped);
     }
 }
+
+/// A private CA and a certificate it signed for 127.0.0.1 (and its key), as PEM files in
+/// `dir`: the CA's, the leaf's and the key's paths.
+fn private_ca(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    std::fs::create_dir_all(dir).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "itg test cluster CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("node.pem"),
+        dir.join("node.key"),
+    );
+    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
+    std::fs::write(&paths.1, leaf.pem()).unwrap();
+    std::fs::write(&paths.2, leaf_key.serialize_pem()).unwrap();
+    paths
+}
+
+/// An origin that serves only https, with a certificate from the cluster's private CA: an edge
+/// told to trust that CA (`--cluster-ca`) pulls from it and its viewer plays; an edge that
+/// trusts only the public roots refuses the origin's certificate and pulls nothing.
+#[test]
+fn an_edge_pulls_over_https_from_an_origin_its_private_ca_certified() {
+    use server_mio::cluster::Role;
+    let redis = Redis::start();
+    let (ca, cert, key) = private_ca(&scratch_path("itg-cluster-ca"));
+    let url = redis.url();
+    let origin = TestServer::start_with(|a| {
+        a.cluster = Some(url.clone());
+        a.cluster_token = Some("node-secret".into());
+        a.role = Role::Origin;
+        a.tls_cert = Some(cert.clone());
+        a.tls_key = Some(key.clone());
+    });
+    let trusting = TestServer::start_with(|a| {
+        a.cluster = Some(url.clone());
+        a.cluster_token = Some("node-secret".into());
+        a.role = Role::Edge;
+        a.cluster_ca = Some(ca.clone());
+    });
+    let doubting = cluster_node(&redis, Role::Edge);
+    let streamer = origin.stream(77, VIDEO_A, Some(Duration::from_secs(30)));
+    let https_origin = format!("https://{}", origin.addrs.http);
+    for e in [&trusting, &doubting] {
+        assert!(e.wait_for(Duration::from_secs(5), |e| {
+            entry(&streams(e), 77)["origin"]["url"] == https_origin.as_str()
+        }));
+    }
+    let mut good = TestViewer::whep(&trusting, 77).unwrap();
+    let mut bad = TestViewer::whep(&doubting, 77).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < deadline && good.video_count < 100 {
+        let _ = good.step();
+        let _ = bad.step();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    eprintln!(
+        "over https: the edge trusting the CA got {} video packets, the other {}",
+        good.video_count, bad.video_count
+    );
+    assert!(good.video_count >= 100, "no video through the https pull");
+    assert_eq!(good.video_lost(), 0);
+    assert_eq!(bad.video_count, 0, "an unchecked certificate was taken");
+    assert_eq!(trusting.metric("itg_pulls"), 1.0);
+    assert_eq!(doubting.metric("itg_pulls"), 0.0);
+    // The origin, asked over https as the trusting edge asks it.
+    let tls = server_mio::client::tls::TlsClient::new(Some(&ca)).unwrap();
+    let to = server_mio::client::url::endpoint(&https_origin).unwrap();
+    let metrics =
+        server_mio::client::http::request_to(&to, Some(&tls), "GET", "/metrics", &[], b"").unwrap();
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(text.lines().any(|l| l == "itg_pulls_served 1"), "{text}");
+    let _ = streamer.stop();
+}

@@ -674,3 +674,51 @@ fn whip_keys_come_from_the_service_too_and_events_name_the_protocol() {
     let stop = events.iter().find(|e| e["event"] == "stream_stop").unwrap();
     assert_eq!(stop["reason"], "disconnect", "the publisher's DELETE");
 }
+
+/// `DELETE` of a recording when a key service decides keys: the service's key deletes it, the
+/// key file's (which the service overrides) does not, and wrong keys count toward the
+/// address's limit of failed authentications.
+#[test]
+fn deleting_a_recording_asks_the_key_service() {
+    let mock = Mock::start("127.0.0.1:0", ok_mode("s3cret"));
+    let url = mock.url();
+    let server = TestServer::start_with(|a| {
+        a.auth_url = Some(url);
+        a.auth_fail_limit = 3;
+    });
+    let dir = server.data_dir.join("recordings").join("77");
+    std::fs::create_dir_all(&dir).unwrap();
+    let name = "20261206T101500Z.mp4";
+    std::fs::write(dir.join(name), b"not really mp4").unwrap();
+    let path = format!("/recordings/77/{name}");
+    let delete = |key: &str| {
+        let auth = format!("Bearer {key}");
+        http(
+            server.addrs.http,
+            "DELETE",
+            &path,
+            &[("Authorization", &auth)],
+            b"",
+        )
+        .status
+    };
+    // The key file's key for 77 is not the service's.
+    assert_eq!(delete(&server.key(77)), 401);
+    assert_eq!(delete("77-wrong"), 401);
+    assert!(dir.join(name).exists());
+    assert!(mock
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(m, p, _)| m == "GET" && p == "/ftl/hmac/77"));
+    assert_eq!(delete("77-s3cret"), 200);
+    assert!(
+        !dir.join(name).exists(),
+        "the service's key did not delete it"
+    );
+    assert_eq!(delete("77-s3cret"), 404);
+    // A third wrong key reaches the limit; then even the right one waits.
+    assert_eq!(delete("77-wrong-again"), 401);
+    assert_eq!(delete("77-s3cret"), 429);
+}

@@ -12,7 +12,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
@@ -370,6 +370,66 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.0).status();
     }
+}
+
+/// Every read of the recordings' disk takes 2 s (a stalled or network disk): listings and
+/// downloads are slow, and those not answered by the HTTP deadline (10 s) are told `503`,
+/// while the live viewer's packets never wait on them (no gap over 250 ms, nothing lost).
+#[test]
+fn a_listing_on_a_stalled_disk_does_not_stall_a_live_viewer() {
+    let server = TestServer::start_with(|a| {
+        a.record = true;
+        a.record_read_delay_ms = 2000;
+    });
+    let streamer = server.stream(77, VIDEO_A, Some(Duration::from_secs(10)));
+    assert!(server.wait_for(Duration::from_secs(10), |s| stream_info(s, 77).is_some()));
+    let mut viewer = TestViewer::whep(&server, 77).unwrap();
+    viewer.drive(Duration::from_secs(2), |v| v.video_count > 30);
+    // Listings and a download from other threads, all at once.
+    let http_addr = server.addrs.http;
+    let askers: Vec<std::thread::JoinHandle<(u16, Duration)>> = (0..6)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                let path = if i == 0 {
+                    "/recordings/77/20261206T000000Z.mp4".to_owned()
+                } else {
+                    "/api/recordings".to_owned()
+                };
+                let status = server_mio::client::http::request(http_addr, "GET", &path, &[], b"")
+                    .map_or(0, |r| r.status);
+                (status, t.elapsed())
+            })
+        })
+        .collect();
+    // Meanwhile the viewer's packets keep coming: the longest silence is measured.
+    let mut longest = Duration::ZERO;
+    let mut last = Instant::now();
+    let mut count = viewer.video_count;
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end {
+        viewer.drive(Duration::from_millis(5), |_| false);
+        if viewer.video_count > count {
+            count = viewer.video_count;
+            last = Instant::now();
+        }
+        longest = longest.max(last.elapsed());
+    }
+    let answers: Vec<(u16, Duration)> = askers.into_iter().map(|t| t.join().unwrap()).collect();
+    streamer.stop().unwrap();
+    eprintln!("stalled reads: answers {answers:?}; the viewer's longest silence {longest:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|(s, took)| [200, 404, 503].contains(s) && *took >= Duration::from_secs(2)),
+        "{answers:?}"
+    );
+    assert!(answers.iter().any(|(s, _)| *s == 503), "{answers:?}");
+    assert!(
+        longest < Duration::from_millis(250),
+        "the viewer waited {longest:?}"
+    );
+    assert_eq!(viewer.video_lost(), 0);
 }
 
 #[test]

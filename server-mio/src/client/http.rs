@@ -5,6 +5,9 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use super::tls::TlsClient;
+use super::url::Endpoint;
+
 /// A minimal HTTP/1.1 response.
 #[derive(Debug)]
 pub struct HttpResponse {
@@ -36,8 +39,50 @@ pub fn request(
 ) -> io::Result<HttpResponse> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    exchange(&mut s, &addr.to_string(), method, path, headers, body)
+}
+
+/// One request to `to` (`http` or `https`; the latter through `tls`, which checks the
+/// server's certificate against the URL's host) on a fresh connection.
+pub fn request_to(
+    to: &Endpoint,
+    tls: Option<&TlsClient>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<HttpResponse> {
+    if !to.tls {
+        return request(to.addr, method, path, headers, body);
+    }
+    let own;
+    let tls = match tls {
+        Some(t) => t,
+        None => {
+            own = TlsClient::new(None).map_err(io::Error::other)?;
+            &own
+        }
+    };
+    let name = TlsClient::server_name(&to.host).map_err(io::Error::other)?;
+    let conn = rustls::ClientConnection::new(tls.config.clone(), name).map_err(io::Error::other)?;
+    let tcp = TcpStream::connect_timeout(&to.addr, Duration::from_secs(10))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    tcp.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    let host = format!("{}:{}", to.host, to.addr.port());
+    exchange(&mut s, &host, method, path, headers, body)
+}
+
+fn exchange(
+    s: &mut impl ReadWrite,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<HttpResponse> {
     let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (k, v) in headers {
@@ -46,12 +91,22 @@ pub fn request(
     req.push_str("\r\n");
     s.write_all(req.as_bytes())?;
     s.write_all(body)?;
+    s.flush()?;
     let mut raw = Vec::new();
-    // Bounded: a response is an SDP answer or a small JSON document.
-    let _ = (&mut s).take(MAX_RESPONSE).read_to_end(&mut raw);
+    // Bounded: a response is an SDP answer or a small JSON document. A TLS peer that closes
+    // without close_notify still gave its whole response (Connection: close).
+    if let Err(e) = s.take(MAX_RESPONSE).read_to_end(&mut raw) {
+        if raw.is_empty() {
+            return Err(e);
+        }
+    }
     parse_response(&raw)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed HTTP response"))
 }
+
+/// A byte stream both ways (plain TCP, or TLS over it).
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
 
 /// Parses a whole HTTP/1.1 response.
 pub fn parse_response(raw: &[u8]) -> Option<HttpResponse> {

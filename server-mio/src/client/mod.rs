@@ -8,4 +8,5 @@ pub mod framing;
 pub mod http;
 pub mod link;
 pub mod sdp;
+pub mod tls;
 pub mod url;

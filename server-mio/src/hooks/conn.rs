@@ -7,9 +7,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use mio::net::TcpStream;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
+
+use crate::client::tls::TlsClient;
 
 use super::HookError;
 
@@ -23,28 +24,10 @@ pub struct Tls {
 impl Tls {
     /// Trusts the bundled Mozilla roots, plus the PEM certificates in `ca_file` if given.
     pub fn new(host: &str, ca_file: Option<&Path>) -> Result<Tls, HookError> {
-        let mut roots = RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(path) = ca_file {
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| HookError(format!("--auth-ca {}: {e}", path.display())))?;
-            for c in certs {
-                let c = c.map_err(|e| HookError(format!("--auth-ca {}: {e}", path.display())))?;
-                roots
-                    .add(c)
-                    .map_err(|e| HookError(format!("--auth-ca {}: {e}", path.display())))?;
-            }
-        }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| HookError(format!("TLS: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let name = ServerName::try_from(host.to_owned())
-            .map_err(|e| HookError(format!("TLS name {host:?}: {e}")))?;
+        let client = TlsClient::new(ca_file).map_err(|e| HookError(format!("--auth-ca {e}")))?;
+        let name = TlsClient::server_name(host).map_err(HookError)?;
         Ok(Tls {
-            config: Arc::new(config),
+            config: client.config,
             name,
         })
     }

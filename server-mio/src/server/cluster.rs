@@ -44,7 +44,12 @@ impl ClusterNode {
             Some(u) => u.trim_end_matches('/').to_owned(),
             None => {
                 let ip = candidates.first().map_or(http.ip(), |c| c.ip());
-                let u = format!("http://{}", std::net::SocketAddr::new(ip, http.port()));
+                let scheme = if args.tls_cert.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                let u = format!("{scheme}://{}", std::net::SocketAddr::new(ip, http.port()));
                 warn!("cluster: no --node-url given; other nodes and viewers are told {u}");
                 u
             }

@@ -97,7 +97,7 @@ pub fn dtls_datagrams(data: &[u8]) {
 /// the muxer (mode byte odd). Ranges stay inside the file, paths inside the folder, and muxed
 /// output is whole boxes.
 pub fn recording(data: &[u8]) {
-    use super::recording::{parse_range, RangeReq};
+    use crate::record::reader::{parse_range, RangeReq};
     use crate::record::{assemble::Assembler, index, mux::FileMux};
     let Some((&mode, rest)) = data.split_first() else {
         return;

@@ -189,6 +189,10 @@ impl Server {
                 self.whip_key_answer(token, &answer, now);
                 continue;
             }
+            if self.recorder.deletes.contains_key(&token) {
+                self.recording_delete_answer(token, &answer, now);
+                continue;
+            }
             let Some(conn) = self.controls.get_mut(&token) else {
                 continue;
             };

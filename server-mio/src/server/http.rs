@@ -82,16 +82,15 @@ pub(super) struct Response {
     length: Option<u64>,
 }
 
-/// A stretch of a file sent as a body, a chunk at a time: memory per connection stays at one
-/// chunk however large the file.
+/// A stretch of a file sent as a body, a chunk at a time as the reader thread reads it and the
+/// connection drains it: memory per connection stays at one chunk however large the file,
+/// and the loop never reads the disk.
 #[derive(Debug)]
 pub(super) struct FileBody {
-    file: std::fs::File,
     remaining: u64,
+    /// A chunk was asked for and has not come.
+    waiting: bool,
 }
-
-/// Bytes read from a file body at a time.
-const FILE_CHUNK: usize = 64 * 1024;
 
 impl Response {
     pub fn new(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Self {
@@ -104,15 +103,11 @@ impl Response {
         }
     }
 
-    /// The body is `len` bytes of `file` from `start`.
-    pub fn with_file(mut self, mut file: std::fs::File, start: u64, len: u64) -> Self {
-        use std::io::Seek;
-        if file.seek(io::SeekFrom::Start(start)).is_err() {
-            return Response::text(500, "cannot read the file");
-        }
+    /// The body is `len` bytes of a file the reader thread opened for this connection.
+    pub fn with_file_body(mut self, len: u64) -> Self {
         self.file = Some(FileBody {
-            file,
             remaining: len,
+            waiting: false,
         });
         self
     }
@@ -430,12 +425,12 @@ impl Server {
                 Response::new(200, "application/json", self.selftest_json().to_string()).cors(),
             ),
             ("GET", ["metrics"]) => Reply::Now(self.metrics(now)),
-            ("GET", ["api", "recordings"]) => Reply::Now(self.api_recordings(req)),
+            ("GET", ["api", "recordings"]) => self.api_recordings(token, req),
             ("GET" | "HEAD", ["recordings", channel, file]) => {
-                Reply::Now(self.recording_get(req, channel, file))
+                self.recording_get(token, req, channel, file)
             }
             ("DELETE", ["recordings", channel, file]) => {
-                Reply::Now(self.recording_delete(req, channel, file))
+                self.recording_delete(token, req, channel, file, now)
             }
             ("OPTIONS", ["recordings", ..]) => {
                 Reply::Now(Response::new(204, "text/plain", Vec::new()).cors())
@@ -522,8 +517,24 @@ impl Server {
             return;
         }
         loop {
-            if c.out.is_empty() && !refill(c) {
-                break;
+            if c.out.is_empty() {
+                match c.file.as_mut() {
+                    Some(f) if f.remaining > 0 => {
+                        // The next chunk comes from the reader thread; writing resumes then.
+                        if !f.waiting {
+                            f.waiting = true;
+                            if !self.recording_chunk_wanted(token) {
+                                return self.http_close(token);
+                            }
+                        }
+                        return;
+                    }
+                    Some(_) => c.file = None,
+                    None => {}
+                }
+                if c.out.is_empty() {
+                    break;
+                }
             }
             match c.stream.write(&c.out) {
                 Ok(0) => return self.http_close(token),
@@ -552,6 +563,9 @@ impl Server {
         if let Some(mut c) = self.https.remove(&token) {
             let _ = self.poll.registry().deregister(c.stream.socket());
             c.stream.shutdown();
+            if c.file.as_ref().is_some_and(|f| f.remaining > 0) {
+                self.recording_download_gone(token);
+            }
         }
         self.slots.remove(&token);
         self.whip_auth.remove(&token);
@@ -567,16 +581,21 @@ impl Server {
             .collect();
         for t in due {
             self.counters.http_timeouts += 1;
-            let reading = self
-                .https
-                .get(&t)
-                .is_some_and(|c| matches!(c.state, State::Reading));
-            if reading {
-                // Best effort: the peer stalled; tell it why and close.
-                if let Some(c) = self.https.get_mut(&t) {
-                    let _ = c
-                        .stream
-                        .write(&Response::text(408, "request timeout").serialize());
+            // Best effort, then close: a peer that stalled sending its request is told so; a
+            // request whose answer did not come in time (a stalled disk, a key service) is
+            // told to retry.
+            if let Some(c) = self.https.get_mut(&t) {
+                let said = match c.state {
+                    State::Reading => Some(Response::text(408, "request timeout")),
+                    State::Waiting => Some(
+                        Response::text(503, "no answer in time, retry later")
+                            .header("Retry-After", "5")
+                            .cors(),
+                    ),
+                    State::Writing => None,
+                };
+                if let Some(resp) = said {
+                    let _ = c.stream.write(&resp.serialize());
                 }
             }
             self.http_close(t);
@@ -589,32 +608,27 @@ impl Server {
     }
 }
 
-/// Reads the next chunk of a file body into the empty `out`; whether there is one. A read
-/// error ends the body early (the client sees a short response and the connection closes).
-fn refill(c: &mut HttpConn) -> bool {
-    use std::io::Read;
-    let Some(f) = c.file.as_mut() else {
-        return false;
-    };
-    let want = usize::try_from(f.remaining)
-        .unwrap_or(usize::MAX)
-        .min(FILE_CHUNK);
-    if want == 0 {
-        c.file = None;
-        return false;
-    }
-    c.out.resize(want, 0);
-    match f.file.read(&mut c.out) {
-        Ok(n) if n > 0 => {
-            c.out.truncate(n);
-            f.remaining -= n as u64;
-            true
-        }
-        _ => {
-            c.out.clear();
+impl Server {
+    /// The reader thread read the next chunk of `token`'s download: it goes out. An empty
+    /// chunk (a read error, a file cut short) ends the body early: the client sees a short
+    /// response and the connection closes.
+    pub(super) fn http_file_chunk(&mut self, token: Token, bytes: Vec<u8>) {
+        let Some(c) = self.https.get_mut(&token) else {
+            return;
+        };
+        let Some(f) = c.file.as_mut() else {
+            return;
+        };
+        f.waiting = false;
+        if bytes.is_empty() {
+            f.remaining = 0;
             c.file = None;
-            false
+            return self.http_close(token);
         }
+        f.remaining = f.remaining.saturating_sub(bytes.len() as u64);
+        c.out = bytes;
+        c.deadline = Instant::now() + DEADLINE;
+        self.http_write(token);
     }
 }
 

@@ -22,6 +22,7 @@ mod http;
 mod key_watch;
 mod media_ports;
 mod recording;
+mod recordings_http;
 mod selftest;
 mod static_files;
 mod tls;
@@ -225,6 +226,12 @@ impl Server {
     pub fn bind(args: ServerArgs, data_dir: &Path) -> Result<Server, StartError> {
         let mut keys = KeyStore::open(data_dir).map_err(StartError::Keys)?;
         let media_ports = media_ports::MediaPorts::new(args.media_ports.0, args.media_ports.1);
+        let mut pulls = webrtc::pull::Pulls::default();
+        if args.cluster.is_some() {
+            let tls = crate::client::tls::TlsClient::new(args.cluster_ca.as_deref())
+                .map_err(|e| StartError::Config(format!("--cluster-ca {e}")))?;
+            pulls.tls = Some(tls);
+        }
         let hooks = match &args.auth_url {
             Some(url) => Some(
                 crate::hooks::Hooks::new(
@@ -369,7 +376,8 @@ impl Server {
             ..crate::keys::Running::default()
         };
         crate::keys::note_running(data_dir, &running);
-        let recorder = recording::Recorder::start(data_dir, &args).map_err(StartError::Io)?;
+        let recorder =
+            recording::Recorder::start(data_dir, &args, waker.clone()).map_err(StartError::Io)?;
         let cluster = cluster::ClusterNode::start(&args, addrs.http, &candidates, waker.clone())
             .map_err(StartError::Cluster)?;
         Ok(Server {
@@ -414,7 +422,7 @@ impl Server {
             hooks,
             recorder,
             cluster,
-            pulls: webrtc::pull::Pulls::default(),
+            pulls,
             stream_epochs: HashMap::new(),
             started: Instant::now(),
             buf: vec![0; 65536],
@@ -459,6 +467,7 @@ impl Server {
                     WEBRTC_SOCKET => self.read_webrtc(now),
                     WAKER => {
                         self.pool_ready(now);
+                        self.recordings_ready();
                         self.cluster_intake(now);
                         self.pulls_ready(now);
                     }

@@ -26,9 +26,10 @@ use str0m::{Candidate, Rtc};
 
 use super::peers::{Role, Signal};
 use super::whip::Publisher;
-use crate::client::http::request as http;
+use crate::client::http::request_to;
 use crate::client::sdp::udp_candidate;
-use crate::client::url::split_url;
+use crate::client::tls::TlsClient;
+use crate::client::url::endpoint;
 use crate::server::Server;
 
 /// The header naming the pulling node (the origin lets its pull go when the node leaves the
@@ -68,6 +69,8 @@ pub(in crate::server) struct Pulls {
     retry_at: HashMap<ChannelId, Instant>,
     tx: Sender<Signalled>,
     rx: Receiver<Signalled>,
+    /// Whom `https://` origins may be certified by (the public roots, `--cluster-ca`).
+    pub(in crate::server) tls: Option<TlsClient>,
 }
 
 impl Default for Pulls {
@@ -78,6 +81,7 @@ impl Default for Pulls {
             retry_at: HashMap::new(),
             tx,
             rx,
+            tls: None,
         }
     }
 }
@@ -90,14 +94,16 @@ impl Pulls {
 }
 
 /// The WHEP exchange with the origin, on its own thread: an offer to receive H.264 and Opus,
-/// the cluster token as Bearer, the answer accepted.
+/// the cluster token as Bearer, the answer accepted. An `https://` origin's certificate is
+/// checked against its URL's host with `tls`.
 fn signal(
     origin: &str,
     channel: ChannelId,
     token: &str,
     node: &str,
+    tls: Option<&TlsClient>,
 ) -> Result<(Rtc, String, Option<String>), String> {
-    let (addr, _) = split_url(origin).map_err(|e| e.to_string())?;
+    let to = endpoint(origin).map_err(|e| e.to_string())?;
     // The edge is the DTLS client here; its DTLS is the server's (OpenSSL) as on the origin.
     let mut rtc = Rtc::builder()
         .set_crypto_provider(crate::dtls::provider())
@@ -108,8 +114,9 @@ fn signal(
     api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
     let (offer, pending) = api.apply().ok_or("no offer")?;
     let auth = format!("Bearer {token}");
-    let r = http(
-        addr,
+    let r = request_to(
+        &to,
+        tls,
         "POST",
         &format!("/whep/{channel}"),
         &[
@@ -172,16 +179,16 @@ impl Server {
             .as_ref()
             .map(|c| c.id.clone())
             .unwrap_or_default();
+        let tls = self.pulls.tls.clone();
         let spawned = std::thread::Builder::new()
             .name("pull".into())
             .spawn(move || {
                 // A panic in the exchange (str0m on the origin's answer) is a failed pull, not
                 // a pull waiting forever.
-                let result =
-                    std::panic::catch_unwind(|| signal(&origin_url, channel, &token, &node))
-                        .unwrap_or_else(
-                            |_| Err("the exchange with the origin panicked".to_owned()),
-                        );
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    signal(&origin_url, channel, &token, &node, tls.as_ref())
+                }))
+                .unwrap_or_else(|_| Err("the exchange with the origin panicked".to_owned()));
                 let _ = tx.send(Signalled {
                     channel,
                     epoch,
@@ -280,11 +287,12 @@ impl Server {
             self.viewer_drop(id, why);
             // Tell the origin at once instead of letting its peer time out.
             if let (Some(path), Some(url)) = (location, self.cluster_node_url(&p.origin)) {
+                let tls = self.pulls.tls.clone();
                 let _ = std::thread::Builder::new()
                     .name("pull-end".into())
                     .spawn(move || {
-                        if let Ok((addr, _)) = split_url(&url) {
-                            let _ = http(addr, "DELETE", &path, &[], b"");
+                        if let Ok(to) = endpoint(&url) {
+                            let _ = request_to(&to, tls.as_ref(), "DELETE", &path, &[], b"");
                         }
                     });
             }

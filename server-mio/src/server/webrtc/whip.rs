@@ -128,19 +128,13 @@ fn bearer(req: &Request) -> Option<&str> {
         .then_some(token.trim())
 }
 
-/// Whether a request's Bearer token is `channel`'s stream key (the OBS form
-/// `<channel>-<secret>`, or the bare secret), compared in constant time.
-pub(in crate::server) fn bearer_is_key(
-    req: &Request,
-    channel: ChannelId,
-    expected: &StreamKey,
-) -> bool {
-    let Some(key) = bearer(req) else {
-        return false;
-    };
+/// The secret a request's Bearer token presents for `channel` (the OBS form
+/// `<channel>-<secret>`, or the bare secret); `None` without a token or for another channel.
+pub(in crate::server) fn presented_key(req: &Request, channel: ChannelId) -> Option<StreamKey> {
+    let key = bearer(req)?;
     let (key_channel, secret) =
         StreamKey::parse_obs(key).unwrap_or_else(|_| (channel, StreamKey::new(key.as_bytes())));
-    key_channel == channel && same_key(expected, &secret)
+    (key_channel == channel).then_some(secret)
 }
 
 /// Whether a request's Bearer token is exactly `expected`, compared in constant time.
@@ -149,7 +143,7 @@ pub(in crate::server) fn bearer_is_secret(req: &Request, expected: &StreamKey) -
 }
 
 /// Compares two keys in constant time (HMACs of a fixed message, compared by `verify`).
-fn same_key(expected: &StreamKey, presented: &StreamKey) -> bool {
+pub(in crate::server) fn same_key(expected: &StreamKey, presented: &StreamKey) -> bool {
     let digest = auth::digest(presented, b"itg-whip");
     auth::verify(expected, b"itg-whip", &digest)
 }
