@@ -573,6 +573,43 @@ fn redis_going_away_mid_stream_loses_edge_viewers_nothing_and_placement_resumes(
     }
 }
 
+/// One edge pulls two channels from one origin at once: the origin serves both pulls from its
+/// one WebRTC port, so the edge gives each pull a socket of its own (two sessions on one
+/// 5-tuple could not be told apart). Both channels' viewers on the edge get every packet.
+#[test]
+fn an_edge_pulls_two_channels_from_one_origin_at_once() {
+    use server_mio::cluster::Role;
+    let redis = Redis::start();
+    let origin = cluster_node(&redis, Role::Origin);
+    let edge = cluster_node(&redis, Role::Edge);
+    let a = origin.stream(77, VIDEO_A, Some(Duration::from_secs(30)));
+    let b = origin.publish(88, VIDEO_A, Some(Duration::from_secs(30)));
+    for c in [77, 88] {
+        assert!(edge.wait_for(Duration::from_secs(5), |e| {
+            entry(&streams(e), c)["origin"]["url"] == url_of(&origin).as_str()
+        }));
+    }
+    let mut viewers = vec![
+        TestViewer::whep(&edge, 77).unwrap(),
+        TestViewer::whep(&edge, 88).unwrap(),
+    ];
+    drive_all(&mut viewers, 200, Duration::from_secs(10));
+    eprintln!(
+        "two pulls: {} and {} video packets, {} and {} lost",
+        viewers[0].video_count,
+        viewers[1].video_count,
+        viewers[0].video_lost(),
+        viewers[1].video_lost()
+    );
+    for v in &viewers {
+        assert!(v.video_count >= 200, "{}", v.video_count);
+        assert_eq!(v.video_lost(), 0);
+    }
+    assert_eq!(edge.metric("itg_pulls"), 2.0);
+    let _ = a.stop();
+    let _ = b.stop();
+}
+
 /// A private CA and a certificate it signed for 127.0.0.1 (and its key), as PEM files in
 /// `dir`: the CA's, the leaf's and the key's paths.
 fn private_ca(

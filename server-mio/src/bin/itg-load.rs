@@ -29,6 +29,8 @@ enum Ingest {
     Ftl,
     /// WHIP to `--http` (the in-process WHIP client: str0m, DTLS-SRTP).
     Whip,
+    /// No sender: the viewers watch `--channel`, which someone else streams (the soak).
+    None,
 }
 
 /// Load generator for ITG and, for comparison, Janus.
@@ -46,6 +48,9 @@ struct Args {
     /// ITG: the OBS stream key (`<channel>-<secret>`); the channel is watched.
     #[arg(long)]
     key: Option<String>,
+    /// ITG: the channel to watch when it is not the key's (`--ingest none`).
+    #[arg(long)]
+    channel: Option<u32>,
     /// ITG: stream over FTL or WHIP (same media either way).
     #[arg(long, value_enum, default_value = "ftl")]
     ingest: Ingest,
@@ -201,11 +206,12 @@ fn main() {
     }
     .paced_at(args.peak_kbps);
     let opts_peak = opts.peak_kbps;
-    let channel: u32 = args
-        .key
-        .as_deref()
-        .and_then(|k| k.split(['-', '_', ',']).next()?.parse().ok())
-        .unwrap_or(0);
+    let channel: u32 = args.channel.unwrap_or_else(|| {
+        args.key
+            .as_deref()
+            .and_then(|k| k.split(['-', '_', ',']).next()?.parse().ok())
+            .unwrap_or(0)
+    });
     let s = stop.clone();
     let (v_addr, a_addr, target) = (args.rtp_video, args.rtp_audio, args.target);
     let whip = WhipOptions {
@@ -228,6 +234,12 @@ fn main() {
         (Target::Itg, Ingest::Whip) => publish(&whip, &s)
             .map(|st| st.video_packets + st.audio_packets)
             .map_err(|e| e.to_string()),
+        (Target::Itg, Ingest::None) => {
+            while !s.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Ok(0)
+        }
         (Target::Janus, _) => rtp_sender(&opts, v_addr, a_addr, &s).map_err(|e| e.to_string()),
     });
     std::thread::sleep(Duration::from_millis(1500));

@@ -73,6 +73,8 @@ enum Slot {
     Hook,
     Media(ChannelId),
     IceTcp,
+    /// An edge's pull's own UDP socket (peer id).
+    PullUdp(u64),
 }
 
 /// Socket buffers for the UDP sockets: one WebRTC socket carries every viewer, and a burst
@@ -486,6 +488,7 @@ impl Server {
                         Some(Slot::Hook) => self.hook_event(t, now),
                         Some(Slot::Media(c)) => self.read_media(c, now),
                         Some(Slot::IceTcp) => self.ice_tcp_event(t, ev, now),
+                        Some(Slot::PullUdp(id)) => self.pull_read(id, now),
                         None => {}
                     },
                 }
@@ -501,6 +504,7 @@ impl Server {
                     }
                     (_, Some(Slot::Ws)) => self.ws_event(t, now),
                     (_, Some(Slot::IceTcp)) => self.ice_tcp_again(t, now),
+                    (_, Some(Slot::PullUdp(id))) => self.pull_read(id, now),
                     _ => {}
                 }
             }

@@ -94,12 +94,21 @@ pub(in crate::server) struct Viewer {
     pub(in crate::server) role: Role,
     /// While it has not connected: the address group it is counted under (see `admission`).
     origin: Option<IpAddr>,
+    /// A socket of its own (an edge's pull: see `pull.rs`), instead of the shared one.
+    pub(in crate::server) own_socket: Option<Box<super::pull::OwnSocket>>,
 }
 
 impl Viewer {
     /// Whether this peer is an edge node's pull of its channel.
     pub(in crate::server) fn is_pull(&self) -> bool {
         self.pull_node.is_some()
+    }
+
+    /// Where its media comes from, known ahead (a pull's origin).
+    pub(in crate::server) fn note_remote(&mut self, addr: SocketAddr) {
+        if !self.addrs.contains(&addr) {
+            self.addrs.push(addr);
+        }
     }
 
     /// An input was taken from UDP or from an ICE-TCP connection.
@@ -321,13 +330,6 @@ impl Viewers {
     /// The local address a datagram from `source` was sent to, as str0m's ICE-lite wants it:
     /// the advertised candidate of the same scope (loopback to loopback).
     /// Packets from `addr` go to peer `id` (a pull: the origin answers from there).
-    pub(in crate::server) fn route_from(&mut self, addr: SocketAddr, id: u64) {
-        if let Some(v) = self.map.get_mut(&id) {
-            v.addrs.push(addr);
-            self.by_addr.insert(addr, id);
-        }
-    }
-
     /// The server's own address that a peer at `source` reaches (one of the candidates).
     pub(in crate::server) fn destination_for(
         &self,
@@ -890,6 +892,7 @@ impl Server {
                 pending_offer,
                 role: Role::Viewer,
                 origin,
+                own_socket: None,
             },
         );
         self.counters.viewers_created += 1;
@@ -1130,9 +1133,10 @@ impl Server {
                 RtcOutput::Transmit(t) if t.proto == Protocol::Tcp => {
                     self.ice_tcp_send(t.destination, &t.contents);
                 }
-                RtcOutput::Transmit(t) => {
-                    self.udp_out.push(t.destination, id, t.contents.into());
-                }
+                RtcOutput::Transmit(t) => match &v.own_socket {
+                    Some(s) => s.send(t.destination, &t.contents),
+                    None => self.udp_out.push(t.destination, id, t.contents.into()),
+                },
                 RtcOutput::Timeout(t) => {
                     if v.connected_at.is_none() && now >= v.created + connect_timeout {
                         // ICE (or DTLS) never completed: usually a blocked port or a wrong
@@ -1518,6 +1522,10 @@ impl Server {
             Signal::Pull(_) => self.pull_gone(v.channel, id),
         }
         let _ = guarded(|| v.rtc.disconnect());
+        if let Some(mut s) = v.own_socket.take() {
+            let _ = self.poll.registry().deregister(&mut s.socket);
+            self.slots.remove(&s.token);
+        }
         for t in self.ice_tcp_tokens_of(id) {
             self.ice_tcp_close(t, "its peer left");
         }

@@ -42,6 +42,26 @@ const RETRY: Duration = Duration::from_secs(2);
 /// An origin that has not answered a pull's offer by then is given up on (and tried again).
 const ANSWER_DEADLINE: Duration = Duration::from_secs(15);
 
+/// A pull's own UDP socket. An origin serves every pull from its one WebRTC port, so two pulls
+/// of one edge from one origin would share a 5-tuple on the edge's shared socket, and their
+/// datagrams (DTLS, SRTP with each pull's own keys) could not be told apart by address: each
+/// pull has a port of its own instead.
+pub(in crate::server) struct OwnSocket {
+    pub(in crate::server) socket: mio::net::UdpSocket,
+    pub(in crate::server) token: mio::Token,
+    pub(in crate::server) local: std::net::SocketAddr,
+}
+
+impl OwnSocket {
+    /// Sends one datagram (a pull sends little: STUN, RTCP).
+    pub(in crate::server) fn send(&self, to: std::net::SocketAddr, bytes: &[u8]) {
+        let to = crate::dual_stack::for_socket(to, self.local.is_ipv6());
+        if let Err(e) = self.socket.send_to(bytes, to) {
+            log::debug!("pull socket {}: send to {to}: {e}", self.local);
+        }
+    }
+}
+
 /// One channel pulled (or being pulled) from its origin.
 pub(in crate::server) struct Pull {
     /// The origin node and its stream's epoch when the pull began.
@@ -240,8 +260,19 @@ impl Server {
             self.pulls.retry_at.insert(channel, now + RETRY);
             return;
         };
-        let local = self.viewers.destination_for(origin, self.addrs.webrtc);
-        if let Ok(c) = Candidate::host(local, "udp") {
+        let ip = self.viewers.destination_for(origin, self.addrs.webrtc).ip();
+        let socket = match crate::server::udp_socket(std::net::SocketAddr::new(ip, 0))
+            .and_then(|s| s.local_addr().map(|a| (s, a)))
+        {
+            Ok(x) => x,
+            Err(e) => {
+                warn!("channel {channel}: no socket for the pull: {e}");
+                self.pulls.map.remove(&channel);
+                self.pulls.retry_at.insert(channel, now + RETRY);
+                return;
+            }
+        };
+        if let Ok(c) = Candidate::host(socket.1, "udp") {
             rtc.add_local_candidate(c);
         }
         let publisher = Publisher::negotiated(&rtc, sdp, origin);
@@ -251,14 +282,84 @@ impl Server {
             return;
         }
         let id = self.viewer_insert(rtc, channel, Signal::Pull(location), None, None, now);
+        let (mut udp, local) = socket;
+        let token = self.token(crate::server::Slot::PullUdp(id));
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut udp, token, mio::Interest::READABLE)
+        {
+            warn!("channel {channel}: pull socket: {e}");
+        }
         if let Some(v) = self.viewers.map.get_mut(&id) {
             v.role = Role::Publisher(Box::new(publisher));
+            v.own_socket = Some(Box::new(OwnSocket {
+                socket: udp,
+                token,
+                local,
+            }));
+            v.note_remote(origin);
         }
-        self.viewers.route_from(origin, id);
         if let Some(p) = self.pulls.map.get_mut(&channel) {
             p.peer = Some(id);
         }
         self.viewer_drive(id, now);
+    }
+
+    /// Datagrams on a pull's own socket, for its peer only.
+    pub(in crate::server) fn pull_read(&mut self, id: u64, now: Instant) {
+        for _ in 0..crate::server::READ_BUDGET {
+            let Some(v) = self.viewers.map.get_mut(&id) else {
+                return;
+            };
+            let Some(s) = v.own_socket.as_ref() else {
+                return;
+            };
+            let (n, source) = match s.socket.recv_from(&mut self.buf) {
+                Ok((n, from)) => (n, crate::dual_stack::canonical(from)),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::debug!("pull {id}: recv: {e}");
+                    return;
+                }
+            };
+            let destination = s.local;
+            let Ok(contents) = self.buf.get(..n).unwrap_or_default().try_into() else {
+                continue;
+            };
+            let input = str0m::Input::Receive(
+                now,
+                str0m::net::Receive {
+                    proto: str0m::net::Protocol::Udp,
+                    source,
+                    destination,
+                    contents,
+                },
+            );
+            self.counters.webrtc_datagrams += 1;
+            // No arrival stamps on a pull's socket: its media counts as read on arrival.
+            self.rtc_waited = std::time::Duration::ZERO;
+            match super::peers::guarded(|| v.rtc.handle_input(input)) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => log::debug!("pull {id}: input: {e}"),
+                Err(p) => {
+                    warn!("pull {id}: str0m panicked on input: {p}");
+                    self.viewer_drop(id, "internal error");
+                    return;
+                }
+            }
+            self.viewer_drive(id, now);
+        }
+        if let Some(t) = self
+            .viewers
+            .map
+            .get(&id)
+            .and_then(|v| v.own_socket.as_ref())
+            .map(|s| s.token)
+        {
+            self.again.push(t);
+        }
     }
 
     /// The pull's peer left the table (the origin let go, ICE failed, or it was ended here).
