@@ -50,6 +50,9 @@ export class WhepPlayer extends EventTarget {
     pc.addTransceiver('audio', { direction: 'recvonly' });
     const stream = new MediaStream();
     pc.ontrack = (e) => {
+      // Hold media back no longer than the network needs (the server's playout-delay
+      // extension says the same for video): live, not smooth, is the point.
+      if ('jitterBufferTarget' in e.receiver) e.receiver.jitterBufferTarget = 0;
       stream.addTrack(e.track);
       if (this.video.srcObject !== stream) this.video.srcObject = stream;
       this.video.play().catch(() => {});

@@ -17,22 +17,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 if [ "${ITG_IN_NETNS:-}" != 1 ]; then
-    need=()
-    command -v janus >/dev/null || need+=(janus)
-    command -v ffmpeg >/dev/null || need+=(ffmpeg)
-    if [ ${#need[@]} -gt 0 ]; then
-        apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
-    fi
-    (cd "$root" && cargo build --release -p server-mio --bin server-mio --bin itg-load)
-    if [ -n "${BASELINE:-}" ]; then
-        # The same benchmark against an earlier revision, built in a worktree of its own, so
-        # before/after is a ratio measured in one run on one machine.
-        base="$root/target/bench-baseline"
-        rm -rf "$base"; git -C "$root" worktree prune
-        git -C "$root" worktree add --detach "$base" "$BASELINE"
-        (cd "$base" && CARGO_TARGET_DIR="$root/target/baseline" cargo build --release -p server-mio --bin server-mio)
-        git -C "$root" worktree remove --force "$base"
-    fi
+    . "$here/prepare.sh"
+    bench_prepare janus ffmpeg -- --bin server-mio --bin itg-load
     exec unshare -n -m env ITG_IN_NETNS=1 "$0" "$@"
 fi
 ip link set lo up

@@ -73,7 +73,9 @@ for c in 1 2 3; do "$bin/server-mio" keys add --data-dir "$work/origin" --channe
 key() { "$bin/server-mio" keys list --data-dir "$work/origin" | awk -F'\t' -v c="$1" '$1 == c {print $3}' | sed 's/(.*//'; }
 start_redis
 sleep 0.5
-start_node origin 8080 8084 20000 9000-9100 origin --record
+# The origin takes "any" role: it keeps its own viewers (the healthy one) rather than
+# placing them on the edge, which pulls channels 2 and 3 for its viewers.
+start_node origin 8080 8084 20000 9000-9100 any --record
 start_node edge 8090 8094 20010 9200-9300 edge
 sleep 1
 

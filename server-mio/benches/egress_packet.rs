@@ -102,7 +102,7 @@ fn pair() -> Pair {
     let ssrc = {
         let mut api = server.direct_api();
         let tx = api.stream_tx_by_mid(video_mid, None).unwrap();
-        server_mio::server::viewer_rtx_history(tx);
+        server_mio::server::viewer_rtx_history(tx, relay_core::repair::RTX_SHARES[0]);
         tx.ssrc()
     };
     Pair {

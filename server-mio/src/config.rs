@@ -253,6 +253,13 @@ pub struct ServerArgs {
     /// (`b=AS`) and in its congestion feedback (REMB).
     #[arg(long, env = "ITG_WHIP_MAX_BITRATE", default_value_t = 10_000)]
     pub whip_max_bitrate: u64,
+    /// The most a viewer's browser may hold video back to smooth jitter, in milliseconds,
+    /// told to it on every keyframe (the playout-delay header extension, minimum 0): at 500
+    /// or less Chromium renders each frame as soon as it is decoded; more lets its jitter
+    /// buffer grow to this on a rough network, at that much more delay.
+    #[arg(long, env = "ITG_PLAYOUT_DELAY_MAX_MS", default_value_t = 400,
+          value_parser = clap::value_parser!(u16).range(0..=40950))]
+    pub playout_delay_max_ms: u16,
 }
 
 fn parse_ip(s: &str) -> Result<IpAddr, String> {

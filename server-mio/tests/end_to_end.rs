@@ -125,6 +125,7 @@ fn a_wrong_key_is_refused_with_405() {
         peak_kbps: None,
         pace_burst_ms: server_mio::tools::client::PACE_BURST_MS,
         deaf_to_end: false,
+        frame_log: None,
     };
     let err = server_mio::tools::client::stream(&opts, &std::sync::atomic::AtomicBool::new(false))
         .unwrap_err();

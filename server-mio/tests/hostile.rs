@@ -179,6 +179,7 @@ impl Spawned {
             peak_kbps: None,
             pace_burst_ms: PACE_BURST_MS,
             deaf_to_end: false,
+            frame_log: None,
         }
     }
 }

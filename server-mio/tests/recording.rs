@@ -566,6 +566,7 @@ fn a_server_killed_mid_stream_leaves_a_file_that_plays_to_its_last_fragment() {
         peak_kbps: None,
         pace_burst_ms: server_mio::tools::client::PACE_BURST_MS,
         deaf_to_end: false,
+        frame_log: None,
     };
     let client = std::thread::spawn(move || server_mio::tools::client::stream(&opts, &s));
     std::thread::sleep(Duration::from_millis(5500));

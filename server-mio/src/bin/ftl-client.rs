@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 
 use clap::Parser;
-use server_mio::tools::client::{stream, ClientOptions, MediaArgs, PACE_BURST_MS};
+use server_mio::tools::client::{rtp_sender, stream, ClientOptions, MediaArgs, PACE_BURST_MS};
 
 /// Streams an H.264 Annex-B file and an Opus (Ogg) file to an FTL server with real-time pacing.
 #[derive(Debug, Parser)]
@@ -13,9 +13,23 @@ struct Args {
     /// The server's FTL address.
     #[arg(long, default_value = "127.0.0.1:8084")]
     server: String,
-    /// The OBS stream key, `<channel>-<secret>`.
-    #[arg(long, env = "ITG_STREAM_KEY")]
-    key: String,
+    /// The OBS stream key, `<channel>-<secret>` (FTL; not with `--rtp-video`).
+    #[arg(long, env = "ITG_STREAM_KEY", required_unless_present = "rtp_video")]
+    key: Option<String>,
+    /// Send plain RTP (video PT 96, audio PT 111) to this address instead of FTL, looping:
+    /// the same media for a relay without FTL (a Janus streaming mountpoint).
+    #[arg(long, requires = "rtp_audio")]
+    rtp_video: Option<std::net::SocketAddr>,
+    /// Where the plain RTP audio goes (with `--rtp-video`).
+    #[arg(long)]
+    rtp_audio: Option<std::net::SocketAddr>,
+    /// Append `<frame> <unix µs>` as each video frame's last packet is first sent (the
+    /// latency benchmark's wire instants).
+    #[arg(long)]
+    frame_log: Option<std::path::PathBuf>,
+    /// How far the paced sender may run ahead of its peak, in milliseconds of it.
+    #[arg(long, default_value_t = PACE_BURST_MS)]
+    burst_ms: u64,
     #[command(flatten)]
     media: MediaArgs,
     /// Pacing factor (1 = real time).
@@ -45,7 +59,7 @@ fn main() -> ExitCode {
     };
     let opts = ClientOptions {
         server: args.server,
-        stream_key: args.key,
+        stream_key: args.key.unwrap_or_default(),
         video,
         audio,
         fps: args.media.fps,
@@ -56,8 +70,9 @@ fn main() -> ExitCode {
         speed_test: args.speed_test,
         sent_log: None,
         peak_kbps: None,
-        pace_burst_ms: PACE_BURST_MS,
+        pace_burst_ms: args.burst_ms,
         deaf_to_end: false,
+        frame_log: args.frame_log,
     }
     .paced_at(args.peak_kbps);
     // SIGINT/SIGTERM end the stream politely (DISCONNECT), as closing OBS's stream does.
@@ -66,6 +81,18 @@ fn main() -> ExitCode {
         if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
             eprintln!("ftl-client: cannot handle signal {sig}: {e}");
         }
+    }
+    if let (Some(video), Some(audio)) = (args.rtp_video, args.rtp_audio) {
+        return match rtp_sender(&opts, video, audio, &stop) {
+            Ok(n) => {
+                println!("sent {n} RTP packets to {video} and {audio}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ftl-client: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     match stream(&opts, &stop) {
         Ok(s) => {

@@ -203,6 +203,7 @@ fn main() {
         peak_kbps: None,
         pace_burst_ms: args.burst_ms,
         deaf_to_end: false,
+        frame_log: None,
     }
     .paced_at(args.peak_kbps);
     let opts_peak = opts.peak_kbps;

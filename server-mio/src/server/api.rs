@@ -64,6 +64,9 @@ pub struct Counters {
     pub tls_reload_errors: u64,
     pub http_evicted: u64,
     pub key_file_errors: u64,
+    /// Viewers' retransmission budgets raised and lowered from their receivers' loss reports.
+    pub rtx_budget_raised: u64,
+    pub rtx_budget_lowered: u64,
 }
 
 impl Server {
@@ -288,6 +291,16 @@ impl Server {
             "viewers_refused_total",
             "Viewer offers refused.",
             c.viewers_refused,
+        );
+        counter(
+            "viewer_rtx_budget_raised_total",
+            "Viewers' retransmission budgets raised because their receivers reported more loss.",
+            c.rtx_budget_raised,
+        );
+        counter(
+            "viewer_rtx_budget_lowered_total",
+            "Viewers' retransmission budgets lowered after their loss stayed low.",
+            c.rtx_budget_lowered,
         );
         counter(
             "packets_forwarded_total",

@@ -53,6 +53,43 @@ pub struct ClientOptions {
     /// connection), as an encoder that never hears it would: the stray sender of the session
     /// isolation tests. Stops at `duration` or when told to.
     pub deaf_to_end: bool,
+    /// Appends `<frame> <unix µs>` when each video frame's last packet is first sent (frame:
+    /// its number in the file, counted from 0 on every pass): the wire instants the latency
+    /// benchmark matches to the frame numbers a viewer reads back from the picture.
+    pub frame_log: Option<std::path::PathBuf>,
+}
+
+/// The send instants of video frames (see [`ClientOptions::frame_log`]).
+struct FrameLog(Option<std::fs::File>);
+
+impl FrameLog {
+    fn open(path: Option<&std::path::Path>) -> io::Result<FrameLog> {
+        let file = match path {
+            Some(p) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)?,
+            ),
+            None => None,
+        };
+        Ok(FrameLog(file))
+    }
+
+    /// Notes that `p` was sent now, if it ends a frame.
+    fn sent(&mut self, p: &Scheduled) {
+        use std::io::Write;
+        let Some(f) = self.0.as_mut() else { return };
+        if !(p.video && p.marker) {
+            return;
+        }
+        let us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros())
+            .unwrap_or(0);
+        // One short line per frame, written at once (30 a second): a reader sees whole lines.
+        let _ = f.write_all(format!("{} {us}\n", p.frame).as_bytes());
+    }
 }
 
 /// Send instants of media payloads, keyed by [`payload_hash`]; shared between a sender and the
@@ -154,6 +191,8 @@ pub struct Scheduled {
     pub video: bool,
     pub marker: bool,
     pub ts: u32,
+    /// The video frame's number in the file (0 for audio).
+    pub frame: u32,
     pub payload: Vec<u8>,
 }
 
@@ -177,6 +216,7 @@ pub fn schedule(opts: &ClientOptions) -> (Vec<Scheduled>, Duration) {
                     video: true,
                     marker: j + 1 == n,
                     ts: (i as u64 * 90_000 / u64::from(fps)) as u32,
+                    frame: i as u32,
                     payload: p,
                 });
             }
@@ -197,6 +237,7 @@ pub fn schedule(opts: &ClientOptions) -> (Vec<Scheduled>, Duration) {
                 video: false,
                 marker: false,
                 ts: samples as u32,
+                frame: 0,
                 payload: p.data,
             });
             samples += n;
@@ -361,6 +402,7 @@ pub fn stream(opts: &ClientOptions, stop: &AtomicBool) -> Result<ClientStats, Cl
     if let Some(kbps) = opts.peak_kbps {
         pace_video(&mut packets, kbps, opts.pace_burst_ms);
     }
+    let mut frame_log = FrameLog::open(opts.frame_log.as_deref())?;
     let audio_ssrc = Ssrc(channel.0);
     let video_ssrc = Ssrc(channel.0.wrapping_add(1));
     let (mut vseq, mut aseq) = (0u16, 0u16);
@@ -428,6 +470,7 @@ pub fn stream(opts: &ClientOptions, stop: &AtomicBool) -> Result<ClientStats, Cl
                     }
                 }
                 let _ = udp.send(&datagram);
+                frame_log.sent(p);
             }
             if p.video {
                 stats.video_packets += 1;
@@ -638,6 +681,7 @@ pub fn rtp_sender(
     if let Some(kbps) = opts.peak_kbps {
         pace_video(&mut packets, kbps, opts.pace_burst_ms);
     }
+    let mut frame_log = FrameLog::open(opts.frame_log.as_deref())?;
     let start = Instant::now();
     let (mut vseq, mut aseq) = (0u16, 0u16);
     let mut sent = 0u64;
@@ -688,6 +732,7 @@ pub fn rtp_sender(
                 }
             }
             let _ = udp.send_to(&d, to);
+            frame_log.sent(p);
             sent += 1;
         }
         if !opts.repeat {
@@ -713,6 +758,7 @@ mod tests {
     fn packet(at_ms: u64, video: bool, size: usize) -> Scheduled {
         Scheduled {
             at: Duration::from_millis(at_ms),
+            frame: 0,
             video,
             marker: false,
             ts: at_ms as u32,

@@ -60,6 +60,9 @@ fn protocol(e: impl std::fmt::Display) -> JoinError {
     JoinError::Protocol(e.to_string())
 }
 
+/// Decides, for each SRTP media datagram a probe receives, whether to drop it.
+pub type DropFilter = Box<dyn FnMut(&[u8]) -> bool + Send>;
+
 /// A viewer and what it received.
 pub struct Viewer {
     pub rtc: Rtc,
@@ -99,6 +102,9 @@ pub struct Viewer {
     pub drop_every: Option<u32>,
     /// Datagrams dropped by `drop_every`.
     pub dropped: u64,
+    /// Loss by rule: drops each SRTP media datagram (clear header and all) for which it
+    /// returns true, once connected; counted in `dropped`.
+    pub drop_filter: Option<DropFilter>,
     /// The sender's log of send instants: set it to measure per-packet latency.
     pub sent_log: Option<crate::tools::client::SentLog>,
     /// Per-packet latency samples in microseconds (from the sender's send to this arrival).
@@ -157,7 +163,13 @@ fn extend_seq(last: u64, seq: u16) -> u64 {
 }
 
 fn viewer_rtc(bind: SocketAddr) -> Result<(Rtc, Link), JoinError> {
-    viewer_rtc_with(bind, Rtc::builder().set_rtp_mode(true))
+    // Chromium's extensions, with playout delay as Chromium offers it too.
+    let mut exts = str0m::rtp::ExtensionMap::standard();
+    exts.set(12, str0m::rtp::Extension::PlayoutDelay);
+    viewer_rtc_with(
+        bind,
+        Rtc::builder().set_rtp_mode(true).set_extension_map(exts),
+    )
 }
 
 fn viewer_rtc_with(bind: SocketAddr, config: RtcConfig) -> Result<(Rtc, Link), JoinError> {
@@ -201,6 +213,7 @@ impl Viewer {
             video_seq_range: None,
             drop_every: None,
             dropped: 0,
+            drop_filter: None,
             sent_log: None,
             latency_us: Vec::new(),
             light: false,
@@ -525,12 +538,18 @@ impl Viewer {
 
     /// Loss simulation: SRTP media (not STUN, DTLS or RTCP) once connected.
     fn should_drop(&mut self, n: usize) -> bool {
-        let (Some(every), Some(_)) = (self.drop_every, self.connected) else {
-            return false;
-        };
-        if !is_srtp_media(self.buf.get(..n).unwrap_or_default()) {
+        if self.connected.is_none() || !is_srtp_media(self.buf.get(..n).unwrap_or_default()) {
             return false;
         }
+        if let Some(f) = self.drop_filter.as_mut() {
+            if f(self.buf.get(..n).unwrap_or_default()) {
+                self.dropped += 1;
+                return true;
+            }
+        }
+        let Some(every) = self.drop_every else {
+            return false;
+        };
         self.rtp_seen += 1;
         if self.rtp_seen % every.max(2) == 0 {
             self.dropped += 1;
@@ -641,6 +660,11 @@ impl Viewer {
             }
             _ => {}
         }
+    }
+
+    /// The local address its media arrives on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.link.local()
     }
 
     /// Video packets missing between the lowest and highest sequence number seen.

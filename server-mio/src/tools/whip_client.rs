@@ -307,6 +307,7 @@ pub fn publish(opts: &WhipOptions, stop: &AtomicBool) -> Result<WhipStats, WhipE
         peak_kbps: None,
         pace_burst_ms: PACE_BURST_MS,
         deaf_to_end: false,
+        frame_log: None,
     };
     let (packets, length) = schedule(&client_opts);
     let mut packets = Some(packets);

@@ -328,6 +328,7 @@ pub fn ftl_options(
         peak_kbps: None,
         pace_burst_ms: PACE_BURST_MS,
         deaf_to_end: false,
+        frame_log: None,
     }
 }
 

@@ -74,6 +74,13 @@ pub(in crate::server) struct Viewer {
     /// When the video RTX history is started afresh, after a GOP replay grew it (see
     /// `pool::RTX_RESET_AFTER_REPLAY`).
     rtx_reset: Option<Instant>,
+    /// How much of what it is sent may be retransmissions, from its receiver's loss reports
+    /// and the repair it takes (see `relay_core::repair`).
+    repair: relay_core::RepairBudget,
+    /// Its video and video-retransmission SSRCs, and the datagrams of each sent since its
+    /// last statistics: the repair it took.
+    repair_ssrcs: Option<(u32, u32)>,
+    repair_sent: (u64, u64),
     /// Packets handed to it since it was last driven.
     unsent: usize,
     ufrag: String,
@@ -879,6 +886,9 @@ impl Server {
                 audio: None,
                 tx_ssrc: (None, None),
                 rtx_reset: None,
+                repair: relay_core::RepairBudget::new(),
+                repair_ssrcs: None,
+                repair_sent: (0, 0),
                 unsent: 0,
                 ufrag,
                 addrs: Vec::new(),
@@ -980,9 +990,10 @@ impl Server {
         v.tx_ssrc = (None, None);
         if let Some((mid, _)) = video {
             // RTX history by time, not str0m's 3 s default (see pool.rs).
+            let share = v.repair.share();
             let _ = guarded(|| {
                 if let Some(tx) = v.rtc.direct_api().stream_tx_by_mid(mid, None) {
-                    super::pool::viewer_rtx_history(tx);
+                    super::pool::viewer_rtx_history(tx, share);
                 }
             });
         }
@@ -1133,10 +1144,19 @@ impl Server {
                 RtcOutput::Transmit(t) if t.proto == Protocol::Tcp => {
                     self.ice_tcp_send(t.destination, &t.contents);
                 }
-                RtcOutput::Transmit(t) => match &v.own_socket {
-                    Some(s) => s.send(t.destination, &t.contents),
-                    None => self.udp_out.push(t.destination, id, t.contents.into()),
-                },
+                RtcOutput::Transmit(t) => {
+                    if let Some((video, rtx)) = v.repair_ssrcs {
+                        match rtp_ssrc(&t.contents) {
+                            Some(s) if s == video => v.repair_sent.0 += 1,
+                            Some(s) if s == rtx => v.repair_sent.1 += 1,
+                            _ => {}
+                        }
+                    }
+                    match &v.own_socket {
+                        Some(s) => s.send(t.destination, &t.contents),
+                        None => self.udp_out.push(t.destination, id, t.contents.into()),
+                    }
+                }
                 RtcOutput::Timeout(t) => {
                     if v.connected_at.is_none() && now >= v.created + connect_timeout {
                         // ICE (or DTLS) never completed: usually a blocked port or a wrong
@@ -1213,6 +1233,16 @@ impl Server {
                     let _ = self.relay.request_keyframe(rid, now);
                     self.drain_relay(now);
                 }
+            }
+            Event::MediaEgressStats(s) if v.video.is_some_and(|(mid, _)| mid == s.mid) => {
+                let (sent, resent) = std::mem::take(&mut v.repair_sent);
+                let report = relay_core::repair::RepairReport {
+                    loss: s.loss,
+                    sent,
+                    resent,
+                };
+                log::trace!("viewer {id}: {report:?}");
+                v.repair.report(report, now);
             }
             _ => {}
         }
@@ -1329,6 +1359,27 @@ impl Server {
         if video && f.cached {
             v.rtx_reset = Some(now + super::pool::RTX_RESET_AFTER_REPLAY);
         }
+        // A new retransmission budget starts with a keyframe: the history it clears holds
+        // only what the keyframe makes unnecessary (see `relay_core::repair`).
+        let budget = if video && f.keyframe && !f.cached {
+            let before = v.repair.share();
+            v.repair.take_change().inspect(|share| {
+                if *share > before {
+                    self.counters.rtx_budget_raised += 1;
+                } else {
+                    self.counters.rtx_budget_lowered += 1;
+                }
+                debug!(
+                    "viewer {id}: retransmissions up to {share} of its stream ({:.0} % loss)",
+                    100.0 * v.repair.loss()
+                );
+            })
+        } else {
+            None
+        };
+        // Every keyframe tells the browser how little it may hold video back (see
+        // `--playout-delay-max-ms`); the browser keeps the latest it was told.
+        let delay = (video && f.keyframe).then_some(self.args.playout_delay_max_ms);
         v.unsent += 1;
         let unsent = v.unsent;
         let cached = if video {
@@ -1336,6 +1387,7 @@ impl Server {
         } else {
             &mut v.tx_ssrc.1
         };
+        let mut ssrcs = None;
         let written = guarded(|| {
             let mut api = v.rtc.direct_api();
             let tx = match *cached {
@@ -1345,13 +1397,34 @@ impl Server {
             let Some(tx) = tx else {
                 return false;
             };
+            if cached.is_none() && video {
+                if let Some(rtx) = tx.rtx() {
+                    ssrcs = Some((*tx.ssrc(), *rtx));
+                }
+            }
             *cached = Some(tx.ssrc());
-            let w = RtpWrite::new(pt, f.seq.into(), f.timestamp, f.wallclock, f.payload)
+            if let Some(share) = budget {
+                super::pool::viewer_rtx_history(tx, share);
+            }
+            let mut w = RtpWrite::new(pt, f.seq.into(), f.timestamp, f.wallclock, f.payload)
                 .marker(f.marker)
                 .nackable(video);
+            if let Some(max_ms) = delay {
+                let ext = str0m::rtp::ExtensionValues {
+                    play_delay_min: Some(str0m::media::MediaTime::from_hundredths(0)),
+                    play_delay_max: Some(str0m::media::MediaTime::from_hundredths(u64::from(
+                        max_ms / 10,
+                    ))),
+                    ..Default::default()
+                };
+                w = w.ext_vals(ext);
+            }
             tx.write_rtp(w);
             true
         });
+        if ssrcs.is_some() {
+            v.repair_ssrcs = ssrcs;
+        }
         match written {
             Ok(true) => {
                 self.counters.packets_forwarded += 1;
@@ -1407,9 +1480,10 @@ impl Server {
         if v.rtx_reset.is_some_and(|t| now >= t) {
             v.rtx_reset = None;
             if let Some(ssrc) = v.tx_ssrc.0 {
+                let share = v.repair.share();
                 let _ = guarded(|| {
                     if let Some(tx) = v.rtc.direct_api().stream_tx(&ssrc) {
-                        super::pool::viewer_rtx_history(tx);
+                        super::pool::viewer_rtx_history(tx, share);
                     }
                 });
             }
@@ -1562,4 +1636,14 @@ impl Server {
             self.viewer_drop(id, "server shutting down");
         }
     }
+}
+
+/// The SSRC of an (S)RTP packet, which SRTP leaves in the clear; `None` for RTCP and anything
+/// shorter than a header.
+fn rtp_ssrc(d: &[u8]) -> Option<u32> {
+    let b1 = *d.get(1)?;
+    if (192..=223).contains(&b1) {
+        return None; // RTCP
+    }
+    Some(u32::from_be_bytes(d.get(8..12)?.try_into().ok()?))
 }

@@ -32,10 +32,10 @@ pub(in crate::server) const RTX_HISTORY: std::time::Duration =
 /// half second of live packets at that instant go unanswered, once.
 pub(in crate::server) const RTX_RESET_AFTER_REPLAY: std::time::Duration =
     std::time::Duration::from_millis(750);
-/// Queued resends are dropped once they pass this share of what a viewer is sent (str0m's
-/// default, kept when the history is set): a viewer that NACKs everything cannot make the
-/// server send its stream twice.
-pub(in crate::server) const RTX_RATIO_CAP: Option<f32> = Some(0.15);
+/// How often a viewer's `Rtc` reports its send statistics: the loss its receiver reports
+/// sets its retransmission budget (`relay_core::repair`).
+pub(in crate::server) const VIEWER_STATS_INTERVAL: std::time::Duration =
+    std::time::Duration::from_secs(1);
 
 enum Request {
     Build(usize),
@@ -66,7 +66,9 @@ pub(in crate::server) fn rtc_config(publisher: bool) -> RtcConfig {
         // Receive statistics drive the REMB of publishers that read it (see `feedback`).
         cfg = cfg.set_stats_interval(Some(super::feedback::STATS_INTERVAL));
     } else {
-        cfg = cfg.set_extension_map(str0m::rtp::ExtensionMap::empty());
+        cfg = cfg
+            .set_extension_map(viewer_extensions())
+            .set_stats_interval(Some(VIEWER_STATS_INTERVAL));
     }
     let mut cfg = cfg
         .set_ice_lite(true)
@@ -92,9 +94,19 @@ pub fn viewer_config() -> RtcConfig {
     rtc_config(false)
 }
 
-/// RTX history by time (see [`RTX_HISTORY`]) on a viewer's video send stream.
-pub fn viewer_rtx_history(tx: &mut str0m::rtp::StreamTx) {
-    tx.set_rtx_cache(SEND_BUFFER_VIDEO, RTX_HISTORY, RTX_RATIO_CAP);
+/// The header extensions a viewer's answer may carry: playout delay only (see
+/// `peers::PLAYOUT_DELAY`), at the id Chromium offers it under (str0m takes the offer's id).
+fn viewer_extensions() -> str0m::rtp::ExtensionMap {
+    let mut map = str0m::rtp::ExtensionMap::empty();
+    map.set(6, str0m::rtp::Extension::PlayoutDelay);
+    map
+}
+
+/// RTX history by time (see [`RTX_HISTORY`]) on a viewer's video send stream, with the share
+/// of retransmissions its budget allows (`relay_core::repair`): queued resends past it are
+/// dropped, so a viewer that NACKs everything cannot make the server send its stream twice.
+pub fn viewer_rtx_history(tx: &mut str0m::rtp::StreamTx, share: f32) {
+    tx.set_rtx_cache(SEND_BUFFER_VIDEO, RTX_HISTORY, Some(share));
 }
 
 impl RtcPool {

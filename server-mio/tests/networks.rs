@@ -1,0 +1,204 @@
+//! Viewers on real networks: datagrams lost on the way or refused by a firewall on the way out,
+//! and what the server's repair makes of them. Tests that change the network run in a network
+//! namespace of their own (nftables rules there touch nothing else).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn nft(rules: &str) {
+    let mut c = Command::new("nft")
+        .arg("-f")
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("nft (Debian's nftables) is needed");
+    use std::io::Write;
+    c.stdin.take().unwrap().write_all(rules.as_bytes()).unwrap();
+    assert!(c.wait().unwrap().success(), "nft refused:\n{rules}");
+}
+
+/// A firewall on the server's way out refuses 1 in 10 of a viewer's datagrams (`EPERM` from
+/// `sendmmsg`): a loss like any other, which the viewer's NACKs repair; not a slow viewer, so
+/// it is never skipped to a keyframe.
+#[test]
+fn refused_sends_are_losses_not_a_slow_viewer() {
+    if !in_private_netns("refused_sends_are_losses_not_a_slow_viewer") {
+        return;
+    }
+    let server = TestServer::start();
+    let streamer = server.stream(77, VIDEO_A, Some(Duration::from_secs(12)));
+    assert!(server.wait_for(Duration::from_secs(5), |s| stream_info(s, 77).is_some()));
+    let mut viewer = Viewer::whep(server.addrs.http, 77).unwrap();
+    viewer.keep_packets = false;
+    assert!(viewer.drive(Duration::from_secs(5), |v| v.video_count > 30));
+    let port = viewer.local_addr().port();
+    nft(&format!(
+        "table inet itg_refuse {{\n chain out {{\n  type filter hook output priority 0;\n  \
+         udp dport {port} numgen random mod 10 == 0 drop\n }}\n}}\n"
+    ));
+    let before = viewer.video_count;
+    viewer.drive(Duration::from_secs(6), |_| false);
+    nft("delete table inet itg_refuse");
+    viewer.drive(Duration::from_millis(800), |_| false);
+    let info = stream_info(&server, 77).unwrap();
+    let refused = server.metric("itg_webrtc_send_errors_total");
+    eprintln!(
+        "refused sends: {refused}; viewer: {} video since, {} lost for good; skips for failed \
+         sends {}",
+        viewer.video_count - before,
+        viewer.video_lost(),
+        info["viewer_skips_send_failed"]
+    );
+    assert!(refused > 20.0, "the firewall refused nothing: {refused}");
+    assert_eq!(
+        info["viewer_skips_send_failed"], 0,
+        "a refused send skipped the viewer"
+    );
+    assert!(
+        viewer.video_count - before > 300,
+        "video stalled: {}",
+        viewer.video_count - before
+    );
+    assert_eq!(
+        viewer.video_lost(),
+        0,
+        "NACKs did not repair what was refused"
+    );
+    let _ = streamer.stop();
+}
+
+/// The SSRC of an SRTP datagram (clear in the header).
+fn ssrc_of(d: &[u8]) -> u32 {
+    u32::from_be_bytes([d[8], d[9], d[10], d[11]])
+}
+
+/// A packet lost twice (the media and its first retransmission) is still repaired: the
+/// viewer NACKs it again and the server answers again from its history.
+#[test]
+fn a_repeated_nack_is_answered_again() {
+    let server = TestServer::start();
+    let streamer = server.stream(77, VIDEO_A, Some(Duration::from_secs(10)));
+    assert!(server.wait_for(Duration::from_secs(5), |s| stream_info(s, 77).is_some()));
+    let mut viewer = Viewer::whep(server.addrs.http, 77).unwrap();
+    assert!(viewer.drive(Duration::from_secs(5), |v| v.video.len() > 30
+        && !v.audio.is_empty()));
+    let video = *viewer.video[0].header.ssrc;
+    let audio = *viewer.audio[0].header.ssrc;
+    let state = std::sync::Arc::new(std::sync::Mutex::new((None::<u16>, 0u32)));
+    let s = state.clone();
+    viewer.drop_filter = Some(Box::new(move |d: &[u8]| {
+        let mut st = s.lock().unwrap();
+        let ssrc = ssrc_of(d);
+        if ssrc == video && st.0.is_none() {
+            st.0 = Some(u16::from_be_bytes([d[2], d[3]]));
+            return true; // the media packet
+        }
+        if ssrc != video && ssrc != audio {
+            st.1 += 1;
+            return st.1 == 1; // its first retransmission
+        }
+        false
+    }));
+    viewer.drive(Duration::from_secs(3), |_| false);
+    let (target, retransmissions) = *state.lock().unwrap();
+    eprintln!("dropped seq {target:?}; retransmissions seen {retransmissions}");
+    assert!(target.is_some());
+    assert!(
+        retransmissions >= 2,
+        "the repeated NACK went unanswered ({retransmissions} retransmission)"
+    );
+    assert!(
+        viewer
+            .video
+            .iter()
+            .any(|p| Some(p.header.sequence_number) == target),
+        "the twice-lost packet never arrived"
+    );
+    assert_eq!(viewer.video_lost(), 0);
+    let _ = streamer.stop();
+}
+
+/// A viewer on 20 % loss (every fifth datagram, retransmissions included) gets the
+/// retransmission budget its loss calls for at the next keyframe, and from then on every
+/// packet is repaired; the clean share (15 %) would drop a share of the resends.
+#[test]
+fn heavy_loss_raises_the_repair_budget_and_everything_is_repaired() {
+    let server = TestServer::start();
+    let streamer = server.stream(77, VIDEO_A, Some(Duration::from_secs(16)));
+    assert!(server.wait_for(Duration::from_secs(5), |s| stream_info(s, 77).is_some()));
+    let mut viewer = Viewer::whep(server.addrs.http, 77).unwrap();
+    viewer.keep_packets = false;
+    assert!(viewer.drive(Duration::from_secs(5), |v| v.video_count > 30));
+    viewer.drop_every = Some(5);
+    let raised = viewer.drive(Duration::from_secs(8), |_| {
+        server.metric("itg_viewer_rtx_budget_raised_total") >= 1.0
+    });
+    assert!(raised, "the budget did not rise for a viewer on 20 % loss");
+    viewer.drive(Duration::from_millis(300), |_| false);
+    // Holes seen now include packets still being repaired; none may stay open from here on.
+    let (lost, count, dropped) = (viewer.video_lost(), viewer.video_count, viewer.dropped);
+    viewer.drive(Duration::from_secs(5), |_| false);
+    viewer.drop_every = None;
+    viewer.drive(Duration::from_millis(800), |_| false);
+    eprintln!(
+        "budget raised {}; holes when it rose: {lost}; at the end: {}; video {} -> {}; dropped {} -> {}",
+        server.metric("itg_viewer_rtx_budget_raised_total"),
+        viewer.video_lost(),
+        count,
+        viewer.video_count,
+        dropped,
+        viewer.dropped
+    );
+    assert!(
+        viewer.dropped - dropped > 60,
+        "little was dropped: {}",
+        viewer.dropped - dropped
+    );
+    assert!(
+        viewer.video_lost() <= lost,
+        "packets went unrepaired on 20 % loss"
+    );
+    let _ = streamer.stop();
+}
+
+/// Keyframes carry the playout-delay extension (minimum 0, maximum `--playout-delay-max-ms`):
+/// the browser keeps its jitter buffer as small as the network allows.
+#[test]
+fn keyframes_tell_the_browser_to_hold_video_back_as_little_as_it_can() {
+    let server = TestServer::start_with(|a| a.playout_delay_max_ms = 250);
+    let streamer = server.stream(77, VIDEO_A, Some(Duration::from_secs(8)));
+    assert!(server.wait_for(Duration::from_secs(5), |s| stream_info(s, 77).is_some()));
+    let mut viewer = Viewer::whep(server.addrs.http, 77).unwrap();
+    assert!(viewer.drive(Duration::from_secs(5), |v| v.video.len() > 200));
+    let with: Vec<_> = viewer
+        .video
+        .iter()
+        .filter(|p| p.header.ext_vals.play_delay_max.is_some())
+        .collect();
+    assert!(!with.is_empty(), "no packet carried the playout delay");
+    for p in &with {
+        let min = p.header.ext_vals.play_delay_min.unwrap();
+        let max = p.header.ext_vals.play_delay_max.unwrap();
+        assert_eq!(min.rebase(str0m::media::Frequency::MILLIS).numer(), 0);
+        assert_eq!(max.rebase(str0m::media::Frequency::MILLIS).numer(), 250);
+        // H.264 in RTP: a keyframe's first packet starts with an SPS (7), or a STAP-A (24)
+        // or FU-A (28) holding one.
+        let nal = p.payload[0] & 0x1f;
+        assert!(
+            matches!(nal, 7 | 24 | 28 | 5),
+            "on a non-keyframe packet (NAL {nal})"
+        );
+    }
+    assert!(
+        with.len() * 10 < viewer.video.len(),
+        "on {} of {} packets",
+        with.len(),
+        viewer.video.len()
+    );
+    let _ = streamer.stop();
+}
