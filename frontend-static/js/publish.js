@@ -49,9 +49,15 @@ function prefer(transceiver, kind) {
   if (!RTCRtpSender.getCapabilities) return;
   const caps = RTCRtpSender.getCapabilities(kind);
   if (!caps || !transceiver.setCodecPreferences) return;
-  const wanted = caps.codecs.filter((c) => kind === 'video'
-    ? c.mimeType === 'video/H264' && /packetization-mode=1/.test(c.sdpFmtpLine || '')
-    : c.mimeType === 'audio/opus');
+  // The server relays video in the codec it is sent; H.264 is the one every viewer decodes.
+  const codec = $('codec') ? $('codec').value : 'H264';
+  const wanted = caps.codecs.filter((c) => {
+    if (kind !== 'video') return c.mimeType === 'audio/opus';
+    if (c.mimeType.toUpperCase() !== `VIDEO/${codec}`) return false;
+    if (codec === 'H264') return /packetization-mode=1/.test(c.sdpFmtpLine || '');
+    if (codec === 'VP9') return !/profile-id=[123]/.test(c.sdpFmtpLine || '');
+    return true;
+  });
   const repair = caps.codecs.filter((c) => /\/(rtx|red|ulpfec)$/i.test(c.mimeType));
   if (wanted.length) transceiver.setCodecPreferences([...wanted, ...repair]);
 }

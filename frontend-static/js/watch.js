@@ -18,20 +18,29 @@ if (video.requestVideoFrameCallback) {
 }
 setInterval(async () => { window.itg.stats = await player.stats(); }, 250);
 
-// The stream's video is H.264 as the streamer sent it (no transcoding): a browser that cannot
-// decode it is told so, in words, instead of getting a black picture.
-const h264 = (() => {
+// The stream's video is in the codec the streamer sent (no transcoding: H.264, H.265, VP8, VP9
+// or AV1): a browser that cannot decode it is told so, in words, instead of getting a black
+// picture.
+function decodes(codec) {
   try {
     const caps = RTCRtpReceiver.getCapabilities?.('video');
-    return !caps || caps.codecs.some((c) => c.mimeType.toLowerCase() === 'video/h264');
+    const mime = `video/${codec}`.toLowerCase();
+    return !caps || caps.codecs.some((c) => c.mimeType.toLowerCase() === mime);
   } catch (_) {
     return true;
   }
-})();
-window.itg.h264 = h264;
-const NO_H264 = 'This browser cannot decode H.264 video, which this stream uses. In Firefox: open '
-  + 'about:addons, Plugins, enable "OpenH264 Video Codec provided by Cisco Systems" (Firefox '
-  + 'downloads it on first use), then reload this page.';
+}
+window.itg.h264 = decodes('H264');
+function cannotDecode(codec) {
+  if (codec === 'H264') {
+    return 'This browser cannot decode H.264 video, which this stream uses. In Firefox: open '
+      + 'about:addons, Plugins, enable "OpenH264 Video Codec provided by Cisco Systems" (Firefox '
+      + 'downloads it on first use), then reload this page.';
+  }
+  return `This browser cannot decode ${codec} video, which this stream uses. Try another browser `
+    + '(Chromium-based browsers decode H.264, VP8, VP9 and AV1; Firefox VP8, VP9 and AV1).';
+}
+let streamCodec = null;
 
 function addReportLink() {
   const a = document.createElement('a');
@@ -106,13 +115,15 @@ async function tick() {
     lastFrames = frames;
     lastProgress = Date.now();
   }
+  streamCodec = info.codec || null;
+  const decodable = !streamCodec || decodes(streamCodec);
   const stalled = Date.now() - lastProgress > 6000;
   if (stalled && player.pc && player.pc.connectionState !== 'connected' && frames === 0) {
     noteIceFailure(player.remoteCandidates(player.pc));
   }
-  if (!h264 || refused) {
+  if (!decodable || refused) {
     live = true;
-    show('unsupported', h264 ? `Cannot play: ${refused}` : NO_H264);
+    show('unsupported', decodable ? `Cannot play: ${refused}` : cannotDecode(streamCodec));
     return;
   }
   if (!player.pc || player.state === 'disconnected' || player.state === 'error' || stalled) {
@@ -134,7 +145,7 @@ async function renderStats() {
   if (!s) return;
   const f = (v, d = 0) => (v === undefined || Number.isNaN(v) ? '–' : v.toFixed(d));
   statsBox.innerHTML = `
-    <div>resolution <b>${escapeHtml(resolution(s) || '–')}</b></div>
+    <div>resolution <b>${escapeHtml(resolution(s) || '–')}</b> · codec <b>${escapeHtml(streamCodec || '–')}</b></div>
     <div>frames/s <b>${f(s.fps)}</b> · decoded <b>${s.framesDecoded}</b></div>
     <div>bitrate <b>${f(s.kbps)}</b> kbit/s</div>
     <div>lost <b>${s.packetsLost ?? '–'}</b> of <b>${s.packetsReceived ?? '–'}</b></div>

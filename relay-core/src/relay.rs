@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use ftl_proto::ChannelId;
 use log::{debug, info};
 
+use crate::codec::VideoCodec;
 use crate::config::RelayConfig;
 use crate::ids::Ids;
 use crate::stats::{StreamStats, ViewerStats};
@@ -327,6 +328,7 @@ impl Relay {
             Some(stream) if !recent && stream.gop.is_valid() => {
                 v.last_keyframe_request = Some(now);
                 v.stats.keyframes_from_cache += 1;
+                stream.counters.viewer_restarts += 1;
                 replay_gop(v, stream, &self.config, now, &mut self.outputs);
             }
             Some(stream) if !stream.gop.is_valid() && stream.keyframes_on_demand() => {
@@ -427,13 +429,10 @@ impl Relay {
         Some(ch.stream.as_ref()?.stats(ch.viewers.len(), now))
     }
 
-    /// The SDP `profile-level-id` of `channel`'s video, once its SPS was seen.
-    pub fn profile_level_id(&self, channel: ChannelId) -> Option<&str> {
-        self.channels
-            .get(&channel)?
-            .stream
-            .as_ref()?
-            .profile_level_id()
+    /// The codec of `channel`'s video, and its profile once a parameter set gave it (H.264:
+    /// the SDP `profile-level-id`).
+    pub fn video_codec(&self, channel: ChannelId) -> Option<(VideoCodec, Option<&str>)> {
+        self.channels.get(&channel)?.stream.as_ref()?.video_codec()
     }
 
     /// Statistics of one viewer.

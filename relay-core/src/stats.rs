@@ -97,6 +97,9 @@ pub struct StreamCounters {
     pub gop_overflows: u64,
     /// Keyframes asked of the encoder (sources that can be asked: WebRTC peers).
     pub keyframe_requests: u64,
+    /// Viewers' keyframe requests answered from the GOP cache (a viewer whose decoder lost
+    /// its footing restarted from the cached keyframe), summed over the stream's viewers.
+    pub viewer_restarts: u64,
     /// Times a viewer fell behind (its caller reported a backlog over the bound) and its
     /// video skipped to the next keyframe, summed over the stream's viewers.
     pub viewer_skips: u64,
@@ -122,7 +125,10 @@ pub struct StreamStats {
     /// From the SPS: the real picture size.
     pub width: Option<u32>,
     pub height: Option<u32>,
-    pub profile_level_id: Option<String>,
+    /// The video codec, and its profile as its SDP parameters spell it (see
+    /// [`crate::VideoFormat::profile`]).
+    pub codec: Option<crate::VideoCodec>,
+    pub profile: Option<String>,
     pub has_video: bool,
     pub has_audio: bool,
     pub viewers: usize,

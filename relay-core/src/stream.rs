@@ -416,7 +416,7 @@ impl Stream {
             return;
         };
         if let Some(f) = info.format {
-            self.note_format((f.width, f.height, f.profile_level_id), out);
+            self.note_format((f.width, f.height, f.profile), out);
         }
         if info.bidirectional && !self.b_frames {
             self.b_frames = true;
@@ -496,7 +496,8 @@ impl Stream {
                 channel: self.channel,
                 width: format.0,
                 height: format.1,
-                profile_level_id: format.2.clone(),
+                codec: self.codec,
+                profile: format.2.clone(),
             }));
             self.format = Some(format);
         }
@@ -626,7 +627,8 @@ impl Stream {
             keyframe_interval: self.keyframe_interval,
             width: self.format.as_ref().map(|f| f.0),
             height: self.format.as_ref().map(|f| f.1),
-            profile_level_id: self.format.as_ref().map(|f| f.2.clone()),
+            codec: self.video.is_some().then_some(self.codec),
+            profile: self.format.as_ref().map(|f| f.2.clone()),
             has_video: self.video.is_some(),
             has_audio: self.audio.is_some(),
             viewers,
@@ -635,8 +637,10 @@ impl Stream {
         }
     }
 
-    /// The SDP `profile-level-id` of the video, once an SPS was seen.
-    pub(crate) fn profile_level_id(&self) -> Option<&str> {
-        self.format.as_ref().map(|f| f.2.as_str())
+    /// The video's codec and its profile, once a parameter set was seen.
+    pub(crate) fn video_codec(&self) -> Option<(VideoCodec, Option<&str>)> {
+        self.video
+            .as_ref()
+            .map(|_| (self.codec, self.format.as_ref().map(|f| f.2.as_str())))
     }
 }

@@ -110,8 +110,9 @@ pub enum Event {
         channel: ChannelId,
         width: u32,
         height: u32,
-        /// SDP `profile-level-id`, e.g. `42c01f`.
-        profile_level_id: String,
+        codec: crate::VideoCodec,
+        /// The profile as the codec's SDP parameters spell it (H.264: `42c01f`).
+        profile: String,
     },
     ViewerJoined {
         channel: ChannelId,

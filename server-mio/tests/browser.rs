@@ -144,6 +144,24 @@ fn the_publish_page_goes_live_from_a_fake_camera_and_stop_ends_it() {
     assert!(artifacts.join("watch-whip.png").exists());
 }
 
+/// Chromium publishes VP8, VP9 and AV1 over WHIP; Chromium watches each at the published size
+/// (a late viewer at once), Firefox without OpenH264 plays VP8 and AV1.
+#[test]
+fn every_codec_chromium_publishes_is_watched_as_it_is() {
+    if !ready() {
+        return;
+    }
+    let _turn = turn();
+    let status = run_in_namespace("codecs.mjs").status().unwrap();
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/browser-artifacts");
+    assert!(
+        status.success(),
+        "the codecs test failed (screenshots in {})",
+        artifacts.display()
+    );
+    assert!(artifacts.join("codecs-summary.json").exists());
+}
+
 /// Runs a script that streams the fixture with our FTL client; checks it passed and left
 /// `artifact` in the artifacts folder.
 fn run_with_fixture(

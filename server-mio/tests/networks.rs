@@ -202,3 +202,60 @@ fn keyframes_tell_the_browser_to_hold_video_back_as_little_as_it_can() {
     );
     let _ = streamer.stop();
 }
+
+/// Whether an RTP payload starts an H.264 keyframe (an SPS first, alone or aggregated, as the
+/// FTL client packetizes access units; or an IDR slice).
+fn starts_keyframe(payload: &[u8]) -> bool {
+    match payload.first().map(|b| b & 0x1f) {
+        Some(7) | Some(5) => true,
+        Some(24) => payload.get(3).is_some_and(|b| b & 0x1f == 7),
+        Some(28) => payload
+            .get(1)
+            .is_some_and(|b| b & 0x80 != 0 && b & 0x1f == 5),
+        _ => false,
+    }
+}
+
+/// When repair cannot win (everything lost for longer than the retransmission history), the
+/// viewer's keyframe request is answered at once from the GOP cache: a clean restart, not a
+/// freeze until the encoder's next keyframe.
+#[test]
+fn a_viewer_whose_repair_cannot_win_restarts_from_the_cached_keyframe() {
+    let server = TestServer::start();
+    let streamer = server.stream(77, VIDEO_A, Some(Duration::from_secs(10)));
+    assert!(server.wait_for(Duration::from_secs(5), |s| stream_info(s, 77).is_some()));
+    let mut viewer = Viewer::whep(server.addrs.http, 77).unwrap();
+    assert!(viewer.drive(Duration::from_secs(5), |v| v.video.len() > 30));
+    let ssrc = viewer.video[0].header.ssrc;
+    // An outage longer than the history a NACK can reach.
+    viewer.drop_filter = Some(Box::new(|_: &[u8]| true));
+    viewer.drive(Duration::from_millis(900), |_| false);
+    viewer.drop_filter = None;
+    let before = viewer.video.len();
+    let asked = std::time::Instant::now();
+    viewer
+        .rtc
+        .direct_api()
+        .stream_rx(&ssrc)
+        .expect("the video stream")
+        .request_keyframe(str0m::media::KeyframeRequestKind::Pli);
+    let got = viewer.drive(Duration::from_secs(2), |v| {
+        v.video
+            .iter()
+            .skip(before)
+            .any(|p| starts_keyframe(&p.payload))
+    });
+    let waited = asked.elapsed();
+    let info = stream_info(&server, 77).unwrap();
+    eprintln!(
+        "keyframe {waited:?} after the request; restarts from the cache {}",
+        info["viewer_restarts"]
+    );
+    assert!(got, "no keyframe after the request");
+    assert!(
+        waited < Duration::from_millis(300),
+        "the keyframe took {waited:?}"
+    );
+    assert_eq!(info["viewer_restarts"], 1, "not answered from the cache");
+    let _ = streamer.stop();
+}

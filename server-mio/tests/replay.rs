@@ -37,6 +37,11 @@ fn fixtures() -> Vec<(&'static str, Vec<u64>)> {
         ("ftl_app-640x360-6s", vec![0, 2500]),
         // A WHIP session: decrypted RTP through the relay's RTP source.
         ("whip-320x180", vec![0, 1000]),
+        // Chromium publishing VP8, VP9 and AV1 over WHIP: the codec seam finds their
+        // keyframes and sizes; a late viewer starts from the cache.
+        ("whip-vp8-640x360", vec![0, 3000]),
+        ("whip-vp9-640x360", vec![0, 3000]),
+        ("whip-av1-640x360", vec![0, 3000]),
     ]
 }
 

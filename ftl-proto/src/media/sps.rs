@@ -151,7 +151,7 @@ fn skip_scaling_list(r: &mut BitReader<'_>, size: usize) -> Result<(), Error> {
 /// Removes emulation prevention bytes (`00 00 03` -> `00 00`, §7.4.1) from as much of `data`
 /// as fits in `out`; returns the unescaped bytes. No allocation: slice headers are read per
 /// packet.
-pub(crate) fn unescape_into<'b>(data: &[u8], out: &'b mut [u8]) -> &'b [u8] {
+pub fn unescape_into<'b>(data: &[u8], out: &'b mut [u8]) -> &'b [u8] {
     let mut len = 0;
     let mut zeros = 0;
     for &b in data {

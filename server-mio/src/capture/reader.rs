@@ -41,8 +41,10 @@ pub struct WhipExchange {
     pub channel: Option<u32>,
     /// The server's status (`201` when the publisher was taken).
     pub status: u16,
-    /// Payload types of the answer's H.264 and Opus formats.
+    /// Payload types of the answer's video (in `video_codec`) and Opus formats.
     pub video_pts: Vec<u8>,
+    /// The codec of the answer's video (a publisher's answer names one).
+    pub video_codec: Option<relay_core::VideoCodec>,
     pub audio_pts: Vec<u8>,
 }
 
@@ -86,7 +88,16 @@ impl WhipExchange {
                 let (pt, codec) = map.split_once(' ').unwrap_or((map, ""));
                 let Ok(pt) = pt.parse::<u8>() else { continue };
                 let codec = codec.to_ascii_lowercase();
-                if section == "video" && codec.starts_with("h264/") && !w.video_pts.contains(&pt) {
+                let name = codec.split('/').next().unwrap_or("");
+                let video = relay_core::VideoCodec::ALL
+                    .into_iter()
+                    .find(|c| c.name().eq_ignore_ascii_case(name));
+                if section == "video"
+                    && video.is_some()
+                    && w.video_codec.is_none_or(|c| Some(c) == video)
+                    && !w.video_pts.contains(&pt)
+                {
+                    w.video_codec = video;
                     w.video_pts.push(pt);
                 } else if section == "audio"
                     && codec.starts_with("opus/")

@@ -121,7 +121,7 @@ impl Server {
                 }
                 if let Some(s) = self.relay.stream_stats(c, now) {
                     let codecs: Vec<&str> =
-                        [s.has_video.then_some("H264"), s.has_audio.then_some("opus")]
+                        [s.codec.map(|c| c.name()), s.has_audio.then_some("opus")]
                             .into_iter()
                             .flatten()
                             .collect();
@@ -130,7 +130,11 @@ impl Server {
                     v["fps"] = json!((s.video.frames_per_second * 10.0).round() / 10.0);
                     v["width"] = json!(s.width);
                     v["height"] = json!(s.height);
-                    v["profile_level_id"] = json!(s.profile_level_id);
+                    v["codec"] = json!(s.codec.map(|c| c.name()));
+                    v["profile"] = json!(s.profile);
+                    if s.codec == Some(relay_core::VideoCodec::H264) {
+                        v["profile_level_id"] = json!(s.profile);
+                    }
                     v["codecs"] = json!(codecs);
                     v["uptime_s"] = json!(s.uptime.as_secs());
                     v["keyframe_interval_ms"] =
@@ -141,6 +145,7 @@ impl Server {
                     v["keyframes"] = json!(s.counters.keyframes);
                     v["b_frames"] = json!(s.b_frames);
                     v["keyframe_requests"] = json!(s.counters.keyframe_requests);
+                    v["viewer_restarts"] = json!(s.counters.viewer_restarts);
                     v["viewer_skips"] = json!(s.counters.viewer_skips);
                     v["viewer_skipped_packets"] = json!(s.counters.viewer_skipped_packets);
                     v["viewer_skips_late"] = json!(s.counters.viewer_skips_late);

@@ -50,7 +50,10 @@ pub fn key_service_response(data: &[u8]) {
 /// candidate.
 pub fn signalling(text: &str) {
     let _ = super::webrtc::whip::check_offer(text, super::webrtc::whip::Offerer::Publisher);
-    let _ = super::webrtc::whip::check_offer(text, super::webrtc::whip::Offerer::Viewer);
+    let _ = super::webrtc::whip::offered_video_codecs(text);
+    for codec in relay_core::VideoCodec::ALL {
+        let _ = super::webrtc::whip::check_offer(text, super::webrtc::whip::Offerer::Viewer(codec));
+    }
     let _ = super::webrtc::peers::mids_from_sdp(text);
     let _ = super::webrtc::peers::parse_answer(text);
     let _ = super::webrtc::peers::parse_candidate(text);

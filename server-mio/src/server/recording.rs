@@ -111,6 +111,18 @@ impl Server {
         let Some(writer) = self.recorder.writer.as_ref() else {
             return;
         };
+        if let Some((codec, _)) = self
+            .relay
+            .video_codec(channel)
+            .filter(|(c, _)| *c != relay_core::VideoCodec::H264)
+        {
+            warn!(
+                "channel {channel}: not recorded: this stream's video is {}, and recordings are \
+                 H.264 (MP4) only so far",
+                codec.name()
+            );
+            return;
+        }
         let tap = match self.relay.add_tap(channel, now) {
             Ok(t) => t,
             Err(e) => {

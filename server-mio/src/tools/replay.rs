@@ -337,6 +337,7 @@ pub fn replay(rec: &Recorded, opts: &ReplayOptions) -> Result<ReplayOutput, Repl
 /// Feeds a WHIP recording's datagrams to the relay's RTP source, as the server does with
 /// what str0m decrypted: RTP by the answer's payload types, sender reports by the SSRCs seen.
 struct WhipFeed {
+    video: Option<VideoCodec>,
     video_pts: Vec<u8>,
     audio_pts: Vec<u8>,
     ssrcs: BTreeMap<u32, MediaKind>,
@@ -345,6 +346,7 @@ struct WhipFeed {
 impl WhipFeed {
     fn new(w: &WhipExchange) -> WhipFeed {
         WhipFeed {
+            video: w.video_codec,
             video_pts: w.video_pts.clone(),
             audio_pts: w.audio_pts.clone(),
             ssrcs: BTreeMap::new(),
@@ -353,7 +355,7 @@ impl WhipFeed {
 
     fn params(&self) -> StreamParams {
         StreamParams::Rtp {
-            video: (!self.video_pts.is_empty()).then_some(VideoCodec::H264),
+            video: self.video.filter(|_| !self.video_pts.is_empty()),
             audio: !self.audio_pts.is_empty(),
         }
     }

@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { env, serveLiveChannel, finish } from './lib.mjs';
+import { env, serveLiveChannel, finish, launchFirefox } from './lib.mjs';
 
 const ARTIFACTS = env('ITG_ARTIFACTS');
 // Firefox gathers no ICE candidate on a namespace with loopback alone: the test gives its own
@@ -30,17 +30,7 @@ try {
   execFileSync('ip', ['link', 'set', 'itgff1', 'up']);
   const HTTP = await serveLiveChannel({ dir, addr: ADDR, http: 18070, ftl: 18074, webrtc: 20030, media: '19060-19070' });
 
-  browser = await puppeteer.launch({
-    browser: 'firefox',
-    executablePath: '/usr/bin/firefox-esr',
-    headless: true,
-    extraPrefsFirefox: {
-      // Loopback ICE candidates, unobfuscated: the namespace has nothing else.
-      'media.peerconnection.ice.loopback': true,
-      'media.peerconnection.ice.obfuscate_host_addresses': false,
-      'media.autoplay.default': 0,
-    },
-  });
+  browser = await launchFirefox(puppeteer);
   page = await browser.newPage();
   page.on('console', (m) => process.stderr.write(`[firefox page] ${m.text()}\n`));
   const version = await browser.version();

@@ -5,7 +5,9 @@
 //   RSA-2048 (GStreamer's own), which the server's DTLS must take;
 // - a second webrtcbin watches that stream over WHEP and decodes it at 640x360 with sound;
 // - it watches an FTL stream (our client, the fixture) over WHEP;
-// - a wrong key is refused with 401 before any WebRTC state is made.
+// - a wrong key is refused with 401 before any WebRTC state is made;
+// - it publishes H.265 (x265, as OBS's HEVC over WHIP) and another webrtcbin watches it in
+//   H.265 at its size; a viewer that offers H.264 only is refused with 406 naming H.265.
 //
 // Environment: ITG_SERVER_BIN, ITG_CLIENT_BIN, ITG_VIDEO, ITG_AUDIO, ITG_GST, ITG_ARTIFACTS.
 import { execFileSync } from 'node:child_process';
@@ -63,8 +65,28 @@ try {
   if (watchWhip.code !== 0 || watchWhip.width !== 640 || watchWhip.height !== 360 || watchWhip.frames < 60 || watchWhip.audio_buffers < 50) {
     throw new Error(`GStreamer watching GStreamer: ${JSON.stringify(watchWhip)}`);
   }
+
+  // H.265 in, H.265 out (channel 79).
+  const key79 = execFileSync(SERVER, ['keys', 'add', '--data-dir', `${dir}/data`, '--channel', '79', '--name', 'HEVC'])
+    .toString().trim().split('\n').pop();
+  await until('channel 79', 5000, async () => (await (await fetch(`${HTTP}/api/streams`)).json()).streams.some((s) => s.channel === 79));
+  const hevcPublishing = gst('publish', `${HTTP}/whip/79`, ['--key', key79, '--codec', 'h265', '--width', '640', '--height', '360', '--kbps', '1200'], 12);
+  await until('channel 79 live in H.265', 10000, async () => (await (await fetch(`${HTTP}/api/streams`)).json())
+    .streams.some((s) => s.channel === 79 && s.live && s.codec === 'H265'));
+  const hevcWatch = await gst('watch', `${HTTP}/whep/79`, ['--codec', 'h265'], 5);
+  const h264Only = await gst('watch', `${HTTP}/whep/79`, [], 2);
+  const hevcInfo = (await (await fetch(`${HTTP}/api/streams`)).json()).streams.find((s) => s.channel === 79);
+  const hevcPublished = await hevcPublishing;
+  summary.hevc = { publish: hevcPublished, watch: hevcWatch, h264_only: { code: h264Only.code, status: h264Only.status, error: h264Only.error }, stream: { codec: hevcInfo.codec, profile: hevcInfo.profile, width: hevcInfo.width, height: hevcInfo.height } };
+  if (hevcPublished.code !== 0) throw new Error(`GStreamer publishing H.265: ${JSON.stringify(hevcPublished)}`);
+  if (!(hevcInfo.width === 640 && hevcInfo.height === 360)) throw new Error(`the server saw ${JSON.stringify(summary.hevc.stream)}`);
+  if (hevcWatch.code !== 0 || hevcWatch.width !== 640 || hevcWatch.height !== 360 || hevcWatch.frames < 60) {
+    throw new Error(`GStreamer watching H.265: ${JSON.stringify(hevcWatch)}`);
+  }
+  if (h264Only.status !== 406) throw new Error(`an H.264-only viewer of an H.265 stream: ${JSON.stringify(summary.hevc.h264_only)}`);
+
   writeFileSync(join(ARTIFACTS, 'gstreamer-summary.json'), JSON.stringify(summary, null, 2));
-  console.log(`GStreamer test passed: ${JSON.stringify({ watch_ftl_first_frame_ms: watchFtl.first_frame_ms, publish_connected_ms: published.connected_ms, watch_whip_frames: watchWhip.frames })}`);
+  console.log(`GStreamer test passed: ${JSON.stringify({ watch_ftl_first_frame_ms: watchFtl.first_frame_ms, publish_connected_ms: published.connected_ms, watch_whip_frames: watchWhip.frames, hevc_first_frame_ms: hevcWatch.first_frame_ms, hevc_frames: hevcWatch.frames })}`);
 } catch (e) {
   error = e;
   writeFileSync(join(ARTIFACTS, 'gstreamer-summary.json'), JSON.stringify(summary, null, 2));

@@ -45,6 +45,24 @@ export function gstreamer(script, mode, url, extra = [], seconds = 6) {
   });
 }
 
+/**
+ * Headless Firefox (Debian's firefox-esr) through puppeteer-core, with what a private test
+ * namespace needs: host candidates unobfuscated, loopback allowed, autoplay. Firefox gathers
+ * no ICE candidate on a namespace with loopback alone: callers add a veth test address.
+ */
+export async function launchFirefox(puppeteer) {
+  return puppeteer.launch({
+    browser: 'firefox',
+    executablePath: '/usr/bin/firefox-esr',
+    headless: true,
+    extraPrefsFirefox: {
+      'media.peerconnection.ice.loopback': true,
+      'media.peerconnection.ice.obfuscate_host_addresses': false,
+      'media.autoplay.default': 0,
+    },
+  });
+}
+
 /** Chromium as the tests run it: loopback WebRTC allowed, autoplay without a gesture. */
 export const CHROMIUM_ARGS = ['--no-sandbox', '--disable-features=WebRtcHideLocalIpsWithMdns',
   '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required'];

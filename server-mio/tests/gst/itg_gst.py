@@ -33,14 +33,33 @@ from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
 
 Gst.init(None)
 
+# The encoder, payloader and caps of each codec it can publish, and the depayloader and decoder
+# it watches with.
+CODECS = {
+    "h264": (
+        "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 bitrate={kbps} ! "
+        "video/x-h264,profile=constrained-baseline ! "
+        "rtph264pay config-interval=-1 aggregate-mode=zero-latency ! "
+        "application/x-rtp,media=video,encoding-name=H264,payload=96",
+        "application/x-rtp,media=video,encoding-name=H264,clock-rate=90000,payload=96,"
+        "packetization-mode=(string)1,profile-level-id=(string)42e01f",
+        "rtph264depay ! h264parse ! avdec_h264",
+    ),
+    "h265": (
+        "x265enc tune=zerolatency speed-preset=ultrafast key-int-max=30 bitrate={kbps} "
+        "option-string=repeat-headers=1 ! "
+        "video/x-h265,profile=main ! rtph265pay config-interval=-1 ! "
+        "application/x-rtp,media=video,encoding-name=H265,payload=96",
+        "application/x-rtp,media=video,encoding-name=H265,clock-rate=90000,payload=96",
+        "rtph265depay ! h265parse ! avdec_h265",
+    ),
+}
+
 PUBLISH = (
     "webrtcbin name=rtc bundle-policy=max-bundle "
     "videotestsrc is-live=true pattern=ball ! "
     "video/x-raw,width={width},height={height},framerate=30/1 ! "
-    "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 bitrate={kbps} ! "
-    "video/x-h264,profile=constrained-baseline ! "
-    "rtph264pay config-interval=-1 aggregate-mode=zero-latency ! "
-    "application/x-rtp,media=video,encoding-name=H264,payload=96 ! rtc. "
+    "{encode} ! rtc. "
     "audiotestsrc is-live=true wave=sine ! audioconvert ! audioresample ! opusenc ! "
     "rtpopuspay ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111 ! rtc. "
 )
@@ -67,7 +86,8 @@ class Session:
         self.offer_at = None
         self.first_frame_ms = None
         if args.mode == "publish":
-            desc = PUBLISH.format(width=args.width, height=args.height, kbps=args.kbps)
+            encode = CODECS[args.codec][0].format(kbps=args.kbps)
+            desc = PUBLISH.format(width=args.width, height=args.height, encode=encode)
             self.pipe = Gst.parse_launch(desc)
             self.rtc = self.pipe.get_by_name("rtc")
         else:
@@ -85,8 +105,7 @@ class Session:
         if args.mode == "watch":
             for kind in ("video", "audio"):
                 caps = Gst.Caps.from_string(
-                    "application/x-rtp,media=video,encoding-name=H264,clock-rate=90000,payload=96,"
-                    "packetization-mode=(string)1,profile-level-id=(string)42e01f"
+                    CODECS[args.codec][1]
                     if kind == "video"
                     else "application/x-rtp,media=audio,encoding-name=OPUS,clock-rate=48000,payload=111,"
                     "encoding-params=(string)2"
@@ -207,7 +226,10 @@ class Session:
         if self.args.verbose:
             print(f"pad {pad.get_name()}: {caps.to_string()}", file=sys.stderr)
         if media == "video":
-            desc = "rtph264depay ! h264parse ! avdec_h264 ! videoconvert ! fakesink name=vsink signal-handoffs=true sync=false"
+            desc = (
+                CODECS[self.args.codec][2]
+                + " ! videoconvert ! fakesink name=vsink signal-handoffs=true sync=false"
+            )
         else:
             desc = "rtpopusdepay ! opusdec ! fakesink name=asink signal-handoffs=true sync=false"
         bin_ = Gst.parse_bin_from_description(desc, True)
@@ -283,6 +305,7 @@ def main():
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=360)
     p.add_argument("--kbps", type=int, default=1500)
+    p.add_argument("--codec", choices=sorted(CODECS), default="h264")
     p.add_argument("--verbose", action="store_true", help="print the answer and the pads")
     p.add_argument("--local-ip", action="append", help="an address to gather ICE candidates on")
     args = p.parse_args()

@@ -20,7 +20,8 @@ use log::{debug, info, warn};
 use mio::Token;
 use rand::distr::{Alphanumeric, SampleString};
 use relay_core::{
-    EndReason, Event as RelayEvent, Forward, MediaKind as RelayKind, Output, SkipReason, ViewerId,
+    EndReason, Event as RelayEvent, Forward, MediaKind as RelayKind, Output, SkipReason,
+    VideoCodec, ViewerId,
 };
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
@@ -36,6 +37,9 @@ use crate::server::{Server, READ_BUDGET};
 
 /// Datagrams gathered before the send batch goes out while viewers are being driven.
 const SEND_AHEAD: usize = 64;
+/// The response header of a WHEP answer that names the stream's video codec (an edge's pull
+/// relays the stream as this; the answer may name other codecs too).
+pub(in crate::server) const CODEC_HEADER: &str = "ITG-Video-Codec";
 /// Packets written to one viewer before it is driven at once: a GOP replay (hundreds of
 /// packets) then passes through str0m's send queue in slices; that queue keeps the capacity
 /// of its longest moment for the viewer's life (~0.4 KB a packet).
@@ -473,8 +477,12 @@ impl Server {
         }
         // An offer this relay cannot serve is refused by name, before any WebRTC state: an
         // answer that rejects its video would leave the browser without a transport at all.
-        let offer = match check_offer(&offer, Offerer::Viewer) {
-            Ok(o) => o,
+        let codec = self
+            .relay
+            .video_codec(channel)
+            .map_or(VideoCodec::H264, |(c, _)| c);
+        let offer = match check_offer(&offer, Offerer::Viewer(codec)) {
+            Ok((o, _)) => o,
             Err((status, why)) => {
                 self.counters.viewers_refused += 1;
                 debug!("WHEP channel {channel}: {status} {why}");
@@ -688,7 +696,13 @@ impl Server {
         }
         self.viewers.by_whep.insert(session.clone(), id);
         self.viewer_drive(id, now);
-        self.session_created(answer_sdp, &format!("/whep/{channel}/{session}"), &session)
+        let resp =
+            self.session_created(answer_sdp, &format!("/whep/{channel}/{session}"), &session);
+        // The stream's codec: an edge's pull relays it as this (its answer may name others).
+        match self.relay.video_codec(channel) {
+            Some((codec, _)) => resp.header(CODEC_HEADER, codec.name().to_owned()),
+            None => resp,
+        }
     }
 
     /// `201 Created` for a WHEP or WHIP session: the answer, its `Location` and `ETag`, and the
@@ -828,20 +842,29 @@ impl Server {
             Err(p) => return Err(format!("internal error: {p}")),
         }
         self.viewer_media(id, &[]).map_err(str::to_owned)?;
-        // The same rule as a WHEP offer's: the relay passes H.264 through, so a browser that
-        // cannot decode it is told so by name instead of getting a black picture.
+        // The same rule as a WHEP offer's: the relay passes the stream's codec through, so a
+        // browser that cannot decode it is told so by name instead of getting a black picture.
         if let Some(v) = self.viewers.map.get(&id).filter(|v| v.video.is_none()) {
-            let message = format!(
-                "your browser's answer has no H.264 decoder, and this server relays the \
-                 streamer's H.264 as it is. {}",
+            let codec = self
+                .relay
+                .video_codec(v.channel)
+                .map_or(VideoCodec::H264, |(c, _)| c);
+            let name = codec.label();
+            let hint = if codec == VideoCodec::H264 {
                 super::whip::FIREFOX_H264
+            } else {
+                "Watch in a browser that decodes it."
+            };
+            let message = format!(
+                "your browser's answer has no {name} decoder, and this server relays the \
+                 streamer's {name} as it is. {hint}"
             );
             if let Signal::Ws(token) = v.signal {
-                let data = serde_json::json!({ "message": message, "codec": "H264" });
+                let data = serde_json::json!({ "message": message, "codec": codec.name() });
                 self.ws_send_json(token, "error", data);
             }
             self.counters.viewers_refused += 1;
-            self.viewer_drop(id, "no H.264 decoder");
+            self.viewer_drop(id, "no decoder for the stream's codec");
             return Ok(());
         }
         self.viewer_drive(id, now);
@@ -915,12 +938,23 @@ impl Server {
         id: u64,
         answer_mids: &[(String, MediaKind)],
     ) -> Result<(), &'static str> {
-        let profile = self
+        let (stream_codec, stream_profile) = self
             .viewers
             .map
             .get(&id)
-            .and_then(|v| self.relay.profile_level_id(v.channel))
+            .and_then(|v| self.relay.video_codec(v.channel))
+            .map(|(c, p)| (c, p.map(str::to_owned)))
+            .unwrap_or_default();
+        let profile = stream_profile
+            .as_deref()
+            .filter(|_| stream_codec == VideoCodec::H264)
             .and_then(|p| u32::from_str_radix(p, 16).ok());
+        // VP9's profile (0, or 2 for 10-bit) must match the decoder's.
+        let vp9_profile = stream_profile
+            .as_deref()
+            .filter(|_| stream_codec == VideoCodec::Vp9)
+            .and_then(|p| p.strip_prefix("profile-id="))
+            .and_then(|p| p.parse::<u32>().ok());
         let Some(v) = self.viewers.map.get_mut(&id) else {
             return Err("no viewer");
         };
@@ -953,6 +987,17 @@ impl Server {
             let remote = media.remote_pts();
             let usable = codecs.iter().filter(|p| remote.contains(&p.pt()));
             match kind {
+                MediaKind::Video if stream_codec != VideoCodec::H264 => {
+                    let same: Vec<_> = usable
+                        .filter(|p| super::whip::relay_codec(p) == Some(stream_codec))
+                        .collect();
+                    let exact = same.iter().find(|p| {
+                        vp9_profile.is_some() && p.spec().format.profile_id == vp9_profile
+                    });
+                    if let Some(p) = exact.or(same.first()) {
+                        video = Some((mid, p.pt()));
+                    }
+                }
                 MediaKind::Video => {
                     let h264: Vec<_> = usable
                         .filter(|p| {
@@ -1306,9 +1351,13 @@ impl Server {
                         channel,
                         width,
                         height,
-                        profile_level_id,
+                        codec,
+                        profile,
                     } => {
-                        info!("channel {channel}: video {width}x{height}, profile-level-id {profile_level_id}");
+                        info!(
+                            "channel {channel}: video {} {width}x{height}, profile {profile}",
+                            codec.name()
+                        );
                     }
                     RelayEvent::BFrames { channel } => self.hook_stream_update(channel, now),
                 },

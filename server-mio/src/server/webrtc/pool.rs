@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use log::warn;
 use mio::Waker;
+use relay_core::VideoCodec;
 use str0m::{Rtc, RtcConfig};
 
 /// How many ready `Rtc`s the loop keeps at hand.
@@ -70,20 +71,48 @@ pub(in crate::server) fn rtc_config(publisher: bool) -> RtcConfig {
             .set_extension_map(viewer_extensions())
             .set_stats_interval(Some(VIEWER_STATS_INTERVAL));
     }
-    let mut cfg = cfg
-        .set_ice_lite(true)
+    cfg.set_ice_lite(true)
         .set_rtp_mode(true)
         .clear_codecs()
         .enable_opus(true, false)
-        .set_send_buffer_video(SEND_BUFFER_VIDEO);
+        .set_send_buffer_video(SEND_BUFFER_VIDEO)
+}
+
+/// Adds `codec`'s payload types (each with RTX) to a configuration.
+fn add_video(cfg: &mut RtcConfig, codec: VideoCodec) {
     let codecs = cfg.codec_config();
-    for (pt, rtx, profile) in [
-        (108u8, 109u8, 0x42e01fu32),
-        (127, 121, 0x42001f),
-        (123, 119, 0x4d001f),
-        (114, 115, 0x64001f),
-    ] {
-        codecs.add_h264(pt.into(), Some(rtx.into()), true, profile);
+    match codec {
+        VideoCodec::H264 => {
+            for (pt, rtx, profile) in [
+                (108u8, 109u8, 0x42e01fu32),
+                (127, 121, 0x42001f),
+                (123, 119, 0x4d001f),
+                (114, 115, 0x64001f),
+            ] {
+                codecs.add_h264(pt.into(), Some(rtx.into()), true, profile);
+            }
+        }
+        VideoCodec::H265 => codecs.enable_h265(true),
+        VideoCodec::Vp8 => codecs.enable_vp8(true),
+        VideoCodec::Vp9 => codecs.enable_vp9(true),
+        VideoCodec::Av1 => codecs.enable_av1(true),
+    }
+}
+
+/// A WHIP publisher's configuration: its video in the one codec chosen from its offer (see
+/// `whip::check_offer`), so the answer names only that one and the encoder cannot switch.
+pub(in crate::server) fn publisher_config(video: Option<VideoCodec>) -> RtcConfig {
+    let mut cfg = rtc_config(true);
+    add_video(&mut cfg, video.unwrap_or_default());
+    cfg
+}
+
+/// A viewer's configuration: every codec the relay passes through, so one `Rtc` kept ready
+/// serves a stream in any of them; the stream's codec is picked from the answer.
+fn viewer_rtc_config() -> RtcConfig {
+    let mut cfg = rtc_config(false);
+    for codec in VideoCodec::ALL {
+        add_video(&mut cfg, codec);
     }
     cfg
 }
@@ -91,7 +120,7 @@ pub(in crate::server) fn rtc_config(publisher: bool) -> RtcConfig {
 /// A viewer's `Rtc` configuration and send-stream settings, as the loop uses them: for the
 /// per-packet egress benchmark, which drives one viewer's `Rtc` outside the loop.
 pub fn viewer_config() -> RtcConfig {
-    rtc_config(false)
+    viewer_rtc_config()
 }
 
 /// The header extensions a viewer's answer may carry: playout delay only (see
@@ -124,7 +153,7 @@ impl RtcPool {
                 let cert = shared;
                 while let Ok(Request::Build(n)) = req_rx.recv() {
                     for _ in 0..n {
-                        let mut cfg = rtc_config(false);
+                        let mut cfg = viewer_rtc_config();
                         if let Some(c) = &cert {
                             cfg = cfg.set_dtls_cert(c.clone());
                         }
@@ -159,8 +188,8 @@ impl RtcPool {
 
     /// An `Rtc` for a WHIP publisher, built here (authorized publishers are few; their
     /// configuration differs from the viewers' kept ready).
-    pub(in crate::server) fn publisher(&self) -> Rtc {
-        let mut cfg = rtc_config(true);
+    pub(in crate::server) fn publisher(&self, video: Option<VideoCodec>) -> Rtc {
+        let mut cfg = publisher_config(video);
         if let Some(c) = &self.cert {
             cfg = cfg.set_dtls_cert(c.clone());
         }

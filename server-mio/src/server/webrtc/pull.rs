@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use ftl_proto::ChannelId;
 use log::{info, warn};
 use mio::Waker;
+use relay_core::VideoCodec;
 use str0m::change::SdpAnswer;
 use str0m::media::{Direction, MediaKind};
 use str0m::{Candidate, Rtc};
@@ -79,8 +80,12 @@ pub(in crate::server) struct Pull {
 struct Signalled {
     channel: ChannelId,
     epoch: u64,
-    result: Result<(Rtc, String, Option<String>), String>,
+    result: Result<Answered, String>,
 }
+
+/// The origin's answer to a pull: the `Rtc` that made the offer, the answer, its session
+/// `Location`, and the codec the origin says the stream is in.
+type Answered = (Rtc, String, Option<String>, Option<VideoCodec>);
 
 /// The pulls of this node.
 pub(in crate::server) struct Pulls {
@@ -122,12 +127,20 @@ fn signal(
     token: &str,
     node: &str,
     tls: Option<&TlsClient>,
-) -> Result<(Rtc, String, Option<String>), String> {
+) -> Result<Answered, String> {
     let to = endpoint(origin).map_err(|e| e.to_string())?;
     // The edge is the DTLS client here; its DTLS is the server's (OpenSSL) as on the origin.
+    // Every codec the relay passes through: the origin's stream may be in any of them.
     let mut rtc = Rtc::builder()
         .set_crypto_provider(crate::dtls::provider())
         .set_rtp_mode(true)
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_h264(true)
+        .enable_h265(true)
+        .enable_vp8(true)
+        .enable_vp9(true)
+        .enable_av1(true)
         .build(Instant::now());
     let mut api = rtc.sdp_api();
     api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
@@ -159,7 +172,12 @@ fn signal(
     rtc.sdp_api()
         .accept_answer(pending, answer)
         .map_err(|e| e.to_string())?;
-    Ok((rtc, sdp, r.header("Location").map(str::to_owned)))
+    let codec = r.header(super::peers::CODEC_HEADER).and_then(|name| {
+        VideoCodec::ALL
+            .into_iter()
+            .find(|c| c.name().eq_ignore_ascii_case(name.trim()))
+    });
+    Ok((rtc, sdp, r.header("Location").map(str::to_owned), codec))
 }
 
 impl Server {
@@ -237,8 +255,8 @@ impl Server {
                         self.pulls.retry_at.insert(s.channel, now + RETRY);
                     }
                 }
-                Ok((rtc, sdp, location)) if current => {
-                    self.pull_connect(s.channel, rtc, &sdp, location, now);
+                Ok((rtc, sdp, location, codec)) if current => {
+                    self.pull_connect(s.channel, rtc, &sdp, location, codec, now);
                 }
                 Ok(_) => {}
             }
@@ -252,6 +270,7 @@ impl Server {
         mut rtc: Rtc,
         sdp: &str,
         location: Option<String>,
+        codec: Option<VideoCodec>,
         now: Instant,
     ) {
         let Some(origin) = udp_candidate(sdp) else {
@@ -275,7 +294,7 @@ impl Server {
         if let Ok(c) = Candidate::host(socket.1, "udp") {
             rtc.add_local_candidate(c);
         }
-        let publisher = Publisher::negotiated(&rtc, sdp, origin);
+        let publisher = Publisher::negotiated(&rtc, sdp, origin, codec);
         if !publisher.has_media() {
             warn!("channel {channel}: the origin offered nothing this node can relay");
             self.pulls.map.remove(&channel);

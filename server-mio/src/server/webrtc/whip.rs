@@ -42,13 +42,15 @@ pub(in crate::server) const FIREFOX_H264: &str = "In Firefox: about:addons, Plug
     \"OpenH264 Video Codec provided by Cisco Systems\" (Firefox downloads it on first use).";
 
 /// The codecs a publisher may send, named in refusals.
-const SUPPORTED: &str = "H.264 (packetization-mode=1) video and Opus audio";
+const SUPPORTED: &str = "H.264 (packetization-mode=1), H.265, VP8, VP9 or AV1 video and Opus audio";
 
 /// A publisher's side of the peer table.
 pub(in crate::server) struct Publisher {
     /// Where the offer came from (logs, the failed-authentication limit).
     pub(in crate::server) from: SocketAddr,
     video_mid: Option<Mid>,
+    /// The codec of its video, and the payload types it may come in.
+    video_codec: Option<VideoCodec>,
     video_pts: Vec<Pt>,
     audio_pts: Vec<Pt>,
     /// Whether this publisher owns its channel's live stream.
@@ -68,11 +70,19 @@ pub(in crate::server) struct Publisher {
 impl Publisher {
     /// A publisher of what `rtc` negotiated in `sdp` (the session's answer, or the origin's
     /// answer to an edge's pull): the payload types of each track (RTX is unwrapped by str0m).
-    pub(in crate::server) fn negotiated(rtc: &Rtc, sdp: &str, from: SocketAddr) -> Publisher {
+    /// Its video is in `video` when that is known (the codec chosen from a WHIP offer, the
+    /// origin's word for a pull), else in the first codec the answer names.
+    pub(in crate::server) fn negotiated(
+        rtc: &Rtc,
+        sdp: &str,
+        from: SocketAddr,
+        video: Option<VideoCodec>,
+    ) -> Publisher {
         let codecs = rtc.codec_config().params().to_vec();
         let mut publisher = Publisher {
             from,
             video_mid: None,
+            video_codec: None,
             video_pts: Vec::new(),
             audio_pts: Vec::new(),
             live: false,
@@ -89,11 +99,14 @@ impl Publisher {
             let remote = media.remote_pts();
             for p in codecs.iter().filter(|p| remote.contains(&p.pt())) {
                 match (kind, p.spec().codec) {
-                    (MediaKind::Video, Codec::H264)
-                        if p.spec().format.packetization_mode == Some(1) =>
-                    {
-                        publisher.video_mid = Some(mid);
-                        publisher.video_pts.push(p.pt());
+                    (MediaKind::Video, _) => {
+                        let Some(c) = relay_codec(p) else { continue };
+                        let want = video.or(publisher.video_codec).unwrap_or(c);
+                        if c == want {
+                            publisher.video_mid = Some(mid);
+                            publisher.video_codec = Some(c);
+                            publisher.video_pts.push(p.pt());
+                        }
                     }
                     (MediaKind::Audio, Codec::Opus) => publisher.audio_pts.push(p.pt()),
                     _ => {}
@@ -114,6 +127,8 @@ pub(in crate::server) struct WhipAuth {
     channel: ChannelId,
     secret: StreamKey,
     offer: SdpOffer,
+    /// The codec its video will be in (see `check_offer`).
+    video: Option<VideoCodec>,
     from: SocketAddr,
     /// The request with its key redacted, kept only with `--capture`.
     request: Option<Vec<u8>>,
@@ -153,57 +168,149 @@ pub(in crate::server) fn same_key(expected: &StreamKey, presented: &StreamKey) -
 pub(in crate::server) enum Offerer {
     /// A WHIP publisher: its encoder must send what the relay passes through.
     Publisher,
-    /// A WHEP viewer: its browser must decode what the relay passes through (there is no
-    /// transcoding), so an offer that offers video must offer H.264.
-    Viewer,
+    /// A WHEP viewer of a stream in this codec (H.264 while nothing is live): its browser must
+    /// decode what the relay passes through (there is no transcoding), so an offer that offers
+    /// video must offer that codec.
+    Viewer(VideoCodec),
+}
+
+/// The relay's name for a codec str0m negotiated, if the relay passes it through (H.264 only
+/// in packetization mode 1: mode 0 sends a NAL unit per packet, which encoders here do not).
+pub(in crate::server) fn relay_codec(p: &str0m::format::PayloadParams) -> Option<VideoCodec> {
+    match p.spec().codec {
+        Codec::H264 if p.spec().format.packetization_mode == Some(1) => Some(VideoCodec::H264),
+        Codec::H265 => Some(VideoCodec::H265),
+        Codec::Vp8 => Some(VideoCodec::Vp8),
+        Codec::Vp9 => Some(VideoCodec::Vp9),
+        Codec::Av1 => Some(VideoCodec::Av1),
+        _ => None,
+    }
+}
+
+/// The video codecs the first video section of `sdp` offers, in its order of preference (the
+/// `m=` line's payload list), those the relay passes through only.
+pub(in crate::server) fn offered_video_codecs(sdp: &str) -> Vec<VideoCodec> {
+    let mut order: Vec<&str> = Vec::new();
+    let mut maps: Vec<(&str, VideoCodec)> = Vec::new();
+    let mut h264: Vec<&str> = Vec::new();
+    let mut mode1: Vec<&str> = Vec::new();
+    let mut in_video = false;
+    let mut seen_video = false;
+    for line in sdp.lines() {
+        if let Some(m) = line.strip_prefix("m=") {
+            in_video = !seen_video && m.starts_with("video ");
+            if in_video {
+                seen_video = true;
+                order = m.split(' ').skip(3).collect();
+            }
+        } else if !in_video {
+            continue;
+        } else if let Some(map) = line.strip_prefix("a=rtpmap:") {
+            let (pt, codec) = map.split_once(' ').unwrap_or((map, ""));
+            let name = codec.split('/').next().unwrap_or("").to_ascii_uppercase();
+            let codec = match name.as_str() {
+                "H264" => {
+                    h264.push(pt);
+                    continue;
+                }
+                "H265" => VideoCodec::H265,
+                "VP8" => VideoCodec::Vp8,
+                "VP9" => VideoCodec::Vp9,
+                "AV1" => VideoCodec::Av1,
+                _ => continue,
+            };
+            maps.push((pt, codec));
+        } else if let Some(fmtp) = line.strip_prefix("a=fmtp:") {
+            let (pt, params) = fmtp.split_once(' ').unwrap_or((fmtp, ""));
+            if params
+                .split(';')
+                .any(|p| p.trim().eq_ignore_ascii_case("packetization-mode=1"))
+            {
+                mode1.push(pt);
+            }
+        }
+    }
+    maps.extend(
+        h264.iter()
+            .filter(|pt| mode1.contains(pt))
+            .map(|pt| (*pt, VideoCodec::H264)),
+    );
+    let mut out: Vec<VideoCodec> = Vec::new();
+    for pt in order {
+        if let Some((_, c)) = maps.iter().find(|(p, _)| *p == pt) {
+            if !out.contains(c) {
+                out.push(*c);
+            }
+        }
+    }
+    out
 }
 
 /// Checks an offer before any WebRTC state is made: it parses, it has media, and the media
-/// can be relayed. Audio alone (Opus) is a session too. Returns the parsed offer.
-pub(in crate::server) fn check_offer(sdp: &str, who: Offerer) -> Result<SdpOffer, (u16, String)> {
+/// is what the relay passes through. Returns the offer and, for a publisher offering video,
+/// the codec its stream will be in: H.264 when it is among those offered (every viewer's
+/// browser decodes it), else the publisher's first choice.
+pub(in crate::server) fn check_offer(
+    sdp: &str,
+    who: Offerer,
+) -> Result<(SdpOffer, Option<VideoCodec>), (u16, String)> {
     let offer = parse_offer(sdp)?;
     let mids = mids_from_sdp(sdp);
     let has = |k: MediaKind| mids.iter().any(|(_, kind)| *kind == k);
     if !has(MediaKind::Video) && !has(MediaKind::Audio) {
         return Err((400, "the offer has no audio or video to publish".into()));
     }
-    let mut h264 = false;
-    let mut opus = false;
-    let mut section: Option<&str> = None;
-    let mut h264_pts: Vec<&str> = Vec::new();
-    for line in sdp.lines() {
-        if let Some(m) = line.strip_prefix("m=") {
-            section = m.split(' ').next();
-        } else if let Some(map) = line.strip_prefix("a=rtpmap:") {
-            let (pt, codec) = map.split_once(' ').unwrap_or((map, ""));
-            let codec = codec.to_ascii_lowercase();
-            if section == Some("video") && codec.starts_with("h264/90000") {
-                h264_pts.push(pt);
-            }
-            if section == Some("audio") && codec.starts_with("opus/48000") {
-                opus = true;
-            }
-        } else if let Some(fmtp) = line.strip_prefix("a=fmtp:") {
-            let (pt, params) = fmtp.split_once(' ').unwrap_or((fmtp, ""));
-            if h264_pts.contains(&pt)
-                && params
-                    .split(';')
-                    .any(|p| p.trim().eq_ignore_ascii_case("packetization-mode=1"))
-            {
-                h264 = true;
+    let opus = {
+        let mut section: Option<&str> = None;
+        let mut found = false;
+        for line in sdp.lines() {
+            if let Some(m) = line.strip_prefix("m=") {
+                section = m.split(' ').next();
+            } else if let Some(map) = line.strip_prefix("a=rtpmap:") {
+                let codec = map
+                    .split_once(' ')
+                    .map_or("", |(_, c)| c)
+                    .to_ascii_lowercase();
+                found |= section == Some("audio") && codec.starts_with("opus/48000");
             }
         }
-    }
-    if has(MediaKind::Video) && !h264 {
-        return Err((406, match who {
-            Offerer::Publisher => format!(
-                "the offer's video has no H.264 with packetization-mode=1; this server takes {SUPPORTED}"
-            ),
-            Offerer::Viewer => format!(
-                "your browser offered no H.264 decoder, and this server relays the streamer's H.264 \
-                 as it is. {FIREFOX_H264} Or watch without video: offer audio only."
-            ),
-        }));
+        found
+    };
+    let offered = offered_video_codecs(sdp);
+    let mut video = None;
+    if has(MediaKind::Video) {
+        match who {
+            Offerer::Publisher => {
+                video = offered
+                    .iter()
+                    .find(|c| **c == VideoCodec::H264)
+                    .or(offered.first())
+                    .copied();
+                if video.is_none() {
+                    return Err((
+                        406,
+                        format!("the offer's video is in no codec this server takes; it takes {SUPPORTED}"),
+                    ));
+                }
+            }
+            Offerer::Viewer(want) if !offered.contains(&want) => {
+                let name = want.label();
+                let hint = if want == VideoCodec::H264 {
+                    format!("{FIREFOX_H264} Or watch without video: offer audio only.")
+                } else {
+                    "Watch in a browser that decodes it, or without video: offer audio only."
+                        .to_owned()
+                };
+                return Err((
+                    406,
+                    format!(
+                        "this stream is {name} and your browser offered no {name} decoder; the \
+                         server relays the streamer's video as it is. {hint}"
+                    ),
+                ));
+            }
+            Offerer::Viewer(want) => video = Some(want),
+        }
     }
     if !has(MediaKind::Video) && !opus {
         return Err((
@@ -212,11 +319,13 @@ pub(in crate::server) fn check_offer(sdp: &str, who: Offerer) -> Result<SdpOffer
                 Offerer::Publisher => {
                     format!("the offer's audio is not Opus; this server takes {SUPPORTED}")
                 }
-                Offerer::Viewer => "your browser offered no Opus decoder for the audio".to_owned(),
+                Offerer::Viewer(_) => {
+                    "your browser offered no Opus decoder for the audio".to_owned()
+                }
             },
         ));
     }
-    Ok(offer)
+    Ok((offer, video))
 }
 
 /// str0m's SDP parser on untrusted text: an error or a panic is a `400`.
@@ -330,12 +439,13 @@ impl Server {
         }
         let offer = std::str::from_utf8(&req.body)
             .map_err(|_| Response::text(400, "the offer is not UTF-8"))?;
-        let offer = check_offer(offer, Offerer::Publisher)
+        let (offer, video) = check_offer(offer, Offerer::Publisher)
             .map_err(|(status, why)| Response::text(status, &why))?;
         Ok(WhipAuth {
             channel,
             secret,
             offer,
+            video,
             from,
             request: self.args.capture.is_some().then(|| req.redacted()),
         })
@@ -383,7 +493,7 @@ impl Server {
         if let Some(resp) = refusal {
             return self.whip_refused(from, channel, resp);
         }
-        let rtc = self.pool.publisher();
+        let rtc = self.pool.publisher(auth.video);
         self.whip_answer(rtc, auth, now)
     }
 
@@ -397,6 +507,7 @@ impl Server {
         let WhipAuth {
             channel,
             offer,
+            video,
             from,
             request,
             ..
@@ -405,7 +516,7 @@ impl Server {
             Ok(a) => a,
             Err(resp) => return self.whip_refused(from, channel, resp),
         };
-        let mut publisher = Publisher::negotiated(&rtc, &answer_sdp, from);
+        let mut publisher = Publisher::negotiated(&rtc, &answer_sdp, from, video);
         if publisher.video_pts.is_empty() && publisher.audio_pts.is_empty() {
             let why = format!("nothing usable was negotiated; this server takes {SUPPORTED}");
             return self.whip_refused(from, channel, Response::text(406, &why));
@@ -574,7 +685,7 @@ impl Server {
         };
         let from = p.from;
         let params = StreamParams::Rtp {
-            video: p.video_mid.map(|_| VideoCodec::H264),
+            video: p.video_mid.and(p.video_codec),
             audio: !p.audio_pts.is_empty(),
         };
         let (has_video, has_audio) = (p.video_mid.is_some(), !p.audio_pts.is_empty());
@@ -736,12 +847,20 @@ mod tests {
             "a=fmtp:96 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n",
             "",
         );
-        let (status, why) = check_offer(&vp8, Offerer::Publisher).unwrap_err();
-        assert_eq!(status, 406);
-        assert!(why.contains("H.264") && why.contains("Opus"), "{why}");
-        let (status, why) = check_offer(&vp8, Offerer::Viewer).unwrap_err();
+        assert_eq!(
+            check_offer(&vp8, Offerer::Publisher).unwrap().1,
+            Some(VideoCodec::Vp8)
+        );
+        let (status, why) = check_offer(&vp8, Offerer::Viewer(VideoCodec::H264)).unwrap_err();
         assert_eq!(status, 406);
         assert!(why.contains("H.264") && why.contains("OpenH264"), "{why}");
+        let (status, why) = check_offer(H264, Offerer::Viewer(VideoCodec::Av1)).unwrap_err();
+        assert_eq!(status, 406);
+        assert!(why.contains("this stream is AV1"), "{why}");
+        let theora = vp8.replace("VP8/90000", "theora/90000");
+        let (status, why) = check_offer(&theora, Offerer::Publisher).unwrap_err();
+        assert_eq!(status, 406);
+        assert!(why.contains("VP9") && why.contains("Opus"), "{why}");
         let mode0 = H264.replace("packetization-mode=1", "packetization-mode=0");
         assert_eq!(check_offer(&mode0, Offerer::Publisher).unwrap_err().0, 406);
         assert_eq!(
@@ -779,8 +898,8 @@ mod tests {
         let with_app = H264.replace("a=group:BUNDLE 0", "a=group:BUNDLE 0 1")
             + "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\n\
                a=mid:1\r\na=sctp-port:5000\r\n";
-        let offer = check_offer(&with_app, Offerer::Publisher).unwrap();
-        let mut rtc = super::super::pool::rtc_config(true).build(Instant::now());
+        let (offer, video) = check_offer(&with_app, Offerer::Publisher).unwrap();
+        let mut rtc = super::super::pool::publisher_config(video).build(Instant::now());
         let answer = rtc.sdp_api().accept_offer(offer).unwrap().to_sdp_string();
         assert!(answer.contains("m=application 9"), "str0m answers it");
         let answer = super::super::peers::refuse_data_channels(&answer);

@@ -3,17 +3,32 @@
 //! The relay forwards payloads untouched; it looks inside a video payload only to find where a
 //! decoder can start (a keyframe), the picture's size and profile (from a parameter set), and
 //! whether the encoder reorders frames (B-frames, which browsers' WebRTC decoders do not
-//! handle). Those three questions are answered here per codec, so another codec (VP8, VP9,
-//! AV1 passthrough) is one more arm of [`VideoCodec`] and nothing else in the relay changes.
+//! handle). Those three questions are answered here per codec ([`h265`], [`vp8`], [`vp9`],
+//! [`av1`]; H.264 in `ftl_proto::media::h264`), so the GOP cache, keyframe requests and
+//! late-viewer skips work the same for every codec a browser decodes.
+
+mod av1;
+mod bits;
+mod h265;
+mod vp8;
+mod vp9;
 
 use ftl_proto::media::{h264, SliceType, Sps};
 
 /// The video codec of a stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub enum VideoCodec {
-    /// H.264, RTP packetization mode 1 (RFC 6184): what FTL carries and WHIP publishers send.
+    /// H.264, RTP packetization mode 1 (RFC 6184): what FTL carries and most publishers send.
     #[default]
     H264,
+    /// H.265 (RFC 7798): OBS's HEVC over WHIP; Safari and Chromium with hardware decode it.
+    H265,
+    /// VP8 (RFC 7741): every browser.
+    Vp8,
+    /// VP9 (RFC 9628).
+    Vp9,
+    /// AV1 (the AOM RTP payload format): OBS with recent GPUs, browsers.
+    Av1,
 }
 
 /// The picture format read from a parameter set.
@@ -21,8 +36,11 @@ pub enum VideoCodec {
 pub struct VideoFormat {
     pub width: u32,
     pub height: u32,
-    /// The SDP `profile-level-id` (H.264), e.g. `42c01f`.
-    pub profile_level_id: String,
+    /// The profile (and level, tier) as the codec's SDP parameters spell them: H.264's
+    /// `profile-level-id` (`42c01f`), VP9's `profile-id=0`, AV1's
+    /// `profile=0;level-idx=8;tier=0`, H.265's `profile-id=1;tier-flag=0;level-id=120`; empty
+    /// for VP8, which has none.
+    pub profile: String,
 }
 
 /// What one video payload tells the relay.
@@ -49,7 +67,7 @@ impl VideoCodec {
                         .map(|sps| VideoFormat {
                             width: sps.width,
                             height: sps.height,
-                            profile_level_id: sps.profile_level_id(),
+                            profile: sps.profile_level_id(),
                         })
                 } else {
                     None
@@ -63,6 +81,10 @@ impl VideoCodec {
                     bidirectional,
                 })
             }
+            VideoCodec::H265 => h265::inspect(payload),
+            VideoCodec::Vp8 => vp8::inspect(payload),
+            VideoCodec::Vp9 => vp9::inspect(payload),
+            VideoCodec::Av1 => av1::inspect(payload),
         }
     }
 
@@ -70,8 +92,31 @@ impl VideoCodec {
     pub fn name(self) -> &'static str {
         match self {
             VideoCodec::H264 => "H264",
+            VideoCodec::H265 => "H265",
+            VideoCodec::Vp8 => "VP8",
+            VideoCodec::Vp9 => "VP9",
+            VideoCodec::Av1 => "AV1",
         }
     }
+
+    /// The codec's name as people write it (`H.264`, `AV1`), for messages.
+    pub fn label(self) -> &'static str {
+        match self {
+            VideoCodec::H264 => "H.264",
+            VideoCodec::H265 => "H.265",
+            other => other.name(),
+        }
+    }
+
+    /// Every codec, in the order the server prefers them when a publisher offers several:
+    /// H.264 first (every browser, hardware everywhere), then what the publisher put first.
+    pub const ALL: [VideoCodec; 5] = [
+        VideoCodec::H264,
+        VideoCodec::H265,
+        VideoCodec::Vp8,
+        VideoCodec::Vp9,
+        VideoCodec::Av1,
+    ];
 }
 
 #[cfg(test)]
