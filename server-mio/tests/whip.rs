@@ -222,7 +222,10 @@ fn bad_whip_requests_get_their_status_and_disturb_nothing() {
     let r = post(&server, "77", Some(&key), &offer("theora/90000", ""));
     assert_eq!(r.status, 406);
     let body = String::from_utf8_lossy(&r.body);
-    assert!(body.contains("H.264") && body.contains("AV1") && body.contains("Opus"), "{body}");
+    assert!(
+        body.contains("H.264") && body.contains("AV1") && body.contains("Opus"),
+        "{body}"
+    );
     let none = good.replace("m=video 9", "m=video 0");
     assert_eq!(post(&server, "77", Some(&key), &none).status, 400);
     let r = http(

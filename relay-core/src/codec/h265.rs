@@ -64,20 +64,47 @@ pub(super) fn inspect(payload: &[u8]) -> Option<VideoInfo> {
     Some(info)
 }
 
-/// Reads an SPS NAL unit (H.265 §7.3.2.2), header included.
-fn sps(nal: &[u8]) -> Option<VideoFormat> {
+/// What an H.265 SPS says (H.265 §7.3.2.2): what the picture is, and what an MP4 `hvcC` box
+/// repeats of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct H265Sps {
+    /// The general profile_tier_level bytes: profile space, tier and profile, 4 bytes of
+    /// compatibility flags, 6 of constraint flags, and the level.
+    pub general: [u8; 12],
+    pub chroma_format_idc: u8,
+    pub bit_depth_luma_minus8: u8,
+    pub bit_depth_chroma_minus8: u8,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl H265Sps {
+    pub fn tier(&self) -> u8 {
+        (self.general[0] >> 5) & 1
+    }
+
+    pub fn profile(&self) -> u8 {
+        self.general[0] & 0x1f
+    }
+
+    pub fn level(&self) -> u8 {
+        self.general[11]
+    }
+}
+
+/// Reads an SPS NAL unit, header included, emulation prevention bytes still in.
+pub fn parse_sps(nal: &[u8]) -> Option<H265Sps> {
+    if nal_type(*nal.first()?) != SPS {
+        return None;
+    }
     let mut buf = [0u8; MAX_SPS];
     let rbsp = unescape(nal.get(2..)?, &mut buf);
+    let general: [u8; 12] = rbsp.get(1..13)?.try_into().ok()?;
     let mut b = Bits::new(rbsp);
     b.bits(4)?; // sps_video_parameter_set_id
     let sub_layers = b.bits(3)?; // sps_max_sub_layers_minus1
     b.bit()?; // sps_temporal_id_nesting_flag
-              // profile_tier_level(1, sub_layers)
-    b.bits(2)?; // general_profile_space
-    let tier = b.bit()?;
-    let profile = b.bits(5)?;
-    b.skip(32 + 48)?; // compatibility flags; progressive, interlaced, ... 44 reserved bits
-    let level = b.bits(8)?;
+    b.skip(96)?; // the general profile_tier_level, read above as bytes
     let mut present = [(false, false); 8];
     for p in present.iter_mut().take(sub_layers as usize) {
         *p = (b.flag()?, b.flag()?);
@@ -114,11 +141,75 @@ fn sps(nal: &[u8]) -> Option<VideoFormat> {
         width = width.checked_sub(sx * (left + right))?;
         height = height.checked_sub(sy * (top + bottom))?;
     }
-    (width > 0 && height > 0).then(|| VideoFormat {
+    let luma = b.ue(8)?;
+    let chroma_depth = b.ue(8)?;
+    (width > 0 && height > 0).then_some(H265Sps {
+        general,
+        chroma_format_idc: chroma as u8,
+        bit_depth_luma_minus8: luma as u8,
+        bit_depth_chroma_minus8: chroma_depth as u8,
         width,
         height,
-        profile: format!("profile-id={profile};tier-flag={tier};level-id={level}"),
     })
+}
+
+/// The picture format an SPS gives.
+fn sps(nal: &[u8]) -> Option<VideoFormat> {
+    let s = parse_sps(nal)?;
+    Some(VideoFormat {
+        width: s.width,
+        height: s.height,
+        profile: format!(
+            "profile-id={};tier-flag={};level-id={}",
+            s.profile(),
+            s.tier(),
+            s.level()
+        ),
+    })
+}
+
+/// The NAL units of one access unit's RTP payloads, in order: single NAL units as they are,
+/// aggregation packets split, fragmentation units joined (a fragment whose start was lost is
+/// dropped with what follows of it).
+pub fn depacketize<'a>(payloads: impl IntoIterator<Item = &'a [u8]>) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut fu: Option<Vec<u8>> = None;
+    for p in payloads {
+        let (Some(&h0), Some(&h1)) = (p.first(), p.get(1)) else {
+            continue;
+        };
+        match nal_type(h0) {
+            AP => {
+                let mut rest = p.get(2..).unwrap_or_default();
+                while let (Some(&a), Some(&b)) = (rest.first(), rest.get(1)) {
+                    let len = usize::from(u16::from_be_bytes([a, b]));
+                    let Some(nal) = rest.get(2..2 + len) else {
+                        break;
+                    };
+                    if !nal.is_empty() {
+                        out.push(nal.to_vec());
+                    }
+                    rest = rest.get(2 + len..).unwrap_or_default();
+                }
+            }
+            FU => {
+                let Some(&fh) = p.get(2) else { continue };
+                let data = p.get(3..).unwrap_or_default();
+                if fh & 0x80 != 0 {
+                    let mut nal = vec![(h0 & 0x81) | ((fh & 0x3f) << 1), h1];
+                    nal.extend_from_slice(data);
+                    fu = Some(nal);
+                } else if let Some(nal) = fu.as_mut() {
+                    nal.extend_from_slice(data);
+                }
+                if fh & 0x40 != 0 {
+                    out.extend(fu.take());
+                }
+            }
+            _ => out.push(p.to_vec()),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -174,6 +265,45 @@ mod tests {
         for n in 0..p.len() {
             let _ = inspect(&p[..n]);
         }
+    }
+
+    #[test]
+    fn the_sps_gives_what_hvcc_repeats() {
+        let s = parse_sps(&SPS_1080P).unwrap();
+        assert_eq!((s.profile(), s.tier(), s.level()), (1, 0, 120));
+        assert_eq!(
+            (
+                s.chroma_format_idc,
+                s.bit_depth_luma_minus8,
+                s.bit_depth_chroma_minus8
+            ),
+            (1, 0, 0)
+        );
+        assert_eq!(
+            s.general[1..5],
+            [0x60, 0, 0, 0],
+            "Main and Main 10 compatible"
+        );
+    }
+
+    #[test]
+    fn depacketizing_joins_fragments_and_splits_aggregates() {
+        let ap = [AP << 1, 1, 0, 3, VPS << 1, 1, 9, 0, 2, SPS << 1, 1];
+        let start = [FU << 1, 1, 0x80 | 19, 0xaa, 0xbb];
+        let end = [FU << 1, 1, 0x40 | 19, 0xcc];
+        let nals = depacketize([&ap[..], &start[..], &end[..], &[2, 1, 7][..]]);
+        assert_eq!(
+            nals,
+            vec![
+                vec![VPS << 1, 1, 9],
+                vec![SPS << 1, 1],
+                vec![19 << 1, 1, 0xaa, 0xbb, 0xcc],
+                vec![2, 1, 7]
+            ]
+        );
+        // A fragment without its start is dropped.
+        assert!(depacketize([&end[..]]).is_empty());
+        let _ = depacketize([&[AP << 1, 1, 0xff, 0xff, 1][..], &[FU << 1][..]]);
     }
 
     #[test]

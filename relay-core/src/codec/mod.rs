@@ -7,11 +7,11 @@
 //! [`av1`]; H.264 in `ftl_proto::media::h264`), so the GOP cache, keyframe requests and
 //! late-viewer skips work the same for every codec a browser decodes.
 
-mod av1;
+pub mod av1;
 mod bits;
-mod h265;
-mod vp8;
-mod vp9;
+pub mod h265;
+pub mod vp8;
+pub mod vp9;
 
 use ftl_proto::media::{h264, SliceType, Sps};
 
@@ -96,6 +96,25 @@ impl VideoCodec {
             VideoCodec::Vp8 => "VP8",
             VideoCodec::Vp9 => "VP9",
             VideoCodec::Av1 => "AV1",
+        }
+    }
+
+    /// What a decoder (or a file) takes of one frame, from its RTP payloads in order: the NAL
+    /// units (H.264, H.265), the frame (VP8, VP9: descriptors removed), the OBUs with their
+    /// sizes, temporal delimiters left out (AV1). Empty when nothing usable was there.
+    pub fn frame_units<'a>(self, payloads: impl IntoIterator<Item = &'a [u8]>) -> Vec<Vec<u8>> {
+        match self {
+            VideoCodec::H264 => ftl_proto::media::packetize::depacketize(payloads),
+            VideoCodec::H265 => h265::depacketize(payloads),
+            VideoCodec::Vp8 => Some(vp8::depacketize(payloads))
+                .filter(|f| !f.is_empty())
+                .into_iter()
+                .collect(),
+            VideoCodec::Vp9 => Some(vp9::depacketize(payloads))
+                .filter(|f| !f.is_empty())
+                .into_iter()
+                .collect(),
+            VideoCodec::Av1 => av1::depacketize(payloads),
         }
     }
 

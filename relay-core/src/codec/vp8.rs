@@ -3,14 +3,11 @@
 
 use super::{VideoFormat, VideoInfo};
 
-/// Inspects one VP8 RTP payload.
-pub(super) fn inspect(payload: &[u8]) -> Option<VideoInfo> {
+/// The length of a VP8 payload descriptor (RFC 7741 §4.2).
+fn descriptor_len(payload: &[u8]) -> Option<usize> {
     let (&first, _) = payload.split_first()?;
-    let extended = first & 0x80 != 0;
-    let start = first & 0x10 != 0;
-    let partition = first & 0x07;
     let mut at = 1;
-    if extended {
+    if first & 0x80 != 0 {
         let x = *payload.get(1)?;
         at = 2;
         if x & 0x80 != 0 {
@@ -25,7 +22,26 @@ pub(super) fn inspect(payload: &[u8]) -> Option<VideoInfo> {
             at += 1; // TID / Y / KEYIDX
         }
     }
-    let frame = payload.get(at..)?;
+    (at <= payload.len()).then_some(at)
+}
+
+/// The VP8 frame of one frame's RTP payloads: their descriptors removed, partitions joined.
+pub fn depacketize<'a>(payloads: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut frame = Vec::new();
+    for p in payloads {
+        if let Some(rest) = descriptor_len(p).and_then(|n| p.get(n..)) {
+            frame.extend_from_slice(rest);
+        }
+    }
+    frame
+}
+
+/// Inspects one VP8 RTP payload.
+pub(super) fn inspect(payload: &[u8]) -> Option<VideoInfo> {
+    let (&first, _) = payload.split_first()?;
+    let start = first & 0x10 != 0;
+    let partition = first & 0x07;
+    let frame = payload.get(descriptor_len(payload)?..)?;
     if !(start && partition == 0) {
         return Some(VideoInfo::default());
     }
@@ -109,5 +125,15 @@ mod tests {
         let cut = &keyframe(640, 360)[..9];
         let i = inspect(cut).unwrap();
         assert!(i.starts_keyframe && i.format.is_none());
+    }
+
+    #[test]
+    fn depacketizing_strips_descriptors() {
+        let k = keyframe(640, 360);
+        let second = [0x80, 0x80, 0x92, 0x34, 7, 8];
+        let frame = depacketize([&k[..], &second[..]]);
+        assert_eq!(&frame[..3], &[0x50, 0x42, 0x00]);
+        assert_eq!(&frame[frame.len() - 2..], &[7, 8]);
+        assert_eq!(frame.len(), k.len() - 4 + 2);
     }
 }

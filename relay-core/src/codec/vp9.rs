@@ -5,8 +5,62 @@
 use super::bits::Bits;
 use super::{VideoFormat, VideoInfo};
 
+/// The VP9 frame of one frame's RTP payloads: their descriptors removed, joined.
+pub fn depacketize<'a>(payloads: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut frame = Vec::new();
+    for p in payloads {
+        if let Some(rest) = descriptor(p).and_then(|d| p.get(d.len..)) {
+            frame.extend_from_slice(rest);
+        }
+    }
+    frame
+}
+
+/// What a VP9 payload descriptor (RFC 9628 §4.2) says.
+struct Descriptor {
+    len: usize,
+    inter_predicted: bool,
+    begins_frame: bool,
+    spatial: u8,
+    size: Option<(u32, u32)>,
+}
+
 /// Inspects one VP9 RTP payload.
 pub(super) fn inspect(payload: &[u8]) -> Option<VideoInfo> {
+    let d = descriptor(payload)?;
+    let frame = payload.get(d.len..)?;
+    // A keyframe starts a frame that is not predicted from earlier ones, at the base layer.
+    if !(d.begins_frame && !d.inter_predicted && d.spatial == 0) {
+        return Some(VideoInfo::default());
+    }
+    let header = uncompressed_header(frame);
+    let profile = header.map_or(0, |h| h.0);
+    let size = d
+        .size
+        .filter(|(w, h)| *w > 0 && *h > 0)
+        .or(header.and_then(|h| h.1));
+    Some(VideoInfo {
+        starts_keyframe: true,
+        format: size.map(|(width, height)| VideoFormat {
+            width,
+            height,
+            profile: format!("profile-id={profile}"),
+        }),
+        bidirectional: false,
+    })
+}
+
+/// The VP9 profile of a keyframe (its uncompressed header), for the recorder's `vpcC`.
+pub fn frame_profile(frame: &[u8]) -> Option<u8> {
+    uncompressed_header(frame).map(|h| h.0)
+}
+
+/// The picture size of a keyframe (its uncompressed header).
+pub fn frame_size(frame: &[u8]) -> Option<(u32, u32)> {
+    uncompressed_header(frame).and_then(|h| h.1)
+}
+
+fn descriptor(payload: &[u8]) -> Option<Descriptor> {
     let (&first, _) = payload.split_first()?;
     let has_picture_id = first & 0x80 != 0;
     let inter_predicted = first & 0x40 != 0;
@@ -61,24 +115,12 @@ pub(super) fn inspect(payload: &[u8]) -> Option<VideoInfo> {
             }
         }
     }
-    let frame = payload.get(at..)?;
-    // A keyframe starts a frame that is not predicted from earlier ones, at the base layer.
-    if !(begins_frame && !inter_predicted && spatial == 0) {
-        return Some(VideoInfo::default());
-    }
-    let header = uncompressed_header(frame);
-    let profile = header.map_or(0, |h| h.0);
-    let size = size
-        .filter(|(w, h)| *w > 0 && *h > 0)
-        .or(header.and_then(|h| h.1));
-    Some(VideoInfo {
-        starts_keyframe: true,
-        format: size.map(|(width, height)| VideoFormat {
-            width,
-            height,
-            profile: format!("profile-id={profile}"),
-        }),
-        bidirectional: false,
+    (at <= payload.len()).then_some(Descriptor {
+        len: at,
+        inter_predicted,
+        begins_frame,
+        spatial,
+        size,
     })
 }
 
@@ -210,5 +252,13 @@ mod tests {
         // A keyframe whose header is not VP9 starts a keyframe without a size.
         let i = inspect(&[0x08, 0xff, 0xff]).unwrap();
         assert!(i.starts_keyframe && i.format.is_none());
+    }
+
+    #[test]
+    fn depacketizing_strips_descriptors() {
+        let p = keyframe_with_ss();
+        let frame = depacketize([&p[..], &[0x04, 0xee][..]]);
+        assert_eq!(frame.len(), p.len() - 8 + 1);
+        assert_eq!(frame_profile(&frame), Some(0));
     }
 }

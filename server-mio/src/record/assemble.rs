@@ -10,8 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ftl_proto::media::packetize::depacketize;
-use relay_core::{Forward, MediaKind};
+use relay_core::{Forward, MediaKind, VideoCodec};
 
 /// A GOP that grew past these is cut into more than one fragment (memory stays bounded).
 const MAX_GOP_BYTES: usize = 16 * 1024 * 1024;
@@ -21,8 +20,8 @@ const AUDIO_ONLY_FRAGMENT: i64 = 2 * 48_000;
 /// Audio with no video for this long (48 kHz ticks) is an audio-only recording.
 const AUDIO_ONLY_AFTER: i64 = 3 * 48_000;
 
-/// One video access unit: its presentation time (90 kHz from the recording's start) and NAL
-/// units.
+/// One video access unit: its presentation time (90 kHz from the recording's start) and what
+/// the file takes of it (see [`VideoCodec::frame_units`]: NAL units, a VP9 frame, AV1 OBUs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VideoFrame {
     pub pts: i64,
@@ -97,6 +96,8 @@ struct Partial {
 /// Packets in, GOPs out.
 #[derive(Debug, Default)]
 pub struct Assembler {
+    /// The video's codec: how a frame's payloads become its units.
+    codec: VideoCodec,
     /// When the recording's time 0 was captured, and the video clock there.
     t0: Option<Instant>,
     video_clock: Option<(Unwrap, i64)>,
@@ -115,6 +116,14 @@ pub struct Assembler {
 }
 
 impl Assembler {
+    /// An assembler of a stream whose video is in `codec`.
+    pub fn new(codec: VideoCodec) -> Assembler {
+        Assembler {
+            codec,
+            ..Assembler::default()
+        }
+    }
+
     /// Takes one packet; returns a GOP when one is complete.
     pub fn push(&mut self, f: &Forward) -> Option<Gop> {
         match f.kind {
@@ -194,7 +203,7 @@ impl Assembler {
             return None;
         }
         let pts = self.video_pts(ts)?;
-        let nals = depacketize(p.payloads.iter().map(|x| &x[..]));
+        let nals = self.codec.frame_units(p.payloads.iter().map(|x| &x[..]));
         if nals.is_empty() {
             return None;
         }

@@ -1,5 +1,5 @@
-//! Fragmented MP4 (ISO BMFF with movie fragments): an init segment (`ftyp` + `moov` naming an
-//! H.264 track and an Opus track) and then one fragment (`moof` + `mdat`) per GOP. Every
+//! Fragmented MP4 (ISO BMFF with movie fragments): an init segment (`ftyp` + `moov` naming a
+//! video track (H.264 `avc1`, H.265 `hvc1`, VP9 `vp09` or AV1 `av01`) and an Opus track) and then one fragment (`moof` + `mdat`) per GOP. Every
 //! fragment is complete on its own, so a file cut anywhere after a fragment plays up to it,
 //! and a file still being written plays too. Boxes are built with the `mp4-atom` crate; this
 //! module decides what goes in them.
@@ -8,10 +8,11 @@
 //! mapping: an `Opus` sample entry with a `dOps` box, one Opus packet per sample).
 
 use mp4_atom::{
-    Audio, Avc1, Avcc, Codec, Dinf, Dops, Dref, Encode, Ftyp, Hdlr, Mdat, Mdhd, Mdia, Mfhd, Minf,
-    Moof, Moov, Mvex, Mvhd, Opus, Smhd, Stbl, Stsd, Tfdt, Tfhd, Tkhd, Traf, Trak, Trex, Trun,
-    TrunEntry, Url, Visual, Vmhd,
+    Audio, Av01, Av1c, Avc1, Avcc, Codec, Dinf, Dops, Dref, Encode, Ftyp, Hdlr, Hvc1, HvcCArray,
+    Hvcc, Mdat, Mdhd, Mdia, Mfhd, Minf, Moof, Moov, Mvex, Mvhd, Opus, Smhd, Stbl, Stsd, Tfdt, Tfhd,
+    Tkhd, Traf, Trak, Trex, Trun, TrunEntry, Url, Visual, Vmhd, Vp09, VpcC,
 };
+use relay_core::codec::{av1::Av1SequenceHeader, h265::H265Sps};
 
 /// Track ids in the file.
 pub const VIDEO_TRACK: u32 = 1;
@@ -59,10 +60,30 @@ pub struct Tracks {
 
 #[derive(Debug, Clone)]
 pub struct VideoTrack {
-    pub sps: Vec<u8>,
-    pub pps: Vec<u8>,
+    pub config: VideoConfig,
     pub width: u16,
     pub height: u16,
+}
+
+/// What a video track's sample entry needs to describe its codec.
+#[derive(Debug, Clone)]
+pub enum VideoConfig {
+    /// H.264: the SPS and PPS (`avcC`).
+    Avc { sps: Vec<u8>, pps: Vec<u8> },
+    /// H.265: the VPS, SPS and PPS, and what the SPS says (`hvcC`).
+    Hevc {
+        vps: Vec<u8>,
+        sps: Vec<u8>,
+        pps: Vec<u8>,
+        info: H265Sps,
+    },
+    /// VP9: the profile (`vpcC`; 8-bit 4:2:0 as WebRTC encoders send it).
+    Vp9 { profile: u8 },
+    /// AV1: the sequence header OBU and what it says (`av1C`).
+    Av1 {
+        sequence_header: Vec<u8>,
+        info: Av1SequenceHeader,
+    },
 }
 
 /// One sample: its decode time in the track's timescale, its composition offset (presentation
@@ -88,6 +109,7 @@ pub fn init_segment(tracks: &Tracks) -> Result<Vec<u8>, MuxError> {
             b"cmfc".into(),
             b"mp41".into(),
             b"avc1".into(),
+            b"av01".into(),
             b"Opus".into(),
         ],
     }
@@ -130,19 +152,104 @@ fn trex_for(track_id: u32) -> Trex {
 }
 
 fn video_trak(v: &VideoTrack) -> Result<Trak, MuxError> {
-    let avc1 = Avc1 {
-        visual: Visual {
-            data_reference_index: 1,
-            width: v.width,
-            height: v.height,
-            ..Default::default()
-        },
-        avcc: Avcc::new(&v.sps, &v.pps)?,
-        btrt: None,
-        colr: None,
-        pasp: None,
-        taic: None,
-        fiel: None,
+    let visual = Visual {
+        data_reference_index: 1,
+        width: v.width,
+        height: v.height,
+        ..Default::default()
+    };
+    let entry: Codec = match &v.config {
+        VideoConfig::Avc { sps, pps } => Avc1 {
+            visual,
+            avcc: Avcc::new(sps, pps)?,
+            btrt: None,
+            colr: None,
+            pasp: None,
+            taic: None,
+            fiel: None,
+        }
+        .into(),
+        VideoConfig::Hevc {
+            vps,
+            sps,
+            pps,
+            info,
+        } => {
+            let g = &info.general;
+            let array = |nal_unit_type: u8, nal: &Vec<u8>| HvcCArray {
+                completeness: true,
+                nal_unit_type,
+                nalus: vec![nal.clone()],
+            };
+            Hvc1 {
+                visual,
+                hvcc: Hvcc {
+                    configuration_version: 1,
+                    general_profile_space: g[0] >> 6,
+                    general_tier_flag: g[0] & 0x20 != 0,
+                    general_profile_idc: g[0] & 0x1f,
+                    general_profile_compatibility_flags: [g[1], g[2], g[3], g[4]],
+                    general_constraint_indicator_flags: [g[5], g[6], g[7], g[8], g[9], g[10]],
+                    general_level_idc: g[11],
+                    min_spatial_segmentation_idc: 0,
+                    parallelism_type: 0,
+                    chroma_format_idc: info.chroma_format_idc,
+                    bit_depth_luma_minus8: info.bit_depth_luma_minus8,
+                    bit_depth_chroma_minus8: info.bit_depth_chroma_minus8,
+                    avg_frame_rate: 0,
+                    constant_frame_rate: 0,
+                    num_temporal_layers: 1,
+                    temporal_id_nested: true,
+                    length_size_minus_one: 3,
+                    arrays: vec![array(32, vps), array(33, sps), array(34, pps)],
+                },
+                ..Default::default()
+            }
+            .into()
+        }
+        VideoConfig::Vp9 { profile } => Vp09 {
+            visual,
+            vpcc: VpcC {
+                profile: *profile,
+                level: 0,
+                bit_depth: 8,
+                chroma_subsampling: 1,
+                video_full_range_flag: false,
+                color_primaries: 2,
+                transfer_characteristics: 2,
+                matrix_coefficients: 2,
+                codec_initialization_data: Vec::new(),
+            },
+            btrt: None,
+            colr: None,
+            pasp: None,
+        }
+        .into(),
+        VideoConfig::Av1 {
+            sequence_header,
+            info,
+        } => Av01 {
+            visual,
+            av1c: Av1c {
+                seq_profile: info.profile,
+                seq_level_idx_0: info.level,
+                seq_tier_0: info.tier != 0,
+                high_bitdepth: info.high_bitdepth,
+                twelve_bit: info.twelve_bit,
+                monochrome: info.monochrome,
+                chroma_subsampling_x: info.subsampling_x,
+                chroma_subsampling_y: info.subsampling_y,
+                chroma_sample_position: info.chroma_sample_position,
+                initial_presentation_delay: None,
+                config_obus: sequence_header.clone(),
+            },
+            btrt: None,
+            ccst: None,
+            colr: None,
+            pasp: None,
+            taic: None,
+        }
+        .into(),
     };
     let tkhd = Tkhd {
         track_id: VIDEO_TRACK,
@@ -154,14 +261,7 @@ fn video_trak(v: &VideoTrack) -> Result<Trak, MuxError> {
         vmhd: Some(Vmhd::default()),
         ..Default::default()
     };
-    Ok(trak(
-        tkhd,
-        VIDEO_TIMESCALE,
-        b"vide",
-        "Video",
-        header,
-        avc1.into(),
-    ))
+    Ok(trak(tkhd, VIDEO_TIMESCALE, b"vide", "Video", header, entry))
 }
 
 fn audio_trak(channels: u8) -> Trak {
@@ -366,8 +466,10 @@ mod tests {
     fn the_init_segment_decodes_back_with_both_tracks() {
         let tracks = Tracks {
             video: Some(VideoTrack {
-                sps: SPS.to_vec(),
-                pps: PPS.to_vec(),
+                config: VideoConfig::Avc {
+                    sps: SPS.to_vec(),
+                    pps: PPS.to_vec(),
+                },
                 width: 320,
                 height: 180,
             }),

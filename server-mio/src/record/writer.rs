@@ -15,6 +15,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, SystemTime};
 
 use log::{error, info, warn};
+use relay_core::VideoCodec;
 
 use super::assemble::Gop;
 use super::index;
@@ -29,6 +30,7 @@ enum Job {
         id: u64,
         path: PathBuf,
         expect_audio: bool,
+        codec: VideoCodec,
     },
     Gop {
         id: u64,
@@ -108,11 +110,12 @@ impl Writer {
         })
     }
 
-    pub fn open(&self, id: u64, path: PathBuf, expect_audio: bool) {
+    pub fn open(&self, id: u64, path: PathBuf, expect_audio: bool, codec: VideoCodec) {
         let _ = self.tx.send(Job::Open {
             id,
             path,
             expect_audio,
+            codec,
         });
     }
 
@@ -184,7 +187,8 @@ impl Worker {
                     id,
                     path,
                     expect_audio,
-                }) => self.open(id, path, expect_audio),
+                    codec,
+                }) => self.open(id, path, expect_audio, codec),
                 Ok(Job::Gop { id, gop, bytes }) => {
                     self.write(id, &gop);
                     self.queued.fetch_sub(bytes, Ordering::Relaxed);
@@ -203,7 +207,7 @@ impl Worker {
         }
     }
 
-    fn open(&mut self, id: u64, path: PathBuf, expect_audio: bool) {
+    fn open(&mut self, id: u64, path: PathBuf, expect_audio: bool, codec: VideoCodec) {
         let file = path
             .parent()
             .map_or(Ok(()), fs::create_dir_all)
@@ -228,7 +232,7 @@ impl Worker {
             OpenFile {
                 path,
                 file,
-                mux: FileMux::new(expect_audio),
+                mux: FileMux::new(expect_audio, codec),
                 written: 0,
             },
         );

@@ -120,8 +120,11 @@ pub fn recording(data: &[u8]) {
         return;
     }
     // Packets: [kind|key|marker, seq step, ts step (2 bytes), length] then the payload.
-    let mut a = Assembler::default();
-    let mut mux = FileMux::new(mode & 2 != 0);
+    // The video's codec from the mode byte: every codec's depacketizer and sample entry.
+    let codec =
+        relay_core::VideoCodec::ALL[usize::from(mode >> 2) % relay_core::VideoCodec::ALL.len()];
+    let mut a = Assembler::new(codec);
+    let mut mux = FileMux::new(mode & 2 != 0, codec);
     let t0 = std::time::Instant::now();
     let (mut seq, mut vts, mut ats) = (0u64, 0u32, 0u32);
     let mut rest = rest;

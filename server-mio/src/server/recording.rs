@@ -19,6 +19,7 @@ use crate::record::assemble::Assembler;
 use crate::record::index;
 use crate::record::reader::Reader;
 use crate::record::writer::{Retention, Writer};
+use relay_core::VideoCodec;
 
 /// One stream being recorded.
 struct Active {
@@ -111,16 +112,13 @@ impl Server {
         let Some(writer) = self.recorder.writer.as_ref() else {
             return;
         };
-        if let Some((codec, _)) = self
+        let codec = self
             .relay
             .video_codec(channel)
-            .filter(|(c, _)| *c != relay_core::VideoCodec::H264)
-        {
-            warn!(
-                "channel {channel}: not recorded: this stream's video is {}, and recordings are \
-                 H.264 (MP4) only so far",
-                codec.name()
-            );
+            .map_or(VideoCodec::H264, |(c, _)| c);
+        if codec == VideoCodec::Vp8 {
+            // MP4 players do not agree on VP8 (it belongs in WebM), so it is not recorded.
+            warn!("channel {channel}: not recorded: VP8 video is not recorded (MP4 does not carry it well); publish in H.264, VP9 or AV1 to record");
             return;
         }
         let tap = match self.relay.add_tap(channel, now) {
@@ -142,13 +140,13 @@ impl Server {
             .is_some_and(|s| s.has_audio);
         let id = self.recorder.next_id;
         self.recorder.next_id += 1;
-        writer.open(id, path, expect_audio);
+        writer.open(id, path, expect_audio, codec);
         self.recorder.by_tap.insert(
             tap,
             Active {
                 id,
                 channel,
-                assembler: Assembler::default(),
+                assembler: Assembler::new(codec),
                 dropping: 0,
             },
         );

@@ -2,14 +2,16 @@
 // publish page (WHIP) in VP8, VP9 and AV1 in turn (setCodecPreferences); for each, a Chromium
 // watch page decodes it at the published size, a late viewer starts at once, and the API names
 // the codec. Headless Firefox (no OpenH264 here) plays the VP8 and AV1 streams, which it
-// decodes itself. Runs in the loopback-only namespace the caller made, plus a veth pair with a
+// decodes itself. The server records: the VP9 and AV1 recordings read back in ffprobe with
+// their codec and size and play in Chromium; the VP8 stream is not recorded (said in a log
+// line). Runs in the loopback-only namespace the caller made, plus a veth pair with a
 // test address for Firefox (it gathers no ICE candidate on loopback alone).
 //
 // Environment: ITG_SERVER_BIN, ITG_ARTIFACTS.
 import { chromium } from 'playwright-core';
 import puppeteer from 'puppeteer-core';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, writeFileSync, rmSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { children, sleep, env, start, until, CHROMIUM_ARGS, launchFirefox } from './lib.mjs';
@@ -63,9 +65,11 @@ try {
     executablePath: '/usr/bin/chromium',
     args: [...CHROMIUM_ARGS, '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'],
   });
+  const publishers = {};
   for (const [codec, channel] of Object.entries(codecs)) {
     const publisher = await browser.newPage({ viewport: { width: 960, height: 760 } });
     pages.push(publisher);
+    publishers[codec] = publisher;
     publisher.on('console', (m) => process.stderr.write(`[publish ${codec}] ${m.text()}\n`));
     await publisher.goto(`${HTTP}/publish/${channel}`);
     await publisher.selectOption('#resolution', '640x360');
@@ -117,6 +121,48 @@ try {
     results[codec].firefox_ms = Date.now() - opened;
     await page.screenshot({ path: join(ARTIFACTS, `codec-${codec}-firefox.png`) });
     await page.close();
+  }
+
+  // The streams end; their recordings (VP9, AV1; VP8 is not recorded) read back and play.
+  for (const p of Object.values(publishers)) await p.click('#stop');
+  for (const [codec, channel] of Object.entries(codecs)) {
+    const list = async () => (await (await fetch(`${HTTP}/api/recordings?channel=${channel}`)).json()).recordings;
+    if (codec === 'VP8') {
+      await sleep(1000);
+      if ((await list()).length !== 0) throw new Error('the VP8 stream was recorded');
+      continue;
+    }
+    let rec = null;
+    await until(`the ${codec} recording`, 15000, async () => {
+      rec = (await list()).find((r) => !r.recording && r.duration_s > 2);
+      return rec;
+    });
+    const file = join(dataDir, `${codec}.mp4`);
+    writeFileSync(file, Buffer.from(await (await fetch(`${HTTP}${rec.url}`)).arrayBuffer()));
+    const probe = JSON.parse(execFileSync('ffprobe', ['-v', 'error', '-show_streams', '-of', 'json', file]).toString());
+    const v = probe.streams.find((x) => x.codec_type === 'video');
+    const a = probe.streams.find((x) => x.codec_type === 'audio');
+    const frames = Number(execFileSync('ffprobe', ['-v', 'error', '-count_frames', '-select_streams', 'v:0',
+      '-show_entries', 'stream=nb_read_frames', '-of', 'csv=p=0', file]).toString().trim());
+    const want = { VP9: 'vp9', AV1: 'av1' }[codec];
+    if (!v || v.codec_name !== want || v.width !== 640 || v.height !== 360 || !a || a.codec_name !== 'opus' || !(frames > 30)) {
+      throw new Error(`${codec} recording: ${JSON.stringify({ v, a, frames })}`);
+    }
+    const player = await browser.newPage();
+    pages.push(player);
+    await player.goto(`${HTTP}/`);
+    const played = await player.evaluate(async (url) => {
+      const video = document.createElement('video');
+      video.muted = true;
+      video.src = url;
+      document.body.append(video);
+      await video.play();
+      const end = Date.now() + 10000;
+      while (Date.now() < end && video.currentTime < 1.5) await new Promise((r) => setTimeout(r, 100));
+      return { t: video.currentTime, w: video.videoWidth, h: video.videoHeight, error: video.error?.message };
+    }, rec.url);
+    if (!(played.t >= 1.5 && played.w === 640 && played.h === 360)) throw new Error(`${codec} recording in Chromium: ${JSON.stringify(played)}`);
+    results[codec].recording = { bytes: readFileSync(file).length, duration_s: rec.duration_s, ffprobe_frames: frames, played_s: played.t };
   }
   writeFileSync(join(ARTIFACTS, 'codecs-summary.json'), JSON.stringify(results, null, 2));
   console.log(`codecs test passed: ${JSON.stringify(results)}`);

@@ -7,7 +7,8 @@
 // - it watches an FTL stream (our client, the fixture) over WHEP;
 // - a wrong key is refused with 401 before any WebRTC state is made;
 // - it publishes H.265 (x265, as OBS's HEVC over WHIP) and another webrtcbin watches it in
-//   H.265 at its size; a viewer that offers H.264 only is refused with 406 naming H.265.
+//   H.265 at its size; a viewer that offers H.264 only is refused with 406 naming H.265; the
+//   recording of the H.265 stream reads back in ffprobe as HEVC at its size.
 //
 // Environment: ITG_SERVER_BIN, ITG_CLIENT_BIN, ITG_VIDEO, ITG_AUDIO, ITG_GST, ITG_ARTIFACTS.
 import { execFileSync } from 'node:child_process';
@@ -28,7 +29,7 @@ const summary = {};
 try {
   mkdirSync(ARTIFACTS, { recursive: true });
   // Channel 77 carries our FTL client's fixture; 78 is for GStreamer's WHIP.
-  const HTTP = await serveLiveChannel({ dir, http: 18300, ftl: 18304, webrtc: 20300, media: '19300-19310' });
+  const HTTP = await serveLiveChannel({ dir, http: 18300, ftl: 18304, webrtc: 20300, media: '19300-19310', extra: ['--record'] });
   const key78 = execFileSync(SERVER, ['keys', 'add', '--data-dir', `${dir}/data`, '--channel', '78', '--name', 'GStreamer'])
     .toString().trim().split('\n').pop();
   await until('the new channel', 5000, async () => (await (await fetch(`${HTTP}/api/streams`)).json()).streams.some((s) => s.channel === 78));
@@ -84,6 +85,19 @@ try {
     throw new Error(`GStreamer watching H.265: ${JSON.stringify(hevcWatch)}`);
   }
   if (h264Only.status !== 406) throw new Error(`an H.264-only viewer of an H.265 stream: ${JSON.stringify(summary.hevc.h264_only)}`);
+  let rec = null;
+  await until('the H.265 recording', 15000, async () => {
+    rec = (await (await fetch(`${HTTP}/api/recordings?channel=79`)).json()).recordings.find((r) => !r.recording && r.duration_s > 2);
+    return rec;
+  });
+  const file = join(dir, 'hevc.mp4');
+  writeFileSync(file, Buffer.from(await (await fetch(`${HTTP}${rec.url}`)).arrayBuffer()));
+  const probe = JSON.parse(execFileSync('ffprobe', ['-v', 'error', '-count_frames', '-show_streams', '-of', 'json', file]).toString());
+  const hv = probe.streams.find((x) => x.codec_type === 'video');
+  summary.hevc.recording = { codec: hv?.codec_name, tag: hv?.codec_tag_string, width: hv?.width, height: hv?.height, frames: hv?.nb_read_frames };
+  if (!(hv && hv.codec_name === 'hevc' && hv.codec_tag_string === 'hvc1' && hv.width === 640 && hv.height === 360 && Number(hv.nb_read_frames) > 30)) {
+    throw new Error(`the H.265 recording: ${JSON.stringify(summary.hevc.recording)}`);
+  }
 
   writeFileSync(join(ARTIFACTS, 'gstreamer-summary.json'), JSON.stringify(summary, null, 2));
   console.log(`GStreamer test passed: ${JSON.stringify({ watch_ftl_first_frame_ms: watchFtl.first_frame_ms, publish_connected_ms: published.connected_ms, watch_whip_frames: watchWhip.frames, hevc_first_frame_ms: hevcWatch.first_frame_ms, hevc_frames: hevcWatch.frames })}`);
