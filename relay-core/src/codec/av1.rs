@@ -15,10 +15,10 @@ pub(super) fn inspect(payload: &[u8]) -> Option<VideoInfo> {
     let count = (aggregation >> 4) & 0x03; // W: elements, 0 when each has a length
     let new_sequence = aggregation & 0x08 != 0; // N
     let mut format = None;
-    let mut element = 0;
+    let mut element = 0usize;
     while !rest.is_empty() {
         element += 1;
-        let last = count != 0 && element == count;
+        let last = count != 0 && element == usize::from(count);
         let obu = if last {
             std::mem::take(&mut rest)
         } else {
@@ -236,11 +236,11 @@ pub fn depacketize<'a>(payloads: impl IntoIterator<Item = &'a [u8]>) -> Vec<Vec<
         let continues = agg & 0x80 != 0;
         let continued = agg & 0x40 != 0;
         let count = (agg >> 4) & 0x03;
-        let mut element = 0u8;
+        let mut element = 0usize;
         let mut elements: Vec<&[u8]> = Vec::new();
         while !rest.is_empty() {
             element += 1;
-            if count != 0 && element == count {
+            if count != 0 && element == usize::from(count) {
                 elements.push(std::mem::take(&mut rest));
                 break;
             }
@@ -384,6 +384,16 @@ mod tests {
         assert_eq!(inspect(&[]), None);
         // A length past the end.
         assert_eq!(inspect(&[0x08, 0x40, 0x0a]), None);
+    }
+
+    #[test]
+    fn hundreds_of_empty_elements_are_counted_without_overflow() {
+        // W=0 with 400 zero-length elements (found by fuzzing: the count was a u8).
+        let mut p = vec![0x08];
+        p.extend([0u8; 400]);
+        let i = inspect(&p).unwrap();
+        assert!(i.starts_keyframe && i.format.is_none());
+        assert!(depacketize([p.as_slice()]).is_empty());
     }
 
     #[test]
