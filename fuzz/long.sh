@@ -5,7 +5,12 @@
 # coverage (libFuzzer's `cov` and `ft`), corpus size and crashes per target.
 #
 #   fuzz/long.sh --seconds 600 [TARGET...]
-#   fuzz/long.sh --runs 10000000 [TARGET...]     # stops at the count (or after 6 h)
+#   fuzz/long.sh --runs 10000000 [TARGET...]     # stops at the count (or after MAX_SECONDS,
+#                                                #  6 h by default)
+#   SANITIZER=none fuzz/long.sh ...              # without AddressSanitizer: several times the
+#                                                #  executions per second; the workspace denies
+#                                                #  unsafe code, so what ASan would catch is in
+#                                                #  dependencies (default: address)
 #
 # A crash leaves its input under fuzz/artifacts/<target>/ and fails the run.
 set -euo pipefail
@@ -14,7 +19,7 @@ export RUSTC_BOOTSTRAP=1
 limit=(-max_total_time=600)
 case "${1:-}" in
     --seconds) limit=(-max_total_time="$2"); shift 2 ;;
-    --runs) limit=(-runs="$2" -max_total_time=21600); shift 2 ;;
+    --runs) limit=(-runs="$2" -max_total_time="${MAX_SECONDS:-21600}"); shift 2 ;;
 esac
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(cargo fuzz list)
@@ -24,7 +29,7 @@ for t in "${targets[@]}"; do
     mkdir -p "corpus/$t"
     log=$(mktemp)
     result=ok
-    if ! cargo fuzz run "$t" "corpus/$t" -- "${limit[@]}" -print_final_stats=1 >"$log" 2>&1; then
+    if ! cargo fuzz run -s "${SANITIZER:-address}" "$t" "corpus/$t" -- "${limit[@]}" -print_final_stats=1 >"$log" 2>&1; then
         result=CRASH; failed=1
         tail -40 "$log" >&2
     fi
@@ -36,7 +41,7 @@ for t in "${targets[@]}"; do
     if [ "$result" = ok ]; then
         # Keep what adds coverage; the hand-made seeds stay whatever cmin thinks of them.
         mkdir -p "seeds-$t"; cp corpus/"$t"/seed-* "seeds-$t"/ 2>/dev/null || true
-        cargo fuzz cmin "$t" "corpus/$t" >/dev/null 2>&1 || true
+        cargo fuzz cmin -s "${SANITIZER:-address}" "$t" "corpus/$t" >/dev/null 2>&1 || true
         cp "seeds-$t"/seed-* "corpus/$t"/ 2>/dev/null || true
         rm -rf "seeds-$t"
     fi

@@ -50,7 +50,9 @@ function apply(condition) {
     // A 20 Mbit/s link that bursty cross traffic shares with the media: queueing delay that
     // comes and goes (0-30 ms), as on a busy home uplink. This kernel has no netem.
     execFileSync('tc', ['qdisc', 'replace', 'dev', 'v0', 'root', 'tbf', 'rate', '20mbit', 'burst', '16kb', 'latency', '100ms']);
-    const cross = spawn('/bin/sh', ['-c', CROSS], { stdio: 'ignore' });
+    // `exec`: the signal below must reach the sender itself, not a shell that leaves it running
+    // into the next condition.
+    const cross = spawn('/bin/sh', ['-c', `exec ${CROSS}`], { stdio: 'ignore' });
     undo.push(() => { cross.kill('SIGTERM'); execFileSync('tc', ['qdisc', 'del', 'dev', 'v0', 'root']); });
   }
   const rate = /^rate(\d+)m$/.exec(condition);

@@ -43,7 +43,7 @@ pub(super) fn inspect(payload: &[u8]) -> Option<VideoInfo> {
                     info.starts_keyframe = true;
                 }
                 if nt == SPS {
-                    info.format = sps(nal);
+                    (info.format, info.bidirectional) = sps(nal);
                 }
                 first = false;
                 rest = rest.get(2 + len..)?;
@@ -57,7 +57,7 @@ pub(super) fn inspect(payload: &[u8]) -> Option<VideoInfo> {
         _ => {
             info.starts_keyframe = t == VPS || t == SPS || is_irap(t);
             if t == SPS {
-                info.format = sps(payload);
+                (info.format, info.bidirectional) = sps(payload);
             }
         }
     }
@@ -76,6 +76,10 @@ pub struct H265Sps {
     pub bit_depth_chroma_minus8: u8,
     pub width: u32,
     pub height: u32,
+    /// `sps_max_num_reorder_pics` of the highest sub-layer: above 0, pictures arrive out of
+    /// display order (B-frames), which costs a viewer that much delay and stutters in some
+    /// browsers' WebRTC decoders. `None` where the SPS ends before it.
+    pub max_num_reorder_pics: Option<u32>,
 }
 
 impl H265Sps {
@@ -143,6 +147,7 @@ pub fn parse_sps(nal: &[u8]) -> Option<H265Sps> {
     }
     let luma = b.ue(8)?;
     let chroma_depth = b.ue(8)?;
+    let max_num_reorder_pics = reorder(&mut b, sub_layers);
     (width > 0 && height > 0).then_some(H265Sps {
         general,
         chroma_format_idc: chroma as u8,
@@ -150,13 +155,31 @@ pub fn parse_sps(nal: &[u8]) -> Option<H265Sps> {
         bit_depth_chroma_minus8: chroma_depth as u8,
         width,
         height,
+        max_num_reorder_pics,
     })
 }
 
-/// The picture format an SPS gives.
-fn sps(nal: &[u8]) -> Option<VideoFormat> {
-    let s = parse_sps(nal)?;
-    Some(VideoFormat {
+/// The sub-layer ordering info after the bit depths: the highest sub-layer's reorder depth.
+fn reorder(b: &mut Bits, sub_layers: u32) -> Option<u32> {
+    b.ue(12)?; // log2_max_pic_order_cnt_lsb_minus4
+    let first = if b.flag()? { 0 } else { sub_layers };
+    let mut num_reorder = 0;
+    for _ in first..=sub_layers {
+        b.ue(15)?; // sps_max_dec_pic_buffering_minus1
+        num_reorder = b.ue(15)?;
+        b.ue(u32::MAX - 1)?; // sps_max_latency_increase_plus1
+    }
+    Some(num_reorder)
+}
+
+/// The picture format an SPS gives, and whether it declares pictures out of display order.
+/// H.265 says so in the SPS rather than by slice type: low-delay encoders send B slices
+/// that refer only to the past ("generalized P and B"), which are no B-frames to a viewer.
+fn sps(nal: &[u8]) -> (Option<VideoFormat>, bool) {
+    let Some(s) = parse_sps(nal) else {
+        return (None, false);
+    };
+    let format = VideoFormat {
         width: s.width,
         height: s.height,
         profile: format!(
@@ -165,7 +188,8 @@ fn sps(nal: &[u8]) -> Option<VideoFormat> {
             s.tier(),
             s.level()
         ),
-    })
+    };
+    (Some(format), s.max_num_reorder_pics.is_some_and(|n| n > 0))
 }
 
 /// The NAL units of one access unit's RTP payloads, in order: single NAL units as they are,
@@ -264,6 +288,41 @@ mod tests {
         assert_eq!(i.format.unwrap().height, 1080);
         for n in 0..p.len() {
             let _ = inspect(&p[..n]);
+        }
+    }
+
+    /// libx265's SPS for 320x240 with `bframes=0` and with `bframes=3`.
+    const SPS_NO_B: [u8; 41] = [
+        0x42, 0x01, 0x01, 0x01, 0x60, 0x00, 0x00, 0x03, 0x00, 0x90, 0x00, 0x00, 0x03, 0x00, 0x00,
+        0x03, 0x00, 0x3c, 0xa0, 0x0a, 0x08, 0x0f, 0x16, 0x59, 0x2a, 0x49, 0x32, 0xbc, 0x05, 0xa0,
+        0x20, 0x00, 0x00, 0x03, 0x00, 0x20, 0x00, 0x00, 0x03, 0x03, 0xc1,
+    ];
+    const SPS_B3: [u8; 42] = [
+        0x42, 0x01, 0x01, 0x01, 0x60, 0x00, 0x00, 0x03, 0x00, 0x90, 0x00, 0x00, 0x03, 0x00, 0x00,
+        0x03, 0x00, 0x3c, 0xa0, 0x0a, 0x08, 0x0f, 0x16, 0x59, 0x59, 0x64, 0x93, 0x2b, 0xc0, 0x5a,
+        0x02, 0x00, 0x00, 0x03, 0x00, 0x02, 0x00, 0x00, 0x03, 0x00, 0x3c, 0x10,
+    ];
+
+    #[test]
+    fn b_frames_are_read_from_the_reorder_depth_the_sps_declares() {
+        let none = parse_sps(&SPS_NO_B).unwrap();
+        assert_eq!((none.width, none.height), (320, 240));
+        assert_eq!(none.max_num_reorder_pics, Some(0));
+        assert!(!inspect(&SPS_NO_B).unwrap().bidirectional);
+        let b3 = parse_sps(&SPS_B3).unwrap();
+        assert!(b3.max_num_reorder_pics.is_some_and(|n| n > 0));
+        assert!(inspect(&SPS_B3).unwrap().bidirectional);
+        // In an aggregation packet with the VPS, as encoders send them.
+        let mut p = vec![AP << 1, 0x01];
+        p.extend((SPS_B3.len() as u16).to_be_bytes());
+        p.extend(SPS_B3);
+        assert!(inspect(&p).unwrap().bidirectional);
+        // Cut anywhere: the reorder depth is the right one or unknown, never another.
+        let whole = b3.max_num_reorder_pics;
+        for n in 0..SPS_B3.len() {
+            if let Some(s) = parse_sps(&SPS_B3[..n]) {
+                assert!(s.max_num_reorder_pics.is_none() || s.max_num_reorder_pics == whole);
+            }
         }
     }
 
