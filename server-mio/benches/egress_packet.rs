@@ -6,6 +6,11 @@
 //! The difference is str0m's bookkeeping per packet: what an upstream change could win (see
 //! the README's egress section). `cargo bench -p server-mio --bench egress_packet`; the sizes
 //! of the values str0m moves per packet are printed first.
+//!
+//! `egress_codec`: the video of a captured Chromium WHIP session in each codec the relay passes
+//! through (`tests/data/captures/whip-*.pcap`), sent to one viewer negotiated in that codec at
+//! the capture's own pace, packet sizes and payloads: what one viewer of such a stream costs
+//! per second of it, on this path.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -69,6 +74,11 @@ fn pass(
 }
 
 fn pair() -> Pair {
+    pair_in(str0m::format::Codec::H264)
+}
+
+/// A connected viewer whose video is in `codec`.
+fn pair_in(codec: str0m::format::Codec) -> Pair {
     let mut now = Instant::now();
     let mut server = server_mio::server::viewer_config().build(now);
     server.add_local_candidate(Candidate::host(addr(SERVER), "udp").unwrap());
@@ -96,7 +106,7 @@ fn pair() -> Pair {
         .codec_config()
         .params()
         .iter()
-        .find(|p| p.spec().codec == str0m::format::Codec::H264)
+        .find(|p| p.spec().codec == codec)
         .map(|p| p.pt())
         .unwrap();
     let ssrc = {
@@ -135,6 +145,95 @@ impl Pair {
             }
         }
     }
+}
+
+/// The video payloads of a captured WHIP session and the offset of each from the first.
+fn captured_video(file: &str) -> Vec<(Duration, Arc<[u8]>)> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/captures")
+        .join(file);
+    let bytes = std::fs::read(&path).unwrap();
+    let sessions = server_mio::capture::reader::read_sessions(&bytes).unwrap();
+    let session = sessions.first().unwrap();
+    let pts = &session.whip.as_ref().unwrap().video_pts;
+    let mut out = Vec::new();
+    for (at, _, d) in &session.media_in {
+        let Ok(rtp) = ftl_proto::media::RtpPacket::parse(d) else {
+            continue;
+        };
+        if pts.contains(&rtp.payload_type()) {
+            out.push((*at, Arc::from(rtp.payload())));
+        }
+    }
+    let first = out.first().map(|(t, _)| *t).unwrap();
+    out.into_iter().map(|(t, p)| (t - first, p)).collect()
+}
+
+impl Pair {
+    /// One pass over a capture's video, each packet written and sent at its captured instant
+    /// (after `base`); the polls as the loop does them. Returns datagram bytes.
+    fn replay(&mut self, seq: &mut u64, video: &[(Duration, Arc<[u8]>)]) -> usize {
+        let base = self.now;
+        let (ssrc, pt) = self.video;
+        let mut bytes = 0;
+        for (at, payload) in video {
+            self.now = base + *at;
+            *seq += 1;
+            let w = RtpWrite::new(
+                pt,
+                (*seq).into(),
+                (*seq * 270) as u32,
+                self.now,
+                payload.clone(),
+            )
+            .nackable(true);
+            self.server
+                .direct_api()
+                .stream_tx(&ssrc)
+                .unwrap()
+                .write_rtp(w);
+            self.server.handle_input(Input::Timeout(self.now)).unwrap();
+            loop {
+                match self.server.poll_output().unwrap() {
+                    Output::Transmit(t) => bytes += t.contents.len(),
+                    Output::Event(_) => {}
+                    Output::Timeout(_) => break,
+                }
+            }
+        }
+        self.now += Duration::from_millis(33);
+        bytes
+    }
+}
+
+fn egress_codec(c: &mut Criterion) {
+    use str0m::format::Codec;
+    let mut g = c.benchmark_group("egress_codec");
+    for (name, codec, file) in [
+        ("h264", Codec::H264, "whip-320x180.pcap"),
+        ("vp8", Codec::Vp8, "whip-vp8-640x360.pcap"),
+        ("vp9", Codec::Vp9, "whip-vp9-640x360.pcap"),
+        ("av1", Codec::Av1, "whip-av1-640x360.pcap"),
+    ] {
+        let video = captured_video(file);
+        let span = video.last().unwrap().0.as_secs_f64();
+        let bytes: usize = video.iter().map(|(_, p)| p.len()).sum();
+        println!(
+            "{name}: {} video packets in {span:.1} s ({:.0} packets/s, {:.0} kbit/s of payload)",
+            video.len(),
+            video.len() as f64 / span,
+            bytes as f64 * 8.0 / span / 1000.0
+        );
+        let mut pair = pair_in(codec);
+        let mut seq = 1000u64;
+        assert!(
+            pair.replay(&mut seq, &video) > bytes,
+            "{name}: sent less than the payloads"
+        );
+        g.throughput(Throughput::Elements(video.len() as u64));
+        g.bench_function(name, |b| b.iter(|| pair.replay(&mut seq, &video)));
+    }
+    g.finish();
 }
 
 fn egress(c: &mut Criterion) {
@@ -198,5 +297,5 @@ fn egress(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, egress);
+criterion_group!(benches, egress, egress_codec);
 criterion_main!(benches);
