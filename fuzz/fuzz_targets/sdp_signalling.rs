@@ -1,5 +1,6 @@
-//! Signalling text from peers: WHEP and WHIP offers (str0m's parser behind the server's guard,
-//! then the server's own codec and media checks), WebSocket answers, trickled candidates.
+//! Signalling text from peers through str0m's parsers behind the server's guard: WHEP and WHIP
+//! offers, WebSocket answers, trickled candidates (the server's own reading of the text is
+//! `sdp_text`, which runs far faster).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

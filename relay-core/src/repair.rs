@@ -68,9 +68,25 @@ impl RepairBudget {
     /// How long the need must stay low before the budget falls a step.
     pub const FALL_AFTER: Duration = Duration::from_secs(10);
 
+    /// The step a joining viewer starts at (see [`RepairBudget::joining`]).
+    pub const JOIN_STEP: usize = 1;
+
     /// A budget at the lowest step.
     pub fn new() -> RepairBudget {
         RepairBudget::default()
+    }
+
+    /// A new viewer's budget: a step above the clean share. Its first GOP (the replay from the
+    /// cache, a burst) is what it needs most and arrives before any receiver report could
+    /// raise the budget, and a keyframe that cannot be repaired costs a viewer on heavy loss
+    /// seconds of waiting for the next. A clean viewer comes down to the lowest step after the
+    /// first calm period, as any other.
+    pub fn joining() -> RepairBudget {
+        RepairBudget {
+            applied: Self::JOIN_STEP,
+            wanted: Self::JOIN_STEP,
+            ..RepairBudget::default()
+        }
     }
 
     /// The step the loss `loss` (0 to 1, before repair) needs: each lost packet is sent again,
@@ -275,6 +291,24 @@ mod tests {
             );
             assert_eq!(b.take_change(), None, "fell after {s} s");
         }
+    }
+
+    #[test]
+    fn a_joining_viewer_starts_a_step_up_and_comes_down_when_calm() {
+        let t = Instant::now();
+        let mut b = RepairBudget::joining();
+        assert_eq!(b.share(), RTX_SHARES[RepairBudget::JOIN_STEP]);
+        assert_eq!(b.take_change(), None, "in force from the start");
+        for s in 1..10 {
+            b.report(loss(0.0), t + Duration::from_secs(s));
+            assert_eq!(b.take_change(), None, "fell after {s} s");
+        }
+        b.report(loss(0.0), t + Duration::from_secs(11));
+        assert_eq!(b.take_change(), Some(RTX_SHARES[0]));
+        // One on heavy loss rises from there at once.
+        let mut b = RepairBudget::joining();
+        b.report(loss(0.2), t);
+        assert_eq!(b.take_change(), Some(0.45));
     }
 
     #[test]

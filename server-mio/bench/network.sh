@@ -66,7 +66,14 @@ ffmpeg -loglevel error -f lavfi -i "sine=frequency=440:sample_rate=48000" -t 120
 MEDIA=(--video "$work/in.h264" --audio "$work/in.ogg" --loop)
 
 TARGETS=${TARGETS:-itg janus watch}
-[ -n "${BASELINE:-}" ] && [[ " $TARGETS " != *" itg-base "* ]] && TARGETS="itg itg-base ${TARGETS#itg }"
+if [ -n "${BASELINE:-}" ] && [[ " $TARGETS " != *" itg-base "* ]]; then
+    # The baseline right after ITG (each target once).
+    if [[ " $TARGETS " == *" itg "* ]]; then
+        TARGETS=$(echo " $TARGETS " | sed 's/ itg / itg itg-base /')
+    else
+        TARGETS="$TARGETS itg-base"
+    fi
+fi
 
 start_itg() { # name server-binary http ftl webrtc media-ports
     local name=$1 server=$2

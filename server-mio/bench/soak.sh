@@ -42,7 +42,9 @@ INTERVAL=${INTERVAL:-60}
 END=$(( $(date +%s) + MINUTES * 60 ))
 logs="$root/target/soak-logs"
 rm -rf "$logs"; mkdir -p "$logs"
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; cp "$work"/*.log "$work"/*.jsonl "$work"/samples.txt "$logs"/ 2>/dev/null || true; rm -rf "$work"' EXIT
+# The loops go first (so nothing is started again), then what they started (a node or Redis
+# restarted by a loop is its child, not this shell's job).
+trap 'kill $(jobs -p) 2>/dev/null || true; for p in "$work"/*.pid; do kill "$(cat "$p")" 2>/dev/null || true; done; wait 2>/dev/null || true; cp "$work"/*.log "$work"/*.jsonl "$work"/samples.txt "$logs"/ 2>/dev/null || true; rm -rf "$work"' EXIT
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 running() { [ "$(date +%s)" -lt "$END" ]; }
 

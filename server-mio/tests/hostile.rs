@@ -720,7 +720,18 @@ fn a_whep_flood_from_one_address_locks_nobody_out() {
         first_video.as_millis()
     );
     assert!(got_video, "the honest viewer got no video during the flood");
-    assert!(limited > 1000, "the flood was not refused: {limited} 429s");
+    // How many offers the flooders get out depends on the machine; what the server owes is
+    // a refusal for every one past the address's share.
+    assert!(
+        statuses.len() >= 200,
+        "the flood was too thin to show anything: {} offers",
+        statuses.len()
+    );
+    assert!(
+        limited + 64 >= statuses.len(),
+        "the flood was not refused: {limited} 429s of {} offers",
+        statuses.len()
+    );
     assert!(
         created <= 64,
         "{created} unconnected sessions for one address"

@@ -46,17 +46,25 @@ pub fn key_service_response(data: &[u8]) {
     let _ = crate::hooks::key_from_body(data);
 }
 
-/// Signalling text from a peer: a WHEP or WHIP offer, a WebSocket viewer's answer, a trickled
-/// candidate.
+/// Signalling text from a peer through str0m's parsers behind the server's guard: a WHEP or
+/// WHIP offer, a WebSocket viewer's answer, a trickled candidate.
 pub fn signalling(text: &str) {
-    let _ = super::webrtc::whip::check_offer(text, super::webrtc::whip::Offerer::Publisher);
-    let _ = super::webrtc::whip::offered_video_codecs(text);
-    for codec in relay_core::VideoCodec::ALL {
-        let _ = super::webrtc::whip::check_offer(text, super::webrtc::whip::Offerer::Viewer(codec));
-    }
-    let _ = super::webrtc::peers::mids_from_sdp(text);
+    let _ = super::webrtc::whip::parse_offer(text);
     let _ = super::webrtc::peers::parse_answer(text);
     let _ = super::webrtc::peers::parse_candidate(text);
+}
+
+/// The server's own reading of signalling text, apart from str0m's parser (which
+/// [`signalling`] covers, at a few hundred inputs a second): the media sections and codecs of
+/// an offer, and the checks for a publisher and for a viewer of each codec.
+pub fn sdp_text(text: &str) {
+    use super::webrtc::whip::{check_media, offered_video_codecs, Offerer};
+    let _ = check_media(text, Offerer::Publisher);
+    for codec in relay_core::VideoCodec::ALL {
+        let _ = check_media(text, Offerer::Viewer(codec));
+    }
+    let _ = offered_video_codecs(text);
+    let _ = super::webrtc::peers::mids_from_sdp(text);
 }
 
 /// DTLS datagrams from a peer as str0m hands them to the server's DTLS: an endpoint in the

@@ -909,7 +909,7 @@ impl Server {
                 audio: None,
                 tx_ssrc: (None, None),
                 rtx_reset: None,
-                repair: relay_core::RepairBudget::new(),
+                repair: relay_core::RepairBudget::joining(),
                 repair_ssrcs: None,
                 repair_sent: (0, 0),
                 unsent: 0,

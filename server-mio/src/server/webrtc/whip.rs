@@ -255,6 +255,16 @@ pub(in crate::server) fn check_offer(
     who: Offerer,
 ) -> Result<(SdpOffer, Option<VideoCodec>), (u16, String)> {
     let offer = parse_offer(sdp)?;
+    let video = check_media(sdp, who)?;
+    Ok((offer, video))
+}
+
+/// The server's own reading of an offer's text, once str0m has parsed it: the media it has,
+/// and the video codec a publisher's stream or a viewer's session will be in.
+pub(in crate::server) fn check_media(
+    sdp: &str,
+    who: Offerer,
+) -> Result<Option<VideoCodec>, (u16, String)> {
     let mids = mids_from_sdp(sdp);
     let has = |k: MediaKind| mids.iter().any(|(_, kind)| *kind == k);
     if !has(MediaKind::Video) && !has(MediaKind::Audio) {
@@ -325,7 +335,7 @@ pub(in crate::server) fn check_offer(
             },
         ));
     }
-    Ok((offer, video))
+    Ok(video)
 }
 
 /// str0m's SDP parser on untrusted text: an error or a panic is a `400`.
