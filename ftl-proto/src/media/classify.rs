@@ -68,8 +68,8 @@ pub fn classify<'a>(datagram: &'a [u8], params: &MediaParams) -> MediaDatagram<'
             Err(e) => MediaDatagram::Invalid(e),
         };
     }
-    // RTCP packet types 192-223 (RFC 5761 §4); FTL sends only sender reports.
-    if (192..=223).contains(&second) {
+    // RTCP (RFC 5761 §4); FTL sends only sender reports.
+    if crate::media::rtp::is_rtcp(second) {
         if second != crate::media::sender_report::SR_TYPE {
             if let Err(e) = crate::media::bytes::need("RTCP header", datagram, 8) {
                 return MediaDatagram::Invalid(e);

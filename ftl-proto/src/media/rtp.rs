@@ -7,6 +7,12 @@ use crate::Error;
 /// Size of the fixed RTP header.
 pub const HEADER_LEN: usize = 12;
 
+/// Whether a datagram whose second byte is `second` is RTCP rather than RTP on a multiplexed
+/// port: RTCP packet types 192-223 (RFC 5761 §4) are payload types no RTP stream may use.
+pub fn is_rtcp(second: u8) -> bool {
+    (192..=223).contains(&second)
+}
+
 /// A checked view of an RTP packet. Parsing validates version, CSRC list, header extension and
 /// padding against the buffer's length once; every accessor is then infallible.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -313,20 +313,7 @@ fn with_size(obu: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Bits into bytes, MSB first, zero-padded.
-    fn pack(bits: &[(u32, u32)]) -> Vec<u8> {
-        let mut v = Vec::new();
-        for (value, n) in bits {
-            for i in (0..*n).rev() {
-                v.push(((value >> i) & 1) as u8);
-            }
-        }
-        v.resize(v.len().div_ceil(8) * 8, 0);
-        v.chunks(8)
-            .map(|c| c.iter().fold(0u8, |a, b| (a << 1) | b))
-            .collect()
-    }
+    use crate::codec::pack_bits as pack;
 
     /// A sequence header OBU as libaom writes one for a real-time stream: profile 0, one
     /// operating point at level 8 (4.0), no timing info, 11-bit size fields.

@@ -71,6 +71,21 @@ impl<'a> Bits<'a> {
     }
 }
 
+/// Fields written MSB first, each `(value, bits)`, zero-padded to whole bytes: the inverse of
+/// [`Bits`], for building the headers the readers here take (tests, test tools).
+pub fn pack_bits(fields: &[(u32, u32)]) -> Vec<u8> {
+    let mut bits = Vec::new();
+    for (value, n) in fields {
+        for i in (0..*n).rev() {
+            bits.push(((value >> i) & 1) as u8);
+        }
+    }
+    bits.resize(bits.len().div_ceil(8) * 8, 0);
+    bits.chunks(8)
+        .map(|c| c.iter().fold(0u8, |a, b| (a << 1) | b))
+        .collect()
+}
+
 /// AV1's `leb128()`: a little-endian base-128 length; returns it and the bytes it took.
 pub(crate) fn leb128(data: &[u8]) -> Option<(u64, usize)> {
     let mut v = 0u64;

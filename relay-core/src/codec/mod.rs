@@ -9,6 +9,7 @@
 
 pub mod av1;
 mod bits;
+pub use bits::pack_bits;
 pub mod h265;
 pub mod vp8;
 pub mod vp9;

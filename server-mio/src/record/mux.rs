@@ -223,6 +223,7 @@ mod tests {
     use super::super::assemble::{AudioFrame, VideoFrame};
     use super::*;
     use mp4_atom::{Any, Decode};
+    use relay_core::codec::pack_bits as pack;
 
     const SPS: &[u8] = include_bytes!("../../../ftl-proto/tests/data/sps-baseline-320x180.bin");
     const PPS: &[u8] = &[0x68, 0xcb, 0x83, 0xcb, 0x20];
@@ -321,20 +322,6 @@ mod tests {
         g.audio.clear();
         let mut none = FileMux::new(false, VideoCodec::H264);
         assert!(none.push(&g).is_err());
-    }
-
-    /// Bits into bytes, MSB first, zero-padded.
-    fn pack(bits: &[(u32, u32)]) -> Vec<u8> {
-        let mut v = Vec::new();
-        for (value, n) in bits {
-            for i in (0..*n).rev() {
-                v.push(((value >> i) & 1) as u8);
-            }
-        }
-        v.resize(v.len().div_ceil(8) * 8, 0);
-        v.chunks(8)
-            .map(|c| c.iter().fold(0u8, |a, b| (a << 1) | b))
-            .collect()
     }
 
     /// A GOP of two frames whose first one carries `first`.

@@ -136,7 +136,9 @@ struct Light {
 
 /// Whether a datagram is SRTP media (RTP, not RTCP: RFC 5761 §4 and RFC 7983's first byte).
 fn is_srtp_media(b: &[u8]) -> bool {
-    matches!(b.first(), Some(0x80..=0xbf)) && !matches!(b.get(1), Some(192..=223))
+    matches!(b.first(), Some(0x80..=0xbf))
+        && b.get(1)
+            .is_some_and(|t| !ftl_proto::media::rtp::is_rtcp(*t))
 }
 
 /// The RTP header's length (fixed part, CSRCs, extension), which SRTP leaves in the clear.

@@ -1690,9 +1690,8 @@ impl Server {
 /// The SSRC of an (S)RTP packet, which SRTP leaves in the clear; `None` for RTCP and anything
 /// shorter than a header.
 fn rtp_ssrc(d: &[u8]) -> Option<u32> {
-    let b1 = *d.get(1)?;
-    if (192..=223).contains(&b1) {
-        return None; // RTCP
+    if ftl_proto::media::rtp::is_rtcp(*d.get(1)?) {
+        return None;
     }
     Some(u32::from_be_bytes(d.get(8..12)?.try_into().ok()?))
 }
