@@ -10,7 +10,9 @@
 //!   before repair), mapped to the share that repairs it ([`RepairBudget::step_for`]);
 //! - the repair it actually takes: a viewer whose retransmissions reach the budget is asking
 //!   for more than it gets (some receivers report loss after repair, which hides the need),
-//!   so the budget rises a step; it does not fall while the viewer would hit the lower step.
+//!   so the budget rises two steps, since how much more it needs cannot be seen past the cap
+//!   and every rise costs the viewer its retransmission history; it does not fall while its
+//!   repair would come near the lower step.
 //!
 //! It rises at once and falls a step only after [`RepairBudget::FALL_AFTER`] of calm, so a
 //! burst of loss does not make it swing. It moves in a few steps ([`RTX_SHARES`]) rather than
@@ -27,6 +29,11 @@ pub const RTX_SHARES: [f32; 4] = [0.15, 0.30, 0.45, 0.60];
 
 /// Retransmissions at this fraction of the budget or more count as reaching it.
 const AT_THE_CAP: f32 = 0.8;
+
+/// Retransmissions at this fraction of the step below or more hold the budget where it is:
+/// lower than [`AT_THE_CAP`], so that a viewer whose repair sits near a step's cap does not
+/// go down, hit the cap and come back up (each move costs it its retransmission history).
+const NEAR_THE_STEP_BELOW: f32 = 0.6;
 
 /// What a viewer's last reporting interval showed.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -119,16 +126,14 @@ impl RepairBudget {
         }
         let top = RTX_SHARES.len() - 1;
         let share = r.rtx_share();
-        let at = |step: usize| {
-            RTX_SHARES
-                .get(step)
-                .is_some_and(|s| share >= AT_THE_CAP * s)
+        let at = |step: usize, fraction: f32| {
+            RTX_SHARES.get(step).is_some_and(|s| share >= fraction * s)
         };
         let mut need = r.loss.map_or(0, Self::step_for);
-        if at(self.applied) {
-            need = need.max((self.applied + 1).min(top));
-        } else if self.applied > 0 && at(self.applied - 1) {
-            need = need.max(self.applied); // would hit the step below: stay
+        if at(self.applied, AT_THE_CAP) {
+            need = need.max((self.applied + 2).min(top));
+        } else if self.applied > 0 && at(self.applied - 1, NEAR_THE_STEP_BELOW) {
+            need = need.max(self.applied); // would come near the step below: stay
         }
         if need >= self.applied {
             self.wanted = need;
@@ -259,17 +264,21 @@ mod tests {
         // 10 resends of 110 sent: 9 %, under 80 % of the clean 15 %.
         b.report(resent(10), t);
         assert_eq!(b.take_change(), None);
-        // 20 of 120 (17 %): at the clean budget (asking for more than it gets).
+        // 20 of 120 (17 %): at the clean budget (asking for more than it gets), and how
+        // much more cannot be seen: two steps up.
         b.report(resent(20), t);
-        assert_eq!(b.take_change(), Some(0.30));
-        b.report(resent(40), t);
         assert_eq!(b.take_change(), Some(0.45));
-        // Repair now takes 20 % (25 of 125): under 80 % of this step and of the one below
-        // (24 %), so after a calm period the budget falls a step.
+        // 60 of 160 (38 %): at this one too; the top step is as far as it goes.
+        b.report(resent(60), t);
+        assert_eq!(b.take_change(), Some(0.60));
+        b.report(resent(150), t);
+        assert_eq!(b.take_change(), None);
+        // Repair now takes 13 % (15 of 115): under 60 % of the step below (18 %), so after
+        // a calm period the budget falls a step.
         for s in 1..=11 {
-            b.report(resent(25), t + Duration::from_secs(s));
+            b.report(resent(15), t + Duration::from_secs(s));
         }
-        assert_eq!(b.take_change(), Some(0.30));
+        assert_eq!(b.take_change(), Some(0.45));
     }
 
     #[test]
@@ -278,14 +287,15 @@ mod tests {
         let mut b = RepairBudget::new();
         b.report(loss(0.2), t);
         assert_eq!(b.take_change(), Some(0.45));
-        // The receiver reports no loss (it counts after repair), but the repair takes 27 %
-        // (37 of 137): past 80 % of the 30 % step below, so the budget stays.
+        // The receiver reports no loss (it counts after repair), but the repair takes 20 %
+        // (25 of 125), what 20 % loss costs: past 60 % of the 30 % step below (and under
+        // 80 % of this one), so the budget stays.
         for s in 1..=30 {
             b.report(
                 RepairReport {
                     loss: Some(0.0),
                     sent: 100,
-                    resent: 37,
+                    resent: 25,
                 },
                 t + Duration::from_secs(s),
             );
