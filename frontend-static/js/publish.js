@@ -79,9 +79,9 @@ async function applyBitrate() {
   const kbps = Number($('bitrate').value);
   const params = sender.getParameters();
   if (!params.encodings || !params.encodings.length) params.encodings = [{}];
-  for (const e of params.encodings) {
-    if (kbps > 0) e.maxBitrate = kbps * 1000; else delete e.maxBitrate;
-  }
+  // With simulcast the choice is the full-size layer's; the smaller ones keep theirs.
+  const top = params.encodings[params.encodings.length - 1];
+  if (kbps > 0) top.maxBitrate = kbps * 1000; else delete top.maxBitrate;
   await sender.setParameters(params).catch((e) => console.warn(`bitrate: ${e.message}`));
 }
 
@@ -103,7 +103,17 @@ async function goLive(event) {
     const stream = await getMedia();
     pc = new RTCPeerConnection();
     for (const track of stream.getTracks()) {
-      const t = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+      const init = { direction: 'sendonly', streams: [stream] };
+      if (track.kind === 'video' && $('layers').value === '3') {
+        // Simulcast: quarter, half and full size, smallest first (the server ranks layers by
+        // the picture they carry, whatever their names).
+        init.sendEncodings = [
+          { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 200_000 },
+          { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 700_000 },
+          { rid: 'f' },
+        ];
+      }
+      const t = pc.addTransceiver(track, init);
       prefer(t, track.kind);
     }
     pc.addEventListener('connectionstatechange', () => {
@@ -140,10 +150,13 @@ async function showStats() {
   let bytes = 0;
   let video = null;
   let estimate = 0;
+  const layersSending = {};
   report.forEach((s) => {
     if (s.type === 'outbound-rtp') {
       bytes += s.bytesSent || 0;
-      if (s.kind === 'video') video = s;
+      // With simulcast: the largest layer sending.
+      if (s.kind === 'video' && (!video || (s.frameWidth || 0) > (video.frameWidth || 0))) video = s;
+      if (s.kind === 'video' && s.rid) layersSending[s.rid] = s.frameWidth ? `${s.frameWidth}×${s.frameHeight}` : 'off';
     }
     if (s.type === 'candidate-pair' && s.nominated && s.availableOutgoingBitrate) {
       estimate = s.availableOutgoingBitrate;
@@ -156,6 +169,7 @@ async function showStats() {
     d.fps = String(Math.round(video.framesPerSecond || 0));
   }
   d.limitation = (video && video.qualityLimitationReason) || 'none';
+  d.layers = Object.values(layersSending).filter((v) => v !== 'off').join(',');
   d.estimate = String(Math.round(estimate / 1000));
   const now = performance.now();
   if (lastBytes) {
@@ -166,6 +180,7 @@ async function showStats() {
       ` · ${kbps} kbit/s${size}`;
     const why = { bandwidth: 'the network', cpu: 'this computer', other: 'the browser' }[d.limitation];
     $('sending').textContent = [
+      d.layers ? `layers ${d.layers.replaceAll(',', ', ')}` : '',
       estimate ? `Network estimate ${(estimate / 1e6).toFixed(1)} Mbit/s` : '',
       serverCapKbps ? `server allows up to ${(serverCapKbps / 1000).toFixed(1)} Mbit/s` : '',
       why ? `quality limited by ${why}` : '',

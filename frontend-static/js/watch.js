@@ -75,9 +75,37 @@ function noteIceFailure(candidates) {
 player.addEventListener('state', (e) => {
   if (e.detail.state === 'disconnected' && e.detail.iceFailed) noteIceFailure(e.detail.candidates);
   if (e.detail.state === 'playing') iceFailed = null;
+  // A new session after a reconnect keeps the viewer's choice.
+  if (e.detail.state === 'playing' && qualityChoice !== 'auto') {
+    player.setLayer(qualityChoice).catch((err) => console.warn(`quality: ${err.message}`));
+  }
   if (e.detail.state !== 'error') return;
   if (e.detail.status === 406) refused = e.detail.message;
   show('error', `Cannot play: ${e.detail.message}`);
+});
+
+// Simulcast: the stream's layers in a quality menu; "Auto" lets the server follow the link.
+const quality = document.getElementById('quality');
+const qualityBox = document.getElementById('quality-box');
+let qualityChoice = 'auto';
+function showLayers(layers) {
+  const list = (layers || []).filter((l) => l.height);
+  qualityBox.hidden = list.length < 2;
+  const wanted = ['auto', ...list.map((l) => String(l.id))];
+  const have = [...quality.options].map((o) => o.value);
+  if (wanted.join() === have.join()) return;
+  quality.innerHTML = '<option value="auto">Auto</option>'
+    + list.slice().reverse().map((l) => `<option value="${l.id}">${l.height}p</option>`).join('');
+  quality.value = wanted.includes(qualityChoice) ? qualityChoice : 'auto';
+}
+quality.addEventListener('change', async () => {
+  qualityChoice = quality.value;
+  try {
+    const r = await player.setLayer(qualityChoice);
+    window.itg.layer = r;
+  } catch (e) {
+    console.warn(`quality: ${e.message}`);
+  }
 });
 
 let lastFrames = 0;
@@ -116,6 +144,7 @@ async function tick() {
     lastProgress = Date.now();
   }
   streamCodec = info.codec || null;
+  showLayers(info.layers);
   const decodable = !streamCodec || decodes(streamCodec);
   const stalled = Date.now() - lastProgress > 6000;
   if (stalled && player.pc && player.pc.connectionState !== 'connected' && frames === 0) {

@@ -84,6 +84,22 @@ export class WhepPlayer extends EventTarget {
     await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() });
   }
 
+  /**
+   * Chooses the simulcast layer this viewer gets (the WHEP layer extension): a layer's id as
+   * `/api/streams` lists it, or `'auto'` to let the server follow the viewer's link. Resolves
+   * to the server's answer (`{ layer, target, auto }`).
+   */
+  async setLayer(layer) {
+    if (!this.location) throw new Error('not connected');
+    const res = await fetch(`${this.location}/layer`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify(layer === 'auto' ? {} : { encodingId: String(layer) }),
+    });
+    if (!res.ok) throw new Error(`layer ${res.status}: ${(await res.text()).trim()}`);
+    return res.json();
+  }
+
   /** Ends the session on the server and closes the connection. */
   async stop() {
     const pc = this.pc;

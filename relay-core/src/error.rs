@@ -15,6 +15,8 @@ pub enum Error {
     UnknownChannel(ChannelId),
     /// The viewer id is not (or no longer) known.
     UnknownViewer(ViewerId),
+    /// The stream has no such video layer.
+    UnknownLayer(crate::layers::LayerId),
     /// Starting another stream would exceed `max_streams`.
     TooManyStreams { limit: usize },
     /// Adding a viewer would exceed `max_viewers` in total.
@@ -30,6 +32,7 @@ impl fmt::Display for Error {
         match self {
             Error::UnknownChannel(c) => write!(f, "channel {c} has no stream and no viewers"),
             Error::UnknownViewer(v) => write!(f, "unknown viewer {v}"),
+            Error::UnknownLayer(l) => write!(f, "no video layer {l}"),
             Error::TooManyStreams { limit } => write!(f, "stream limit of {limit} reached"),
             Error::TooManyViewers { limit } => write!(f, "viewer limit of {limit} reached"),
             Error::ChannelFull { channel, limit } => {

@@ -129,6 +129,7 @@ mod tests {
 
     fn pkt(ext: u64, ts: u32, len: usize) -> Packet {
         Packet {
+            layer: crate::layers::LayerId(0),
             ext,
             ts,
             marker: false,

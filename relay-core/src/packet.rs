@@ -7,7 +7,9 @@ use std::time::Instant;
 /// One accepted ingest packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Packet {
-    /// Extended ingest sequence number.
+    /// The video layer it belongs to (simulcast; 0 without, and for audio).
+    pub layer: crate::layers::LayerId,
+    /// Extended ingest sequence number (in its layer's sequence space).
     pub ext: u64,
     /// Ingest RTP timestamp.
     pub ts: u32,

@@ -10,6 +10,7 @@ use log::{debug, info};
 use crate::codec::VideoCodec;
 use crate::config::RelayConfig;
 use crate::ids::Ids;
+use crate::layers::{LayerId, LinkReport, Move, Quality};
 use crate::stats::{StreamStats, ViewerStats};
 use crate::stream::{RtpIn, Stream, StreamParams};
 use crate::types::{
@@ -189,6 +190,7 @@ impl Relay {
         &mut self,
         channel: ChannelId,
         kind: MediaKind,
+        layer: LayerId,
         ntp: u64,
         rtp_timestamp: u32,
         now: Instant,
@@ -198,7 +200,7 @@ impl Relay {
             .get_mut(&channel)
             .and_then(|c| c.stream.as_mut())
         {
-            stream.sender_report(kind, ntp, rtp_timestamp, now);
+            stream.sender_report(kind, layer, ntp, rtp_timestamp, now);
         }
     }
 
@@ -223,10 +225,17 @@ impl Relay {
             return Err(Error::ChannelFull { channel, limit });
         }
         let id = self.ids.take();
-        let (viewer, cached) = joined(id, ch.stream.as_mut(), &self.config, now, &mut self.outputs);
+        let (viewer, cached) = joined(
+            id,
+            false,
+            ch.stream.as_mut(),
+            &self.config,
+            now,
+            &mut self.outputs,
+        );
         if let (false, Some(stream)) = (cached, ch.stream.as_mut()) {
             // Nothing cached to start from: ask the encoder, if it can be asked.
-            stream.want_keyframe(now, &mut self.outputs);
+            stream.want_keyframe_of(viewer.layer, now, &mut self.outputs);
         }
         let at = ch.viewers.partition_point(|v| v.id < id);
         ch.viewers.insert(at, viewer);
@@ -250,7 +259,14 @@ impl Relay {
             .filter(|c| c.stream.is_some())
             .ok_or(Error::UnknownChannel(channel))?;
         let id = self.ids.take();
-        let (tap, _) = joined(id, ch.stream.as_mut(), &self.config, now, &mut self.outputs);
+        let (tap, _) = joined(
+            id,
+            true,
+            ch.stream.as_mut(),
+            &self.config,
+            now,
+            &mut self.outputs,
+        );
         ch.taps.push(tap);
         self.tap_channel.insert(id, channel);
         Ok(id)
@@ -324,20 +340,109 @@ impl Relay {
         let recent = v
             .last_keyframe_request
             .is_some_and(|t| now.saturating_duration_since(t) < interval);
+        let layer = v.layer;
+        let cached = |s: &Stream| s.layer(layer).is_some_and(|l| l.gop.is_valid());
         match ch.stream.as_mut() {
-            Some(stream) if !recent && stream.gop.is_valid() => {
+            Some(stream) if !recent && cached(stream) => {
                 v.last_keyframe_request = Some(now);
                 v.stats.keyframes_from_cache += 1;
                 stream.counters.viewer_restarts += 1;
                 replay_gop(v, stream, &self.config, now, &mut self.outputs);
             }
-            Some(stream) if !stream.gop.is_valid() && stream.keyframes_on_demand() => {
+            Some(stream) if !cached(stream) && stream.keyframes_on_demand() => {
                 v.stats.keyframes_from_encoder += 1;
-                stream.want_keyframe(now, &mut self.outputs);
+                stream.want_keyframe_of(layer, now, &mut self.outputs);
             }
             _ => v.stats.keyframe_requests_ignored += 1,
         }
         Ok(())
+    }
+
+    /// What a viewer's link showed over its last reporting interval (its receiver report, a
+    /// bandwidth estimate): on a stream with video layers, a viewer on `Quality::Auto` may be
+    /// moved a layer down or up (see [`crate::layers`]). Unknown ids are ignored.
+    pub fn viewer_link(&mut self, viewer: ViewerId, report: LinkReport, now: Instant) {
+        let Some((ch, i)) = self.locate(viewer) else {
+            return;
+        };
+        let Some(ch) = self.channels.get_mut(&ch) else {
+            return;
+        };
+        let (Some(stream), Some(v)) = (ch.stream.as_mut(), ch.viewers.get_mut(i)) else {
+            return;
+        };
+        if v.quality != Quality::Auto || stream.layers.len() < 2 {
+            return;
+        }
+        let active: Vec<LayerId> = stream
+            .ranked()
+            .iter()
+            .copied()
+            .filter(|id| stream.layer(*id).is_some_and(|l| l.active(now)))
+            .collect();
+        let on = v.target.unwrap_or(v.layer);
+        let Some(pos) = active.iter().position(|id| *id == on) else {
+            return;
+        };
+        let rate =
+            |id: Option<&LayerId>| id.and_then(|id| stream.layer(*id)).map(|l| l.bitrate(now));
+        let here = rate(active.get(pos)).unwrap_or(0);
+        let above = rate(active.get(pos + 1));
+        let to = match v.chooser.report(report, here, above, pos > 0, now) {
+            Move::Stay => return,
+            Move::Down => pos.checked_sub(1).and_then(|p| active.get(p)),
+            Move::Up => active.get(pos + 1),
+        };
+        if let Some(&to) = to {
+            debug!("viewer {viewer}: to layer {to} ({report:?})");
+            if v.retarget(to) {
+                stream.want_keyframe_of(to, now, &mut self.outputs);
+            }
+        }
+    }
+
+    /// Sets which layer a viewer wants: the best its link carries, or a fixed one (from the
+    /// watch page's quality menu). A fixed layer the stream does not have is an error.
+    pub fn set_viewer_quality(
+        &mut self,
+        viewer: ViewerId,
+        quality: Quality,
+        now: Instant,
+    ) -> Result<(), Error> {
+        let (ch, i) = self.locate(viewer).ok_or(Error::UnknownViewer(viewer))?;
+        let ch = self
+            .channels
+            .get_mut(&ch)
+            .ok_or(Error::UnknownViewer(viewer))?;
+        let v = ch.viewers.get_mut(i).ok_or(Error::UnknownViewer(viewer))?;
+        if let Quality::Fixed(layer) = quality {
+            let stream = ch
+                .stream
+                .as_mut()
+                .filter(|s| s.layer(layer).is_some())
+                .ok_or(Error::UnknownLayer(layer))?;
+            if v.retarget(layer) {
+                stream.want_keyframe_of(layer, now, &mut self.outputs);
+            }
+        }
+        v.quality = quality;
+        v.chooser.moved(now);
+        Ok(())
+    }
+
+    /// The layer a viewer is on, and the one it is moving to.
+    pub fn viewer_layer(&self, viewer: ViewerId) -> Option<(LayerId, Option<LayerId>)> {
+        let (ch, i) = self.locate(viewer)?;
+        let v = self.channels.get(&ch)?.viewers.get(i)?;
+        Some((v.layer, v.target))
+    }
+
+    /// A viewer's channel and index there.
+    fn locate(&self, viewer: ViewerId) -> Option<(ChannelId, usize)> {
+        let channel = *self.viewer_channel.get(&viewer)?;
+        let ch = self.channels.get(&channel)?;
+        let i = ch.viewers.binary_search_by_key(&viewer, |v| v.id).ok()?;
+        Some((channel, i))
     }
 
     /// Next thing for the caller to do.
@@ -426,7 +531,11 @@ impl Relay {
     /// Statistics of `channel`'s live stream.
     pub fn stream_stats(&self, channel: ChannelId, now: Instant) -> Option<StreamStats> {
         let ch = self.channels.get(&channel)?;
-        Some(ch.stream.as_ref()?.stats(ch.viewers.len(), now))
+        let mut stats = ch.stream.as_ref()?.stats(ch.viewers.len(), now);
+        for l in &mut stats.layers {
+            l.viewers = ch.viewers.iter().filter(|v| v.layer == l.id).count();
+        }
+        Some(stats)
     }
 
     /// The codec of `channel`'s video, and its profile once a parameter set gave it (H.264:
@@ -496,10 +605,13 @@ fn fan_out(
     if kind == MediaKind::Video && queued > config.late_after {
         overload_step(ch, config, now);
     }
+    if kind == MediaKind::Video {
+        follow_layers(ch, pkt, now, outputs);
+    }
     let too_late = queued > config.late_drop_after;
     let mut skips = 0;
     let mut skipped = 0;
-    let (mut late, mut refused) = (0, 0);
+    let (mut late, mut refused, mut switches) = (0, 0, 0);
     for t in &mut ch.taps {
         if let Some(f) = t.on_packet(kind, pkt, usize::MAX, false, now) {
             outputs.push_back(Output::Forward(f));
@@ -512,6 +624,7 @@ fn fan_out(
             s.skipped_packets,
             s.skips_late,
             s.skips_send_failed,
+            s.layer_switches,
         );
         if let Some(f) = v.on_packet(kind, pkt, config.max_viewer_backlog, too_late, now) {
             outputs.push_back(Output::Forward(f));
@@ -520,12 +633,69 @@ fn fan_out(
         skipped += v.stats.skipped_packets - before.1;
         late += v.stats.skips_late - before.2;
         refused += v.stats.skips_send_failed - before.3;
+        switches += v.stats.layer_switches - before.4;
     }
     if let Some(s) = ch.stream.as_mut() {
         s.counters.viewer_skips += skips;
         s.counters.viewer_skipped_packets += skipped;
         s.counters.viewer_skips_late += late;
         s.counters.viewer_skips_send_failed += refused;
+        s.counters.layer_switches += switches;
+    }
+}
+
+/// Keeps members on layers that send, as a video packet of layer `pkt.layer` arrives: taps
+/// follow the top layer; a viewer whose layer stopped (a publisher drops its upper layers when
+/// its uplink narrows) moves to the best one still sending below it, or the nearest above.
+/// Only streams with more than one layer have anything to do here.
+fn follow_layers(
+    ch: &mut Channel,
+    pkt: &crate::Packet,
+    now: Instant,
+    outputs: &mut VecDeque<Output>,
+) {
+    let Some(stream) = ch.stream.as_mut() else {
+        return;
+    };
+    if stream.layers.len() < 2 {
+        return;
+    }
+    let ranked: Vec<(LayerId, bool)> = stream
+        .ranked()
+        .iter()
+        .map(|id| (*id, stream.layer(*id).is_some_and(|l| l.active(now))))
+        .collect();
+    let sending = |id: LayerId| ranked.iter().any(|(l, a)| *l == id && *a);
+    let top = ranked.iter().rev().find(|(_, a)| *a).map(|(id, _)| *id);
+    let mut wanted = Vec::new();
+    for t in &mut ch.taps {
+        if let Some(top) = top.filter(|top| t.target.unwrap_or(t.layer) != *top) {
+            if t.retarget(top) {
+                wanted.push(top);
+            }
+        }
+    }
+    // Cheap on the common path: a packet of the viewer's own layer means the layer sends.
+    for v in &mut ch.viewers {
+        let on = v.target.unwrap_or(v.layer);
+        if on == pkt.layer || sending(on) {
+            continue;
+        }
+        let pos = ranked.iter().position(|(id, _)| *id == on).unwrap_or(0);
+        let below = ranked.iter().take(pos).rev().find(|(_, a)| *a);
+        let above = ranked.iter().skip(pos + 1).find(|(_, a)| *a);
+        if let Some((to, _)) = below.or(above) {
+            debug!("viewer {}: layer {on} stopped, to layer {to}", v.id);
+            if v.retarget(*to) {
+                v.chooser.moved(now);
+                wanted.push(*to);
+            }
+        }
+    }
+    wanted.sort_unstable();
+    wanted.dedup();
+    for layer in wanted {
+        stream.want_keyframe_of(layer, now, outputs);
     }
 }
 
@@ -562,21 +732,44 @@ fn overload_step(ch: &mut Channel, config: &RelayConfig, now: Instant) {
 
 /// A new member of a channel (viewer or tap), started from the stream's cached GOP when there
 /// is one; whether it was.
+/// A viewer starts on the middle layer (a tap on the top one), or the nearest to it that has a
+/// GOP cached, so its first picture comes at once; its link moves it from there.
 fn joined(
     id: ViewerId,
+    tap: bool,
     stream: Option<&mut Stream>,
     config: &RelayConfig,
     now: Instant,
     outputs: &mut VecDeque<Output>,
 ) -> (Viewer, bool) {
     let mut viewer = Viewer::new(id);
-    let cached = match stream {
-        Some(s) if s.gop.is_valid() => {
-            replay_gop(&mut viewer, s, config, now, outputs);
-            true
-        }
-        _ => false,
+    viewer.chooser.moved(now);
+    let Some(s) = stream else {
+        return (viewer, false);
     };
+    let ranked = s.ranked();
+    let want = if tap {
+        ranked.len().saturating_sub(1)
+    } else {
+        ranked.len().saturating_sub(1) / 2
+    };
+    let cached = |i: &usize| {
+        ranked
+            .get(*i)
+            .and_then(|id| s.layer(*id))
+            .is_some_and(|l| l.gop.is_valid())
+    };
+    let start = (0..ranked.len())
+        .filter(cached)
+        .min_by_key(|i| i.abs_diff(want))
+        .or(Some(want).filter(|_| !ranked.is_empty()));
+    if let Some(layer) = start.and_then(|i| ranked.get(i)) {
+        viewer.layer = *layer;
+    }
+    let cached = start.as_ref().is_some_and(cached);
+    if cached {
+        replay_gop(&mut viewer, s, config, now, outputs);
+    }
     (viewer, cached)
 }
 
@@ -588,16 +781,18 @@ fn replay_gop(
     now: Instant,
     outputs: &mut VecDeque<Output>,
 ) {
-    if !stream.gop.is_valid() {
+    let Some(gop) = stream.layer(viewer.layer).map(|l| &l.gop) else {
+        return;
+    };
+    if !gop.is_valid() {
         return;
     }
+    viewer.target = None;
     let id = viewer.id;
     let stats = &mut viewer.stats;
-    viewer.video.replay(
-        stream.gop.packets(),
-        config.catch_up_ticks,
-        now,
-        |pkt, seq, ts| {
+    viewer
+        .video
+        .replay(gop.packets(), config.catch_up_ticks, now, |pkt, seq, ts| {
             stats.sent_packets += 1;
             stats.sent_bytes += pkt.payload.len() as u64;
             outputs.push_back(Output::Forward(Forward {
@@ -611,7 +806,6 @@ fn replay_gop(
                 cached: true,
                 payload: pkt.payload.clone(),
             }));
-        },
-    );
+        });
     debug_assert!(viewer.video.state == TrackState::Live);
 }

@@ -88,6 +88,10 @@ pub struct StreamCounters {
     pub dropped_foreign_ssrc: u64,
     pub dropped_invalid: u64,
     pub dropped_speed_test: u64,
+    /// Video of a layer past the most a stream keeps.
+    pub dropped_extra_layer: u64,
+    /// Viewers moved from one video layer to another (simulcast).
+    pub layer_switches: u64,
     pub dropped_too_old: u64,
     /// Packets dropped while a sequence jump waited for confirmation.
     pub dropped_sequence_jump: u64,
@@ -136,6 +140,22 @@ pub struct StreamStats {
     pub gop_bytes: usize,
     /// The encoder sends B-frames (bi-predicted pictures), which browsers play as a stutter.
     pub b_frames: bool,
+    /// The video layers, smallest picture first (one without simulcast).
+    pub layers: Vec<LayerStats>,
+}
+
+/// One video layer's figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerStats {
+    pub id: crate::layers::LayerId,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub video: Rates,
+    pub keyframe_interval: Option<Duration>,
+    /// Whether it is sending (a publisher stops its upper layers when its uplink narrows).
+    pub active: bool,
+    /// Viewers on it.
+    pub viewers: usize,
 }
 
 /// Per-viewer counters.
@@ -156,6 +176,8 @@ pub struct ViewerStats {
     pub keyframes_from_encoder: u64,
     /// Keyframe requests not answered (rate-limited or nothing cached).
     pub keyframe_requests_ignored: u64,
+    /// Moves from one video layer to another.
+    pub layer_switches: u64,
 }
 
 #[cfg(test)]

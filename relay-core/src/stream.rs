@@ -11,6 +11,12 @@
 //!
 //! Everything after that (keyframes through the codec seam, the GOP cache, fan-out, stats) is
 //! the same for both.
+//!
+//! **Video layers.** A WebRTC publisher may send simulcast: the same picture at up to
+//! [`MAX_LAYERS`] sizes, each its own RTP stream. Each is a [`VideoLayer`] here, with its own
+//! sequence space, loss tracking, keyframes, format and GOP cache, so a viewer can start on and
+//! switch to any of them (see [`crate::layers`]); all share the stream's audio and clock
+//! anchor. A stream without simulcast (all of FTL) has the one layer 0.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -25,10 +31,11 @@ use crate::clock::{NtpAnchor, TrackClock};
 use crate::codec::VideoCodec;
 use crate::config::{NackConfig, RelayConfig};
 use crate::gop::GopCache;
+use crate::layers::{LayerId, MAX_LAYERS};
 use crate::nack::{Arrival, LossTracker};
 use crate::packet::Packet;
 use crate::seq::{Extended, ReceivedWindow, SeqTracker};
-use crate::stats::{RateMeter, StreamCounters, StreamStats};
+use crate::stats::{LayerStats, RateMeter, StreamCounters, StreamStats};
 use crate::types::{Drop, Event, Ingest, MediaKind, Output};
 
 /// The largest Opus packet (RFC 6716 §3.4, R5). OBS's speed-test payloads are 1392 bytes.
@@ -82,6 +89,8 @@ impl StreamParams {
 #[derive(Debug, Clone)]
 pub struct RtpIn {
     pub kind: MediaKind,
+    /// The video layer (simulcast), 0 without; ignored for audio.
+    pub layer: LayerId,
     /// The wire sequence number (16 bits; the relay extends it).
     pub seq: u16,
     pub timestamp: u32,
@@ -114,6 +123,59 @@ impl Track {
     }
 }
 
+/// A layer without a packet for this long is taken as stopped (a browser stops sending its
+/// upper layers when its bandwidth estimate falls): its viewers move to one that is sending.
+pub(crate) const LAYER_IDLE: Duration = Duration::from_millis(1000);
+
+/// One video layer: its own RTP stream from the source, so its own sequence space, loss
+/// tracking, keyframes, format and GOP cache.
+#[derive(Debug)]
+pub(crate) struct VideoLayer {
+    pub(crate) id: LayerId,
+    track: Track,
+    pub(crate) gop: GopCache,
+    last_keyframe: Option<(u32, Instant)>,
+    keyframe_interval: Option<Duration>,
+    format: Option<(u32, u32, String)>,
+    /// A keyframe is wanted from the encoder (only for sources that can be asked).
+    keyframe_wanted: bool,
+    last_keyframe_request: Option<Instant>,
+    last_packet: Option<Instant>,
+}
+
+impl VideoLayer {
+    fn new(id: LayerId, ssrc: Ssrc, (max_bytes, max_duration): (usize, Duration)) -> Self {
+        VideoLayer {
+            id,
+            track: Track::new(ssrc, 90_000),
+            gop: GopCache::new(max_bytes, max_duration),
+            last_keyframe: None,
+            keyframe_interval: None,
+            format: None,
+            keyframe_wanted: false,
+            last_keyframe_request: None,
+            last_packet: None,
+        }
+    }
+
+    /// Whether the layer is sending.
+    pub(crate) fn active(&self, now: Instant) -> bool {
+        self.last_packet
+            .is_some_and(|t| now.saturating_duration_since(t) < LAYER_IDLE)
+    }
+
+    /// Its bits per second over the last full second.
+    pub(crate) fn bitrate(&self, now: Instant) -> u64 {
+        self.track.meter.rates(now).bits_per_second as u64
+    }
+
+    fn pixels(&self) -> u64 {
+        self.format
+            .as_ref()
+            .map_or(0, |f| u64::from(f.0) * u64::from(f.1))
+    }
+}
+
 /// How a packet's sequence number placed it.
 enum Placed {
     New { ext: u64, recovered: bool },
@@ -122,6 +184,7 @@ enum Placed {
 
 /// One RTP packet's fields, whichever source it came from.
 struct MediaIn<'a> {
+    layer: LayerId,
     seq: u16,
     ts: u32,
     marker: bool,
@@ -163,24 +226,22 @@ pub(crate) struct Stream {
     ingest_addr: Option<SocketAddr>,
     /// A source that may never become this stream's (an ended session's, on the same port).
     refused_source: Option<SocketAddr>,
-    video: Option<Track>,
+    /// Video layers, in the order they first sent (layer 0 first, made at the start).
+    pub(crate) layers: Vec<VideoLayer>,
+    /// The layers' ids from the smallest picture to the largest (ties: by id).
+    ranked: Vec<LayerId>,
     audio: Option<Track>,
     anchor: NtpAnchor,
-    pub(crate) gop: GopCache,
     seen_video: bool,
-    last_keyframe: Option<(u32, Instant)>,
-    keyframe_interval: Option<Duration>,
-    format: Option<(u32, u32, String)>,
     pub(crate) counters: StreamCounters,
     nack: NackConfig,
     media_timeout: Duration,
     codec: VideoCodec,
     /// Whether the stream's video has shown a bi-predicted frame.
     b_frames: bool,
-    /// A keyframe is wanted from the encoder (only for sources that can be asked).
-    keyframe_wanted: bool,
-    last_keyframe_request: Option<Instant>,
     keyframe_request_interval: Duration,
+    /// The GOP cache's bounds, for layers made later.
+    gop_limits: (usize, Duration),
 }
 
 impl Stream {
@@ -203,26 +264,33 @@ impl Stream {
                 video.unwrap_or_default(),
             ),
         };
+        let layers: Vec<VideoLayer> = video
+            .map(|ssrc| {
+                VideoLayer::new(
+                    LayerId(0),
+                    ssrc,
+                    (config.gop_max_bytes, config.gop_max_duration),
+                )
+            })
+            .into_iter()
+            .collect();
+        let ranked = layers.iter().map(|l| l.id).collect();
         Stream {
             channel,
-            video: video.map(|ssrc| Track::new(ssrc, 90_000)),
+            layers,
+            ranked,
             audio: audio.map(|ssrc| Track::new(ssrc, 48_000)),
             params,
             codec,
             b_frames: false,
-            keyframe_wanted: false,
-            last_keyframe_request: None,
             keyframe_request_interval: config.upstream_keyframe_interval,
+            gop_limits: (config.gop_max_bytes, config.gop_max_duration),
             started_at: now,
             last_media: now,
             ingest_addr: None,
             refused_source: None,
             anchor: NtpAnchor::default(),
-            gop: GopCache::new(config.gop_max_bytes, config.gop_max_duration),
             seen_video: false,
-            last_keyframe: None,
-            keyframe_interval: None,
-            format: None,
             counters: StreamCounters::default(),
             nack: config.nack.clone(),
             media_timeout: config.media_timeout,
@@ -267,10 +335,8 @@ impl Stream {
                 self.counters.sender_reports += 1;
                 self.ingest_addr = Some(from);
                 let at = self.anchor.instant(sr.ntp, now);
-                for t in [self.video.as_mut(), self.audio.as_mut()]
-                    .into_iter()
-                    .flatten()
-                {
+                let video = self.layers.first_mut().map(|l| &mut l.track);
+                for t in [video, self.audio.as_mut()].into_iter().flatten() {
                     if t.ssrc == sr.ssrc {
                         t.clock.on_report(sr.rtp_timestamp, at);
                     }
@@ -288,6 +354,7 @@ impl Stream {
         };
         self.ingest_addr = Some(from);
         let m = MediaIn {
+            layer: LayerId(0),
             seq: rtp.sequence_number(),
             ts: rtp.timestamp(),
             marker: rtp.marker(),
@@ -320,6 +387,7 @@ impl Stream {
             return (Ingest::Dropped(Drop::ForeignSource), None);
         }
         let m = MediaIn {
+            layer: rtp.layer,
             seq: rtp.seq,
             ts: rtp.timestamp,
             marker: rtp.marker,
@@ -329,10 +397,21 @@ impl Stream {
     }
 
     /// A sender report from a WebRTC peer's track: `rtp_ts` was captured at NTP time `ntp`.
-    pub(crate) fn sender_report(&mut self, kind: MediaKind, ntp: u64, rtp_ts: u32, now: Instant) {
+    pub(crate) fn sender_report(
+        &mut self,
+        kind: MediaKind,
+        layer: LayerId,
+        ntp: u64,
+        rtp_ts: u32,
+        now: Instant,
+    ) {
         let at = self.anchor.instant(ntp, now);
         let track = match kind {
-            MediaKind::Video => self.video.as_mut(),
+            MediaKind::Video => self
+                .layers
+                .iter_mut()
+                .find(|l| l.id == layer)
+                .map(|l| &mut l.track),
             MediaKind::Audio => self.audio.as_mut(),
         };
         if let Some(t) = track {
@@ -350,7 +429,7 @@ impl Stream {
     ) -> (Ingest, Option<(MediaKind, Packet)>) {
         let ftl = matches!(self.params, StreamParams::Ftl { .. });
         if kind == MediaKind::Audio
-            && ((ftl && self.video.is_some() && !self.seen_video)
+            && ((ftl && !self.layers.is_empty() && !self.seen_video)
                 || m.payload.len() > MAX_OPUS_PACKET)
         {
             // OBS's speed test: garbage on the audio SSRC before the stream proper. Never
@@ -359,8 +438,18 @@ impl Stream {
             self.counters.dropped_speed_test += 1;
             return (Ingest::Dropped(Drop::SpeedTest), None);
         }
+        let layer = match kind {
+            MediaKind::Video => match self.layer_index_or_new(m.layer) {
+                Some(i) => i,
+                None => {
+                    self.counters.dropped_extra_layer += 1;
+                    return (Ingest::Dropped(Drop::ExtraLayer), None);
+                }
+            },
+            MediaKind::Audio => 0,
+        };
         self.last_media = now;
-        let (ext, recovered) = match self.place(kind, m.seq, now) {
+        let (ext, recovered) = match self.place(kind, layer, m.seq, now) {
             Placed::New { ext, recovered } => (ext, recovered),
             Placed::Rejected(d) => return (Ingest::Dropped(d), None),
         };
@@ -372,7 +461,10 @@ impl Stream {
         } = m;
         let payload = payload.into_shared();
         let track = match kind {
-            MediaKind::Video => self.video.as_mut(),
+            MediaKind::Video => self.layers.get_mut(layer).map(|l| {
+                l.last_packet = Some(now);
+                &mut l.track
+            }),
             MediaKind::Audio => self.audio.as_mut(),
         };
         let Some(track) = track else {
@@ -383,6 +475,7 @@ impl Stream {
         let wallclock = track.clock.wallclock(ts, now);
         self.counters.bytes += payload.len() as u64;
         let mut pkt = Packet {
+            layer: self.layers.get(layer).map_or(LayerId(0), |l| l.id),
             ext,
             ts,
             marker,
@@ -396,7 +489,7 @@ impl Stream {
                 self.counters.video_packets += 1;
                 self.counters.frames += u64::from(marker);
                 self.seen_video = true;
-                self.on_video(&mut pkt, now, out);
+                self.on_video(layer, &mut pkt, now, out);
             }
         }
         let ingest = if recovered {
@@ -407,17 +500,66 @@ impl Stream {
         (ingest, Some((kind, pkt)))
     }
 
-    /// Keyframe detection, format changes, B-frames and the GOP cache.
-    fn on_video(&mut self, pkt: &mut Packet, now: Instant, out: &mut VecDeque<Output>) {
+    /// The index of layer `id`, made if the stream has room for another (a WebRTC peer's
+    /// simulcast; FTL's one layer is made at the start).
+    fn layer_index_or_new(&mut self, id: LayerId) -> Option<usize> {
+        if let Some(i) = self.layers.iter().position(|l| l.id == id) {
+            return Some(i);
+        }
+        if !matches!(self.params, StreamParams::Rtp { video: Some(_), .. })
+            || self.layers.len() >= MAX_LAYERS
+        {
+            return None;
+        }
+        info!("channel {}: video layer {id} started", self.channel);
+        self.layers
+            .push(VideoLayer::new(id, Ssrc(0), self.gop_limits));
+        self.rerank();
+        Some(self.layers.len() - 1)
+    }
+
+    pub(crate) fn layer(&self, id: LayerId) -> Option<&VideoLayer> {
+        self.layers.iter().find(|l| l.id == id)
+    }
+
+    fn layer_mut(&mut self, id: LayerId) -> Option<&mut VideoLayer> {
+        self.layers.iter_mut().find(|l| l.id == id)
+    }
+
+    /// The layers from the smallest picture to the largest.
+    pub(crate) fn ranked(&self) -> &[LayerId] {
+        &self.ranked
+    }
+
+    /// The layer with the largest picture (what recordings and edges take).
+    pub(crate) fn top(&self) -> Option<LayerId> {
+        self.ranked.last().copied()
+    }
+
+    fn rerank(&mut self) {
+        let mut ranked: Vec<(u64, LayerId)> =
+            self.layers.iter().map(|l| (l.pixels(), l.id)).collect();
+        ranked.sort_unstable();
+        self.ranked = ranked.into_iter().map(|(_, id)| id).collect();
+    }
+
+    /// Keyframe detection, format changes, B-frames and the GOP cache of the layer at `index`.
+    fn on_video(
+        &mut self,
+        index: usize,
+        pkt: &mut Packet,
+        now: Instant,
+        out: &mut VecDeque<Output>,
+    ) {
+        let Some(layer) = self.layers.get_mut(index) else {
+            return;
+        };
         let Some(info) = self.codec.inspect(&pkt.payload) else {
             // Forwarded as it is (the decoder judges); it just never starts a keyframe.
-            self.gop.insert(pkt, now);
+            layer.gop.insert(pkt, now);
             self.flush_keyframe_request(now, out);
             return;
         };
-        if let Some(f) = info.format {
-            self.note_format((f.width, f.height, f.profile), out);
-        }
         if info.bidirectional && !self.b_frames {
             self.b_frames = true;
             info!(
@@ -429,36 +571,56 @@ impl Stream {
                 channel: self.channel,
             }));
         }
-        let newest = self.video.as_ref().and_then(|t| t.seq.highest()) == Some(pkt.ext);
-        let new_frame = self.last_keyframe.is_none_or(|(ts, _)| ts != pkt.ts);
+        let newest = layer.track.seq.highest() == Some(pkt.ext);
+        let new_frame = layer.last_keyframe.is_none_or(|(ts, _)| ts != pkt.ts);
         // Only the newest packet can open a GOP: a late keyframe packet belongs to an old one.
         if info.starts_keyframe && new_frame && newest {
             pkt.keyframe = true;
-            self.keyframe_wanted = false;
+            layer.keyframe_wanted = false;
             self.counters.keyframes += 1;
-            if let Some((_, at)) = self.last_keyframe {
-                self.keyframe_interval = Some(now.saturating_duration_since(at));
+            if let Some((_, at)) = layer.last_keyframe {
+                layer.keyframe_interval = Some(now.saturating_duration_since(at));
             }
-            self.last_keyframe = Some((pkt.ts, now));
-            let overflows = self.gop.overflows;
-            self.gop.start(pkt, now);
-            self.counters.gop_overflows += self.gop.overflows - overflows;
+            layer.last_keyframe = Some((pkt.ts, now));
+            let overflows = layer.gop.overflows;
+            layer.gop.start(pkt, now);
+            self.counters.gop_overflows += layer.gop.overflows - overflows;
         } else {
-            let overflows = self.gop.overflows;
-            self.gop.insert(pkt, now);
-            if self.gop.overflows > overflows {
+            let overflows = layer.gop.overflows;
+            layer.gop.insert(pkt, now);
+            if layer.gop.overflows > overflows {
                 self.counters.gop_overflows += 1;
                 debug!("channel {}: GOP outgrew the cache", self.channel);
             }
         }
+        if let Some(f) = info.format {
+            self.note_format(index, (f.width, f.height, f.profile), out);
+        }
         self.flush_keyframe_request(now, out);
     }
 
-    /// Asks the encoder for a keyframe, if the source can be asked: now, or as soon as the
-    /// rate limit allows, and again every interval until one arrives.
+    /// Asks the encoder for a keyframe of every layer, if the source can be asked: now, or as
+    /// soon as the rate limit allows, and again every interval until one arrives.
     pub(crate) fn want_keyframe(&mut self, now: Instant, out: &mut VecDeque<Output>) {
-        if matches!(self.params, StreamParams::Rtp { video: Some(_), .. }) {
-            self.keyframe_wanted = true;
+        if self.keyframes_on_demand() {
+            for l in &mut self.layers {
+                l.keyframe_wanted = true;
+            }
+            self.flush_keyframe_request(now, out);
+        }
+    }
+
+    /// [`Stream::want_keyframe`] for one layer.
+    pub(crate) fn want_keyframe_of(
+        &mut self,
+        layer: LayerId,
+        now: Instant,
+        out: &mut VecDeque<Output>,
+    ) {
+        if self.keyframes_on_demand() {
+            if let Some(l) = self.layer_mut(layer) {
+                l.keyframe_wanted = true;
+            }
             self.flush_keyframe_request(now, out);
         }
     }
@@ -468,53 +630,76 @@ impl Stream {
         matches!(self.params, StreamParams::Rtp { video: Some(_), .. })
     }
 
-    /// When the next keyframe request may go out, if one is wanted. Waits for the first video
-    /// packet: before it there is no video stream upstream to ask.
-    fn keyframe_request_due(&self) -> Option<Instant> {
-        if !self.keyframe_wanted || !self.seen_video {
+    /// When the next keyframe request of `layer` may go out, if one is wanted. Waits for the
+    /// layer's first packet: before it there is no video stream upstream to ask.
+    fn keyframe_request_due(&self, layer: &VideoLayer) -> Option<Instant> {
+        if !layer.keyframe_wanted || layer.last_packet.is_none() {
             return None;
         }
         Some(
-            self.last_keyframe_request
+            layer
+                .last_keyframe_request
                 .map_or(self.started_at, |t| t + self.keyframe_request_interval),
         )
     }
 
     fn flush_keyframe_request(&mut self, now: Instant, out: &mut VecDeque<Output>) {
-        if self.keyframe_request_due().is_some_and(|t| t <= now) {
-            self.last_keyframe_request = Some(now);
+        for i in 0..self.layers.len() {
+            let due = self
+                .layers
+                .get(i)
+                .and_then(|l| self.keyframe_request_due(l))
+                .is_some_and(|t| t <= now);
+            let Some(l) = self.layers.get_mut(i).filter(|_| due) else {
+                continue;
+            };
+            l.last_keyframe_request = Some(now);
             self.counters.keyframe_requests += 1;
             out.push_back(Output::RequestKeyframe {
                 channel: self.channel,
+                layer: l.id,
             });
         }
     }
 
-    fn note_format(&mut self, format: (u32, u32, String), out: &mut VecDeque<Output>) {
-        if self.format.as_ref() != Some(&format) {
+    fn note_format(
+        &mut self,
+        index: usize,
+        format: (u32, u32, String),
+        out: &mut VecDeque<Output>,
+    ) {
+        let Some(l) = self.layers.get_mut(index) else {
+            return;
+        };
+        if l.format.as_ref() != Some(&format) {
             out.push_back(Output::Event(Event::VideoFormat {
                 channel: self.channel,
+                layer: l.id,
                 width: format.0,
                 height: format.1,
                 codec: self.codec,
                 profile: format.2.clone(),
             }));
-            self.format = Some(format);
+            let resized = l.format.as_ref().map(|f| (f.0, f.1)) != Some((format.0, format.1));
+            l.format = Some(format);
+            if resized {
+                self.rerank();
+            }
         }
     }
 
     /// Extends the sequence number, detects duplicates and gaps.
-    fn place(&mut self, kind: MediaKind, seq: u16, now: Instant) -> Placed {
+    fn place(&mut self, kind: MediaKind, layer: usize, seq: u16, now: Instant) -> Placed {
         let repairs = &matches!(self.params, StreamParams::Ftl { .. });
         let Self {
-            video,
+            layers,
             audio,
             counters: c,
             nack,
             ..
         } = self;
         let Some(t) = (match kind {
-            MediaKind::Video => video.as_mut(),
+            MediaKind::Video => layers.get_mut(layer).map(|l| &mut l.track),
             MediaKind::Audio => audio.as_mut(),
         }) else {
             return Placed::Rejected(Drop::ForeignSsrc);
@@ -578,10 +763,8 @@ impl Stream {
     pub(crate) fn handle_timeout(&mut self, now: Instant, out: &mut VecDeque<Output>) -> bool {
         self.flush_keyframe_request(now, out);
         let mut due = Vec::new();
-        for t in [self.video.as_mut(), self.audio.as_mut()]
-            .into_iter()
-            .flatten()
-        {
+        let video = self.layers.iter_mut().map(|l| &mut l.track);
+        for t in video.chain(self.audio.as_mut()) {
             due.clear();
             let (nacked, given_up) = t.loss.poll(now, &self.nack, &mut due);
             self.counters.nacked += nacked;
@@ -608,39 +791,59 @@ impl Stream {
     /// When [`Stream::handle_timeout`] has something to do.
     pub(crate) fn poll_timeout(&self) -> Instant {
         let media = self.last_media + self.media_timeout;
-        [self.video.as_ref(), self.audio.as_ref()]
-            .into_iter()
-            .flatten()
+        let video = self.layers.iter().map(|l| &l.track);
+        video
+            .chain(self.audio.as_ref())
             .filter_map(|t| t.loss.next_due(&self.nack))
-            .chain(self.keyframe_request_due())
+            .chain(
+                self.layers
+                    .iter()
+                    .filter_map(|l| self.keyframe_request_due(l)),
+            )
             .fold(media, Instant::min)
     }
 
-    /// A snapshot of the stream's statistics.
+    /// A snapshot of the stream's statistics; the video's figures are the top layer's.
     pub(crate) fn stats(&self, viewers: usize, now: Instant) -> StreamStats {
         let rates = |t: Option<&Track>| t.map(|t| t.meter.rates(now)).unwrap_or_default();
+        let top = self.top().and_then(|id| self.layer(id));
+        let format = top.and_then(|l| l.format.as_ref());
+        let layers = self
+            .ranked
+            .iter()
+            .filter_map(|id| self.layer(*id))
+            .map(|l| LayerStats {
+                id: l.id,
+                width: l.format.as_ref().map(|f| f.0),
+                height: l.format.as_ref().map(|f| f.1),
+                video: l.track.meter.rates(now),
+                keyframe_interval: l.keyframe_interval,
+                active: l.active(now),
+                viewers: 0,
+            })
+            .collect();
         StreamStats {
             uptime: now.saturating_duration_since(self.started_at),
-            video: rates(self.video.as_ref()),
+            video: rates(top.map(|l| &l.track)),
             audio: rates(self.audio.as_ref()),
             counters: self.counters.clone(),
-            keyframe_interval: self.keyframe_interval,
-            width: self.format.as_ref().map(|f| f.0),
-            height: self.format.as_ref().map(|f| f.1),
-            codec: self.video.is_some().then_some(self.codec),
-            profile: self.format.as_ref().map(|f| f.2.clone()),
-            has_video: self.video.is_some(),
+            keyframe_interval: top.and_then(|l| l.keyframe_interval),
+            width: format.map(|f| f.0),
+            height: format.map(|f| f.1),
+            codec: (!self.layers.is_empty()).then_some(self.codec),
+            profile: format.map(|f| f.2.clone()),
+            has_video: !self.layers.is_empty(),
             has_audio: self.audio.is_some(),
             viewers,
-            gop_bytes: self.gop.bytes(),
+            gop_bytes: self.layers.iter().map(|l| l.gop.bytes()).sum(),
             b_frames: self.b_frames,
+            layers,
         }
     }
 
     /// The video's codec and its profile, once a parameter set was seen.
     pub(crate) fn video_codec(&self) -> Option<(VideoCodec, Option<&str>)> {
-        self.video
-            .as_ref()
-            .map(|_| (self.codec, self.format.as_ref().map(|f| f.2.as_str())))
+        let top = self.top().and_then(|id| self.layer(id))?;
+        Some((self.codec, top.format.as_ref().map(|f| f.2.as_str())))
     }
 }

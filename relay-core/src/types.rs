@@ -108,6 +108,8 @@ pub enum Event {
     /// The video's real size or profile changed (read from the SPS).
     VideoFormat {
         channel: ChannelId,
+        /// The layer whose format it is (0 without simulcast).
+        layer: crate::layers::LayerId,
         width: u32,
         height: u32,
         codec: crate::VideoCodec,
@@ -142,6 +144,8 @@ pub enum Output {
     /// [`crate::RelayConfig::upstream_keyframe_interval`].
     RequestKeyframe {
         channel: ChannelId,
+        /// Of this video layer (simulcast; 0 without).
+        layer: crate::layers::LayerId,
     },
 }
 
@@ -180,4 +184,6 @@ pub enum Drop {
     SequenceJump,
     /// Audio before the first video packet, or larger than any Opus packet: OBS's speed test.
     SpeedTest,
+    /// A video layer past [`crate::layers::MAX_LAYERS`] (or a second one from FTL).
+    ExtraLayer,
 }

@@ -20,9 +20,16 @@
 //! (its socket refused the viewer's datagrams), or the stream's packets waited too long on this
 //! machine before their turn (see `Relay::handle_datagram_queued`), the viewer's video skips to
 //! the next keyframe instead of queueing more: delay never grows under overload.
+//!
+//! **Video layers (simulcast).** A viewer is on one of the stream's layers and gets only its
+//! packets. A move to another layer (its link changed, it chose one, its layer stopped) names
+//! a target; the viewer switches at the target's next keyframe and restarts its video track
+//! there as after a skip: numbering runs on from the last number sent and time from the last
+//! timestamp plus the real time since, so the browser sees one continuous stream.
 
 use std::time::Instant;
 
+use crate::layers::{LayerChooser, LayerId, Quality};
 use crate::packet::Packet;
 use crate::stats::ViewerStats;
 use crate::types::{Forward, MediaKind, SkipReason, ViewerId};
@@ -183,6 +190,12 @@ pub(crate) struct Viewer {
     pub(crate) skip: Option<SkipReason>,
     pub(crate) last_keyframe_request: Option<Instant>,
     pub(crate) stats: ViewerStats,
+    /// The video layer it gets.
+    pub(crate) layer: LayerId,
+    /// The layer it moves to at that layer's next keyframe.
+    pub(crate) target: Option<LayerId>,
+    pub(crate) quality: Quality,
+    pub(crate) chooser: LayerChooser,
 }
 
 impl Viewer {
@@ -195,7 +208,18 @@ impl Viewer {
             skip: None,
             last_keyframe_request: None,
             stats: ViewerStats::default(),
+            layer: LayerId(0),
+            target: None,
+            quality: Quality::Auto,
+            chooser: LayerChooser::new(),
         }
+    }
+
+    /// Moves the viewer to `layer` at that layer's next keyframe (or stays, if on it already).
+    /// Whether a move is now pending.
+    pub(crate) fn retarget(&mut self, layer: LayerId) -> bool {
+        self.target = (layer != self.layer).then_some(layer);
+        self.target.is_some()
     }
 
     /// Decides what this viewer gets of a live packet.
@@ -211,6 +235,19 @@ impl Viewer {
             MediaKind::Video => &mut self.video,
             MediaKind::Audio => &mut self.audio,
         };
+        if kind == MediaKind::Video && pkt.layer != self.layer {
+            // Another layer's: the one it moves to starts here, at a keyframe it can take.
+            let can_take = self.backlog <= max_backlog && !too_late;
+            if self.target != Some(pkt.layer) || !pkt.keyframe || !can_take {
+                return None;
+            }
+            self.layer = pkt.layer;
+            self.target = None;
+            self.skip = None;
+            self.stats.layer_switches += 1;
+            self.chooser.switched(now);
+            track.begin(pkt, false, now);
+        }
         if kind == MediaKind::Video && pkt.keyframe {
             track.forget_burst();
         }

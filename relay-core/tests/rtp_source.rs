@@ -133,7 +133,7 @@ fn a_joiner_with_nothing_cached_gets_a_keyframe_asked_of_the_encoder() {
     let v = h.join(77);
     assert_eq!(
         h.keyframe_requests,
-        vec![(h.now - h.t0, ChannelId(77))],
+        vec![(h.now - h.t0, ChannelId(77), LayerId(0))],
         "asked at once"
     );
     // A second joiner within the interval does not ask again.
@@ -425,9 +425,9 @@ fn rtp_sender_reports_share_one_clock() {
     // Both tracks' reports: video ts 0 and audio ts 0 both at NTP 1000 s.
     let ntp = 1000u64 << 32;
     h.relay
-        .handle_sender_report(ChannelId(77), MediaKind::Video, ntp, 0, h.now);
+        .handle_sender_report(ChannelId(77), MediaKind::Video, LayerId(0), ntp, 0, h.now);
     h.relay
-        .handle_sender_report(ChannelId(77), MediaKind::Audio, ntp, 0, h.now);
+        .handle_sender_report(ChannelId(77), MediaKind::Audio, LayerId(0), ntp, 0, h.now);
     for s in &sent {
         h.feed_rtp(77, s);
     }

@@ -144,6 +144,26 @@ fn the_publish_page_goes_live_from_a_fake_camera_and_stop_ends_it() {
     assert!(artifacts.join("watch-whip.png").exists());
 }
 
+/// Chromium publishes three simulcast layers over WHIP: a clean viewer climbs to the top one,
+/// the quality menu fixes the smallest, a viewer whose link nftables polices below the top
+/// layer's rate moves down within 5 s, plays on without freezing and climbs back when the
+/// limit goes; the recording is of the top layer.
+#[test]
+fn simulcast_layers_follow_each_viewers_link_and_choice() {
+    if !ready() {
+        return;
+    }
+    let _turn = turn();
+    let status = run_in_namespace("simulcast.mjs").status().unwrap();
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/browser-artifacts");
+    assert!(
+        status.success(),
+        "the simulcast test failed (screenshots in {})",
+        artifacts.display()
+    );
+    assert!(artifacts.join("simulcast-summary.json").exists());
+}
+
 /// Chromium publishes VP8, VP9 and AV1 over WHIP; Chromium watches each at the published size
 /// (a late viewer at once), Firefox without OpenH264 plays VP8 and AV1.
 #[test]

@@ -457,3 +457,67 @@ fn a_whep_offer_without_h264_is_refused_by_name() {
     assert_eq!(whep(&h264).status, 201);
     assert!(server.metric("itg_viewers_refused_total") >= 1.0);
 }
+
+/// The WHEP layer extension on a stream of one layer: the answer names it in a `Link`; the
+/// layer that exists can be chosen, `auto` given back; a layer the stream lacks, bad JSON
+/// and unknown sessions get their status and change nothing.
+#[test]
+fn the_whep_layer_extension_answers_each_request_with_its_status() {
+    let server = TestServer::start();
+    let streamer = server.stream(77, VIDEO_A, Some(Duration::from_secs(10)));
+    assert!(server.wait_for(Duration::from_secs(5), |s| stream_info(s, 77).is_some()));
+    let mut viewer = Viewer::whep(server.addrs.http, 77).unwrap();
+    assert!(drive_until(&mut viewer, Duration::from_secs(5), |v| v
+        .video
+        .len()
+        > 30));
+    let location = viewer.whep_location.clone().unwrap();
+    let layer = |body: &str| {
+        http(
+            server.addrs.http,
+            "POST",
+            &format!("{location}/layer"),
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+    };
+    let ok = layer(r#"{"encodingId":"0"}"#);
+    assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
+    let v: serde_json::Value = serde_json::from_slice(&ok.body).unwrap();
+    assert_eq!(v["layer"], 0);
+    assert_eq!(v["auto"], false);
+    let auto = layer("{}");
+    assert_eq!(auto.status, 200);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&auto.body).unwrap()["auto"],
+        true
+    );
+    assert_eq!(layer(r#"{"encodingId":"7"}"#).status, 404);
+    assert_eq!(layer(r#"{"encodingId":"x"}"#).status, 400);
+    assert_eq!(layer(r#"{"encodingId":70000}"#).status, 400);
+    assert_eq!(layer("{not json").status, 400);
+    let unknown = http(
+        server.addrs.http,
+        "POST",
+        "/whep/77/nosuchsession/layer",
+        &[],
+        b"{}",
+    );
+    assert_eq!(unknown.status, 404);
+    // The viewer played on through all of it.
+    let before = viewer.video_count;
+    assert!(drive_until(&mut viewer, Duration::from_secs(3), |v| v
+        .video_count
+        > before + 30));
+    let info = stream_info(&server, 77).unwrap();
+    assert_eq!(info["layers"].as_array().map(Vec::len), Some(1));
+    assert_eq!(info["layers"][0]["viewers"], 1);
+    let height = info["layers"][0]["height"].as_u64().unwrap();
+    assert_eq!(
+        server.metric(&format!(
+            "itg_stream_layer_viewers{{channel=\"77\",layer=\"0\",height=\"{height}\"}}"
+        )),
+        1.0
+    );
+    let _ = streamer.stop();
+}

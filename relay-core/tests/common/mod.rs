@@ -23,6 +23,9 @@ pub const AUDIO: &[u8] = include_bytes!("../data/audio-opus-48k-4s.ogg");
 /// x264 High profile with its default 2 B-frames, and the same without (2 s, GOP 30).
 pub const VIDEO_B_FRAMES: &[u8] = include_bytes!("../data/video-320x180-high-bframes-2s.h264");
 pub const VIDEO_HIGH: &[u8] = include_bytes!("../data/video-320x180-high-no-bframes-2s.h264");
+/// Simulcast layers: 160x90, 320x180 (`VIDEO`) and 640x360.
+pub const VIDEO_SMALL: &[u8] = include_bytes!("../data/video-160x90-main-4s.h264");
+pub const VIDEO_LARGE: &[u8] = include_bytes!("../data/video-640x360-30fps-4s.h264");
 
 /// One datagram of a synthetic session, `at` after the session's start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,8 +225,8 @@ pub struct Harness {
     pub transmits: Vec<(Duration, ChannelId, SocketAddr, Vec<u8>)>,
     pub events: Vec<(Duration, Event)>,
     pub ingests: Vec<Ingest>,
-    /// Keyframes asked of the encoder, and when.
-    pub keyframe_requests: Vec<(Duration, ChannelId)>,
+    /// Keyframes asked of the encoder: when, of which channel, of which layer.
+    pub keyframe_requests: Vec<(Duration, ChannelId, LayerId)>,
 }
 
 impl Harness {
@@ -294,10 +297,16 @@ impl Harness {
     /// Feeds a session's media datagram as a WebRTC peer hands it over (parsed RTP, shared
     /// payload); pings and sender reports are FTL's and are skipped (`None`).
     pub fn feed_rtp(&mut self, channel: u32, sent: &Sent) -> Option<Ingest> {
+        self.feed_rtp_layer(channel, LayerId(0), sent)
+    }
+
+    /// [`Harness::feed_rtp`] as one video layer of a simulcast.
+    pub fn feed_rtp_layer(&mut self, channel: u32, layer: LayerId, sent: &Sent) -> Option<Ingest> {
         let kind = sent.kind?;
         let rtp = ftl_proto::media::RtpPacket::parse(&sent.bytes).unwrap();
         let input = RtpIn {
             kind,
+            layer,
             seq: rtp.sequence_number(),
             timestamp: rtp.timestamp(),
             marker: rtp.marker(),
@@ -326,7 +335,9 @@ impl Harness {
                     self.transmits.push((at, channel, to, bytes))
                 }
                 Output::Event(e) => self.events.push((at, e)),
-                Output::RequestKeyframe { channel } => self.keyframe_requests.push((at, channel)),
+                Output::RequestKeyframe { channel, layer } => {
+                    self.keyframe_requests.push((at, channel, layer))
+                }
             }
         }
     }

@@ -152,6 +152,26 @@ impl Server {
                     v["viewer_skips_send_failed"] = json!(s.counters.viewer_skips_send_failed);
                     v["late_packets"] = json!(s.counters.late_packets);
                     v["dropped_foreign_source"] = json!(s.counters.dropped_foreign_source);
+                    v["layer_switches"] = json!(s.counters.layer_switches);
+                    // Simulcast: each video layer, smallest picture first (one without).
+                    let layers: Vec<serde_json::Value> = s
+                        .layers
+                        .iter()
+                        .map(|l| {
+                            json!({
+                                "id": l.id.0,
+                                "width": l.width,
+                                "height": l.height,
+                                "bitrate_bps": l.video.bits_per_second.round(),
+                                "fps": (l.video.frames_per_second * 10.0).round() / 10.0,
+                                "keyframe_interval_ms":
+                                    l.keyframe_interval.map(|d| d.as_millis() as u64),
+                                "active": l.active,
+                                "viewers": l.viewers,
+                            })
+                        })
+                        .collect();
+                    v["layers"] = json!(layers);
                 }
                 v
             })
@@ -458,7 +478,7 @@ impl Server {
             &'static str,
             fn(&relay_core::StreamStats) -> f64,
         );
-        let per_stream: [Gauge; 15] = [
+        let per_stream: [Gauge; 16] = [
             ("stream_bitrate_bps", "Ingest bitrate.", |s| {
                 s.video.bits_per_second + s.audio.bits_per_second
             }),
@@ -529,6 +549,11 @@ impl Server {
                 "1 if the encoder sends B-frames (browsers stutter on them).",
                 |s| f64::from(u8::from(s.b_frames)),
             ),
+            (
+                "stream_layer_switches_total",
+                "Viewers moved from one simulcast layer to another.",
+                |s| s.counters.layer_switches as f64,
+            ),
         ];
         let live: Vec<(ChannelId, relay_core::StreamStats)> = self
             .relay
@@ -539,6 +564,37 @@ impl Server {
             let _ = writeln!(m, "# HELP itg_{name} {help}\n# TYPE itg_{name} gauge");
             for (c, s) in &live {
                 let _ = writeln!(m, "itg_{name}{{channel=\"{c}\"}} {}", f(s));
+            }
+        }
+        // Simulcast: each layer's audience and rate.
+        type LayerGauge = (
+            &'static str,
+            &'static str,
+            fn(&relay_core::LayerStats) -> f64,
+        );
+        let per_layer: [LayerGauge; 2] = [
+            (
+                "stream_layer_viewers",
+                "Viewers on each video layer of a stream (layer: its id, height: its picture's).",
+                |l| l.viewers as f64,
+            ),
+            (
+                "stream_layer_bitrate_bps",
+                "Each video layer's ingest bitrate.",
+                |l| l.video.bits_per_second.round(),
+            ),
+        ];
+        for (name, help, f) in per_layer {
+            let _ = writeln!(m, "# HELP itg_{name} {help}\n# TYPE itg_{name} gauge");
+            for (c, s) in &live {
+                for l in &s.layers {
+                    let (id, height) = (l.id, l.height.unwrap_or(0));
+                    let _ = writeln!(
+                        m,
+                        "itg_{name}{{channel=\"{c}\",layer=\"{id}\",height=\"{height}\"}} {}",
+                        f(l)
+                    );
+                }
             }
         }
         // Which protocol feeds each live stream, as an info metric (labels only).

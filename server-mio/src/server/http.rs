@@ -470,6 +470,10 @@ impl Server {
                     Response::text(status, if found { "ended" } else { "no such session" }).cors(),
                 )
             }
+            // The WHEP layer extension: which simulcast layer this viewer gets.
+            ("POST", ["whep", _channel, session, "layer"]) => {
+                Reply::Now(self.whep_layer(session, &req.body, now))
+            }
             // Trickle ICE from the player: ICE-lite learns the browser's address from its
             // checks, so candidates are accepted and not needed.
             ("PATCH", ["whep", _, _]) => {

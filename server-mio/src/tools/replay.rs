@@ -29,7 +29,7 @@ use ftl_proto::media::{MediaParams, Nack, RtpPacket, SenderReport};
 use ftl_proto::{ChannelId, StreamKey};
 use rand::{RngCore, SeedableRng};
 use relay_core::{
-    MediaKind, Output, Relay, RelayConfig, RtpIn, StreamParams, VideoCodec, ViewerId,
+    LayerId, MediaKind, Output, Relay, RelayConfig, RtpIn, StreamParams, VideoCodec, ViewerId,
 };
 
 use crate::capture::{Recorded, WhipExchange};
@@ -340,7 +340,7 @@ struct WhipFeed {
     video: Option<VideoCodec>,
     video_pts: Vec<u8>,
     audio_pts: Vec<u8>,
-    ssrcs: BTreeMap<u32, MediaKind>,
+    ssrcs: BTreeMap<u32, (MediaKind, LayerId)>,
 }
 
 impl WhipFeed {
@@ -362,8 +362,8 @@ impl WhipFeed {
 
     fn datagram(&mut self, relay: &mut Relay, channel: ChannelId, d: &[u8], now: Instant) {
         if let Ok(sr) = SenderReport::parse(d) {
-            if let Some(kind) = self.ssrcs.get(&sr.ssrc.0) {
-                relay.handle_sender_report(channel, *kind, sr.ntp, sr.rtp_timestamp, now);
+            if let Some((kind, layer)) = self.ssrcs.get(&sr.ssrc.0) {
+                relay.handle_sender_report(channel, *kind, *layer, sr.ntp, sr.rtp_timestamp, now);
             }
             return;
         }
@@ -378,11 +378,24 @@ impl WhipFeed {
         } else {
             return;
         };
-        if self.ssrcs.len() < 16 {
-            self.ssrcs.insert(p.ssrc().0, kind);
+        // A simulcast's video layers are told apart by SSRC: numbered in order of appearance.
+        let layers = self
+            .ssrcs
+            .values()
+            .filter(|(k, _)| *k == MediaKind::Video)
+            .count();
+        let known = self.ssrcs.get(&p.ssrc().0).map(|(_, l)| *l);
+        let layer = match known {
+            Some(l) => l,
+            None if kind == MediaKind::Video => LayerId(layers.min(255) as u8),
+            None => LayerId(0),
+        };
+        if known.is_none() && self.ssrcs.len() < 16 {
+            self.ssrcs.insert(p.ssrc().0, (kind, layer));
         }
         let rtp = RtpIn {
             kind,
+            layer,
             seq: p.sequence_number(),
             timestamp: p.timestamp(),
             marker: p.marker(),
@@ -511,9 +524,12 @@ impl Replay<'_> {
                 }
                 Output::Event(e) => out.transcript.push(format!("{at:?} event {e:?}")),
                 // Only WHIP recordings are asked (their publisher would get a PLI).
-                Output::RequestKeyframe { channel } => out
+                Output::RequestKeyframe { channel, layer } if layer.0 == 0 => out
                     .transcript
                     .push(format!("{at:?} keyframe request {channel}")),
+                Output::RequestKeyframe { channel, layer } => out
+                    .transcript
+                    .push(format!("{at:?} keyframe request {channel} layer {layer}")),
             }
         }
         Ok(())

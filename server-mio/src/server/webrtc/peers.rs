@@ -696,8 +696,13 @@ impl Server {
         }
         self.viewers.by_whep.insert(session.clone(), id);
         self.viewer_drive(id, now);
-        let resp =
-            self.session_created(answer_sdp, &format!("/whep/{channel}/{session}"), &session);
+        let location = format!("/whep/{channel}/{session}");
+        let resp = self
+            .session_created(answer_sdp, &location, &session)
+            .header(
+                "Link",
+                format!("<{location}/layer>; rel=\"urn:ietf:params:whep:ext:core:layer\""),
+            );
         // The stream's codec: an edge's pull relays it as this (its answer may name others).
         match self.relay.video_codec(channel) {
             Some((codec, _)) => resp.header(CODEC_HEADER, codec.name().to_owned()),
@@ -721,6 +726,63 @@ impl Server {
             resp = resp.header("Link", format!("<{s}>; rel=\"ice-server\""));
         }
         resp
+    }
+
+    /// `POST /whep/{channel}/{session}/layer` (the WHEP layer extension): `{"encodingId":
+    /// "<layer>"}` fixes the viewer on that simulcast layer (its id, as `/api/streams` lists
+    /// the layers), `{}` or `{"encodingId": null}` gives it back to its link. Answers with the
+    /// layer it is on and the one it moves to.
+    pub(in crate::server) fn whep_layer(
+        &mut self,
+        session: &str,
+        body: &[u8],
+        now: Instant,
+    ) -> Response {
+        let Some(rid) = self
+            .viewers
+            .by_whep
+            .get(session)
+            .and_then(|id| self.viewers.map.get(id))
+            .and_then(|v| v.relay_id)
+        else {
+            return Response::text(404, "no such session, or not connected yet").cors();
+        };
+        let body: serde_json::Value = if body.iter().all(u8::is_ascii_whitespace) {
+            serde_json::json!({})
+        } else {
+            match serde_json::from_slice(body) {
+                Ok(v) => v,
+                Err(e) => return Response::text(400, &format!("not JSON: {e}")).cors(),
+            }
+        };
+        let quality = match body.get("encodingId") {
+            None | Some(serde_json::Value::Null) => relay_core::Quality::Auto,
+            Some(serde_json::Value::String(s)) if s == "auto" => relay_core::Quality::Auto,
+            Some(v) => {
+                let id = v
+                    .as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                    .and_then(|n| u8::try_from(n).ok());
+                match id {
+                    Some(n) => relay_core::Quality::Fixed(relay_core::LayerId(n)),
+                    None => {
+                        return Response::text(400, "encodingId must be a layer id or \"auto\"")
+                            .cors()
+                    }
+                }
+            }
+        };
+        if let Err(e) = self.relay.set_viewer_quality(rid, quality, now) {
+            return Response::text(404, &e.to_string()).cors();
+        }
+        self.drain_relay(now);
+        let (on, to) = self.relay.viewer_layer(rid).unzip();
+        let body = serde_json::json!({
+            "layer": on.map(|l| l.0),
+            "target": to.flatten().map(|l| l.0),
+            "auto": quality == relay_core::Quality::Auto,
+        });
+        Response::new(200, "application/json", body.to_string()).cors()
     }
 
     /// Ends the peer of a WHEP or WHIP session id; whether there was one.
@@ -1288,6 +1350,15 @@ impl Server {
                 };
                 log::trace!("viewer {id}: {report:?}");
                 v.repair.report(report, now);
+                if let Some(rid) = v.relay_id {
+                    // The same report moves a viewer of a simulcast between layers.
+                    let link = relay_core::LinkReport {
+                        loss: s.loss,
+                        estimate_bps: None,
+                    };
+                    self.relay.viewer_link(rid, link, now);
+                    self.drain_relay(now);
+                }
             }
             _ => {}
         }
@@ -1330,7 +1401,9 @@ impl Server {
             match o {
                 Output::Forward(_) => {}
                 Output::Transmit { channel, to, bytes } => self.send_media(channel, to, &bytes),
-                Output::RequestKeyframe { channel } => self.whip_request_keyframe(channel),
+                Output::RequestKeyframe { channel, layer } => {
+                    self.whip_request_keyframe(channel, layer)
+                }
                 Output::Event(e) => match e {
                     RelayEvent::StreamStarted { channel } => {
                         self.stream_epochs.insert(channel, rand::random());
@@ -1349,14 +1422,20 @@ impl Server {
                     }
                     RelayEvent::VideoFormat {
                         channel,
+                        layer,
                         width,
                         height,
                         codec,
                         profile,
                     } => {
                         info!(
-                            "channel {channel}: video {} {width}x{height}, profile {profile}",
-                            codec.name()
+                            "channel {channel}: video {} {width}x{height}, profile {profile}{}",
+                            codec.name(),
+                            if layer.0 > 0 {
+                                format!(" (layer {layer})")
+                            } else {
+                                String::new()
+                            }
                         );
                     }
                     RelayEvent::BFrames { channel } => self.hook_stream_update(channel, now),

@@ -21,10 +21,12 @@ use ftl_proto::{ChannelId, Ssrc, StreamKey};
 use log::{info, warn};
 use mio::Token;
 use rand::distr::{Alphanumeric, SampleString};
-use relay_core::{EndReason, MediaKind as RelayKind, RtpIn, StreamParams, VideoCodec};
+use relay_core::{
+    EndReason, LayerId, MediaKind as RelayKind, RtpIn, StreamParams, VideoCodec, MAX_LAYERS,
+};
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
-use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt, Rid, Rids};
 use str0m::{Event, Rtc};
 
 use super::feedback::{self, Feedback};
@@ -53,10 +55,16 @@ pub(in crate::server) struct Publisher {
     video_codec: Option<VideoCodec>,
     video_pts: Vec<Pt>,
     audio_pts: Vec<Pt>,
+    /// Its simulcast layers' RIDs in the order its offer lists them (a layer's
+    /// [`LayerId`] is its place here); empty without simulcast.
+    rids: Vec<Rid>,
+    /// The layer of each video SSRC seen, once its RID is known.
+    layer_of: Vec<(u32, LayerId)>,
     /// Whether this publisher owns its channel's live stream.
     live: bool,
-    /// The last sender report seen per track (video, audio), to pass on only new ones.
-    reports: [Option<SystemTime>; 2],
+    /// The last sender report seen per track (audio, then each video layer), to pass on only
+    /// new ones.
+    reports: [Option<SystemTime>; 1 + MAX_LAYERS],
     /// Why its stream ends when it leaves: the connection was lost, unless a `DELETE` or the
     /// shutdown said otherwise first.
     pub(in crate::server) end: EndReason,
@@ -85,8 +93,10 @@ impl Publisher {
             video_codec: None,
             video_pts: Vec::new(),
             audio_pts: Vec::new(),
+            rids: Vec::new(),
+            layer_of: Vec::new(),
             live: false,
-            reports: [None, None],
+            reports: [None; 1 + MAX_LAYERS],
             end: EndReason::ControlLost,
             capture: None,
             feedback: None,
@@ -96,6 +106,11 @@ impl Publisher {
             let Some(media) = rtc.media(mid) else {
                 continue;
             };
+            if kind == MediaKind::Video {
+                if let Rids::Specific(rids) = media.rids_rx() {
+                    publisher.rids = rids.clone();
+                }
+            }
             let remote = media.remote_pts();
             for p in codecs.iter().filter(|p| remote.contains(&p.pt())) {
                 match (kind, p.spec().codec) {
@@ -615,7 +630,39 @@ impl Server {
                 } else {
                     return;
                 };
-                let slot = usize::from(kind == RelayKind::Audio);
+                let layer = if kind == RelayKind::Video {
+                    let ssrc = *pkt.header.ssrc;
+                    match p.layer_of.iter().find(|(s, _)| *s == ssrc) {
+                        Some((_, l)) => *l,
+                        None => {
+                            let rid = pkt.header.ext_vals.rid.or_else(|| {
+                                guarded(|| {
+                                    peer.rtc
+                                        .direct_api()
+                                        .stream_rx(&pkt.header.ssrc)
+                                        .and_then(|rx| rx.rid())
+                                })
+                                .ok()
+                                .flatten()
+                            });
+                            let at = rid.and_then(|r| p.rids.iter().position(|x| *x == r));
+                            let layer = LayerId(at.map_or(0, |i| i as u8));
+                            if rid.is_some() || p.rids.is_empty() {
+                                // Bounded: a handful of SSRCs per publisher at most.
+                                if p.layer_of.len() < 2 * MAX_LAYERS {
+                                    p.layer_of.push((ssrc, layer));
+                                }
+                            }
+                            layer
+                        }
+                    }
+                } else {
+                    LayerId(0)
+                };
+                let slot = match kind {
+                    RelayKind::Audio => 0,
+                    RelayKind::Video => 1 + usize::from(layer.0).min(MAX_LAYERS - 1),
+                };
                 let report = pkt
                     .last_sender_info
                     .filter(|i| p.reports.get(slot).copied().flatten() != Some(i.ntp_time));
@@ -633,8 +680,14 @@ impl Server {
                     if let (Some(c), Some(remote)) = (p.capture.as_mut(), remote) {
                         c.media(remote, server, &sr.build(), now);
                     }
-                    self.relay
-                        .handle_sender_report(channel, kind, sr.ntp, sr.rtp_timestamp, now);
+                    self.relay.handle_sender_report(
+                        channel,
+                        kind,
+                        layer,
+                        sr.ntp,
+                        sr.rtp_timestamp,
+                        now,
+                    );
                 }
                 if let (Some(c), Some(remote)) = (p.capture.as_mut(), remote) {
                     let header = RtpHeader {
@@ -648,6 +701,7 @@ impl Server {
                 }
                 let rtp = RtpIn {
                     kind,
+                    layer,
                     seq: pkt.header.sequence_number,
                     timestamp: pkt.header.timestamp,
                     marker: pkt.header.marker,
@@ -716,8 +770,9 @@ impl Server {
         self.drain_relay(now);
     }
 
-    /// The relay wants a keyframe of `channel`: a PLI to its publisher.
-    pub(in crate::server) fn whip_request_keyframe(&mut self, channel: ChannelId) {
+    /// The relay wants a keyframe of `channel`'s video layer `layer`: a PLI to its publisher,
+    /// on that layer's RTP stream.
+    pub(in crate::server) fn whip_request_keyframe(&mut self, channel: ChannelId, layer: LayerId) {
         let Some(&id) = self.whip_live.get(&channel) else {
             return;
         };
@@ -730,10 +785,11 @@ impl Server {
         let Some(mid) = p.video_mid else {
             return;
         };
+        let rid = p.rids.get(usize::from(layer.0)).copied();
         let rtc = &mut peer.rtc;
         let asked = guarded(|| {
             rtc.direct_api()
-                .stream_rx_by_mid(mid, None)
+                .stream_rx_by_mid(mid, rid)
                 .map(|rx| rx.request_keyframe(KeyframeRequestKind::Pli))
                 .is_some()
         });

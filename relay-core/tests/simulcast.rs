@@ -1,0 +1,292 @@
+//! Simulcast: a WebRTC publisher's video layers, each viewer on one of them, switches at the
+//! target layer's keyframes with the viewer's numbering and timing running on.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use ftl_proto::ChannelId;
+use relay_core::*;
+
+const SMALL: LayerId = LayerId(2);
+const MIDDLE: LayerId = LayerId(0);
+const LARGE: LayerId = LayerId(1);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// One publisher's three layers (ids in the order a browser's offer might list them, which
+/// says nothing of their sizes), sent frame by frame in step, audio with the middle one.
+fn layers(loops: u32) -> Vec<(LayerId, Sent)> {
+    let spec = |video, audio, seq| SessionSpec {
+        loops,
+        video,
+        audio,
+        pings: false,
+        sender_reports: false,
+        first_video_seq: seq,
+        ..SessionSpec::default()
+    };
+    let mut all: Vec<(LayerId, Sent)> = Vec::new();
+    for (id, video, audio, seq) in [
+        (MIDDLE, VIDEO, true, 100),
+        (LARGE, VIDEO_LARGE, false, 30_000),
+        (SMALL, VIDEO_SMALL, false, 65_000),
+    ] {
+        all.extend(
+            session(&spec(video, audio, seq))
+                .into_iter()
+                .map(|s| (id, s)),
+        );
+    }
+    all.sort_by_key(|(_, s)| s.at);
+    all
+}
+
+fn feed_until(h: &mut Harness, sent: &[(LayerId, Sent)], from: &mut usize, until: Duration) {
+    while let Some((id, s)) = sent.get(*from) {
+        if s.at >= until {
+            break;
+        }
+        h.feed_rtp_layer(77, *id, s);
+        *from += 1;
+    }
+}
+
+/// The payloads one layer sent from the keyframe at or after `at` on.
+fn layer_from_keyframe(sent: &[(LayerId, Sent)], layer: LayerId, at: Duration) -> Vec<Vec<u8>> {
+    let video: Vec<&Sent> = sent
+        .iter()
+        .filter(|(id, s)| *id == layer && s.kind == Some(MediaKind::Video))
+        .map(|(_, s)| s)
+        .collect();
+    let start = video
+        .iter()
+        .position(|s| s.at >= at && s.bytes[12] & 0x1f == 7)
+        .unwrap();
+    video[start..]
+        .iter()
+        .map(|s| s.bytes[12..].to_vec())
+        .collect()
+}
+
+/// The viewer's video numbering has no gap and its timestamps never go back nor jump ahead
+/// of the real time between its packets.
+fn assert_continuous(h: &Harness, v: ViewerId) {
+    let video = h.video(v);
+    for w in video.windows(2) {
+        assert_eq!(w[1].seq, w[0].seq + 1, "a gap in the viewer's numbering");
+        let step = w[1].timestamp.wrapping_sub(w[0].timestamp);
+        let real = w[1].wallclock.saturating_duration_since(w[0].wallclock);
+        let real_ticks = real.as_micros() as u32 * 9 / 100;
+        assert!(
+            step <= real_ticks + 3000,
+            "time went back or jumped: {step} ticks over {real:?}"
+        );
+    }
+}
+
+#[test]
+fn layers_rank_by_picture_size_and_a_viewer_starts_on_the_middle_one_from_its_cache() {
+    let sent = layers(1);
+    let mut h = Harness::new(RelayConfig::default());
+    h.start_rtp(77);
+    let mut i = 0;
+    feed_until(&mut h, &sent, &mut i, ms(1600));
+    let st = h.relay.stream_stats(ChannelId(77), h.now).unwrap();
+    let sizes: Vec<(LayerId, Option<u32>)> = st.layers.iter().map(|l| (l.id, l.width)).collect();
+    assert_eq!(
+        sizes,
+        vec![(SMALL, Some(160)), (MIDDLE, Some(320)), (LARGE, Some(640))]
+    );
+    assert_eq!(
+        (st.width, st.height),
+        (Some(640), Some(360)),
+        "the top layer's"
+    );
+    let v = h.join(77);
+    assert_eq!(h.relay.viewer_layer(v), Some((MIDDLE, None)));
+    let first = h.video(v)[0];
+    assert!(first.cached && first.keyframe);
+    feed_until(&mut h, &sent, &mut i, ms(4000));
+    let got: Vec<Vec<u8>> = h.video(v).iter().map(|f| f.payload.to_vec()).collect();
+    assert_eq!(got, layer_from_keyframe(&sent, MIDDLE, ms(1000)));
+    assert_continuous(&h, v);
+    let st = h.relay.stream_stats(ChannelId(77), h.now).unwrap();
+    let on: Vec<usize> = st.layers.iter().map(|l| l.viewers).collect();
+    assert_eq!(on, vec![0, 1, 0]);
+}
+
+#[test]
+fn a_chosen_layer_starts_at_its_next_keyframe_which_is_asked_for_and_numbering_runs_on() {
+    let sent = layers(1);
+    let mut h = Harness::new(RelayConfig::default());
+    h.start_rtp(77);
+    let mut i = 0;
+    feed_until(&mut h, &sent, &mut i, ms(1600));
+    let v = h.join(77);
+    feed_until(&mut h, &sent, &mut i, ms(1700));
+    h.keyframe_requests.clear();
+    h.relay
+        .set_viewer_quality(v, Quality::Fixed(LARGE), h.now)
+        .unwrap();
+    h.drain();
+    assert_eq!(
+        h.keyframe_requests,
+        vec![(h.now - h.t0, ChannelId(77), LARGE)],
+        "the target layer's keyframe is asked of the publisher at once"
+    );
+    assert_eq!(h.relay.viewer_layer(v), Some((MIDDLE, Some(LARGE))));
+    // Until the large layer's next keyframe (1.5 s, every 45 frames) the viewer stays put.
+    let before = h.video(v).len();
+    feed_until(&mut h, &sent, &mut i, ms(4000));
+    assert_eq!(h.relay.viewer_layer(v), Some((LARGE, None)));
+    let got: Vec<Vec<u8>> = h.video(v)[before..]
+        .iter()
+        .map(|f| f.payload.to_vec())
+        .collect();
+    let large = layer_from_keyframe(&sent, LARGE, ms(1700));
+    let middle: Vec<Vec<u8>> = sent
+        .iter()
+        .filter(|(id, s)| *id == MIDDLE && s.kind == Some(MediaKind::Video) && s.at >= ms(1700))
+        .map(|(_, s)| s.bytes[12..].to_vec())
+        .collect();
+    let switch = got.len() - large.len();
+    assert!(
+        got.ends_with(&large),
+        "the large layer from its keyframe on"
+    );
+    assert!(
+        middle.starts_with(&got[..switch]),
+        "the middle layer until then"
+    );
+    assert!(switch > 0 && h.video(v)[before + switch].keyframe);
+    assert_continuous(&h, v);
+    let st = h.relay.stream_stats(ChannelId(77), h.now).unwrap();
+    assert_eq!(st.counters.layer_switches, 1);
+    assert_eq!(h.relay.viewer_stats(v).unwrap().layer_switches, 1);
+    // A layer the stream does not have is refused.
+    assert!(matches!(
+        h.relay
+            .set_viewer_quality(v, Quality::Fixed(LayerId(9)), h.now),
+        Err(Error::UnknownLayer(LayerId(9)))
+    ));
+}
+
+#[test]
+fn loss_moves_a_viewer_down_and_calm_moves_it_back_up() {
+    let sent = layers(5);
+    let mut h = Harness::new(RelayConfig::default());
+    h.start_rtp(77);
+    let mut i = 0;
+    feed_until(&mut h, &sent, &mut i, ms(1000));
+    let v = h.join(77);
+    let lossy = LinkReport {
+        loss: Some(0.3),
+        estimate_bps: None,
+    };
+    let clean = LinkReport {
+        loss: Some(0.0),
+        estimate_bps: None,
+    };
+    // Just joined: its reports settle first.
+    h.relay.viewer_link(v, lossy, h.now);
+    assert_eq!(h.relay.viewer_layer(v), Some((MIDDLE, None)));
+    feed_until(&mut h, &sent, &mut i, ms(3600));
+    h.relay.viewer_link(v, lossy, h.now);
+    h.drain();
+    assert_eq!(h.relay.viewer_layer(v), Some((MIDDLE, Some(SMALL))));
+    assert!(h.keyframe_requests.iter().any(|r| r.2 == SMALL));
+    feed_until(&mut h, &sent, &mut i, ms(4500));
+    assert_eq!(h.relay.viewer_layer(v), Some((SMALL, None)));
+    // Calm for the first wait: one layer up.
+    let mut at = 4500;
+    while at < 19_000 && h.relay.viewer_layer(v).unwrap().1.is_none() {
+        at += 1000;
+        feed_until(&mut h, &sent, &mut i, ms(at));
+        h.relay.viewer_link(v, clean, h.now);
+    }
+    assert_eq!(h.relay.viewer_layer(v), Some((SMALL, Some(MIDDLE))));
+    assert!(at >= 3600 + 10_000, "tried up after {at} ms");
+    assert_continuous(&h, v);
+}
+
+#[test]
+fn a_layer_that_stops_moves_its_viewers_to_one_that_sends_and_taps_take_the_top() {
+    let sent = layers(2);
+    let mut h = Harness::new(RelayConfig::default());
+    h.start_rtp(77);
+    let mut i = 0;
+    feed_until(&mut h, &sent, &mut i, ms(1600));
+    let tap = h.relay.add_tap(ChannelId(77), h.now).unwrap();
+    let v = h.join(77);
+    h.relay
+        .set_viewer_quality(v, Quality::Fixed(LARGE), h.now)
+        .unwrap();
+    feed_until(&mut h, &sent, &mut i, ms(3200));
+    assert_eq!(h.relay.viewer_layer(v), Some((LARGE, None)));
+    // The publisher stops its top layer (its uplink narrowed).
+    let rest: Vec<(LayerId, Sent)> = sent[i..]
+        .iter()
+        .filter(|(id, _)| *id != LARGE)
+        .cloned()
+        .collect();
+    let mut j = 0;
+    feed_until(&mut h, &rest, &mut j, ms(4000));
+    assert_eq!(h.relay.viewer_layer(v).unwrap().0, LARGE, "not yet idle");
+    feed_until(&mut h, &rest, &mut j, ms(8000));
+    assert_eq!(h.relay.viewer_layer(v), Some((MIDDLE, None)));
+    assert_continuous(&h, v);
+    let st = h.relay.stream_stats(ChannelId(77), h.now).unwrap();
+    let active: Vec<bool> = st.layers.iter().map(|l| l.active).collect();
+    assert_eq!(active, vec![true, true, false]);
+    // The tap started on the top layer and followed it down to the best that still sends.
+    let tap_video = h.video(tap);
+    assert!(tap_video[0].keyframe);
+    assert_eq!(tap_video[0].payload.len(), {
+        let large = layer_from_keyframe(&sent, LARGE, ms(1500));
+        large[0].len()
+    });
+    for w in tap_video.windows(2) {
+        assert_eq!(w[1].seq, w[0].seq + 1, "a gap in the tap's numbering");
+    }
+    let last_middle = rest[..j]
+        .iter()
+        .rev()
+        .find(|(id, s)| *id == MIDDLE && s.kind == Some(MediaKind::Video))
+        .map(|(_, s)| s.bytes[12..].to_vec())
+        .unwrap();
+    assert_eq!(
+        tap_video.last().unwrap().payload.to_vec(),
+        last_middle,
+        "the tap is on the middle layer now"
+    );
+}
+
+#[test]
+fn a_fourth_layer_is_dropped() {
+    let sent = layers(1);
+    let mut h = Harness::new(RelayConfig::default());
+    h.start_rtp(77);
+    let mut i = 0;
+    feed_until(&mut h, &sent, &mut i, ms(500));
+    let video = sent
+        .iter()
+        .find(|(_, s)| s.kind == Some(MediaKind::Video))
+        .unwrap();
+    assert_eq!(
+        h.feed_rtp_layer(77, LayerId(7), &video.1),
+        Some(Ingest::Dropped(Drop::ExtraLayer))
+    );
+    let st = h.relay.stream_stats(ChannelId(77), h.now).unwrap();
+    assert_eq!(st.layers.len(), MAX_LAYERS);
+    assert_eq!(st.counters.dropped_extra_layer, 1);
+}

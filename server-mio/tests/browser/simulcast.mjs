@@ -1,0 +1,189 @@
+// Simulcast: headless Chromium publishes three layers (1280x720, 640x360, 320x180) through
+// the publish page over WHIP, inside the loopback-only namespace the caller made. A clean
+// viewer climbs to the top layer; a viewer choosing the smallest in the quality menu gets it;
+// a viewer whose link nftables polices below the top layer's rate moves down within 5 s and
+// then plays without a freeze over 300 ms, and climbs back when the limit is lifted; the
+// recording has the top layer.
+//
+// Environment: ITG_SERVER_BIN, ITG_ARTIFACTS.
+import { chromium } from 'playwright-core';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, writeFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { children, sleep, env, start, until, CHROMIUM_ARGS } from './lib.mjs';
+
+const SERVER = env('ITG_SERVER_BIN');
+const ARTIFACTS = env('ITG_ARTIFACTS');
+const HTTP = 'http://127.0.0.1:18400';
+const nft = (...args) => execFileSync('nft', args);
+
+async function streamInfo() {
+  const r = await fetch(`${HTTP}/api/streams`);
+  return (await r.json()).streams.find((s) => s.channel === 77 && s.live);
+}
+
+/** A watch page with a frame clock: the longest gap between shown frames since `mark()`. */
+async function watch(browser, name) {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  page.on('console', (m) => process.stderr.write(`[${name}] ${m.text()}\n`));
+  await page.goto(`${HTTP}/watch/77`);
+  await page.evaluate(() => {
+    const v = document.getElementById('video');
+    window.gaps = { last: 0, max: 0 };
+    const tick = (now) => {
+      if (window.gaps.last) window.gaps.max = Math.max(window.gaps.max, now - window.gaps.last);
+      window.gaps.last = now;
+      v.requestVideoFrameCallback(tick);
+    };
+    v.requestVideoFrameCallback(tick);
+  });
+  await page.waitForFunction(() => (window.itg?.stats?.framesDecoded || 0) > 10, null, { timeout: 20000 });
+  return page;
+}
+const width = (page) => page.evaluate(() => document.getElementById('video').videoWidth);
+const mark = (page) => page.evaluate(() => { window.gaps.max = 0; window.gaps.last = 0; });
+const maxGap = (page) => page.evaluate(() => window.gaps.max);
+/** The viewer's local UDP port (its nominated candidate pair). */
+const localPort = (page) => page.evaluate(async () => {
+  const report = await window.itg.player.pc.getStats();
+  let pair = null;
+  const locals = {};
+  report.forEach((s) => {
+    if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s;
+    if (s.type === 'local-candidate') locals[s.id] = s.port;
+  });
+  return pair ? locals[pair.localCandidateId] : null;
+});
+
+let browser;
+const pages = {};
+const dataDir = mkdtempSync(join(tmpdir(), 'itg-simulcast-'));
+const summary = {};
+let error;
+try {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const key = execFileSync(SERVER, ['keys', 'add', '--data-dir', dataDir, '--channel', '77', '--name', 'Simulcast test'])
+    .toString().trim().split('\n').pop();
+  start(SERVER, ['--addr', '127.0.0.1', '--http-port', '18400', '--ftl-port', '18404', '--webrtc-port', '20400',
+    '--media-ports', '19400-19410', '--data-dir', dataDir, '--record'], 'server');
+  await until('the server', 10000, async () => (await fetch(`${HTTP}/api/streams`)).ok);
+
+  browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: [...CHROMIUM_ARGS, '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'],
+  });
+  const publisher = await browser.newPage({ viewport: { width: 960, height: 760 } });
+  publisher.on('console', (m) => process.stderr.write(`[publish page] ${m.text()}\n`));
+  await publisher.goto(`${HTTP}/publish/77`);
+  await publisher.selectOption('#resolution', '1280x720');
+  await publisher.selectOption('#layers', '3');
+  await publisher.fill('#key', key);
+  await publisher.click('#go');
+  await publisher.waitForFunction(() => document.body.dataset.state === 'live', null, { timeout: 15000 });
+  let info = null;
+  await until('three layers sending', 30000, async () => {
+    info = await streamInfo();
+    return info?.layers?.length === 3 && info.layers.every((l) => l.active && l.height);
+  }).catch(() => { throw new Error(`layers: ${JSON.stringify(info?.layers)}`); });
+  const heights = info.layers.map((l) => l.height);
+  console.error(`layers: ${JSON.stringify(info.layers)}`);
+  if (JSON.stringify(heights) !== JSON.stringify([180, 360, 720])) throw new Error(`layer heights ${heights}`);
+  const [small, , top] = info.layers;
+  summary.layers = info.layers.map((l) => ({ height: l.height, kbps: Math.round(l.bitrate_bps / 1000) }));
+
+  // A clean viewer starts on the middle layer and climbs to the top.
+  const opened = Date.now();
+  pages.clean = await watch(browser, 'clean viewer');
+  summary.cleanFirstFrameMs = Date.now() - opened;
+  await until('the clean viewer on the top layer', 20000, async () => (await width(pages.clean)) === 1280);
+  summary.cleanTopAfterMs = Date.now() - opened;
+
+  // The quality menu: the smallest layer, then back to auto.
+  pages.chooser = await watch(browser, 'chooser');
+  await until('the quality menu', 5000, () => pages.chooser.evaluate(() => !document.getElementById('quality-box').hidden));
+  await pages.chooser.selectOption('#quality', String(small.id));
+  await until('the chosen smallest layer', 8000, async () => (await width(pages.chooser)) === 320);
+  await mark(pages.chooser);
+  await sleep(2000);
+  summary.chooserGapMs = Math.round(await maxGap(pages.chooser));
+  if ((await width(pages.chooser)) !== 320) throw new Error('the chosen layer did not hold');
+
+  // A viewer whose link is policed below the top layer's rate.
+  pages.limited = await watch(browser, 'limited viewer');
+  await until('the limited viewer on the top layer first', 20000, async () => (await width(pages.limited)) === 1280);
+  await sleep(3000); // watching for a while before its link narrows
+  const port = await localPort(pages.limited);
+  if (!port) throw new Error('no candidate pair on the limited viewer');
+  const now = await streamInfo();
+  const topKbps = Math.round(now.layers[2].bitrate_bps / 1000);
+  summary.layers = now.layers.map((l) => ({ height: l.height, kbps: Math.round(l.bitrate_bps / 1000) }));
+  console.error(`layers now: ${JSON.stringify(summary.layers)}`);
+  // Half way between the middle and the top layer's rates: the middle layer and audio fit,
+  // the top does not.
+  const midKbps = summary.layers[1].kbps;
+  if (topKbps < midKbps + 150) throw new Error(`the top layer is not much above the middle: ${JSON.stringify(summary.layers)}`);
+  const limitKbps = Math.round((midKbps + topKbps) / 2 + 40);
+  summary.limitKbps = limitKbps;
+  nft('add', 'table', 'inet', 'itgsim');
+  nft('add', 'chain', 'inet', 'itgsim', 'input', '{ type filter hook input priority 0; }');
+  nft('add', 'rule', 'inet', 'itgsim', 'input', 'udp', 'dport', String(port), 'limit', 'rate', 'over',
+    `${Math.round(limitKbps * 1000 / 8)} bytes/second`, 'burst', '6000 bytes', 'counter', 'drop');
+  // The link narrows when the policer first drops (its bucket starts full).
+  const dropped = () => {
+    const m = /packets (\d+)/.exec(execFileSync('nft', ['list', 'chain', 'inet', 'itgsim', 'input']).toString());
+    return m ? Number(m[1]) : 0;
+  };
+  const ruleAt = Date.now();
+  await until('the policer to drop', 10000, async () => dropped() > 0);
+  const limitedAt = Date.now();
+  summary.policerFirstDropMs = limitedAt - ruleAt;
+  await until('the limited viewer to move down', 5000, async () => (await width(pages.limited)) < 1280);
+  summary.downAfterMs = Date.now() - limitedAt;
+  summary.downTo = await width(pages.limited);
+  await sleep(1000); // the switch's own keyframe
+  await mark(pages.limited);
+  await sleep(6000);
+  summary.limitedGapMs = Math.round(await maxGap(pages.limited));
+  summary.limitedWidth = await width(pages.limited);
+  console.error(`top layer ${topKbps} kbit/s, link ${limitKbps} kbit/s: down in ${summary.downAfterMs} ms to ${summary.downTo}, then longest gap ${summary.limitedGapMs} ms`);
+  if (summary.limitedGapMs > 300) throw new Error(`froze ${summary.limitedGapMs} ms on the lower layer`);
+  if (summary.limitedWidth >= 1280) throw new Error('back on the top layer while limited');
+  nft('delete', 'table', 'inet', 'itgsim');
+  const liftedAt = Date.now();
+  await until('the viewer to climb back once the limit is lifted', 45000, async () => (await width(pages.limited)) === 1280);
+  summary.upAfterLiftMs = Date.now() - liftedAt;
+
+  info = await streamInfo();
+  summary.layerViewers = info.layers.map((l) => l.viewers);
+  summary.layerSwitches = info.layer_switches;
+  if (info.layers[0].viewers !== 1) throw new Error(`viewers per layer ${summary.layerViewers}`);
+  for (const [name, page] of Object.entries(pages)) await page.screenshot({ path: join(ARTIFACTS, `simulcast-${name}.png`) });
+
+  // The recording is of the top layer.
+  await publisher.click('#stop');
+  await until('the stream to end', 10000, async () => !(await streamInfo()));
+  await sleep(1000);
+  const recDir = join(dataDir, 'recordings', '77');
+  const files = readdirSync(recDir).filter((f) => !f.endsWith('.part'));
+  if (!files.length) throw new Error(`no recording in ${recDir}`);
+  const probe = JSON.parse(execFileSync('ffprobe', ['-v', 'error', '-select_streams', 'v:0', '-show_entries',
+    'stream=width,height', '-of', 'json', join(recDir, files[0])]).toString());
+  summary.recording = probe.streams[0];
+  if (probe.streams[0].width !== 1280) throw new Error(`recorded ${JSON.stringify(probe.streams[0])}`);
+  writeFileSync(join(ARTIFACTS, 'simulcast-summary.json'), JSON.stringify(summary, null, 2));
+  console.log(JSON.stringify(summary));
+} catch (e) {
+  error = e;
+  console.error(`simulcast test failed: ${e.stack || e}`);
+  for (const [name, page] of Object.entries(pages)) {
+    await page.screenshot({ path: join(ARTIFACTS, `simulcast-${name}-failed.png`) }).catch(() => {});
+  }
+} finally {
+  try { nft('delete', 'table', 'inet', 'itgsim'); } catch (_) { /* gone already */ }
+  if (browser) await browser.close().catch(() => {});
+  for (const c of children) c.kill('SIGTERM');
+  await sleep(300);
+  rmSync(dataDir, { recursive: true, force: true });
+}
+process.exit(error ? 1 : 0);
