@@ -10,7 +10,7 @@ use ftl_proto::control::Metadata;
 use ftl_proto::media::MediaParams;
 use ftl_proto::ChannelId;
 use libfuzzer_sys::fuzz_target;
-use relay_core::{MediaKind, Relay, RelayConfig, RtpIn, StreamParams, VideoCodec};
+use relay_core::{LayerId, MediaKind, Relay, RelayConfig, RtpIn, StreamParams, VideoCodec};
 
 fuzz_target!(|data: &[u8]| {
     let t0 = Instant::now();
@@ -65,6 +65,8 @@ fuzz_target!(|data: &[u8]| {
                 } else {
                     MediaKind::Audio
                 },
+                // Simulcast layers, some past the most a stream keeps.
+                layer: LayerId((field(6) >> 1) & 7),
                 seq: u16::from_be_bytes([field(0), field(1)]),
                 timestamp: u32::from_be_bytes([field(2), field(3), field(4), field(5)]),
                 marker: field(6) & 1 != 0,
@@ -87,6 +89,20 @@ fuzz_target!(|data: &[u8]| {
             }
             7 => {
                 let _ = relay.start_stream(channel, rtp_params.clone(), now);
+            }
+            8 => {
+                let link = relay_core::LinkReport {
+                    loss: Some(f32::from(*dt) / 255.0),
+                    estimate_bps: (dt & 1 != 0).then(|| u64::from(*dt) * 10_000),
+                };
+                relay.viewer_link(viewers[viewers.len() - 1], link, now);
+            }
+            9 => {
+                let quality = match dt % 5 {
+                    4 => relay_core::Quality::Auto,
+                    n => relay_core::Quality::Fixed(LayerId(n)),
+                };
+                let _ = relay.set_viewer_quality(viewers[0], quality, now);
             }
             _ => {}
         }

@@ -675,8 +675,9 @@ fn follow_layers(
             }
         }
     }
-    // Cheap on the common path: a packet of the viewer's own layer means the layer sends.
-    for v in &mut ch.viewers {
+    // The common path: every layer sends, and nobody is on one that stopped.
+    let all_sending = ranked.iter().all(|(_, a)| *a);
+    for v in ch.viewers.iter_mut().filter(|_| !all_sending) {
         let on = v.target.unwrap_or(v.layer);
         if on == pkt.layer || sending(on) {
             continue;
