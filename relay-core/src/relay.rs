@@ -574,6 +574,9 @@ impl Relay {
         for v in &mut ch.viewers {
             v.video.reset();
             v.audio.reset();
+            // The next stream's layers are its own: start again on its first.
+            v.layer = LayerId(0);
+            v.target = None;
         }
         info!("channel {channel}: stream ended ({reason:?})");
         self.outputs

@@ -290,3 +290,35 @@ fn a_fourth_layer_is_dropped() {
     assert_eq!(st.layers.len(), MAX_LAYERS);
     assert_eq!(st.counters.dropped_extra_layer, 1);
 }
+
+#[test]
+fn a_viewer_on_an_upper_layer_plays_the_next_stream_of_one_layer() {
+    let sent = layers(1);
+    let mut h = Harness::new(RelayConfig::default());
+    h.start_rtp(77);
+    let mut i = 0;
+    feed_until(&mut h, &sent, &mut i, ms(1600));
+    let v = h.join(77);
+    h.relay
+        .set_viewer_quality(v, Quality::Fixed(LARGE), h.now)
+        .unwrap();
+    feed_until(&mut h, &sent, &mut i, ms(3500));
+    assert_eq!(h.relay.viewer_layer(v), Some((LARGE, None)));
+    h.relay.stop_stream(ChannelId(77), EndReason::Disconnect);
+    // An FTL stream takes the channel: one layer, 0.
+    let next = session(&SessionSpec {
+        first_video_seq: 5000,
+        ..SessionSpec::default()
+    });
+    let before = h.video(v).len();
+    h.start(77);
+    for s in &next {
+        h.feed(77, peer(), &s.bytes, s.at + ms(4000));
+    }
+    let got: Vec<Vec<u8>> = h.video(v)[before..]
+        .iter()
+        .map(|f| f.payload.to_vec())
+        .collect();
+    assert_eq!(got, video_payloads_from_keyframe(&next, 0));
+    assert_eq!(h.relay.viewer_layer(v), Some((LayerId(0), None)));
+}
