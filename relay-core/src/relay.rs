@@ -10,7 +10,7 @@ use log::{debug, info};
 use crate::codec::VideoCodec;
 use crate::config::RelayConfig;
 use crate::ids::Ids;
-use crate::layers::{LayerId, LinkReport, Move, Quality};
+use crate::layers::{LayerId, LinkReport, Move, Quality, MAX_LAYERS};
 use crate::stats::{StreamStats, ViewerStats};
 use crate::stream::{RtpIn, Stream, StreamParams};
 use crate::types::{
@@ -663,23 +663,43 @@ fn follow_layers(
     if stream.layers.len() < 2 {
         return;
     }
-    let ranked: Vec<(LayerId, bool)> = stream
-        .ranked()
-        .iter()
-        .map(|id| (*id, stream.layer(*id).is_some_and(|l| l.active(now))))
-        .collect();
-    let sending = |id: LayerId| ranked.iter().any(|(l, a)| *l == id && *a);
+    // The layers from the smallest picture up, and whether each sends (on the stack: this
+    // runs for every video packet of a simulcast).
+    let mut layers = [(LayerId(0), false); MAX_LAYERS];
+    let mut n = 0;
+    for (slot, id) in layers.iter_mut().zip(stream.ranked()) {
+        *slot = (*id, stream.layer(*id).is_some_and(|l| l.active(now)));
+        n += 1;
+    }
+    let ranked = layers.get(..n).unwrap_or_default();
     let top = ranked.iter().rev().find(|(_, a)| *a).map(|(id, _)| *id);
-    let mut wanted = Vec::new();
+    let all_sending = ranked.iter().all(|(_, a)| *a);
+    let taps_on_top = ch
+        .taps
+        .iter()
+        .all(|t| Some(t.target.unwrap_or(t.layer)) == top);
+    if all_sending && taps_on_top {
+        return; // the common path
+    }
+    let sending = |id: LayerId| ranked.iter().any(|(l, a)| *l == id && *a);
+    // Which layers' keyframes are now wanted, by place in `ranked`.
+    let mut wanted = [false; MAX_LAYERS];
+    let mut want = |to: LayerId| {
+        if let Some(w) = ranked
+            .iter()
+            .position(|(id, _)| *id == to)
+            .and_then(|i| wanted.get_mut(i))
+        {
+            *w = true;
+        }
+    };
     for t in &mut ch.taps {
         if let Some(top) = top.filter(|top| t.target.unwrap_or(t.layer) != *top) {
             if t.retarget(top) {
-                wanted.push(top);
+                want(top);
             }
         }
     }
-    // The common path: every layer sends, and nobody is on one that stopped.
-    let all_sending = ranked.iter().all(|(_, a)| *a);
     for v in ch.viewers.iter_mut().filter(|_| !all_sending) {
         let on = v.target.unwrap_or(v.layer);
         if on == pkt.layer || sending(on) {
@@ -692,14 +712,14 @@ fn follow_layers(
             debug!("viewer {}: layer {on} stopped, to layer {to}", v.id);
             if v.retarget(*to) {
                 v.chooser.moved(now);
-                wanted.push(*to);
+                want(*to);
             }
         }
     }
-    wanted.sort_unstable();
-    wanted.dedup();
-    for layer in wanted {
-        stream.want_keyframe_of(layer, now, outputs);
+    for ((layer, _), w) in ranked.iter().zip(wanted) {
+        if w {
+            stream.want_keyframe_of(*layer, now, outputs);
+        }
     }
 }
 

@@ -5,10 +5,12 @@
 //!   the timeout heap, `catch_unwind` around every call; viewers fed by the relay.
 //! - [`whip`]: publishers: the WHIP endpoint and their RTP into the relay.
 //! - [`feedback`]: congestion feedback to publishers (TWCC, REMB, the operator's cap).
+//! - [`layers`]: simulcast on the wire: a publisher's RIDs as layers, the WHEP layer extension.
 //! - [`pool`]: `Rtc`s built off the loop and handed over through the `mio::Waker`.
 
 pub(super) mod admission;
 pub(super) mod feedback;
+pub(super) mod layers;
 pub(super) mod peers;
 pub(super) mod pool;
 pub(super) mod pull;

@@ -728,63 +728,6 @@ impl Server {
         resp
     }
 
-    /// `POST /whep/{channel}/{session}/layer` (the WHEP layer extension): `{"encodingId":
-    /// "<layer>"}` fixes the viewer on that simulcast layer (its id, as `/api/streams` lists
-    /// the layers), `{}` or `{"encodingId": null}` gives it back to its link. Answers with the
-    /// layer it is on and the one it moves to.
-    pub(in crate::server) fn whep_layer(
-        &mut self,
-        session: &str,
-        body: &[u8],
-        now: Instant,
-    ) -> Response {
-        let Some(rid) = self
-            .viewers
-            .by_whep
-            .get(session)
-            .and_then(|id| self.viewers.map.get(id))
-            .and_then(|v| v.relay_id)
-        else {
-            return Response::text(404, "no such session, or not connected yet").cors();
-        };
-        let body: serde_json::Value = if body.iter().all(u8::is_ascii_whitespace) {
-            serde_json::json!({})
-        } else {
-            match serde_json::from_slice(body) {
-                Ok(v) => v,
-                Err(e) => return Response::text(400, &format!("not JSON: {e}")).cors(),
-            }
-        };
-        let quality = match body.get("encodingId") {
-            None | Some(serde_json::Value::Null) => relay_core::Quality::Auto,
-            Some(serde_json::Value::String(s)) if s == "auto" => relay_core::Quality::Auto,
-            Some(v) => {
-                let id = v
-                    .as_u64()
-                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-                    .and_then(|n| u8::try_from(n).ok());
-                match id {
-                    Some(n) => relay_core::Quality::Fixed(relay_core::LayerId(n)),
-                    None => {
-                        return Response::text(400, "encodingId must be a layer id or \"auto\"")
-                            .cors()
-                    }
-                }
-            }
-        };
-        if let Err(e) = self.relay.set_viewer_quality(rid, quality, now) {
-            return Response::text(404, &e.to_string()).cors();
-        }
-        self.drain_relay(now);
-        let (on, to) = self.relay.viewer_layer(rid).unzip();
-        let body = serde_json::json!({
-            "layer": on.map(|l| l.0),
-            "target": to.flatten().map(|l| l.0),
-            "auto": quality == relay_core::Quality::Auto,
-        });
-        Response::new(200, "application/json", body.to_string()).cors()
-    }
-
     /// Ends the peer of a WHEP or WHIP session id; whether there was one.
     pub(in crate::server) fn session_delete(&mut self, session: &str, whip: bool) -> bool {
         let table = if whip {

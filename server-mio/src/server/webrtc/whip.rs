@@ -26,10 +26,11 @@ use relay_core::{
 };
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
-use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt, Rid, Rids};
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::{Event, Rtc};
 
 use super::feedback::{self, Feedback};
+use super::layers::PublisherLayers;
 use super::peers::{guarded, mids_from_sdp, Role, Signal};
 use crate::capture::SessionCapture;
 use crate::server::hooks::KeyAnswer;
@@ -55,11 +56,8 @@ pub(in crate::server) struct Publisher {
     video_codec: Option<VideoCodec>,
     video_pts: Vec<Pt>,
     audio_pts: Vec<Pt>,
-    /// Its simulcast layers' RIDs in the order its offer lists them (a layer's
-    /// [`LayerId`] is its place here); empty without simulcast.
-    rids: Vec<Rid>,
-    /// The layer of each video SSRC seen, once its RID is known.
-    layer_of: Vec<(u32, LayerId)>,
+    /// Its simulcast layers (one without).
+    layers: PublisherLayers,
     /// Whether this publisher owns its channel's live stream.
     live: bool,
     /// The last sender report seen per track (audio, then each video layer), to pass on only
@@ -93,8 +91,7 @@ impl Publisher {
             video_codec: None,
             video_pts: Vec::new(),
             audio_pts: Vec::new(),
-            rids: Vec::new(),
-            layer_of: Vec::new(),
+            layers: PublisherLayers::default(),
             live: false,
             reports: [None; 1 + MAX_LAYERS],
             end: EndReason::ControlLost,
@@ -107,9 +104,7 @@ impl Publisher {
                 continue;
             };
             if kind == MediaKind::Video {
-                if let Rids::Specific(rids) = media.rids_rx() {
-                    publisher.rids = rids.clone();
-                }
+                publisher.layers = PublisherLayers::new(media.rids_rx());
             }
             let remote = media.remote_pts();
             for p in codecs.iter().filter(|p| remote.contains(&p.pt())) {
@@ -630,34 +625,17 @@ impl Server {
                 } else {
                     return;
                 };
-                let layer = if kind == RelayKind::Video {
-                    let ssrc = *pkt.header.ssrc;
-                    match p.layer_of.iter().find(|(s, _)| *s == ssrc) {
-                        Some((_, l)) => *l,
-                        None => {
-                            let rid = pkt.header.ext_vals.rid.or_else(|| {
-                                guarded(|| {
-                                    peer.rtc
-                                        .direct_api()
-                                        .stream_rx(&pkt.header.ssrc)
-                                        .and_then(|rx| rx.rid())
-                                })
+                let layer = match kind {
+                    RelayKind::Audio => LayerId(0),
+                    RelayKind::Video => p.layers.layer(*pkt.header.ssrc, || {
+                        let rtc = &mut peer.rtc;
+                        let ssrc = pkt.header.ssrc;
+                        pkt.header.ext_vals.rid.or_else(|| {
+                            guarded(|| rtc.direct_api().stream_rx(&ssrc).and_then(|rx| rx.rid()))
                                 .ok()
                                 .flatten()
-                            });
-                            let at = rid.and_then(|r| p.rids.iter().position(|x| *x == r));
-                            let layer = LayerId(at.map_or(0, |i| i as u8));
-                            if rid.is_some() || p.rids.is_empty() {
-                                // Bounded: a handful of SSRCs per publisher at most.
-                                if p.layer_of.len() < 2 * MAX_LAYERS {
-                                    p.layer_of.push((ssrc, layer));
-                                }
-                            }
-                            layer
-                        }
-                    }
-                } else {
-                    LayerId(0)
+                        })
+                    }),
                 };
                 let slot = match kind {
                     RelayKind::Audio => 0,
@@ -785,7 +763,7 @@ impl Server {
         let Some(mid) = p.video_mid else {
             return;
         };
-        let rid = p.rids.get(usize::from(layer.0)).copied();
+        let rid = p.layers.rid(layer);
         let rtc = &mut peer.rtc;
         let asked = guarded(|| {
             rtc.direct_api()

@@ -1,0 +1,179 @@
+//! Simulcast where it meets WebRTC: a publisher's RIDs as the relay's video layers, and the
+//! WHEP layer extension with which a viewer chooses its layer. What a viewer gets and when it
+//! switches is decided in `relay_core::layers`; this room only names layers on the wire.
+
+use std::time::Instant;
+
+use relay_core::{LayerId, Quality, MAX_LAYERS};
+use serde_json::Value;
+use str0m::media::{Rid, Rids};
+
+use crate::server::http::Response;
+use crate::server::Server;
+
+/// The most SSRCs one publisher's video may be learned under (its layers, and a few more for
+/// an encoder that restarts a layer under a new SSRC): the table stays a handful of entries.
+const MAX_SSRCS: usize = 2 * MAX_LAYERS;
+
+/// A publisher's video layers: its RIDs in the order its offer lists them (a layer's
+/// [`LayerId`] is its place there), and the SSRCs learned for them. Without simulcast, one
+/// layer, 0.
+#[derive(Debug, Default)]
+pub(in crate::server) struct PublisherLayers {
+    rids: Vec<Rid>,
+    by_ssrc: Vec<(u32, LayerId)>,
+}
+
+impl PublisherLayers {
+    /// The layers of a video media's receive RIDs as negotiated.
+    pub(in crate::server) fn new(rids: &Rids) -> PublisherLayers {
+        PublisherLayers {
+            rids: match rids {
+                Rids::Specific(r) => r.clone(),
+                Rids::None | Rids::Any => Vec::new(),
+            },
+            by_ssrc: Vec::new(),
+        }
+    }
+
+    /// The layer of a video packet on `ssrc`: known, or learned from its RID (`rid` looks it
+    /// up: the header extension, or str0m's stream). A RID the offer did not list, or one past
+    /// the 256th, gets a layer the relay keeps no room for, so it never mixes into another.
+    pub(in crate::server) fn layer(
+        &mut self,
+        ssrc: u32,
+        rid: impl FnOnce() -> Option<Rid>,
+    ) -> LayerId {
+        if let Some((_, l)) = self.by_ssrc.iter().find(|(s, _)| *s == ssrc) {
+            return *l;
+        }
+        if self.rids.is_empty() {
+            return LayerId(0);
+        }
+        let Some(rid) = rid() else {
+            return LayerId(0); // not known yet: str0m routes simulcast by RID, so rare
+        };
+        let layer = self
+            .rids
+            .iter()
+            .position(|r| *r == rid)
+            .and_then(|i| u8::try_from(i).ok())
+            .map_or(LayerId(u8::MAX), LayerId);
+        if self.by_ssrc.len() < MAX_SSRCS {
+            self.by_ssrc.push((ssrc, layer));
+        }
+        layer
+    }
+
+    /// The RID a keyframe request for `layer` goes to (`None`: the one stream there is).
+    pub(in crate::server) fn rid(&self, layer: LayerId) -> Option<Rid> {
+        self.rids.get(usize::from(layer.0)).copied()
+    }
+}
+
+/// What the body of `POST …/layer` asks for: `{"encodingId": "<layer id>"}` (a number or its
+/// string), or `{}`, `{"encodingId": null}` or `"auto"` for the viewer's link to decide.
+pub(in crate::server) fn layer_request(body: &[u8]) -> Result<Quality, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Quality::Auto);
+    }
+    let body: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    match body.get("encodingId") {
+        None | Some(Value::Null) => Ok(Quality::Auto),
+        Some(Value::String(s)) if s == "auto" => Ok(Quality::Auto),
+        Some(v) => v
+            .as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .and_then(|n| u8::try_from(n).ok())
+            .map(|n| Quality::Fixed(LayerId(n)))
+            .ok_or_else(|| "encodingId must be a layer id or \"auto\"".to_owned()),
+    }
+}
+
+impl Server {
+    /// `POST /whep/{channel}/{session}/layer` (the WHEP layer extension): fixes the viewer on
+    /// a simulcast layer (its id, as `/api/streams` lists the layers) or gives it back to its
+    /// link. Answers with the layer it is on and the one it moves to.
+    pub(in crate::server) fn whep_layer(
+        &mut self,
+        session: &str,
+        body: &[u8],
+        now: Instant,
+    ) -> Response {
+        let Some(viewer) = self
+            .viewers
+            .by_whep
+            .get(session)
+            .and_then(|id| self.viewers.map.get(id))
+            .and_then(|v| v.relay_id())
+        else {
+            return Response::text(404, "no such session, or not connected yet").cors();
+        };
+        let quality = match layer_request(body) {
+            Ok(q) => q,
+            Err(why) => return Response::text(400, &why).cors(),
+        };
+        if let Err(e) = self.relay.set_viewer_quality(viewer, quality, now) {
+            return Response::text(404, &e.to_string()).cors();
+        }
+        self.drain_relay(now);
+        let (on, to) = self.relay.viewer_layer(viewer).unzip();
+        let body = serde_json::json!({
+            "layer": on.map(|l| l.0),
+            "target": to.flatten().map(|l| l.0),
+            "auto": quality == Quality::Auto,
+        });
+        Response::new(200, "application/json", body.to_string()).cors()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_requests_read_as_the_extension_spells_them() {
+        assert_eq!(layer_request(b""), Ok(Quality::Auto));
+        assert_eq!(layer_request(b"{}"), Ok(Quality::Auto));
+        assert_eq!(layer_request(br#"{"encodingId":null}"#), Ok(Quality::Auto));
+        assert_eq!(
+            layer_request(br#"{"encodingId":"auto"}"#),
+            Ok(Quality::Auto)
+        );
+        let two = Ok(Quality::Fixed(LayerId(2)));
+        assert_eq!(layer_request(br#"{"encodingId":"2"}"#), two);
+        assert_eq!(layer_request(br#"{"encodingId":2}"#), two);
+        for bad in [
+            &br#"{"encodingId":"x"}"#[..],
+            br#"{"encodingId":256}"#,
+            br#"{"encodingId":-1}"#,
+            br#"{"encodingId":[1]}"#,
+            b"{not json",
+            b"\xff",
+        ] {
+            assert!(layer_request(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn rids_name_layers_in_offer_order_and_unknown_ones_never_alias() {
+        let rid = |s: &str| Rid::from(s);
+        let mut l = PublisherLayers::new(&Rids::Specific(vec![rid("q"), rid("h"), rid("f")]));
+        assert_eq!(l.layer(10, || Some(rid("f"))), LayerId(2));
+        // Learned: no lookup the second time.
+        assert_eq!(l.layer(10, || panic!("looked up again")), LayerId(2));
+        assert_eq!(l.layer(11, || Some(rid("q"))), LayerId(0));
+        assert_eq!(l.layer(12, || Some(rid("zz"))), LayerId(u8::MAX));
+        assert_eq!(l.rid(LayerId(1)), Some(rid("h")));
+        assert_eq!(l.rid(LayerId(5)), None);
+        // A flood of SSRCs is answered without the table growing.
+        for ssrc in 100..1000 {
+            let _ = l.layer(ssrc, || Some(rid("h")));
+        }
+        assert!(l.by_ssrc.len() <= MAX_SSRCS);
+        // Without simulcast everything is layer 0, with nothing learned.
+        let mut one = PublisherLayers::new(&Rids::None);
+        assert_eq!(one.layer(7, || Some(rid("f"))), LayerId(0));
+        assert_eq!(one.rid(LayerId(0)), None);
+    }
+}
