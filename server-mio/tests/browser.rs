@@ -164,6 +164,25 @@ fn simulcast_layers_follow_each_viewers_link_and_choice() {
     assert!(artifacts.join("simulcast-summary.json").exists());
 }
 
+/// Firefox publishes three VP8 simulcast layers over WHIP (its own offer and RID handling):
+/// Chromium viewers climb to the largest and take the smallest from the menu, and a Firefox
+/// viewer switches to it too.
+#[test]
+fn firefox_simulcast_is_ranked_by_size_and_switched_in_both_browsers() {
+    if !ready() {
+        return;
+    }
+    let _turn = turn();
+    let status = run_in_namespace("simulcast_firefox.mjs").status().unwrap();
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/browser-artifacts");
+    assert!(
+        status.success(),
+        "the Firefox simulcast test failed (screenshots in {})",
+        artifacts.display()
+    );
+    assert!(artifacts.join("simulcast-firefox-summary.json").exists());
+}
+
 /// Chromium publishes VP8, VP9 and AV1 over WHIP; Chromium watches each at the published size
 /// (a late viewer at once), Firefox without OpenH264 plays VP8 and AV1.
 #[test]

@@ -47,10 +47,11 @@ export function gstreamer(script, mode, url, extra = [], seconds = 6) {
 
 /**
  * Headless Firefox (Debian's firefox-esr) through puppeteer-core, with what a private test
- * namespace needs: host candidates unobfuscated, loopback allowed, autoplay. Firefox gathers
- * no ICE candidate on a namespace with loopback alone: callers add a veth test address.
+ * namespace needs: host candidates unobfuscated, loopback allowed, autoplay (and `prefs`, e.g.
+ * a fake camera). Firefox gathers no ICE candidate on a namespace with loopback alone: callers
+ * add a veth test address.
  */
-export async function launchFirefox(puppeteer) {
+export async function launchFirefox(puppeteer, prefs = {}) {
   return puppeteer.launch({
     browser: 'firefox',
     executablePath: '/usr/bin/firefox-esr',
@@ -59,6 +60,7 @@ export async function launchFirefox(puppeteer) {
       'media.peerconnection.ice.loopback': true,
       'media.peerconnection.ice.obfuscate_host_addresses': false,
       'media.autoplay.default': 0,
+      ...prefs,
     },
   });
 }
