@@ -232,7 +232,6 @@ pub(crate) struct Stream {
     ranked: Vec<LayerId>,
     audio: Option<Track>,
     anchor: NtpAnchor,
-    seen_video: bool,
     pub(crate) counters: StreamCounters,
     nack: NackConfig,
     media_timeout: Duration,
@@ -290,7 +289,6 @@ impl Stream {
             ingest_addr: None,
             refused_source: None,
             anchor: NtpAnchor::default(),
-            seen_video: false,
             counters: StreamCounters::default(),
             nack: config.nack.clone(),
             media_timeout: config.media_timeout,
@@ -429,7 +427,7 @@ impl Stream {
     ) -> (Ingest, Option<(MediaKind, Packet)>) {
         let ftl = matches!(self.params, StreamParams::Ftl { .. });
         if kind == MediaKind::Audio
-            && ((ftl && !self.layers.is_empty() && !self.seen_video)
+            && ((ftl && !self.layers.is_empty() && !self.seen_video())
                 || m.payload.len() > MAX_OPUS_PACKET)
         {
             // OBS's speed test: garbage on the audio SSRC before the stream proper. Never
@@ -488,7 +486,6 @@ impl Stream {
             MediaKind::Video => {
                 self.counters.video_packets += 1;
                 self.counters.frames += u64::from(marker);
-                self.seen_video = true;
                 self.on_video(layer, &mut pkt, now, out);
             }
         }
@@ -524,6 +521,11 @@ impl Stream {
 
     fn layer_mut(&mut self, id: LayerId) -> Option<&mut VideoLayer> {
         self.layers.iter_mut().find(|l| l.id == id)
+    }
+
+    /// Whether any video has been accepted yet.
+    fn seen_video(&self) -> bool {
+        self.layers.iter().any(|l| l.last_packet.is_some())
     }
 
     /// The layers from the smallest picture to the largest.

@@ -128,20 +128,26 @@ fn run_in_namespace(script: &str) -> Command {
     c
 }
 
+/// Runs a script that needs no fixture in its namespace; checks it passed and left
+/// `artifact` in the artifacts folder.
+fn run_script(script: &str, what: &str, artifact: &str) {
+    let status = run_in_namespace(script).status().unwrap();
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/browser-artifacts");
+    assert!(
+        status.success(),
+        "the {what} failed (screenshots in {})",
+        artifacts.display()
+    );
+    assert!(artifacts.join(artifact).exists(), "no {artifact}");
+}
+
 #[test]
 fn the_publish_page_goes_live_from_a_fake_camera_and_stop_ends_it() {
     if !ready() {
         return;
     }
     let _turn = turn();
-    let status = run_in_namespace("publish.mjs").status().unwrap();
-    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/browser-artifacts");
-    assert!(
-        status.success(),
-        "the publish test failed (screenshots in {})",
-        artifacts.display()
-    );
-    assert!(artifacts.join("watch-whip.png").exists());
+    run_script("publish.mjs", "publish test", "watch-whip.png");
 }
 
 /// Chromium publishes three simulcast layers over WHIP: a clean viewer climbs to the top one,
@@ -154,14 +160,7 @@ fn simulcast_layers_follow_each_viewers_link_and_choice() {
         return;
     }
     let _turn = turn();
-    let status = run_in_namespace("simulcast.mjs").status().unwrap();
-    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/browser-artifacts");
-    assert!(
-        status.success(),
-        "the simulcast test failed (screenshots in {})",
-        artifacts.display()
-    );
-    assert!(artifacts.join("simulcast-summary.json").exists());
+    run_script("simulcast.mjs", "simulcast test", "simulcast-summary.json");
 }
 
 /// Firefox publishes three VP8 simulcast layers over WHIP (its own offer and RID handling):
@@ -173,14 +172,11 @@ fn firefox_simulcast_is_ranked_by_size_and_switched_in_both_browsers() {
         return;
     }
     let _turn = turn();
-    let status = run_in_namespace("simulcast_firefox.mjs").status().unwrap();
-    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/browser-artifacts");
-    assert!(
-        status.success(),
-        "the Firefox simulcast test failed (screenshots in {})",
-        artifacts.display()
+    run_script(
+        "simulcast_firefox.mjs",
+        "Firefox simulcast test",
+        "simulcast-firefox-summary.json",
     );
-    assert!(artifacts.join("simulcast-firefox-summary.json").exists());
 }
 
 /// Chromium publishes VP8, VP9 and AV1 over WHIP; Chromium watches each at the published size
@@ -191,14 +187,7 @@ fn every_codec_chromium_publishes_is_watched_as_it_is() {
         return;
     }
     let _turn = turn();
-    let status = run_in_namespace("codecs.mjs").status().unwrap();
-    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/browser-artifacts");
-    assert!(
-        status.success(),
-        "the codecs test failed (screenshots in {})",
-        artifacts.display()
-    );
-    assert!(artifacts.join("codecs-summary.json").exists());
+    run_script("codecs.mjs", "codecs test", "codecs-summary.json");
 }
 
 /// Runs a script that streams the fixture with our FTL client; checks it passed and left

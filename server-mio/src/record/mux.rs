@@ -34,6 +34,12 @@ impl FileMux {
         }
     }
 
+    /// Whether a file of this kind carries `codec`'s video: MP4 players do not agree on a
+    /// sample entry for VP8 (it belongs in WebM), so that is the one it does not.
+    pub fn carries(codec: VideoCodec) -> bool {
+        codec != VideoCodec::Vp8
+    }
+
     /// The bytes that put `gop` in the file: the init segment first if this is the first
     /// GOP, then its fragment. `Ok(empty)` when the GOP holds nothing the file's tracks take.
     pub fn push(&mut self, gop: &Gop) -> Result<Vec<u8>, MuxError> {

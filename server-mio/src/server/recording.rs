@@ -116,9 +116,12 @@ impl Server {
             .relay
             .video_codec(channel)
             .map_or(VideoCodec::H264, |(c, _)| c);
-        if codec == VideoCodec::Vp8 {
-            // MP4 players do not agree on VP8 (it belongs in WebM), so it is not recorded.
-            warn!("channel {channel}: not recorded: VP8 video is not recorded (MP4 does not carry it well); publish in H.264, VP9 or AV1 to record");
+        if !crate::record::mux::FileMux::carries(codec) {
+            warn!(
+                "channel {channel}: not recorded: {} video is not recorded (MP4 does not carry it \
+                 well); publish in H.264, VP9 or AV1 to record",
+                codec.label()
+            );
             return;
         }
         let tap = match self.relay.add_tap(channel, now) {
