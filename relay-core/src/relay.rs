@@ -340,13 +340,25 @@ impl Relay {
         let recent = v
             .last_keyframe_request
             .is_some_and(|t| now.saturating_duration_since(t) < interval);
-        let layer = v.layer;
-        let cached = |s: &Stream| s.layer(layer).is_some_and(|l| l.gop.is_valid());
+        let is_cached = |s: &Stream, l: LayerId| s.layer(l).is_some_and(|l| l.gop.is_valid());
+        // A viewer on its way to another layer restarts on that one when it is cached: its
+        // move lands now, instead of being undone by a replay of the layer it leaves.
+        let layer = match (v.target, ch.stream.as_ref()) {
+            (Some(t), Some(s)) if is_cached(s, t) => t,
+            _ => v.layer,
+        };
+        let cached = |s: &Stream| is_cached(s, layer);
         match ch.stream.as_mut() {
             Some(stream) if !recent && cached(stream) => {
                 v.last_keyframe_request = Some(now);
                 v.stats.keyframes_from_cache += 1;
                 stream.counters.viewer_restarts += 1;
+                if layer != v.layer {
+                    v.layer = layer;
+                    v.stats.layer_switches += 1;
+                    stream.counters.layer_switches += 1;
+                    v.chooser.switched(now);
+                }
                 replay_gop(v, stream, &self.config, now, &mut self.outputs);
             }
             Some(stream) if !cached(stream) && stream.keyframes_on_demand() => {

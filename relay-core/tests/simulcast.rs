@@ -322,3 +322,39 @@ fn a_viewer_on_an_upper_layer_plays_the_next_stream_of_one_layer() {
     assert_eq!(got, video_payloads_from_keyframe(&next, 0));
     assert_eq!(h.relay.viewer_layer(v), Some((LayerId(0), None)));
 }
+
+#[test]
+fn a_keyframe_request_during_a_move_restarts_the_viewer_on_the_layer_it_moves_to() {
+    let sent = layers(1);
+    let mut h = Harness::new(RelayConfig::default());
+    h.start_rtp(77);
+    let mut i = 0;
+    feed_until(&mut h, &sent, &mut i, ms(1700));
+    let v = h.join(77);
+    feed_until(&mut h, &sent, &mut i, ms(2200));
+    h.relay
+        .set_viewer_quality(v, Quality::Fixed(SMALL), h.now)
+        .unwrap();
+    h.drain();
+    assert_eq!(h.relay.viewer_layer(v), Some((MIDDLE, Some(SMALL))));
+    // The browser asks for a keyframe before the small layer's next one (3 s).
+    let before = h.video(v).len();
+    h.relay.request_keyframe(v, h.now).unwrap();
+    h.drain();
+    assert_eq!(h.relay.viewer_layer(v), Some((SMALL, None)));
+    let replay: Vec<Vec<u8>> = h.video(v)[before..]
+        .iter()
+        .map(|f| f.payload.to_vec())
+        .collect();
+    let small_gop: Vec<Vec<u8>> = sent
+        .iter()
+        .filter(|(id, s)| {
+            *id == SMALL && s.kind == Some(MediaKind::Video) && s.at >= ms(2000) && s.at < ms(2200)
+        })
+        .map(|(_, s)| s.bytes[12..].to_vec())
+        .collect();
+    assert_eq!(replay, small_gop, "the small layer's cached GOP");
+    feed_until(&mut h, &sent, &mut i, ms(4000));
+    assert_continuous(&h, v);
+    assert_eq!(h.relay.viewer_stats(v).unwrap().layer_switches, 1);
+}
