@@ -8,6 +8,7 @@
 //! GOP cannot be decoded, and the cache fills again from the next keyframe.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::packet::Packet;
@@ -99,6 +100,31 @@ impl GopCache {
         self.slots.iter().flatten()
     }
 
+    /// The payloads of the cached keyframe, in order, when that whole frame is here: every
+    /// packet from the first of the GOP up to the one with the marker bit, without a gap and
+    /// all with the keyframe's timestamp. What a still picture of the stream is made from
+    /// (thumbnails): one frame, decodable on its own.
+    pub fn keyframe(&self) -> Option<Vec<Arc<[u8]>>> {
+        self.started_at?;
+        let mut out = Vec::new();
+        for slot in &self.slots {
+            let pkt = slot.as_ref()?;
+            if pkt.ts != self.keyframe_ts {
+                return None;
+            }
+            out.push(pkt.payload.clone());
+            if pkt.marker {
+                return Some(out);
+            }
+        }
+        None
+    }
+
+    /// The RTP timestamp of the cached keyframe (tells one GOP from the next).
+    pub fn keyframe_ts(&self) -> Option<u32> {
+        self.started_at.map(|_| self.keyframe_ts)
+    }
+
     /// Bytes held, slot overhead included.
     pub fn bytes(&self) -> usize {
         self.bytes
@@ -163,6 +189,35 @@ mod tests {
         assert_eq!(g.bytes(), 6 * SLOT_OVERHEAD + 50);
         g.start(&pkt(20, 1800, 10), now);
         assert_eq!(exts(&g), [20]);
+    }
+
+    fn marked(ext: u64, ts: u32) -> Packet {
+        Packet {
+            marker: true,
+            ..pkt(ext, ts, 4)
+        }
+    }
+
+    #[test]
+    fn keyframe_is_the_whole_first_frame_or_nothing() {
+        let now = Instant::now();
+        let mut g = GopCache::new(1 << 20, Duration::from_secs(10));
+        assert_eq!(g.keyframe(), None);
+        assert_eq!(g.keyframe_ts(), None);
+        g.start(&pkt(10, 900, 4), now);
+        assert_eq!(g.keyframe(), None, "no marker yet");
+        g.insert(&marked(12, 900), now);
+        assert_eq!(g.keyframe(), None, "a gap in the frame");
+        g.insert(&pkt(11, 900, 4), now);
+        g.insert(&pkt(13, 1800, 4), now);
+        let frame = g.keyframe().unwrap_or_default();
+        let firsts: Vec<u8> = frame.iter().map(|p| p[0]).collect();
+        assert_eq!(firsts, [10, 11, 12], "stops at the marker");
+        assert_eq!(g.keyframe_ts(), Some(900));
+        // A frame whose marker was lost runs into the next timestamp: not a picture.
+        g.start(&pkt(20, 2700, 4), now);
+        g.insert(&pkt(21, 3600, 4), now);
+        assert_eq!(g.keyframe(), None);
     }
 
     #[test]

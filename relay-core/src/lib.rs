@@ -87,4 +87,6 @@ pub use relay::Relay;
 pub use repair::RepairBudget;
 pub use stats::{LayerStats, Rates, StreamCounters, StreamStats, ViewerStats};
 pub use stream::{RtpIn, StreamParams, MAX_OPUS_PACKET};
-pub use types::{Drop, EndReason, Event, Forward, Ingest, MediaKind, Output, SkipReason, ViewerId};
+pub use types::{
+    Drop, EndReason, Event, Forward, Ingest, Keyframe, MediaKind, Output, SkipReason, ViewerId,
+};

@@ -556,6 +556,12 @@ impl Relay {
         self.channels.get(&channel)?.stream.as_ref()?.video_codec()
     }
 
+    /// The latest whole keyframe of `channel`'s largest picture, from the GOP cache: what a
+    /// thumbnail is made of. `None` while no whole keyframe is cached.
+    pub fn keyframe(&self, channel: ChannelId) -> Option<crate::types::Keyframe> {
+        self.channels.get(&channel)?.stream.as_ref()?.keyframe()
+    }
+
     /// Statistics of one viewer.
     pub fn viewer_stats(&self, viewer: ViewerId) -> Option<ViewerStats> {
         let channel = self.viewer_channel.get(&viewer)?;

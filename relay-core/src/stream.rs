@@ -843,6 +843,18 @@ impl Stream {
         }
     }
 
+    /// The cached keyframe of the top layer, whole (see [`GopCache::keyframe`]).
+    pub(crate) fn keyframe(&self) -> Option<crate::types::Keyframe> {
+        let top = self.top().and_then(|id| self.layer(id))?;
+        Some(crate::types::Keyframe {
+            codec: self.codec,
+            layer: top.id,
+            ts: top.gop.keyframe_ts()?,
+            size: top.format.as_ref().map(|f| (f.0, f.1)),
+            payloads: top.gop.keyframe()?,
+        })
+    }
+
     /// The video's codec and its profile, once a parameter set was seen.
     pub(crate) fn video_codec(&self) -> Option<(VideoCodec, Option<&str>)> {
         let top = self.top().and_then(|id| self.layer(id))?;

@@ -187,3 +187,17 @@ pub enum Drop {
     /// A video layer past [`crate::layers::MAX_LAYERS`] (or a second one from FTL).
     ExtraLayer,
 }
+
+/// One whole keyframe of a live stream, as its RTP payloads: what a still picture of the
+/// stream (a thumbnail) is decoded from, away from the relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keyframe {
+    pub codec: crate::VideoCodec,
+    /// The layer it is from (the largest picture).
+    pub layer: crate::layers::LayerId,
+    /// Its RTP timestamp: a new value is a new keyframe.
+    pub ts: u32,
+    /// The picture size its parameter set declares, when one was read.
+    pub size: Option<(u32, u32)>,
+    pub payloads: Vec<Arc<[u8]>>,
+}

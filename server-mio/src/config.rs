@@ -183,6 +183,18 @@ pub struct ServerArgs {
     /// the recording (counted in `itg_recording_dropped_gops_total`), never from the stream.
     #[arg(long, env = "ITG_RECORD_QUEUE_KB", default_value_t = 65536)]
     pub record_queue_kb: usize,
+    /// Seconds between two thumbnails of a live stream (its latest keyframe, decoded off the
+    /// media loop, at `/thumbnails/<channel>.jpg`); 0 turns thumbnails off.
+    #[arg(long, env = "ITG_THUMBNAIL_EVERY", default_value_t = 10)]
+    pub thumbnail_every: u64,
+    /// Widest thumbnail in pixels (the aspect ratio is kept; smaller pictures stay as they are).
+    #[arg(long, env = "ITG_THUMBNAIL_WIDTH", default_value_t = 640)]
+    pub thumbnail_width: u32,
+    /// The address viewers reach this server at (`https://live.example.com`): link previews
+    /// (Open Graph tags of the watch page) need absolute URLs. Without it they are built
+    /// from the request's `Host`.
+    #[arg(long, env = "ITG_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Slows every recording write by this many milliseconds (tests of a disk that stalls).
     #[arg(long, hide = true, default_value_t = 0)]
     pub record_write_delay_ms: u64,

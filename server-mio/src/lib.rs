@@ -19,4 +19,5 @@ pub mod record;
 pub mod recv_stamp;
 pub mod send_batch;
 pub mod server;
+pub mod thumbnail;
 pub mod tools;

@@ -108,6 +108,11 @@ impl Server {
                     "watch": format!("/watch/{c}"),
                     "whep": format!("/whep/{c}"),
                 });
+                if let Some(t) = self.thumbnails.get(c) {
+                    v["thumbnail"] = json!(format!("/thumbnails/{c}.jpg"));
+                    v["thumbnail_width"] = json!(t.width);
+                    v["thumbnail_height"] = json!(t.height);
+                }
                 if let Some(m) = self.media.get(&c) {
                     v["media_port"] = json!(m.port);
                 }
@@ -405,6 +410,30 @@ impl Server {
         for (name, help, v) in self.recording_metrics() {
             counter(name, help, v);
         }
+        let t = self.thumbnails.stats;
+        counter("thumbnails_total", "Thumbnails made.", t.made);
+        counter(
+            "thumbnail_failures_total",
+            "Keyframes that gave no thumbnail (did not decode, or a codec with no decoder here).",
+            t.failed,
+        );
+        counter(
+            "thumbnail_unchanged_total",
+            "Keyframes not decoded because they were the last one again.",
+            t.unchanged,
+        );
+        counter(
+            "thumbnail_busy_total",
+            "Rounds a stream missed because the thumbnail queue was full.",
+            t.busy,
+        );
+        let _ = writeln!(
+            m,
+            "# HELP itg_thumbnail_seconds_total Time the thumbnail thread spent decoding, \
+             scaling and encoding.\n# TYPE itg_thumbnail_seconds_total counter\n\
+             itg_thumbnail_seconds_total {:.6}",
+            t.busy_time.as_secs_f64()
+        );
         let _ = writeln!(
             m,
             "# HELP itg_dtls_handshakes_total WebRTC DTLS handshakes completed, by the key of \

@@ -493,7 +493,8 @@ impl Server {
                     .header("Allow", "DELETE, OPTIONS")
                     .cors(),
             ),
-            ("GET", _) | ("HEAD", _) => Reply::Now(self.static_file(&req.path)),
+            ("GET" | "HEAD", ["thumbnails", file]) => Reply::Now(self.thumbnail_get(req, file)),
+            ("GET", _) | ("HEAD", _) => Reply::Now(self.static_file(req)),
             _ => Reply::Now(Response::text(405, "method not allowed")),
         }
     }

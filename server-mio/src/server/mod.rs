@@ -25,6 +25,7 @@ mod recording;
 mod recordings_http;
 mod selftest;
 mod static_files;
+mod thumbnails_http;
 mod tls;
 mod webrtc;
 /// A viewer's str0m settings, for the egress benchmark.
@@ -212,6 +213,8 @@ pub struct Server {
     hooks: Option<crate::hooks::Hooks>,
     /// Recordings of live streams and their writer thread.
     recorder: recording::Recorder,
+    /// Thumbnails of live streams and the thread that makes them.
+    thumbnails: crate::thumbnail::Thumbnails,
     /// Membership of a cluster (`--cluster`).
     cluster: Option<cluster::ClusterNode>,
     /// Channels this node pulls from their origins.
@@ -380,6 +383,12 @@ impl Server {
         crate::keys::note_running(data_dir, &running);
         let recorder =
             recording::Recorder::start(data_dir, &args, waker.clone()).map_err(StartError::Io)?;
+        let thumbnails = crate::thumbnail::Thumbnails::start(
+            Duration::from_secs(args.thumbnail_every),
+            args.thumbnail_width,
+            waker.clone(),
+        )
+        .map_err(StartError::Io)?;
         let cluster = cluster::ClusterNode::start(&args, addrs.http, &candidates, waker.clone())
             .map_err(StartError::Cluster)?;
         Ok(Server {
@@ -388,6 +397,7 @@ impl Server {
                 webrtc::admission::Admission::new(args.max_pending_per_address, args.offer_rate),
             ),
             pool: webrtc::pool::RtcPool::start(waker.clone()),
+            thumbnails,
             poll,
             args,
             keys,
@@ -470,6 +480,7 @@ impl Server {
                     WAKER => {
                         self.pool_ready(now);
                         self.recordings_ready();
+                        self.thumbnails.collect(&self.relay);
                         self.cluster_intake(now);
                         self.pulls_ready(now);
                     }
@@ -532,6 +543,7 @@ impl Server {
             hooks,
             Some(self.files_check_at),
             self.ice_tcp.next_deadline(),
+            self.thumbnails.deadline(),
         ]
         .into_iter()
         .flatten()
@@ -558,6 +570,7 @@ impl Server {
             self.cluster_tick(now);
         }
         self.ice_tcp_timeouts(now);
+        self.thumbnails.tick(&self.relay, now);
     }
 
     fn token(&mut self, slot: Slot) -> Token {
@@ -589,6 +602,7 @@ impl Server {
         self.viewers_close_all(now);
         self.udp_flush();
         self.pool.stop();
+        self.thumbnails.stop();
         if let Some(dir) = self.keys.path().parent() {
             crate::keys::forget_running(dir);
         }

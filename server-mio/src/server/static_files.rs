@@ -2,7 +2,7 @@
 
 use std::path::{Component, Path};
 
-use super::http::Response;
+use super::http::{Request, Response};
 use super::Server;
 
 include!(concat!(env!("OUT_DIR"), "/static_files.rs"));
@@ -45,7 +45,8 @@ pub(super) fn site_path(url_path: &str) -> Option<String> {
 }
 
 impl Server {
-    pub(super) fn static_file(&self, url_path: &str) -> Response {
+    pub(super) fn static_file(&self, req: &Request) -> Response {
+        let url_path = req.path.as_str();
         let Some(name) = site_path(url_path) else {
             return Response::text(404, "not found");
         };
@@ -56,6 +57,14 @@ impl Server {
                 .find(|(p, _)| *p == name)
                 .map(|(_, b)| b.to_vec()),
         };
+        // The watch page carries its channel's link-preview tags (a link pasted into a chat
+        // shows the live picture): the one page that is not the same for every request.
+        let body = match (body, watch_channel(url_path)) {
+            (Some(b), Some(channel)) if name == "watch.html" => {
+                Some(with_head_tags(b, &self.watch_meta(req, channel)))
+            }
+            (b, _) => b,
+        };
         match body {
             Some(b) => {
                 Response::new(200, content_type(&name), b).header("Cache-Control", "no-cache")
@@ -65,9 +74,50 @@ impl Server {
     }
 }
 
+/// The channel of a `/watch/<channel>` path.
+fn watch_channel(url_path: &str) -> Option<ftl_proto::ChannelId> {
+    let n = url_path.trim_start_matches('/').strip_prefix("watch/")?;
+    if n.is_empty() || n.len() > 10 || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok()
+}
+
+/// Puts `tags` into the page's head, after its charset (which must come first).
+fn with_head_tags(page: Vec<u8>, tags: &str) -> Vec<u8> {
+    let marker = b"<meta charset=\"utf-8\">\n";
+    let at = page
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .map(|p| p + marker.len());
+    match at {
+        Some(at) => {
+            let mut out = Vec::with_capacity(page.len() + tags.len());
+            out.extend_from_slice(page.get(..at).unwrap_or_default());
+            out.extend_from_slice(tags.as_bytes());
+            out.extend_from_slice(page.get(at..).unwrap_or_default());
+            out
+        }
+        None => page,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn head_tags_go_after_the_charset() {
+        let page = b"<html><head>\n<meta charset=\"utf-8\">\n<title>x</title>".to_vec();
+        let out = with_head_tags(page, "<meta property=\"og:title\" content=\"a\">\n");
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "<html><head>\n<meta charset=\"utf-8\">\n<meta property=\"og:title\" content=\"a\">\n<title>x</title>"
+        );
+        assert_eq!(watch_channel("/watch/42"), Some(ftl_proto::ChannelId(42)));
+        assert_eq!(watch_channel("/watch/4x"), None);
+        assert_eq!(watch_channel("/watch/99999999999"), None);
+    }
 
     #[test]
     fn paths_stay_inside_the_site() {
