@@ -562,6 +562,26 @@ impl Relay {
         self.channels.get(&channel)?.stream.as_ref()?.keyframe()
     }
 
+    /// Asks the publisher for a keyframe of `channel`'s largest picture when the latest is
+    /// older than `older_than`: what keeps a still picture of a stream current when its
+    /// encoder sends keyframes only when asked (browsers). Only sources that can be asked
+    /// (WHIP); the usual rate limit applies. Whether a request was made.
+    pub fn refresh_keyframe(
+        &mut self,
+        channel: ChannelId,
+        older_than: Duration,
+        now: Instant,
+    ) -> bool {
+        let Some(stream) = self
+            .channels
+            .get_mut(&channel)
+            .and_then(|c| c.stream.as_mut())
+        else {
+            return false;
+        };
+        stream.refresh_keyframe(older_than, now, &mut self.outputs)
+    }
+
     /// Statistics of one viewer.
     pub fn viewer_stats(&self, viewer: ViewerId) -> Option<ViewerStats> {
         let channel = self.viewer_channel.get(&viewer)?;

@@ -627,6 +627,28 @@ impl Stream {
         }
     }
 
+    /// Asks the encoder for a keyframe of the top layer if its latest is older than
+    /// `older_than` (see [`crate::Relay::refresh_keyframe`]); whether one was asked for.
+    pub(crate) fn refresh_keyframe(
+        &mut self,
+        older_than: Duration,
+        now: Instant,
+        out: &mut VecDeque<Output>,
+    ) -> bool {
+        let Some(top) = self.top() else {
+            return false;
+        };
+        let fresh = self.layer(top).is_some_and(|l| {
+            l.last_keyframe
+                .is_some_and(|(_, at)| now.saturating_duration_since(at) < older_than)
+        });
+        if fresh || !self.keyframes_on_demand() {
+            return false;
+        }
+        self.want_keyframe_of(top, now, out);
+        true
+    }
+
     /// Whether the encoder can be asked for keyframes.
     pub(crate) fn keyframes_on_demand(&self) -> bool {
         matches!(self.params, StreamParams::Rtp { video: Some(_), .. })

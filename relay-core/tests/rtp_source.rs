@@ -440,3 +440,71 @@ fn rtp_sender_reports_share_one_clock() {
     assert_eq!(a50.wallclock, v30.wallclock);
     assert_eq!(a50.wallclock - h.t0, Duration::from_secs(1));
 }
+
+/// The payloads of the `k`-th keyframe's frame of a session (the packets sharing its
+/// timestamp, from its parameter sets on).
+fn keyframe_payloads(sent: &[Sent], k: usize) -> Vec<Vec<u8>> {
+    let video: Vec<&Sent> = sent
+        .iter()
+        .filter(|s| s.kind == Some(MediaKind::Video))
+        .collect();
+    let first = video
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.bytes[12] & 0x1f == 7)
+        .map(|(i, _)| i)
+        .nth(k)
+        .unwrap();
+    let ts = &video[first].bytes[4..8];
+    video[first..]
+        .iter()
+        .take_while(|s| &s.bytes[4..8] == ts)
+        .map(|s| s.bytes[12..].to_vec())
+        .collect()
+}
+
+#[test]
+fn the_cached_keyframe_is_given_whole_for_a_still_picture() {
+    let sent = session(&SessionSpec::default());
+    for rtp in [false, true] {
+        let mut h = started(rtp);
+        assert_eq!(h.relay.keyframe(ChannelId(77)), None);
+        let mut seen = Vec::new();
+        for s in &sent {
+            feed(&mut h, rtp, s);
+            if let Some(k) = h.relay.keyframe(ChannelId(77)) {
+                if seen.last() != Some(&k.ts) {
+                    seen.push(k.ts);
+                    let got: Vec<Vec<u8>> = k.payloads.iter().map(|p| p.to_vec()).collect();
+                    assert_eq!(got, keyframe_payloads(&sent, seen.len() - 1), "rtp: {rtp}");
+                    assert_eq!(k.codec, VideoCodec::H264);
+                    assert_eq!(k.size, Some((320, 180)));
+                }
+            }
+        }
+        assert_eq!(
+            seen.len(),
+            4,
+            "every keyframe of the 4 s fixture, once whole"
+        );
+    }
+}
+
+#[test]
+fn an_old_keyframe_is_refreshed_only_from_sources_that_can_be_asked() {
+    let sent = session(&SessionSpec::default());
+    for rtp in [false, true] {
+        let mut h = started(rtp);
+        for s in sent.iter().filter(|s| s.at < ms(500)) {
+            feed(&mut h, rtp, s);
+        }
+        // Fresh: nothing to ask.
+        assert!(!h.relay.refresh_keyframe(ChannelId(77), ms(10_000), h.now));
+        h.advance_to(ms(11_000));
+        let asked = h.relay.refresh_keyframe(ChannelId(77), ms(10_000), h.now);
+        h.drain();
+        assert_eq!(asked, rtp, "rtp: {rtp}");
+        let expected = if rtp { 1 } else { 0 };
+        assert_eq!(h.keyframe_requests.len(), expected, "rtp: {rtp}");
+    }
+}

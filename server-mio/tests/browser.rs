@@ -379,3 +379,20 @@ fn the_tested_clients_matrix_plays_every_row() {
         ],
     );
 }
+
+/// The home page shows a live thumbnail per channel (an FTL stream and a browser's WHIP
+/// stream), at each stream's aspect ratio, swapped for newer ones as the streams go on.
+#[test]
+fn the_home_page_shows_a_live_thumbnail_per_channel() {
+    if !ready() {
+        return;
+    }
+    let _turn = turn();
+    run_with_fixture(
+        "thumbnails.mjs",
+        "thumbnails test",
+        "home-thumbnails.png",
+        &[("ITG_VIDEO_640", "video-640x360-30fps-4s.h264")],
+        &[],
+    );
+}

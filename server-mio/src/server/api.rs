@@ -109,7 +109,9 @@ impl Server {
                     "whep": format!("/whep/{c}"),
                 });
                 if let Some(t) = self.thumbnails.get(c) {
-                    v["thumbnail"] = json!(format!("/thumbnails/{c}.jpg"));
+                    // The query names the picture: a page reloads it only when it changed.
+                    let version = t.etag.trim_matches('"');
+                    v["thumbnail"] = json!(format!("/thumbnails/{c}.jpg?v={version}"));
                     v["thumbnail_width"] = json!(t.width);
                     v["thumbnail_height"] = json!(t.height);
                 }

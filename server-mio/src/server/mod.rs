@@ -570,7 +570,12 @@ impl Server {
             self.cluster_tick(now);
         }
         self.ice_tcp_timeouts(now);
-        self.thumbnails.tick(&self.relay, now);
+        let stale = self.thumbnails.tick(&self.relay, now);
+        if let Some(every) = self.thumbnails.every() {
+            for channel in stale {
+                self.relay.refresh_keyframe(channel, every, now);
+            }
+        }
     }
 
     fn token(&mut self, slot: Slot) -> Token {

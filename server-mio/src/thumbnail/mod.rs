@@ -140,13 +140,16 @@ impl Thumbnails {
     }
 
     /// Hands the thread a keyframe of every stream that is due and has a new one; forgets
-    /// streams that ended.
-    pub fn tick(&mut self, relay: &Relay, now: Instant) {
+    /// streams that ended. Returns the streams due whose keyframe is the one already made
+    /// into a picture: an encoder that sends keyframes only when asked (a browser) is asked
+    /// by the caller ([`Relay::refresh_keyframe`]), so their thumbnails move too.
+    pub fn tick(&mut self, relay: &Relay, now: Instant) -> Vec<ChannelId> {
+        let mut stale = Vec::new();
         let (Some(every), Some(tx)) = (self.every, self.tx.as_ref()) else {
-            return;
+            return stale;
         };
         if self.next_check.is_some_and(|t| t > now) {
-            return;
+            return stale;
         }
         self.next_check = Some(now + CHECK_EVERY);
         self.entries.retain(|c, _| relay.is_live(*c));
@@ -163,6 +166,7 @@ impl Thumbnails {
             };
             if e.last_ts == Some(keyframe.ts) {
                 // No keyframe since the last picture: look again next check.
+                stale.push(channel);
                 continue;
             }
             if !picture::decodes(keyframe.codec) {
@@ -192,10 +196,16 @@ impl Thumbnails {
                     warn!("the thumbnail thread is gone: no more thumbnails");
                     self.every = None;
                     self.next_check = None;
-                    return;
+                    return stale;
                 }
             }
         }
+        stale
+    }
+
+    /// The interval between two pictures of a stream, when thumbnails are on.
+    pub fn every(&self) -> Option<Duration> {
+        self.every
     }
 
     /// Takes what the thread finished (after a wake).
