@@ -24,6 +24,8 @@ function size(bytes) {
 /** Plays one recording in the page's player. */
 function play(url) {
   replay.hidden = false;
+  const item = window.itgRecordings.list.find((r) => r.url === url);
+  if (item?.poster) replay.poster = item.poster;
   replay.src = url;
   for (const li of list.children) li.classList.toggle('playing', li.dataset.url === url);
   return replay.play().catch(() => {});
@@ -47,7 +49,14 @@ function render(items) {
     download.href = r.url;
     download.download = `channel-${r.channel}-${r.file}`;
     download.textContent = 'Download';
-    li.append(when, watch, download);
+    // The poster (the recording's first picture), when the server made one.
+    const poster = document.createElement('img');
+    poster.className = 'poster';
+    poster.alt = '';
+    poster.width = 96;
+    poster.height = 54;
+    if (r.poster) poster.src = r.poster; else poster.hidden = true;
+    li.append(poster, when, watch, download);
     if (replay.src.endsWith(r.url)) li.classList.add('playing');
     return li;
   }));

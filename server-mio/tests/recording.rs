@@ -237,6 +237,17 @@ fn recordings_are_served_with_ranges_and_deleted_only_with_the_key() {
         Some(size.to_string().as_str())
     );
     assert!(head.body.is_empty());
+    // The poster: the recording's first keyframe as a JPEG at the stream's size, listed and
+    // served beside it.
+    let poster_url = r["poster"].as_str().unwrap().to_owned();
+    assert_eq!(poster_url, url.replace(".mp4", ".jpg"));
+    let poster = http(h, "GET", &poster_url, &[], b"");
+    assert_eq!(poster.status, 200);
+    assert_eq!(poster.header("Content-Type"), Some("image/jpeg"));
+    let img = image::load_from_memory(&poster.body).unwrap();
+    assert_eq!((img.width(), img.height()), (320, 180));
+    let poster_path = path.with_extension("jpg");
+    assert!(poster_path.exists());
     // Nothing but recordings is reachable: traversal, other names, other channels.
     for bad in [
         "/recordings/77/../../keys.json",
@@ -247,6 +258,9 @@ fn recordings_are_served_with_ranges_and_deleted_only_with_the_key() {
         "/recordings/88/",
         &format!("/recordings/088/{}", r["file"].as_str().unwrap()),
         "/recordings/%2e%2e/20261201T214512Z.mp4",
+        "/recordings/77/20261201T214512Z.jpg",
+        "/recordings/77/keys.jpg",
+        "/recordings/77/..jpg",
     ] {
         let resp = http(h, "GET", bad, &[], b"");
         assert_eq!(resp.status, 404, "{bad}: {}", resp.status);
@@ -272,6 +286,7 @@ fn recordings_are_served_with_ranges_and_deleted_only_with_the_key() {
     let resp = http(h, "DELETE", &url, &[("Authorization", &auth)], b"");
     assert_eq!(resp.status, 200);
     assert!(!path.exists());
+    assert!(!poster_path.exists(), "the poster goes with its recording");
     assert!(recordings(&server, "").is_empty());
     let again = http(h, "DELETE", &url, &[("Authorization", &auth)], b"");
     assert_eq!(again.status, 404);
@@ -578,8 +593,10 @@ fn a_server_killed_mid_stream_leaves_a_file_that_plays_to_its_last_fragment() {
     let files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "mp4"))
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].with_extension("jpg").exists(), "its poster");
     let probe = ffprobe(&files[0]);
     assert_eq!(stream_info_of(&probe, "video")["codec_name"], "h264");
     // Killed 5.5 s in, with a fragment per 1 s GOP: 4 or 5 whole GOPs are in the file.

@@ -53,6 +53,18 @@ pub fn valid_name(name: &str) -> bool {
         && suffix.bytes().all(|c| c.is_ascii_digit())
 }
 
+/// The poster image of a recording (its first keyframe): the same name, `.jpg`.
+pub fn poster_of(recording: &Path) -> PathBuf {
+    recording.with_extension("jpg")
+}
+
+/// The recording a poster's file name belongs to (`<start>.jpg` for `<start>.mp4`), if the
+/// name is well formed.
+pub fn recording_of_poster(name: &str) -> Option<String> {
+    let mp4 = format!("{}.mp4", name.strip_suffix(".jpg")?);
+    valid_name(&mp4).then_some(mp4)
+}
+
 /// The start time of a recording from its name, as RFC 3339 (`2026-12-01T21:45:12Z`).
 pub fn start_of(name: &str) -> Option<String> {
     if !valid_name(name) {

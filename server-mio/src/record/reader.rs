@@ -72,6 +72,8 @@ pub struct Listed {
     pub size: u64,
     /// Still being written.
     pub recording: bool,
+    /// Its poster image exists (see [`index::poster_of`]).
+    pub poster: bool,
 }
 
 /// A download's answer.
@@ -89,6 +91,8 @@ pub enum Opened {
         len: u64,
         partial: bool,
         head: bool,
+        /// A poster image, not a recording.
+        image: bool,
     },
 }
 
@@ -272,6 +276,7 @@ impl Worker {
                 duration_s: (duration * 1000.0).round() / 1000.0,
                 size: f.size,
                 recording: live,
+                poster: index::poster_of(&f.path).is_file(),
             });
         }
         self.durations
@@ -311,6 +316,7 @@ impl Worker {
             len,
             partial,
             head,
+            image: path.extension().is_some_and(|e| e == "jpg"),
         }
     }
 
@@ -345,6 +351,7 @@ impl Worker {
         }
         match fs::remove_file(path) {
             Ok(()) => {
+                let _ = fs::remove_file(index::poster_of(path));
                 info!("recording {} deleted on request", path.display());
                 self.durations.remove(path);
                 Deleted::Done

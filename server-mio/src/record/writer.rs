@@ -166,6 +166,9 @@ struct OpenFile {
     mux: FileMux,
     /// Bytes of whole segments in the file (a failed write is cut back to this).
     written: u64,
+    codec: VideoCodec,
+    /// The poster image was made (or tried) from the first keyframe.
+    poster_done: bool,
 }
 
 struct Worker {
@@ -177,6 +180,42 @@ struct Worker {
     open: Arc<Mutex<Vec<PathBuf>>>,
     files: HashMap<u64, OpenFile>,
 }
+
+/// The recording's poster: its first keyframe as a JPEG beside it (`<start>.jpg`), for the
+/// recordings list. Made here, on the writer's thread, once per recording; a keyframe that
+/// does not decode (or a codec with no decoder here) leaves the recording without one.
+fn write_poster(recording: &Path, codec: VideoCodec, units: &[Vec<u8>]) {
+    let path = index::poster_of(recording);
+    let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        crate::thumbnail::picture::make(codec, units, POSTER_WIDTH)
+    }));
+    let jpeg = match made {
+        Ok(Ok(p)) => p.jpeg,
+        Ok(Err(e)) => {
+            info!("recording {}: no poster: {e}", recording.display());
+            return;
+        }
+        Err(_) => {
+            warn!(
+                "recording {}: no poster: the decoder panicked",
+                recording.display()
+            );
+            return;
+        }
+    };
+    let tmp = path.with_extension("jpg.tmp");
+    let written = fs::write(&tmp, &jpeg).and_then(|()| fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        warn!(
+            "recording {}: cannot write its poster: {e}",
+            recording.display()
+        );
+    }
+}
+
+/// Width of recording posters (the list shows them small).
+const POSTER_WIDTH: u32 = 640;
 
 impl Worker {
     fn run(&mut self, rx: &Receiver<Job>) {
@@ -234,6 +273,8 @@ impl Worker {
                 file,
                 mux: FileMux::new(expect_audio, codec),
                 written: 0,
+                codec,
+                poster_done: false,
             },
         );
     }
@@ -264,6 +305,12 @@ impl Worker {
                 f.written += n as u64;
                 self.stats.fragments.fetch_add(1, Ordering::Relaxed);
                 self.stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                if !f.poster_done {
+                    if let Some(frame) = gop.video.iter().find(|v| v.keyframe) {
+                        f.poster_done = true;
+                        write_poster(&f.path, f.codec, &frame.nals);
+                    }
+                }
             }
             Err(e) => {
                 // A fragment written in part is cut off: the file plays up to the last whole one.
@@ -296,6 +343,7 @@ impl Worker {
             // A stream that ended before its first keyframe leaves no empty file behind.
             if empty {
                 let _ = fs::remove_file(&f.path);
+                let _ = fs::remove_file(index::poster_of(&f.path));
             }
         }
     }
@@ -335,6 +383,7 @@ impl Worker {
             }
             match fs::remove_file(&path) {
                 Ok(()) => {
+                    let _ = fs::remove_file(index::poster_of(&path));
                     total = total.saturating_sub(size);
                     self.stats.deleted.fetch_add(1, Ordering::Relaxed);
                     info!(

@@ -64,7 +64,14 @@ impl Server {
         channel: &str,
         name: &str,
     ) -> Reply {
-        let Some(path) = index::path_of(&self.recorder.root, channel, name) else {
+        // A recording's poster image is asked for by the recording's name, `.jpg`.
+        let path = match index::recording_of_poster(name) {
+            Some(mp4) => {
+                index::path_of(&self.recorder.root, channel, &mp4).map(|p| index::poster_of(&p))
+            }
+            None => index::path_of(&self.recorder.root, channel, name),
+        };
+        let Some(path) = path else {
             return Reply::Now(Response::text(404, "no such recording"));
         };
         self.recordings_ask(Job::Open {
@@ -178,7 +185,7 @@ impl Server {
                     let list: Vec<serde_json::Value> = items
                         .into_iter()
                         .map(|f| {
-                            json!({
+                            let mut v = json!({
                                 "channel": f.channel,
                                 "url": format!("/recordings/{}/{}", f.channel, f.name),
                                 "file": f.name,
@@ -186,7 +193,13 @@ impl Server {
                                 "duration_s": f.duration_s,
                                 "size": f.size,
                                 "recording": f.recording,
-                            })
+                            });
+                            if f.poster {
+                                let stem = f.name.trim_end_matches(".mp4");
+                                v["poster"] =
+                                    json!(format!("/recordings/{}/{stem}.jpg", f.channel));
+                            }
+                            v
                         })
                         .collect();
                     let body = json!({ "recordings": list }).to_string();
@@ -233,7 +246,7 @@ impl Server {
 
 /// The response head for a download (its body follows chunk by chunk).
 fn opened_response(opened: Opened) -> Response {
-    let (size, start, len, partial, head) = match opened {
+    let (size, start, len, partial, head, image) = match opened {
         Opened::NotFound => return Response::text(404, "no such recording"),
         Opened::Unsatisfiable { size } => {
             return Response::text(416, "range not satisfiable")
@@ -245,9 +258,11 @@ fn opened_response(opened: Opened) -> Response {
             len,
             partial,
             head,
-        } => (size, start, len, partial, head),
+            image,
+        } => (size, start, len, partial, head, image),
     };
-    let mut resp = Response::new(if partial { 206 } else { 200 }, "video/mp4", Vec::new())
+    let kind = if image { "image/jpeg" } else { "video/mp4" };
+    let mut resp = Response::new(if partial { 206 } else { 200 }, kind, Vec::new())
         .header("Accept-Ranges", "bytes")
         .header("Cache-Control", "no-cache");
     if partial {
