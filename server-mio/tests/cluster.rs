@@ -275,6 +275,16 @@ fn edges_pull_once_per_channel_and_their_viewers_get_the_fixture_bit_exact() {
             entry(&streams(e), 77)["origin"]["url"] == url_of(&origin).as_str()
         }));
     }
+    // Before an edge carries the stream, its thumbnail is the origin's.
+    let at_edge = http(edges[0].addrs.http, "GET", "/thumbnails/77.jpg", &[], b"");
+    assert_eq!(at_edge.status, 307);
+    assert_eq!(
+        at_edge.header("Location"),
+        Some(format!("{}/thumbnails/77.jpg", url_of(&origin)).as_str())
+    );
+    assert!(entry(&streams(&edges[0]), 77)["thumbnail"]
+        .as_str()
+        .is_some_and(|u| u.starts_with("/thumbnails/77.jpg?v=r")));
     // Three viewers on each edge, straight to the edge (placement comes on top of this).
     let t0 = Instant::now();
     let mut viewers: Vec<Viewer> = Vec::new();
@@ -311,6 +321,16 @@ fn edges_pull_once_per_channel_and_their_viewers_get_the_fixture_bit_exact() {
         );
         assert_eq!(v.video_lost(), 0);
         assert_run_from_keyframe(&v.nal_units(), &looped);
+    }
+    // An edge that carries the stream makes its own thumbnail from its own cache.
+    for e in &edges {
+        assert!(e.wait_for(Duration::from_secs(15), |e| {
+            http(e.addrs.http, "GET", "/thumbnails/77.jpg", &[], b"").status == 200
+        }));
+        let t = http(e.addrs.http, "GET", "/thumbnails/77.jpg", &[], b"");
+        let img = image::load_from_memory(&t.body).unwrap();
+        assert_eq!((img.width(), img.height()), (320, 180));
+        assert_eq!(t.header("X-ITG-Thumbnail-Size"), Some("320x180"));
     }
     // One pull per edge at the origin, however many viewers; none counted as its viewers.
     assert_eq!(origin.metric("itg_pulls_served"), 2.0);

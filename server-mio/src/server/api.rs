@@ -114,6 +114,15 @@ impl Server {
                     v["thumbnail"] = json!(format!("/thumbnails/{c}.jpg?v={version}"));
                     v["thumbnail_width"] = json!(t.width);
                     v["thumbnail_height"] = json!(t.height);
+                } else if let (Some(every), false, Some(_)) = (
+                    self.thumbnails.every(),
+                    self.relay.is_live(c),
+                    self.cluster_origin_elsewhere(c),
+                ) {
+                    // Live on another node and not carried here: the URL leads to the origin's
+                    // picture, and names the interval so pages fetch each new one.
+                    let round = self.started.elapsed().as_secs() / every.as_secs().max(1);
+                    v["thumbnail"] = json!(format!("/thumbnails/{c}.jpg?v=r{round}"));
                 }
                 if let Some(m) = self.media.get(&c) {
                     v["media_port"] = json!(m.port);

@@ -57,6 +57,21 @@ impl Server {
         let head = req.method == "HEAD";
         let thumb = self.thumbnails.get(channel);
         let Some(thumb) = thumb else {
+            // A stream live on another node that this one does not carry: its origin has the
+            // picture.
+            if !self.relay.is_live(channel) {
+                if let Some((_, origin, _)) = self.cluster_origin_elsewhere(channel) {
+                    let mut to =
+                        format!("{}/thumbnails/{channel}.jpg", origin.trim_end_matches('/'));
+                    if req.query_param("fallback") == Some("placeholder") {
+                        to.push_str("?fallback=placeholder");
+                    }
+                    return Response::text(307, "at the stream's origin")
+                        .header("Location", to)
+                        .header("Cache-Control", "no-store")
+                        .cors();
+                }
+            }
             let why = if !self.thumbnails.enabled() {
                 "thumbnails are off (--thumbnail-every 0)"
             } else if self.relay.is_live(channel) {
