@@ -9,7 +9,7 @@
 use std::fmt;
 
 use image::codecs::jpeg::JpegEncoder;
-use image::{ImageBuffer, Rgb};
+use image::{ImageBuffer, Rgb, RgbImage};
 use openh264::decoder::Decoder;
 use openh264::formats::YUVSource;
 use relay_core::{VideoCodec, VideoInfo};
@@ -73,6 +73,20 @@ pub fn scaled_size(w: u32, h: u32, max_width: u32) -> (u32, u32) {
 /// Decodes one keyframe (its NAL units, without start codes: what
 /// [`VideoCodec::frame_units`] gives) and makes a JPEG at most `max_width` wide.
 pub fn make(codec: VideoCodec, units: &[Vec<u8>], max_width: u32) -> Result<Picture, PictureError> {
+    let full = decode(codec, units)?;
+    let source = full.dimensions();
+    let small = scale(full, max_width);
+    let jpeg = encode(&small)?;
+    Ok(Picture {
+        jpeg,
+        width: small.width(),
+        height: small.height(),
+        source,
+    })
+}
+
+/// The first stage of [`make`]: the keyframe decoded to RGB at its own size.
+pub fn decode(codec: VideoCodec, units: &[Vec<u8>]) -> Result<RgbImage, PictureError> {
     if !decodes(codec) {
         return Err(PictureError::Codec(codec));
     }
@@ -101,47 +115,47 @@ pub fn make(codec: VideoCodec, units: &[Vec<u8>], max_width: u32) -> Result<Pict
         stream.extend_from_slice(unit);
     }
     let mut decoder = Decoder::new().map_err(|e| PictureError::Decode(e.to_string()))?;
-    let (width, height, rgb) = {
-        let yuv = match decoder.decode(&stream) {
-            Ok(Some(yuv)) => Some(yuv),
-            Ok(None) => None,
-            Err(e) => return Err(PictureError::Decode(e.to_string())),
-        };
-        let yuv = match yuv {
-            Some(y) => y,
-            None => decoder
-                .flush_remaining()
-                .map_err(|e| PictureError::Decode(e.to_string()))?
-                .into_iter()
-                .next()
-                .ok_or_else(|| PictureError::Decode("no picture".into()))?,
-        };
-        let (w, h) = yuv.dimensions();
-        if w == 0 || h == 0 || (w as u64) * (h as u64) > MAX_PIXELS {
-            return Err(PictureError::TooLarge(format!("{w}x{h}")));
-        }
-        let mut rgb = vec![0u8; w * h * 3];
-        yuv.write_rgb8(&mut rgb);
-        (w as u32, h as u32, rgb)
+    let yuv = match decoder.decode(&stream) {
+        Ok(Some(yuv)) => Some(yuv),
+        Ok(None) => None,
+        Err(e) => return Err(PictureError::Decode(e.to_string())),
     };
-    let full: ImageBuffer<Rgb<u8>, Vec<u8>> = ImageBuffer::from_raw(width, height, rgb)
-        .ok_or_else(|| PictureError::Decode("picture buffer".into()))?;
-    let (tw, th) = scaled_size(width, height, max_width);
-    let small = if (tw, th) == (width, height) {
+    let yuv = match yuv {
+        Some(y) => y,
+        None => decoder
+            .flush_remaining()
+            .map_err(|e| PictureError::Decode(e.to_string()))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| PictureError::Decode("no picture".into()))?,
+    };
+    let (w, h) = yuv.dimensions();
+    if w == 0 || h == 0 || (w as u64) * (h as u64) > MAX_PIXELS {
+        return Err(PictureError::TooLarge(format!("{w}x{h}")));
+    }
+    let mut rgb = vec![0u8; w * h * 3];
+    yuv.write_rgb8(&mut rgb);
+    ImageBuffer::from_raw(w as u32, h as u32, rgb)
+        .ok_or_else(|| PictureError::Decode("picture buffer".into()))
+}
+
+/// The second stage: at most `max_width` wide, the aspect ratio kept (see [`scaled_size`]).
+pub fn scale(full: RgbImage, max_width: u32) -> RgbImage {
+    let (tw, th) = scaled_size(full.width(), full.height(), max_width);
+    if (tw, th) == full.dimensions() {
         full
     } else {
         image::imageops::thumbnail(&full, tw, th)
-    };
+    }
+}
+
+/// The last stage: the JPEG.
+pub fn encode(picture: &RgbImage) -> Result<Vec<u8>, PictureError> {
     let mut jpeg = Vec::new();
     JpegEncoder::new_with_quality(&mut jpeg, JPEG_QUALITY)
-        .encode_image(&small)
+        .encode_image(picture)
         .map_err(|e| PictureError::Encode(e.to_string()))?;
-    Ok(Picture {
-        jpeg,
-        width: small.width(),
-        height: small.height(),
-        source: (width, height),
-    })
+    Ok(jpeg)
 }
 
 /// A plain placeholder picture (dark grey, 16:9) for `?fallback=placeholder`.
