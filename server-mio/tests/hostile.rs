@@ -1083,6 +1083,7 @@ fn whip_attacks() {
                 sent_log: None,
                 vanish: false,
                 tcp: false,
+                simulcast: Vec::new(),
             };
             let stats = server_mio::tools::whip_client::publish(&opts, &AtomicBool::new(false)).unwrap();
             assert!(stats.video_packets > 50, "{stats:?}");

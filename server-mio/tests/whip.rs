@@ -521,3 +521,106 @@ fn the_whep_layer_extension_answers_each_request_with_its_status() {
     );
     let _ = streamer.stop();
 }
+
+const VIDEO_640: &[u8] = include_bytes!("../../relay-core/tests/data/video-640x360-30fps-4s.h264");
+
+/// Three layers of a simulcast publisher (the project's WHIP client sending a file per RID,
+/// as str0m declares them): `q` 160x90, `h` 320x180, `f` 640x360.
+pub fn simulcast_options(server: &TestServer, channel: u32, secs: u64) -> WhipOptions {
+    let mut o = server.whip_options(
+        channel,
+        &server.key(channel),
+        VIDEO_A,
+        Some(Duration::from_secs(secs)),
+    );
+    o.video = None;
+    o.simulcast = vec![
+        ("q".into(), VIDEO_B.to_vec()),
+        ("h".into(), VIDEO_A.to_vec()),
+        ("f".into(), VIDEO_640.to_vec()),
+    ];
+    o
+}
+
+/// The NAL units a viewer got after its `n`-th video packet.
+fn nals_after(v: &Viewer, n: usize) -> Vec<Vec<u8>> {
+    let mut pkts: Vec<_> = v.video.iter().skip(n).collect();
+    pkts.sort_by_key(|p| *p.seq_no);
+    ftl_proto::media::packetize::depacketize(pkts.iter().map(|p| &p.payload[..]))
+}
+
+/// A simulcast WHIP publisher with three RIDs: the relay keeps three layers ranked by size, a
+/// viewer starts on the middle one and gets its file bit-exact from a keyframe, and, moved to
+/// the largest through the WHEP layer extension, gets that file bit-exact from a keyframe, its
+/// numbering continuous across the switch.
+#[test]
+fn a_simulcast_publisher_s_layers_reach_viewers_bit_exact_and_switch_at_keyframes() {
+    let server = TestServer::start();
+    let publisher = publish_with(simulcast_options(&server, 77, 20));
+    assert!(server.wait_for(Duration::from_secs(8), |s| {
+        stream_info(s, 77).is_some_and(|i| {
+            i["layers"]
+                .as_array()
+                .is_some_and(|l| l.len() == 3 && l.iter().all(|l| l["width"].as_u64().is_some()))
+        })
+    }));
+    let info = stream_info(&server, 77).unwrap();
+    let sizes: Vec<(u64, u64)> = info["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["width"].as_u64().unwrap(), l["height"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(sizes, [(160, 90), (320, 180), (640, 360)], "smallest first");
+    let mut viewer = Viewer::whep(server.addrs.http, 77).unwrap();
+    let location = viewer.whep_location.clone().unwrap();
+    let choose = |layer: &str| {
+        http(
+            server.addrs.http,
+            "POST",
+            &format!("{location}/layer"),
+            &[("Content-Type", "application/json")],
+            format!(r#"{{"encodingId":"{layer}"}}"#).as_bytes(),
+        )
+    };
+    // Fixed on the layer it starts on (the middle one) once connected, so its link does not
+    // move it.
+    assert!(drive_until(&mut viewer, Duration::from_secs(5), |v| !v
+        .video
+        .is_empty()));
+    let r = choose("1");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(drive_until(&mut viewer, Duration::from_secs(8), |v| v
+        .video
+        .len()
+        > 300));
+    let looped = |f: &[u8]| {
+        let n = fixture_nals(f);
+        [n.clone(), n.clone(), n.clone(), n.clone(), n].concat()
+    };
+    assert_run_from_keyframe(&viewer.nal_units(), &looped(VIDEO_A));
+    // To the largest layer: the next keyframe of `f` on, its file.
+    let r = choose("2");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let switched_at = viewer.video.len();
+    assert!(drive_until(&mut viewer, Duration::from_secs(8), |v| v
+        .video
+        .len()
+        > switched_at + 200));
+    let after = nals_after(&viewer, switched_at);
+    let big = looped(VIDEO_640);
+    // Past the last packets of the old layer, the new layer's file from a keyframe.
+    let start = after
+        .iter()
+        .position(|n| n.first().map(|b| b & 0x1f) == Some(7) && big.contains(n))
+        .unwrap();
+    let tail: Vec<Vec<u8>> = after[start..].to_vec();
+    assert_run_from_keyframe(&tail, &big);
+    assert_eq!(
+        viewer.video_lost(),
+        0,
+        "numbering continuous across the switch"
+    );
+    let st = publisher.stop().unwrap();
+    assert!(st.video_packets > 1000);
+}

@@ -226,6 +226,7 @@ fn main() {
         sent_log: Some(log.clone()),
         vanish: false,
         tcp: false,
+        simulcast: Vec::new(),
     };
     let ingest = args.ingest;
     let sender = std::thread::spawn(move || match (target, ingest) {

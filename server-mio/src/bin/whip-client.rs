@@ -21,6 +21,10 @@ struct Args {
     /// ICE over TCP only (the server's passive TCP candidate), as behind a UDP-blocking firewall.
     #[arg(long)]
     tcp: bool,
+    /// Simulcast: a video layer as `RID=FILE` (an H.264 Annex-B file), repeatable, smallest
+    /// first (`--layer q=small.h264 --layer h=mid.h264 --layer f=big.h264`); replaces `--video`.
+    #[arg(long = "layer", value_name = "RID=FILE")]
+    layers: Vec<String>,
     #[command(flatten)]
     media: MediaArgs,
 }
@@ -35,6 +39,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mut simulcast = Vec::new();
+    for l in &args.layers {
+        let Some((rid, file)) = l.split_once('=').filter(|(r, _)| {
+            !r.is_empty() && r.len() <= 16 && r.bytes().all(|b| b.is_ascii_alphanumeric())
+        }) else {
+            eprintln!("whip-client: --layer {l}: expected RID=FILE (an alphanumeric RID)");
+            return ExitCode::FAILURE;
+        };
+        match std::fs::read(file) {
+            Ok(bytes) => simulcast.push((rid.to_owned(), bytes)),
+            Err(e) => {
+                eprintln!("whip-client: --layer {l}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let opts = WhipOptions {
         url: args.url,
         token: args.key,
@@ -46,6 +66,7 @@ fn main() -> ExitCode {
         sent_log: None,
         vanish: false,
         tcp: args.tcp,
+        simulcast,
     };
     // SIGINT/SIGTERM end the session politely (DELETE).
     let stop = std::sync::Arc::new(AtomicBool::new(false));

@@ -15,7 +15,7 @@ use ftl_proto::media::h264;
 use log::{debug, info};
 use str0m::change::SdpAnswer;
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
 use str0m::net::Receive;
 use str0m::rtp::RtpWrite;
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
@@ -54,6 +54,10 @@ pub struct WhipOptions {
     /// ICE over TCP only, to the passive TCP candidate of the server's answer (as an encoder
     /// behind a UDP-blocking firewall would reach it).
     pub tcp: bool,
+    /// Simulcast: the video as several layers, each a file of its own sent on its RID
+    /// (`a=simulcast:send q;h;f`), as a browser with `sendEncodings` publishes. Replaces
+    /// `video` when not empty.
+    pub simulcast: Vec<(String, Vec<u8>)>,
 }
 
 /// What a publishing session did.
@@ -223,10 +227,15 @@ pub fn publish(opts: &WhipOptions, stop: &AtomicBool) -> Result<WhipStats, WhipE
         Some(l)
     };
     let mut api = rtc.sdp_api();
-    let vmid = opts
-        .video
-        .as_ref()
-        .map(|_| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
+    let simulcast = (!opts.simulcast.is_empty()).then(|| {
+        let mut s = Simulcast::new();
+        for (rid, _) in &opts.simulcast {
+            s.add_send_layer(SimulcastLayer::new(rid));
+        }
+        s
+    });
+    let vmid = (opts.video.is_some() || simulcast.is_some())
+        .then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast));
     let amid = opts
         .audio
         .as_ref()
@@ -284,19 +293,11 @@ pub fn publish(opts: &WhipOptions, stop: &AtomicBool) -> Result<WhipStats, WhipE
         video.as_ref().map(|t| *t.pt),
         audio.as_ref().map(|t| *t.pt)
     );
-    let client_opts = ClientOptions {
+    let plan = |video: Option<Vec<u8>>, audio: Option<Vec<u8>>| ClientOptions {
         server: String::new(),
         stream_key: String::new(),
-        video: if video.is_some() {
-            opts.video.clone()
-        } else {
-            None
-        },
-        audio: if audio.is_some() {
-            opts.audio.clone()
-        } else {
-            None
-        },
+        video,
+        audio,
         fps: opts.fps,
         repeat: opts.repeat,
         duration: opts.duration,
@@ -309,14 +310,31 @@ pub fn publish(opts: &WhipOptions, stop: &AtomicBool) -> Result<WhipStats, WhipE
         deaf_to_end: false,
         frame_log: None,
     };
-    let (packets, length) = schedule(&client_opts);
-    let mut packets = Some(packets);
+    // One schedule per RTP stream group: the main one (video unless simulcast, and audio),
+    // then one per simulcast layer (video only), each with its own RID and numbering.
+    let main_video = opts
+        .video
+        .clone()
+        .filter(|_| video.is_some() && opts.simulcast.is_empty());
+    let main_audio = opts.audio.clone().filter(|_| audio.is_some());
+    let mut plans: Vec<(Option<Rid>, Vec<Scheduled>, Duration)> = Vec::new();
+    let (packets, length) = schedule(&plan(main_video, main_audio));
+    plans.push((None, packets, length));
+    if video.is_some() {
+        for (rid, file) in &opts.simulcast {
+            let (packets, length) = schedule(&plan(Some(file.clone()), None));
+            plans.push((Some(Rid::from(rid.as_str())), packets, length));
+        }
+    }
+    let mut plans = Some(plans);
     let mut stats = WhipStats {
         location: location.clone(),
         ..WhipStats::default()
     };
-    let mut cursor: Option<Cursor> = None;
-    let mut seq = [0u64; 2];
+    let mut cursors: Vec<(Option<Rid>, Cursor)> = Vec::new();
+    let mut connected = false;
+    // Sequence numbers: per layer for video (main first), then audio.
+    let mut seq = vec![0u64; 2 + opts.simulcast.len()];
     let end = opts.duration.map(|d| started + d);
     let mut buf = vec![0u8; 2048];
     let mut last_rx = started;
@@ -326,12 +344,13 @@ pub fn publish(opts: &WhipOptions, stop: &AtomicBool) -> Result<WhipStats, WhipE
             break Ok(());
         }
         // Media, once connected.
-        if let Some(c) = cursor.as_mut() {
+        let mut all_done = connected;
+        for (layer, (rid, c)) in cursors.iter_mut().enumerate() {
             while let Some((is_video, marker, ts, i)) = c.next_due(now, opts.repeat) {
                 let Some(p) = c.packets.get(i) else { break };
                 let (t, slot) = match (is_video, &video, &audio) {
-                    (true, Some(t), _) => (t, 0),
-                    (false, _, Some(t)) => (t, 1),
+                    (true, Some(t), _) => (t, layer),
+                    (false, _, Some(t)) => (t, seq.len() - 1),
                     _ => continue,
                 };
                 let payload = p.payload.clone();
@@ -345,7 +364,8 @@ pub fn publish(opts: &WhipOptions, stop: &AtomicBool) -> Result<WhipStats, WhipE
                     *s
                 });
                 let mut d = rtc.direct_api();
-                if let Some(tx) = d.stream_tx_by_mid(t.mid, None) {
+                let rid = if is_video { *rid } else { None };
+                if let Some(tx) = d.stream_tx_by_mid(t.mid, rid) {
                     let w = RtpWrite::new(t.pt, n.into(), ts, now, payload)
                         .marker(marker)
                         .nackable(is_video);
@@ -357,9 +377,10 @@ pub fn publish(opts: &WhipOptions, stop: &AtomicBool) -> Result<WhipStats, WhipE
                     stats.audio_packets += 1;
                 }
             }
-            if c.next_at().is_none() && !opts.repeat {
-                break Ok(());
-            }
+            all_done &= c.next_at().is_none() && !opts.repeat;
+        }
+        if all_done {
+            break Ok(());
         }
         if let Err(e) = rtc.handle_input(Input::Timeout(now)) {
             break Err(webrtc(e));
@@ -376,23 +397,29 @@ pub fn publish(opts: &WhipOptions, stop: &AtomicBool) -> Result<WhipStats, WhipE
                     Event::Connected => {
                         stats.connected_after = Some(now.saturating_duration_since(started));
                         info!("WHIP: connected in {:?}", stats.connected_after);
-                        cursor = Some(Cursor {
-                            packets: packets.take().unwrap_or_default(),
-                            length,
-                            pos: 0,
-                            base: now,
-                            video_ts_offset: 0,
-                            audio_ts_offset: 0,
-                            last_video_ts: None,
-                            last_audio_ts: None,
-                            frame_ticks: 90_000 / opts.fps.max(1),
-                        });
+                        connected = true;
+                        for (rid, packets, length) in plans.take().unwrap_or_default() {
+                            let c = Cursor {
+                                packets,
+                                length,
+                                pos: 0,
+                                base: now,
+                                video_ts_offset: 0,
+                                audio_ts_offset: 0,
+                                last_video_ts: None,
+                                last_audio_ts: None,
+                                frame_ticks: 90_000 / opts.fps.max(1),
+                            };
+                            cursors.push((rid, c));
+                        }
                     }
                     Event::KeyframeRequest(r) => {
                         stats.keyframe_requests += 1;
-                        debug!("WHIP: keyframe request {:?}", r.kind);
-                        if cursor.as_mut().is_some_and(|c| c.jump_to_keyframe(now)) {
-                            stats.keyframes_forced += 1;
+                        debug!("WHIP: keyframe request {:?} for {:?}", r.kind, r.rid);
+                        if let Some((_, c)) = cursors.iter_mut().find(|(rid, _)| *rid == r.rid) {
+                            if c.jump_to_keyframe(now) {
+                                stats.keyframes_forced += 1;
+                            }
                         }
                     }
                     Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
@@ -409,12 +436,12 @@ pub fn publish(opts: &WhipOptions, stop: &AtomicBool) -> Result<WhipStats, WhipE
         if let Some(e) = failed {
             break Err(e);
         }
-        if cursor.is_none() && now.saturating_duration_since(started) > Duration::from_secs(10) {
+        if !connected && now.saturating_duration_since(started) > Duration::from_secs(10) {
             break Err(webrtc("did not connect within 10 s"));
         }
         // A live server sends receiver reports every second or so; silence means the session
         // is gone (ended, replaced, or the server went away).
-        if cursor.is_some() && now.saturating_duration_since(last_rx) > SILENCE {
+        if connected && now.saturating_duration_since(last_rx) > SILENCE {
             break Err(webrtc(format!(
                 "nothing from the server for {} s: the session ended",
                 SILENCE.as_secs()

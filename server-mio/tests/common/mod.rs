@@ -286,6 +286,7 @@ pub fn whip_options(
         sent_log: None,
         vanish: false,
         tcp: false,
+        simulcast: Vec::new(),
     }
 }
 
