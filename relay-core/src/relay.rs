@@ -227,7 +227,7 @@ impl Relay {
         let id = self.ids.take();
         let (viewer, cached) = joined(
             id,
-            false,
+            Join::Viewer,
             ch.stream.as_mut(),
             &self.config,
             now,
@@ -253,15 +253,33 @@ impl Relay {
     /// audience (no viewer count, no limit, no events) and never skips. It ends with the
     /// stream (after [`Event::StreamEnded`] its id is unknown). For recorders.
     pub fn add_tap(&mut self, channel: ChannelId, now: Instant) -> Result<ViewerId, Error> {
+        self.add_tap_on(channel, None, now)
+    }
+
+    /// A tap of one video layer only (`Some`), or of the top one (`None`, as
+    /// [`Relay::add_tap`]): what an edge pulling every layer of a simulcast opens per layer. A
+    /// tap pinned to a layer stays on it when the layer stops (the edge's viewers move; the
+    /// tap carries the layer again when it comes back) and starts from that layer's cache, or
+    /// asks the encoder for one of its keyframes.
+    pub fn add_tap_on(
+        &mut self,
+        channel: ChannelId,
+        layer: Option<LayerId>,
+        now: Instant,
+    ) -> Result<ViewerId, Error> {
         let ch = self
             .channels
             .get_mut(&channel)
             .filter(|c| c.stream.is_some())
             .ok_or(Error::UnknownChannel(channel))?;
         let id = self.ids.take();
+        let joining = match layer {
+            Some(l) => Join::Pinned(l),
+            None => Join::Tap,
+        };
         let (tap, _) = joined(
             id,
-            true,
+            joining,
             ch.stream.as_mut(),
             &self.config,
             now,
@@ -715,6 +733,7 @@ fn follow_layers(
     let taps_on_top = ch
         .taps
         .iter()
+        .filter(|t| t.quality == Quality::Auto)
         .all(|t| Some(t.target.unwrap_or(t.layer)) == top);
     if all_sending && taps_on_top {
         return; // the common path
@@ -731,7 +750,7 @@ fn follow_layers(
             *w = true;
         }
     };
-    for t in &mut ch.taps {
+    for t in ch.taps.iter_mut().filter(|t| t.quality == Quality::Auto) {
         if let Some(top) = top.filter(|top| t.target.unwrap_or(t.layer) != *top) {
             if t.retarget(top) {
                 want(top);
@@ -792,13 +811,23 @@ fn overload_step(ch: &mut Channel, config: &RelayConfig, now: Instant) {
     }
 }
 
+/// Who joins a channel (see [`joined`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Join {
+    Viewer,
+    /// A tap of the top layer (recordings, edge pulls of one layer).
+    Tap,
+    /// A tap of one layer, whatever happens to the others.
+    Pinned(LayerId),
+}
+
 /// A new member of a channel (viewer or tap), started from the stream's cached GOP when there
 /// is one; whether it was.
 /// A viewer starts on the middle layer (a tap on the top one), or the nearest to it that has a
 /// GOP cached, so its first picture comes at once; its link moves it from there.
 fn joined(
     id: ViewerId,
-    tap: bool,
+    joining: Join,
     stream: Option<&mut Stream>,
     config: &RelayConfig,
     now: Instant,
@@ -809,8 +838,19 @@ fn joined(
     let Some(s) = stream else {
         return (viewer, false);
     };
+    if let Join::Pinned(layer) = joining {
+        viewer.quality = Quality::Fixed(layer);
+        viewer.layer = layer;
+        let cached = s.layer(layer).is_some_and(|l| l.gop.is_valid());
+        if cached {
+            replay_gop(&mut viewer, s, config, now, outputs);
+        } else {
+            s.want_keyframe_of(layer, now, outputs);
+        }
+        return (viewer, cached);
+    }
     let ranked = s.ranked();
-    let want = if tap {
+    let want = if joining == Join::Tap {
         ranked.len().saturating_sub(1)
     } else {
         ranked.len().saturating_sub(1) / 2

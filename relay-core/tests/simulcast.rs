@@ -358,3 +358,81 @@ fn a_keyframe_request_during_a_move_restarts_the_viewer_on_the_layer_it_moves_to
     assert_continuous(&h, v);
     assert_eq!(h.relay.viewer_stats(v).unwrap().layer_switches, 1);
 }
+
+/// A tap pinned to a layer (an edge's pull of one layer): it starts from that layer's cache,
+/// carries that layer's packets only, stays on it while the layer stops (the unpinned tap
+/// and the viewers move) and carries it again, numbering on, when it comes back.
+#[test]
+fn a_pinned_tap_carries_its_layer_only_and_waits_for_it_when_it_stops() {
+    let sent = layers(3);
+    let mut h = Harness::new(RelayConfig::default());
+    h.start_rtp(77);
+    let mut i = 0;
+    feed_until(&mut h, &sent, &mut i, ms(1600));
+    let small = h
+        .relay
+        .add_tap_on(ChannelId(77), Some(SMALL), h.now)
+        .unwrap();
+    let large = h
+        .relay
+        .add_tap_on(ChannelId(77), Some(LARGE), h.now)
+        .unwrap();
+    feed_until(&mut h, &sent, &mut i, ms(3200));
+    let got: Vec<Vec<u8>> = h.video(small).iter().map(|f| f.payload.to_vec()).collect();
+    let expected: Vec<Vec<u8>> = layer_from_keyframe(&sent, SMALL, ms(1000))
+        .into_iter()
+        .take(got.len())
+        .collect();
+    assert_eq!(got, expected, "the small layer from its cache on");
+    assert!(h.video(small)[0].cached);
+    // The large layer stops for about 3 s, then sends again from a keyframe (as an encoder
+    // restarts a layer).
+    let before = h.video(large).len();
+    let gap_from = ms(3200);
+    let gap_to = sent
+        .iter()
+        .find(|(id, s)| *id == LARGE && s.at >= ms(6100) && s.bytes[12] & 0x1f == 7)
+        .map(|(_, s)| s.at)
+        .unwrap();
+    let rest: Vec<(LayerId, Sent)> = sent[i..]
+        .iter()
+        .filter(|(id, s)| *id != LARGE || s.at < gap_from || s.at >= gap_to)
+        .cloned()
+        .collect();
+    let mut j = 0;
+    feed_until(&mut h, &rest, &mut j, ms(6000));
+    assert_eq!(
+        h.video(large).len(),
+        before,
+        "nothing while its layer is idle"
+    );
+    feed_until(&mut h, &rest, &mut j, ms(9000));
+    let large_video = h.video(large);
+    assert!(large_video.len() > before + 30, "its layer again");
+    let resumed = &large_video[before..];
+    assert!(resumed[0].keyframe, "from the layer's next keyframe");
+    let from_kf = layer_from_keyframe(&sent, LARGE, gap_to);
+    assert_eq!(resumed[0].payload.to_vec(), from_kf[0]);
+    // Numbering runs on, but for the packets the layer did not send (this test drops them; a
+    // browser that pauses a layer sends on from the next number).
+    for (k, w) in large_video.windows(2).enumerate() {
+        if k + 1 != before {
+            assert_eq!(
+                w[1].seq,
+                w[0].seq + 1,
+                "a gap in the pinned tap's numbering"
+            );
+        } else {
+            assert!(w[1].seq > w[0].seq);
+        }
+    }
+    // Only its layer, all along: every packet is one of the large layer's.
+    let large_payloads: std::collections::HashSet<Vec<u8>> = sent
+        .iter()
+        .filter(|(id, s)| *id == LARGE && s.kind == Some(MediaKind::Video))
+        .map(|(_, s)| s.bytes[12..].to_vec())
+        .collect();
+    assert!(large_video
+        .iter()
+        .all(|f| large_payloads.contains(&f.payload.to_vec())));
+}
