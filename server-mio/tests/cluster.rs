@@ -718,3 +718,101 @@ fn an_edge_pulls_over_https_from_an_origin_its_private_ca_certified() {
     assert!(text.lines().any(|l| l == "itg_pulls_served 1"), "{text}");
     let _ = streamer.stop();
 }
+
+/// An edge carries every layer of a simulcast: a publisher sends three RIDs to the origin;
+/// the edge pulls the top layer with the audio and one pull more per other layer, each pinned
+/// to its layer there; its viewers see three layers and, through the WHEP layer extension at
+/// the edge, get the smallest and then the largest file bit-exact from a keyframe, numbering
+/// on.
+#[test]
+fn an_edge_carries_every_simulcast_layer_and_its_viewers_switch_among_them() {
+    use server_mio::cluster::Role;
+    let redis = Redis::start();
+    let origin = cluster_node(&redis, Role::Origin);
+    let edge = cluster_node(&redis, Role::Edge);
+    let publisher = publish_with(simulcast_options(&origin, 77, 40));
+    assert!(origin.wait_for(Duration::from_secs(8), |s| {
+        stream_info(s, 77).is_some_and(|i| i["layers"].as_array().is_some_and(|l| l.len() == 3))
+    }));
+    assert!(edge.wait_for(Duration::from_secs(5), |e| {
+        entry(&streams(e), 77)["origin"]["url"] == url_of(&origin).as_str()
+    }));
+    let mut viewer = TestViewer::whep(&edge, 77).unwrap();
+    let sizes = |s: &TestServer| -> Vec<(u64, u64)> {
+        entry(&streams(s), 77)["layers"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|l| Some((l["width"].as_u64()?, l["height"].as_u64()?)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && sizes(&edge).len() < 3 {
+        let _ = viewer.step();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        sizes(&edge),
+        [(160, 90), (320, 180), (640, 360)],
+        "at the edge"
+    );
+    // One pull per layer at the origin, none counted as viewers there.
+    assert_eq!(origin.metric("itg_pulls_served"), 3.0);
+    assert_eq!(origin.metric("itg_viewers_connected"), 0.0);
+    let location = viewer.whep_location.clone().unwrap();
+    let layer_ids: Vec<u64> = entry(&streams(&edge), 77)["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["id"].as_u64().unwrap())
+        .collect();
+    let looped = |f: &[u8]| {
+        let n = fixture_nals(f);
+        [n.clone(), n.clone(), n.clone(), n.clone(), n.clone(), n].concat()
+    };
+    for (id, file, name) in [
+        (layer_ids[0], VIDEO_B, "smallest"),
+        (layer_ids[2], VIDEO_640, "largest"),
+    ] {
+        let r = http(
+            edge.addrs.http,
+            "POST",
+            &format!("{location}/layer"),
+            &[("Content-Type", "application/json")],
+            format!(r#"{{"encodingId":"{id}"}}"#).as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let from = viewer.video.len();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && viewer.video.len() < from + 250 {
+            let _ = viewer.step();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let after = nals_after(&viewer, from);
+        let fixture = looped(file);
+        let start = after
+            .iter()
+            .position(|n| n.first().map(|b| b & 0x1f) == Some(7) && fixture.contains(n))
+            .unwrap_or_else(|| panic!("no keyframe of the {name} layer"));
+        assert_run_from_keyframe(&after[start..], &fixture);
+    }
+    assert_eq!(
+        viewer.video_lost(),
+        0,
+        "numbering continuous across the switches"
+    );
+    assert!(
+        !viewer.audio.is_empty(),
+        "the audio comes with the main pull"
+    );
+    let st = publisher.stop().unwrap();
+    assert!(st.video_packets > 1000);
+    // The stream ends: every pull of the edge ends with it.
+    assert!(edge.wait_for(Duration::from_secs(10), |e| e.metric("itg_pulls") == 0.0));
+    assert!(
+        origin.wait_for(Duration::from_secs(10), |o| o.metric("itg_pulls_served")
+            == 0.0)
+    );
+}

@@ -20,8 +20,6 @@ use ftl_proto::media::packetize::split_annexb;
 use relay_core::VideoCodec;
 use server_mio::thumbnail::picture;
 
-const VIDEO_640: &[u8] = include_bytes!("../../relay-core/tests/data/video-640x360-30fps-4s.h264");
-
 /// The JPEGs this build makes of each keyframe of a fixture (what the server must serve).
 fn fixture_thumbnails(video: &[u8]) -> Vec<Vec<u8>> {
     let nals = split_annexb(video);

@@ -452,14 +452,22 @@ impl Server {
                 let Ok(offer) = std::str::from_utf8(&req.body) else {
                     return Reply::Now(Response::text(400, "the offer is not UTF-8").cors());
                 };
-                let pull = self.is_cluster_pull(req).then(|| {
-                    req.header(super::webrtc::pull::NODE_HEADER)
-                        .unwrap_or_default()
-                        .chars()
-                        .filter(char::is_ascii_alphanumeric)
-                        .take(32)
-                        .collect::<String>()
-                });
+                let pull = self
+                    .is_cluster_pull(req)
+                    .then(|| super::webrtc::pull::PullAsk {
+                        node: req
+                            .header(super::webrtc::pull::NODE_HEADER)
+                            .unwrap_or_default()
+                            .chars()
+                            .filter(char::is_ascii_alphanumeric)
+                            .take(32)
+                            .collect::<String>(),
+                        layer: req
+                            .header(super::webrtc::pull::LAYER_HEADER)
+                            .and_then(|l| l.trim().parse::<u8>().ok())
+                            .filter(|l| usize::from(*l) < relay_core::MAX_LAYERS)
+                            .map(relay_core::LayerId),
+                    });
                 let from = self.https.get(&token).map(|c| c.peer);
                 self.whep_offer(token, channel, offer.to_owned(), pull, from, now)
             }

@@ -488,3 +488,31 @@ impl TestViewer {
         Viewer::websocket(server.addrs.http, query).unwrap()
     }
 }
+
+pub const VIDEO_640: &[u8] =
+    include_bytes!("../../../relay-core/tests/data/video-640x360-30fps-4s.h264");
+
+/// Three layers of a simulcast publisher (the project's WHIP client sending a file per RID,
+/// as str0m declares them): `q` 160x90, `h` 320x180, `f` 640x360.
+pub fn simulcast_options(server: &TestServer, channel: u32, secs: u64) -> WhipOptions {
+    let mut o = server.whip_options(
+        channel,
+        &server.key(channel),
+        VIDEO_A,
+        Some(Duration::from_secs(secs)),
+    );
+    o.video = None;
+    o.simulcast = vec![
+        ("q".into(), VIDEO_B.to_vec()),
+        ("h".into(), VIDEO_A.to_vec()),
+        ("f".into(), VIDEO_640.to_vec()),
+    ];
+    o
+}
+
+/// The NAL units a viewer got after its `n`-th video packet.
+pub fn nals_after(v: &Viewer, n: usize) -> Vec<Vec<u8>> {
+    let mut pkts: Vec<_> = v.video.iter().skip(n).collect();
+    pkts.sort_by_key(|p| *p.seq_no);
+    ftl_proto::media::packetize::depacketize(pkts.iter().map(|p| &p.payload[..]))
+}

@@ -100,6 +100,8 @@ pub(in crate::server) struct Viewer {
     /// pulling node's id as its offer said: fed by a relay tap, not counted as audience,
     /// dropped when the stream ends (see `pull.rs`).
     pub(in crate::server) pull_node: Option<String>,
+    /// The one video layer a pull carries (an edge that carries every layer of a simulcast).
+    pub(in crate::server) pull_layer: Option<relay_core::LayerId>,
     timeout: Instant,
     pending_offer: Option<SdpPendingOffer>,
     pub(in crate::server) role: Role,
@@ -143,8 +145,8 @@ pub(in crate::server) enum Pending {
         token: Token,
         channel: ChannelId,
         offer: SdpOffer,
-        /// An edge's pull: the node's id (empty when its offer did not say).
-        pull: Option<String>,
+        /// An edge's pull: the node's id and the layer it asks for.
+        pull: Option<super::pull::PullAsk>,
         /// The address group it is counted under (see `admission`).
         origin: Option<IpAddr>,
     },
@@ -462,7 +464,7 @@ impl Server {
         token: Token,
         channel: ChannelId,
         offer: String,
-        pull: Option<String>,
+        pull: Option<super::pull::PullAsk>,
         from: Option<SocketAddr>,
         now: Instant,
     ) -> Reply {
@@ -662,7 +664,7 @@ impl Server {
         mut rtc: Rtc,
         channel: ChannelId,
         offer: SdpOffer,
-        pull: Option<String>,
+        pull: Option<super::pull::PullAsk>,
         origin: Option<IpAddr>,
         now: Instant,
     ) -> Response {
@@ -685,9 +687,16 @@ impl Server {
             origin,
             now,
         );
-        if let (Some(v), Some(node)) = (self.viewers.map.get_mut(&id), pull) {
-            info!("channel {channel}: node {node} pulls it (peer {id})");
-            v.pull_node = Some(node);
+        if let (Some(v), Some(ask)) = (self.viewers.map.get_mut(&id), pull) {
+            match ask.layer {
+                Some(l) => info!(
+                    "channel {channel}: node {} pulls its layer {l} (peer {id})",
+                    ask.node
+                ),
+                None => info!("channel {channel}: node {} pulls it (peer {id})", ask.node),
+            }
+            v.pull_node = Some(ask.node);
+            v.pull_layer = ask.layer;
         }
         if let Err(why) = self.viewer_media(id, &mids_from_sdp(&answer_sdp)) {
             self.viewer_drop(id, "no usable media");
@@ -703,6 +712,17 @@ impl Server {
                 "Link",
                 format!("<{location}/layer>; rel=\"urn:ietf:params:whep:ext:core:layer\""),
             );
+        // The stream's layers, smallest first, when it has several: an edge pulls each.
+        let layers: Vec<String> = self
+            .relay
+            .stream_stats(channel, now)
+            .map(|s| s.layers.iter().map(|l| l.id.0.to_string()).collect())
+            .unwrap_or_default();
+        let resp = if layers.len() > 1 {
+            resp.header(super::pull::LAYERS_HEADER, layers.join(","))
+        } else {
+            resp
+        };
         // The stream's codec: an edge's pull relays it as this (its answer may name others).
         match self.relay.video_codec(channel) {
             Some((codec, _)) => resp.header(CODEC_HEADER, codec.name().to_owned()),
@@ -926,6 +946,7 @@ impl Server {
                 tcp: false,
                 signal,
                 pull_node: None,
+                pull_layer: None,
                 timeout: now,
                 pending_offer,
                 role: Role::Viewer,
@@ -1250,14 +1271,16 @@ impl Server {
             return self.publisher_event(id, e, now);
         }
         match e {
-            Event::Connected if v.is_pull() => match self.relay.add_tap(v.channel, now) {
-                Ok(rid) => {
-                    v.relay_id = Some(rid);
-                    relay_link(&mut self.viewers.by_relay, rid, id);
-                    self.drain_relay(now);
+            Event::Connected if v.is_pull() => {
+                match self.relay.add_tap_on(v.channel, v.pull_layer, now) {
+                    Ok(rid) => {
+                        v.relay_id = Some(rid);
+                        relay_link(&mut self.viewers.by_relay, rid, id);
+                        self.drain_relay(now);
+                    }
+                    Err(_) => self.viewer_drop(id, "the pulled stream ended"),
                 }
-                Err(_) => self.viewer_drop(id, "the pulled stream ended"),
-            },
+            }
             Event::Connected => match self.relay.add_viewer(v.channel, now) {
                 Ok(rid) => {
                     v.relay_id = Some(rid);

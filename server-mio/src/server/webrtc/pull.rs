@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use ftl_proto::ChannelId;
 use log::{info, warn};
 use mio::Waker;
-use relay_core::VideoCodec;
+use relay_core::{LayerId, VideoCodec, MAX_LAYERS};
 use str0m::change::SdpAnswer;
 use str0m::media::{Direction, MediaKind};
 use str0m::{Candidate, Rtc};
@@ -36,6 +36,22 @@ use crate::server::Server;
 /// The header naming the pulling node (the origin lets its pull go when the node leaves the
 /// directory, instead of waiting for ICE to give up).
 pub(in crate::server) const NODE_HEADER: &str = "X-ITG-Node";
+/// The header of a pull's offer that pins it to one video layer of a simulcast (the origin's
+/// layer id), for an edge that carries every layer.
+pub(in crate::server) const LAYER_HEADER: &str = "X-ITG-Layer";
+/// The header of a WHEP answer listing the stream's video layers, smallest picture first
+/// (`0,2,1`), when it has more than one: what an edge pulls besides the top one.
+pub(in crate::server) const LAYERS_HEADER: &str = "X-ITG-Layers";
+
+/// What an edge's pull asks of the origin: the pulling node, and the one layer it wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(in crate::server) struct PullAsk {
+    /// The node's id (empty when its offer did not say).
+    pub(in crate::server) node: String,
+    /// The layer it carries (`None`: the top one, following it, with the audio).
+    pub(in crate::server) layer: Option<relay_core::LayerId>,
+}
+
 /// How long a pull outlives the last viewer here.
 pub(in crate::server) const GRACE: Duration = Duration::from_secs(10);
 /// After a failed pull, the next try waits this long.
@@ -63,6 +79,18 @@ impl OwnSocket {
     }
 }
 
+/// One more layer of a simulcast pulled beside the main pull (which carries the top layer and
+/// the audio), so viewers here choose among the same layers as at the origin.
+pub(in crate::server) struct LayerPull {
+    /// The layer's id at the origin (what the offer asks for).
+    origin_layer: LayerId,
+    /// Its id here (the main pull's video is layer 0).
+    pub(in crate::server) here: LayerId,
+    pub(in crate::server) peer: Option<u64>,
+    /// The origin's session path, for its `DELETE`.
+    location: Option<String>,
+}
+
 /// One channel pulled (or being pulled) from its origin.
 pub(in crate::server) struct Pull {
     /// The origin node and its stream's epoch when the pull began.
@@ -74,18 +102,31 @@ pub(in crate::server) struct Pull {
     idle_since: Option<Instant>,
     /// When the offer went out.
     asked: Instant,
+    /// The other layers of a simulcast, pulled one each.
+    pub(in crate::server) layers: Vec<LayerPull>,
 }
 
 /// What a signalling thread hands back.
 struct Signalled {
     channel: ChannelId,
     epoch: u64,
+    /// The layer (origin's id) a pull of one layer asked for.
+    layer: Option<LayerId>,
     result: Result<Answered, String>,
 }
 
-/// The origin's answer to a pull: the `Rtc` that made the offer, the answer, its session
-/// `Location`, and the codec the origin says the stream is in.
-type Answered = (Rtc, String, Option<String>, Option<VideoCodec>);
+/// The origin's answer to a pull.
+struct Answered {
+    /// The `Rtc` that made the offer.
+    rtc: Rtc,
+    sdp: String,
+    /// The session's `Location` at the origin.
+    location: Option<String>,
+    /// The codec the origin says the stream is in.
+    codec: Option<VideoCodec>,
+    /// The stream's layers at the origin, smallest first (empty: one layer).
+    layers: Vec<LayerId>,
+}
 
 /// The pulls of this node.
 pub(in crate::server) struct Pulls {
@@ -114,7 +155,19 @@ impl Default for Pulls {
 impl Pulls {
     /// Whether `peer` is a pull (its stream is not this node's to announce).
     pub(in crate::server) fn is_pull_peer(&self, peer: u64) -> bool {
-        self.map.values().any(|p| p.peer == Some(peer))
+        self.map
+            .values()
+            .any(|p| p.peer == Some(peer) || p.layers.iter().any(|l| l.peer == Some(peer)))
+    }
+
+    /// The pull that carries `layer` of `channel` on its own (not the main one).
+    pub(in crate::server) fn layer_peer(&self, channel: ChannelId, layer: LayerId) -> Option<u64> {
+        self.map
+            .get(&channel)?
+            .layers
+            .iter()
+            .find(|l| l.here == layer)
+            .and_then(|l| l.peer)
     }
 }
 
@@ -127,6 +180,7 @@ fn signal(
     token: &str,
     node: &str,
     tls: Option<&TlsClient>,
+    layer: Option<LayerId>,
 ) -> Result<Answered, String> {
     let to = endpoint(origin).map_err(|e| e.to_string())?;
     // The edge is the DTLS client here; its DTLS is the server's (OpenSSL) as on the origin.
@@ -144,19 +198,27 @@ fn signal(
         .build(Instant::now());
     let mut api = rtc.sdp_api();
     api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
-    api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+    // A pull of one more layer is video only: the main pull carries the audio.
+    if layer.is_none() {
+        api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+    }
     let (offer, pending) = api.apply().ok_or("no offer")?;
     let auth = format!("Bearer {token}");
+    let layer_value = layer.map(|l| l.0.to_string());
+    let mut headers = vec![
+        ("Content-Type", "application/sdp"),
+        ("Authorization", auth.as_str()),
+        (NODE_HEADER, node),
+    ];
+    if let Some(l) = &layer_value {
+        headers.push((LAYER_HEADER, l.as_str()));
+    }
     let r = request_to(
         &to,
         tls,
         "POST",
         &format!("/whep/{channel}"),
-        &[
-            ("Content-Type", "application/sdp"),
-            ("Authorization", &auth),
-            (NODE_HEADER, node),
-        ],
+        &headers,
         offer.to_sdp_string().as_bytes(),
     )
     .map_err(|e| format!("{origin}: {e}"))?;
@@ -177,7 +239,38 @@ fn signal(
             .into_iter()
             .find(|c| c.name().eq_ignore_ascii_case(name.trim()))
     });
-    Ok((rtc, sdp, r.header("Location").map(str::to_owned), codec))
+    let layers = r
+        .header(LAYERS_HEADER)
+        .map(parse_layers)
+        .unwrap_or_default();
+    Ok(Answered {
+        rtc,
+        sdp,
+        location: r.header("Location").map(str::to_owned),
+        codec,
+        layers,
+    })
+}
+
+/// The origin's list of layers (`0,2,1`): at most [`MAX_LAYERS`] distinct ids below it, or
+/// none when anything in it is off.
+fn parse_layers(header: &str) -> Vec<LayerId> {
+    let mut out: Vec<LayerId> = Vec::new();
+    for part in header.split(',') {
+        let Some(id) = part
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|i| usize::from(*i) < MAX_LAYERS)
+        else {
+            return Vec::new();
+        };
+        if out.contains(&LayerId(id)) || out.len() >= MAX_LAYERS {
+            return Vec::new();
+        }
+        out.push(LayerId(id));
+    }
+    out
 }
 
 impl Server {
@@ -208,8 +301,24 @@ impl Server {
                 peer: None,
                 idle_since: None,
                 asked: now,
+                layers: Vec::new(),
             },
         );
+        if !self.pull_signal(channel, origin_url, token, epoch, None) {
+            self.pulls.map.remove(&channel);
+        }
+    }
+
+    /// Starts the WHEP exchange of a pull (of one layer, or the main one) on its own thread;
+    /// whether the thread started.
+    fn pull_signal(
+        &mut self,
+        channel: ChannelId,
+        origin_url: String,
+        token: String,
+        epoch: u64,
+        layer: Option<LayerId>,
+    ) -> bool {
         let tx = self.pulls.tx.clone();
         let waker: Arc<Waker> = self.waker.clone();
         let node = self
@@ -224,24 +333,27 @@ impl Server {
                 // A panic in the exchange (str0m on the origin's answer) is a failed pull, not
                 // a pull waiting forever.
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    signal(&origin_url, channel, &token, &node, tls.as_ref())
+                    signal(&origin_url, channel, &token, &node, tls.as_ref(), layer)
                 }))
                 .unwrap_or_else(|_| Err("the exchange with the origin panicked".to_owned()));
                 let _ = tx.send(Signalled {
                     channel,
                     epoch,
+                    layer,
                     result,
                 });
                 let _ = waker.wake();
             });
-        if spawned.is_err() {
-            self.pulls.map.remove(&channel);
-        }
+        spawned.is_ok()
     }
 
     /// Answers from the signalling threads (the loop was woken).
     pub(in crate::server) fn pulls_ready(&mut self, now: Instant) {
         while let Ok(s) = self.pulls.rx.try_recv() {
+            if let Some(layer) = s.layer {
+                self.layer_pull_ready(s.channel, s.epoch, layer, s.result, now);
+                continue;
+            }
             let current = self
                 .pulls
                 .map
@@ -255,28 +367,121 @@ impl Server {
                         self.pulls.retry_at.insert(s.channel, now + RETRY);
                     }
                 }
-                Ok((rtc, sdp, location, codec)) if current => {
-                    self.pull_connect(s.channel, rtc, &sdp, location, codec, now);
+                Ok(a) if current => {
+                    let layers = a.layers.clone();
+                    self.pull_connect(s.channel, a, None, now);
+                    self.pull_layers(s.channel, &layers);
                 }
                 Ok(_) => {}
             }
         }
     }
 
-    /// The origin answered: the pull joins the peer table as the channel's publisher.
+    /// The main pull is up and the origin's stream has several layers: one pull more for each
+    /// but the top one (which the main pull carries), each pinned to its layer at the origin.
+    fn pull_layers(&mut self, channel: ChannelId, layers: &[LayerId]) {
+        let Some((_, top)) = layers.split_last() else {
+            return;
+        };
+        if top.is_empty() {
+            return;
+        }
+        let origin = self.cluster_origin_elsewhere(channel);
+        let token = self.args.cluster_token.clone();
+        let (Some(p), Some((_, url, _)), Some(token)) =
+            (self.pulls.map.get_mut(&channel), origin, token)
+        else {
+            return;
+        };
+        if p.peer.is_none() || !p.layers.is_empty() {
+            return;
+        }
+        let epoch = p.epoch;
+        for (i, l) in top.iter().enumerate() {
+            p.layers.push(LayerPull {
+                origin_layer: *l,
+                here: LayerId(u8::try_from(i + 1).unwrap_or(u8::MAX)),
+                peer: None,
+                location: None,
+            });
+        }
+        info!(
+            "channel {channel}: {} layers at the origin, pulling each",
+            layers.len()
+        );
+        for l in top {
+            self.pull_signal(channel, url.clone(), token.clone(), epoch, Some(*l));
+        }
+    }
+
+    /// The origin answered a pull of one layer.
+    fn layer_pull_ready(
+        &mut self,
+        channel: ChannelId,
+        epoch: u64,
+        layer: LayerId,
+        result: Result<Answered, String>,
+        now: Instant,
+    ) {
+        let wanted = self.pulls.map.get(&channel).is_some_and(|p| {
+            p.epoch == epoch
+                && p.peer.is_some()
+                && p.layers
+                    .iter()
+                    .any(|l| l.origin_layer == layer && l.peer.is_none())
+        });
+        match result {
+            Err(e) => {
+                warn!("channel {channel}: pull of layer {layer} failed: {e}");
+                if let Some(p) = self.pulls.map.get_mut(&channel) {
+                    p.layers
+                        .retain(|l| l.origin_layer != layer || l.peer.is_some());
+                }
+            }
+            Ok(a) if wanted => self.pull_connect(channel, a, Some(layer), now),
+            Ok(a) => {
+                // Too late (the pull ended): let the origin's session go.
+                self.pull_delete_at_origin(channel, a.location);
+            }
+        }
+    }
+
+    /// A pull that could not be set up: the main one is tried again later; one of a layer is
+    /// left out (the viewers here choose among the others).
+    fn pull_failed(&mut self, channel: ChannelId, layer: Option<LayerId>, now: Instant) {
+        match layer {
+            None => {
+                self.pulls.map.remove(&channel);
+                self.pulls.retry_at.insert(channel, now + RETRY);
+            }
+            Some(layer) => {
+                if let Some(p) = self.pulls.map.get_mut(&channel) {
+                    p.layers.retain(|l| l.origin_layer != layer);
+                }
+            }
+        }
+    }
+
+    /// The origin answered: the pull joins the peer table as the channel's publisher, or, for
+    /// a pull of one layer, as the feeder of that layer.
     fn pull_connect(
         &mut self,
         channel: ChannelId,
-        mut rtc: Rtc,
-        sdp: &str,
-        location: Option<String>,
-        codec: Option<VideoCodec>,
+        answered: Answered,
+        layer: Option<LayerId>,
         now: Instant,
     ) {
+        let Answered {
+            mut rtc,
+            sdp,
+            location,
+            codec,
+            ..
+        } = answered;
+        let sdp = sdp.as_str();
         let Some(origin) = udp_candidate(sdp) else {
             warn!("channel {channel}: the origin's answer has no UDP candidate");
-            self.pulls.map.remove(&channel);
-            self.pulls.retry_at.insert(channel, now + RETRY);
+            self.pull_failed(channel, layer, now);
             return;
         };
         let ip = self.viewers.destination_for(origin, self.addrs.webrtc).ip();
@@ -286,21 +491,37 @@ impl Server {
             Ok(x) => x,
             Err(e) => {
                 warn!("channel {channel}: no socket for the pull: {e}");
-                self.pulls.map.remove(&channel);
-                self.pulls.retry_at.insert(channel, now + RETRY);
+                self.pull_failed(channel, layer, now);
                 return;
             }
         };
         if let Ok(c) = Candidate::host(socket.1, "udp") {
             rtc.add_local_candidate(c);
         }
-        let publisher = Publisher::negotiated(&rtc, sdp, origin, codec);
+        let mut publisher = Publisher::negotiated(&rtc, sdp, origin, codec);
         if !publisher.has_media() {
             warn!("channel {channel}: the origin offered nothing this node can relay");
-            self.pulls.map.remove(&channel);
+            self.pull_failed(channel, layer, now);
             return;
         }
-        let id = self.viewer_insert(rtc, channel, Signal::Pull(location), None, None, now);
+        let here = layer.and_then(|l| {
+            self.pulls
+                .map
+                .get(&channel)?
+                .layers
+                .iter()
+                .find(|x| x.origin_layer == l)
+                .map(|x| x.here)
+        });
+        publisher.feeds_layer = here;
+        let id = self.viewer_insert(
+            rtc,
+            channel,
+            Signal::Pull(location.clone()),
+            None,
+            None,
+            now,
+        );
         let (mut udp, local) = socket;
         let token = self.token(crate::server::Slot::PullUdp(id));
         if let Err(e) = self
@@ -320,7 +541,15 @@ impl Server {
             v.note_remote(origin);
         }
         if let Some(p) = self.pulls.map.get_mut(&channel) {
-            p.peer = Some(id);
+            match layer {
+                None => p.peer = Some(id),
+                Some(l) => {
+                    if let Some(x) = p.layers.iter_mut().find(|x| x.origin_layer == l) {
+                        x.peer = Some(id);
+                        x.location = location;
+                    }
+                }
+            }
         }
         self.viewer_drive(id, now);
     }
@@ -383,14 +612,41 @@ impl Server {
 
     /// The pull's peer left the table (the origin let go, ICE failed, or it was ended here).
     pub(in crate::server) fn pull_gone(&mut self, channel: ChannelId, id: u64) {
-        if self
-            .pulls
-            .map
-            .get(&channel)
-            .is_some_and(|p| p.peer == Some(id))
-        {
+        let Some(p) = self.pulls.map.get_mut(&channel) else {
+            return;
+        };
+        if p.peer == Some(id) {
+            // The main pull: its layers go with it.
+            let layers: Vec<u64> = p.layers.drain(..).filter_map(|l| l.peer).collect();
             self.pulls.map.remove(&channel);
+            for l in layers {
+                self.viewer_drop(l, "its main pull ended");
+            }
+        } else {
+            p.layers.retain(|l| l.peer != Some(id));
         }
+    }
+
+    /// Tells the origin at once that a pull's session is over (instead of letting its peer
+    /// time out), on a short-lived thread.
+    fn pull_delete_at_origin(&self, channel: ChannelId, location: Option<String>) {
+        let Some(path) = location else {
+            return;
+        };
+        let Some((_, url, _)) = self.cluster_origin_elsewhere(channel).or_else(|| {
+            let p = self.pulls.map.get(&channel)?;
+            Some((p.origin.clone(), self.cluster_node_url(&p.origin)?, p.epoch))
+        }) else {
+            return;
+        };
+        let tls = self.pulls.tls.clone();
+        let _ = std::thread::Builder::new()
+            .name("pull-end".into())
+            .spawn(move || {
+                if let Ok(to) = endpoint(&url) {
+                    let _ = request_to(&to, tls.as_ref(), "DELETE", &path, &[], b"");
+                }
+            });
     }
 
     /// Ends a pull here; its stream ends (viewers see "offline" and stay for the next).
@@ -399,6 +655,22 @@ impl Server {
             return;
         };
         info!("channel {channel}: pull ends ({why})");
+        let url = self.cluster_node_url(&p.origin);
+        for l in &p.layers {
+            if let Some(id) = l.peer {
+                self.viewer_drop(id, why);
+            }
+            if let (Some(path), Some(url)) = (l.location.clone(), url.clone()) {
+                let tls = self.pulls.tls.clone();
+                let _ = std::thread::Builder::new()
+                    .name("pull-end".into())
+                    .spawn(move || {
+                        if let Ok(to) = endpoint(&url) {
+                            let _ = request_to(&to, tls.as_ref(), "DELETE", &path, &[], b"");
+                        }
+                    });
+            }
+        }
         if let Some(id) = p.peer {
             let location = match self.viewers.map.get(&id).map(|v| &v.signal) {
                 Some(Signal::Pull(l)) => l.clone(),

@@ -71,6 +71,9 @@ pub(in crate::server) struct Publisher {
     capture: Option<Box<SessionCapture>>,
     /// Congestion feedback towards it (REMB, the cap).
     pub(in crate::server) feedback: Option<Feedback>,
+    /// An edge's pull of one more layer of a simulcast: its video feeds this layer of the
+    /// stream the channel's main pull owns, and it never starts, owns or ends a stream.
+    pub(in crate::server) feeds_layer: Option<LayerId>,
 }
 
 impl Publisher {
@@ -97,6 +100,7 @@ impl Publisher {
             end: EndReason::ControlLost,
             capture: None,
             feedback: None,
+            feeds_layer: None,
         };
         for (mid, kind) in mids_from_sdp(sdp) {
             let mid = Mid::from(mid.as_str());
@@ -614,7 +618,7 @@ impl Server {
                 let Role::Publisher(p) = &mut peer.role else {
                     return;
                 };
-                if !p.live {
+                if !p.live && p.feeds_layer.is_none() {
                     return;
                 }
                 let pt = pkt.header.payload_type;
@@ -625,9 +629,10 @@ impl Server {
                 } else {
                     return;
                 };
-                let layer = match kind {
-                    RelayKind::Audio => LayerId(0),
-                    RelayKind::Video => p.layers.layer(*pkt.header.ssrc, || {
+                let layer = match (kind, p.feeds_layer) {
+                    (RelayKind::Audio, _) => LayerId(0),
+                    (RelayKind::Video, Some(l)) => l,
+                    (RelayKind::Video, None) => p.layers.layer(*pkt.header.ssrc, || {
                         let rtc = &mut peer.rtc;
                         let ssrc = pkt.header.ssrc;
                         pkt.header.ext_vals.rid.or_else(|| {
@@ -725,6 +730,10 @@ impl Server {
         let Role::Publisher(p) = &peer.role else {
             return;
         };
+        if let Some(layer) = p.feeds_layer {
+            info!("channel {channel}: pulling layer {layer} too (peer {id})");
+            return;
+        }
         let from = p.from;
         let params = StreamParams::Rtp {
             video: p.video_mid.and(p.video_codec),
@@ -751,8 +760,13 @@ impl Server {
     /// The relay wants a keyframe of `channel`'s video layer `layer`: a PLI to its publisher,
     /// on that layer's RTP stream.
     pub(in crate::server) fn whip_request_keyframe(&mut self, channel: ChannelId, layer: LayerId) {
-        let Some(&id) = self.whip_live.get(&channel) else {
-            return;
+        // A layer an edge pulls on its own: the PLI goes to that pull.
+        let id = match self.pulls.layer_peer(channel, layer) {
+            Some(id) => id,
+            None => match self.whip_live.get(&channel) {
+                Some(&id) => id,
+                None => return,
+            },
         };
         let Some(peer) = self.viewers.map.get_mut(&id) else {
             return;
@@ -763,7 +777,11 @@ impl Server {
         let Some(mid) = p.video_mid else {
             return;
         };
-        let rid = p.layers.rid(layer);
+        let rid = if p.feeds_layer.is_some() {
+            None
+        } else {
+            p.layers.rid(layer)
+        };
         let rtc = &mut peer.rtc;
         let asked = guarded(|| {
             rtc.direct_api()
