@@ -207,6 +207,19 @@ impl Relay {
     /// Attaches a new viewer to `channel` (live or not). If the channel has a cached GOP, the
     /// viewer's first packets are queued at once.
     pub fn add_viewer(&mut self, channel: ChannelId, now: Instant) -> Result<ViewerId, Error> {
+        self.add_viewer_from(channel, None, now)
+    }
+
+    /// [`Relay::add_viewer`], starting on the layer `from_top` places below the stream's
+    /// largest (0: the largest) when the stream has simulcast layers: where this viewer's
+    /// link carried it last time (see [`Relay::viewer_place`]). `None`: the middle layer.
+    /// Either way the nearest layer with a cached GOP, so the first picture comes at once.
+    pub fn add_viewer_from(
+        &mut self,
+        channel: ChannelId,
+        from_top: Option<usize>,
+        now: Instant,
+    ) -> Result<ViewerId, Error> {
         if self.viewer_channel.len() >= self.config.max_viewers {
             return Err(Error::TooManyViewers {
                 limit: self.config.max_viewers,
@@ -227,7 +240,7 @@ impl Relay {
         let id = self.ids.take();
         let (viewer, cached) = joined(
             id,
-            Join::Viewer,
+            Join::Viewer(from_top),
             ch.stream.as_mut(),
             &self.config,
             now,
@@ -458,6 +471,22 @@ impl Relay {
         v.quality = quality;
         v.chooser.moved(now);
         Ok(())
+    }
+
+    /// Where a viewer is among its stream's layers, counted from the largest (0), when the
+    /// stream has more than one and the viewer's link chooses (`Quality::Auto`): what a
+    /// server remembers of a viewer's link for its next visit ([`Relay::add_viewer_from`]).
+    pub fn viewer_place(&self, viewer: ViewerId) -> Option<usize> {
+        let (ch, i) = self.locate(viewer)?;
+        let ch = self.channels.get(&ch)?;
+        let v = ch.viewers.get(i)?;
+        let ranked = ch.stream.as_ref()?.ranked();
+        if ranked.len() < 2 || v.quality != Quality::Auto {
+            return None;
+        }
+        let on = v.target.unwrap_or(v.layer);
+        let pos = ranked.iter().position(|l| *l == on)?;
+        Some(ranked.len() - 1 - pos)
     }
 
     /// The layer a viewer is on, and the one it is moving to.
@@ -814,7 +843,8 @@ fn overload_step(ch: &mut Channel, config: &RelayConfig, now: Instant) {
 /// Who joins a channel (see [`joined`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Join {
-    Viewer,
+    /// A viewer, and where its link carried it last time (layers from the top).
+    Viewer(Option<usize>),
     /// A tap of the top layer (recordings, edge pulls of one layer).
     Tap,
     /// A tap of one layer, whatever happens to the others.
@@ -850,10 +880,11 @@ fn joined(
         return (viewer, cached);
     }
     let ranked = s.ranked();
-    let want = if joining == Join::Tap {
-        ranked.len().saturating_sub(1)
-    } else {
-        ranked.len().saturating_sub(1) / 2
+    let top = ranked.len().saturating_sub(1);
+    let want = match joining {
+        Join::Tap => top,
+        Join::Viewer(Some(from_top)) => top.saturating_sub(from_top),
+        Join::Viewer(None) | Join::Pinned(_) => top / 2,
     };
     let cached = |i: &usize| {
         ranked

@@ -436,3 +436,43 @@ fn a_pinned_tap_carries_its_layer_only_and_waits_for_it_when_it_stops() {
         .iter()
         .all(|f| large_payloads.contains(&f.payload.to_vec())));
 }
+
+/// A viewer told where its link carried it last time starts there (from its cache), not on
+/// the middle layer; its place is read back from the top.
+#[test]
+fn a_returning_viewer_starts_where_its_link_carried_it_last_time() {
+    let sent = layers(1);
+    let mut h = Harness::new(RelayConfig::default());
+    h.start_rtp(77);
+    let mut i = 0;
+    feed_until(&mut h, &sent, &mut i, ms(1600));
+    for (from_top, layer) in [
+        (Some(0), LARGE),
+        (Some(2), SMALL),
+        (Some(9), SMALL),
+        (None, MIDDLE),
+    ] {
+        let v = h
+            .relay
+            .add_viewer_from(ChannelId(77), from_top, h.now)
+            .unwrap();
+        h.drain();
+        assert_eq!(h.relay.viewer_layer(v), Some((layer, None)), "{from_top:?}");
+        let first = h.video(v)[0];
+        assert!(first.cached && first.keyframe);
+        let expected = match layer {
+            l if l == LARGE => 0,
+            l if l == MIDDLE => 1,
+            _ => 2,
+        };
+        assert_eq!(h.relay.viewer_place(v), Some(expected));
+        h.relay
+            .set_viewer_quality(v, Quality::Fixed(layer), h.now)
+            .unwrap();
+        assert_eq!(
+            h.relay.viewer_place(v),
+            None,
+            "a fixed choice is not the link's"
+        );
+    }
+}

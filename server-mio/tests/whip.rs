@@ -597,3 +597,67 @@ fn a_simulcast_publisher_s_layers_reach_viewers_bit_exact_and_switch_at_keyframe
     let st = publisher.stop().unwrap();
     assert!(st.video_packets > 1000);
 }
+
+/// A viewer whose link carried it to the largest layer leaves; the next viewer from the same
+/// network starts on the largest layer (from its cache) instead of the middle one.
+#[test]
+fn a_returning_network_starts_on_the_layer_its_link_carried_last_time() {
+    let server = TestServer::start();
+    let publisher = publish_with(simulcast_options(&server, 77, 30));
+    assert!(server.wait_for(Duration::from_secs(8), |s| {
+        stream_info(s, 77).is_some_and(|i| i["layers"].as_array().is_some_and(|l| l.len() == 3))
+    }));
+    let viewers_per_layer = |s: &TestServer| -> Vec<u64> {
+        stream_info(s, 77).unwrap()["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["viewers"].as_u64().unwrap())
+            .collect()
+    };
+    let mut first = Viewer::whep(server.addrs.http, 77).unwrap();
+    assert!(drive_until(&mut first, Duration::from_secs(5), |v| !v
+        .video
+        .is_empty()));
+    assert_eq!(
+        viewers_per_layer(&server),
+        [0, 1, 0],
+        "a first visit: the middle"
+    );
+    let location = first.whep_location.clone().unwrap();
+    let post = |body: &str| {
+        http(
+            server.addrs.http,
+            "POST",
+            &format!("{location}/layer"),
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+    };
+    // Up to the largest, then back in the link's hands there.
+    assert_eq!(post(r#"{"encodingId":"2"}"#).status, 200);
+    let from = first.video.len();
+    assert!(drive_until(&mut first, Duration::from_secs(5), |v| v
+        .video
+        .len()
+        > from + 60));
+    assert_eq!(post("{}").status, 200);
+    assert_eq!(viewers_per_layer(&server), [0, 0, 1]);
+    let r = http(server.addrs.http, "DELETE", &location, &[], b"");
+    assert_eq!(r.status, 200);
+    assert!(
+        server.wait_for(Duration::from_secs(3), |s| viewers_per_layer(s)
+            == [0, 0, 0])
+    );
+    // The same network again: the largest layer at once, its file from a keyframe.
+    let mut second = Viewer::whep(server.addrs.http, 77).unwrap();
+    assert!(drive_until(&mut second, Duration::from_secs(5), |v| v
+        .video
+        .len()
+        > 60));
+    assert_eq!(viewers_per_layer(&server), [0, 0, 1]);
+    let n = fixture_nals(VIDEO_640);
+    let looped = [n.clone(), n.clone(), n.clone(), n].concat();
+    assert_run_from_keyframe(&second.nal_units(), &looped);
+    publisher.stop().unwrap();
+}

@@ -2,7 +2,9 @@
 //! WHEP layer extension with which a viewer chooses its layer. What a viewer gets and when it
 //! switches is decided in `relay_core::layers`; this room only names layers on the wire.
 
-use std::time::Instant;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use relay_core::{LayerId, Quality, MAX_LAYERS};
 use serde_json::Value;
@@ -71,6 +73,48 @@ impl PublisherLayers {
     }
 }
 
+/// Where each network's viewers last were among a simulcast's layers (counted from the top),
+/// by address group (an IPv4 address, an IPv6 /64): a viewer who comes back starts on the
+/// layer its link carried then instead of the middle one. Bounded in entries and age.
+#[derive(Debug, Default)]
+pub(in crate::server) struct LinkMemory {
+    places: HashMap<IpAddr, (usize, Instant)>,
+}
+
+impl LinkMemory {
+    /// Networks remembered at most.
+    const MAX: usize = 4096;
+    /// How long a place is worth remembering (links change).
+    const TTL: Duration = Duration::from_secs(30 * 60);
+
+    /// Notes where a viewer of `group` was when it left.
+    pub(in crate::server) fn remember(&mut self, group: IpAddr, from_top: usize, now: Instant) {
+        if self.places.len() >= Self::MAX && !self.places.contains_key(&group) {
+            self.places
+                .retain(|_, (_, at)| now.saturating_duration_since(*at) < Self::TTL);
+            if self.places.len() >= Self::MAX {
+                let oldest = self
+                    .places
+                    .iter()
+                    .min_by_key(|(_, (_, at))| *at)
+                    .map(|(g, _)| *g);
+                if let Some(g) = oldest {
+                    self.places.remove(&g);
+                }
+            }
+        }
+        self.places.insert(group, (from_top, now));
+    }
+
+    /// Where a viewer of `group` starts, if its network was seen lately.
+    pub(in crate::server) fn recall(&self, group: IpAddr, now: Instant) -> Option<usize> {
+        self.places
+            .get(&group)
+            .filter(|(_, at)| now.saturating_duration_since(*at) < Self::TTL)
+            .map(|(p, _)| *p)
+    }
+}
+
 /// What the body of `POST …/layer` asks for: `{"encodingId": "<layer id>"}` (a number or its
 /// string), or `{}`, `{"encodingId": null}` or `"auto"` for the viewer's link to decide.
 pub(in crate::server) fn layer_request(body: &[u8]) -> Result<Quality, String> {
@@ -130,6 +174,29 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_memory_is_bounded_and_forgets() {
+        let t0 = Instant::now();
+        let mut m = LinkMemory::default();
+        let ip = |n: u32| IpAddr::from(std::net::Ipv4Addr::from(n));
+        m.remember(ip(1), 2, t0);
+        assert_eq!(m.recall(ip(1), t0), Some(2));
+        assert_eq!(m.recall(ip(2), t0), None);
+        assert_eq!(m.recall(ip(1), t0 + LinkMemory::TTL), None, "too old");
+        for n in 0..(LinkMemory::MAX as u32 + 10) {
+            m.remember(ip(100 + n), 0, t0 + Duration::from_millis(u64::from(n)));
+        }
+        assert!(m.places.len() <= LinkMemory::MAX);
+        assert_eq!(
+            m.recall(
+                ip(100 + LinkMemory::MAX as u32 + 9),
+                t0 + Duration::from_secs(5)
+            ),
+            Some(0),
+            "the newest is kept"
+        );
+    }
 
     #[test]
     fn layer_requests_read_as_the_extension_spells_them() {

@@ -216,6 +216,8 @@ pub(in crate::server) struct Viewers {
     pub(in crate::server) candidates: Vec<SocketAddr>,
     /// Fair shares of the table for sessions that have not connected.
     pub(in crate::server) admission: super::admission::Admission,
+    /// Where each network's viewers last were among a simulcast's layers.
+    pub(in crate::server) links: super::layers::LinkMemory,
     next_id: u64,
 }
 
@@ -275,6 +277,7 @@ impl Viewers {
             pending: VecDeque::new(),
             candidates,
             admission,
+            links: super::layers::LinkMemory::default(),
             next_id: 1,
         }
     }
@@ -1281,7 +1284,13 @@ impl Server {
                     Err(_) => self.viewer_drop(id, "the pulled stream ended"),
                 }
             }
-            Event::Connected => match self.relay.add_viewer(v.channel, now) {
+            Event::Connected => match self.relay.add_viewer_from(
+                v.channel,
+                v.remote()
+                    .map(|a| crate::server::addr_group::group(a.ip()))
+                    .and_then(|g| self.viewers.links.recall(g, now)),
+                now,
+            ) {
                 Ok(rid) => {
                     v.relay_id = Some(rid);
                     relay_link(&mut self.viewers.by_relay, rid, id);
@@ -1676,6 +1685,11 @@ impl Server {
             if v.is_pull() {
                 self.relay.remove_tap(rid);
             } else {
+                // Where its link carried it, for its network's next viewer.
+                if let (Some(place), Some(remote)) = (self.relay.viewer_place(rid), v.remote()) {
+                    let group = crate::server::addr_group::group(remote.ip());
+                    self.viewers.links.remember(group, place, Instant::now());
+                }
                 self.relay.remove_viewer(rid);
             }
         }
