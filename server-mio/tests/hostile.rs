@@ -1084,6 +1084,7 @@ fn whip_attacks() {
                 vanish: false,
                 tcp: false,
                 simulcast: Vec::new(),
+                ssrc_simulcast: false,
             };
             let stats = server_mio::tools::whip_client::publish(&opts, &AtomicBool::new(false)).unwrap();
             assert!(stats.video_packets > 50, "{stats:?}");

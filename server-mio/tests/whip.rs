@@ -661,3 +661,65 @@ fn a_returning_network_starts_on_the_layer_its_link_carried_last_time() {
     assert_run_from_keyframe(&second.nal_units(), &looped);
     publisher.stop().unwrap();
 }
+
+/// Layers signalled by SSRC (`a=ssrc-group:SIM`, no RIDs), as WebRTC stacks from before RIDs
+/// publish: each SSRC is its own layer, never mixed into another; a viewer fixed on the
+/// smallest gets its file bit-exact.
+#[test]
+fn ssrc_signalled_simulcast_layers_are_kept_apart() {
+    let server = TestServer::start();
+    let mut opts = simulcast_options(&server, 77, 20);
+    opts.ssrc_simulcast = true;
+    let publisher = publish_with(opts);
+    assert!(
+        server.wait_for(Duration::from_secs(8), |s| {
+            stream_info(s, 77).is_some_and(|i| {
+                i["layers"].as_array().is_some_and(|l| {
+                    l.len() == 3 && l.iter().all(|l| l["width"].as_u64().is_some())
+                })
+            })
+        }),
+        "{:?}",
+        stream_info(&server, 77).map(|i| i["layers"].clone())
+    );
+    let info = stream_info(&server, 77).unwrap();
+    let layers: Vec<(u64, u64)> = info["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["id"].as_u64().unwrap(), l["width"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        layers,
+        [(0, 160), (1, 320), (2, 640)],
+        "ids by place in the group"
+    );
+    let mut viewer = Viewer::whep(server.addrs.http, 77).unwrap();
+    assert!(drive_until(&mut viewer, Duration::from_secs(5), |v| !v
+        .video
+        .is_empty()));
+    let location = viewer.whep_location.clone().unwrap();
+    let r = http(
+        server.addrs.http,
+        "POST",
+        &format!("{location}/layer"),
+        &[("Content-Type", "application/json")],
+        br#"{"encodingId":"0"}"#,
+    );
+    assert_eq!(r.status, 200);
+    let from = viewer.video.len();
+    assert!(drive_until(&mut viewer, Duration::from_secs(8), |v| v
+        .video
+        .len()
+        > from + 150));
+    let after = nals_after(&viewer, from);
+    let n = fixture_nals(VIDEO_B);
+    let looped = [n.clone(), n.clone(), n.clone(), n.clone(), n].concat();
+    let start = after
+        .iter()
+        .position(|x| x.first().map(|b| b & 0x1f) == Some(7) && looped.contains(x))
+        .unwrap();
+    assert_run_from_keyframe(&after[start..], &looped);
+    assert_eq!(viewer.video_lost(), 0);
+    publisher.stop().unwrap();
+}

@@ -227,6 +227,7 @@ fn main() {
         vanish: false,
         tcp: false,
         simulcast: Vec::new(),
+        ssrc_simulcast: false,
     };
     let ingest = args.ingest;
     let sender = std::thread::spawn(move || match (target, ingest) {

@@ -25,6 +25,9 @@ struct Args {
     /// first (`--layer q=small.h264 --layer h=mid.h264 --layer f=big.h264`); replaces `--video`.
     #[arg(long = "layer", value_name = "RID=FILE")]
     layers: Vec<String>,
+    /// Signal the layers as an SSRC group (`a=ssrc-group:SIM`) instead of RIDs.
+    #[arg(long)]
+    ssrc_simulcast: bool,
     #[command(flatten)]
     media: MediaArgs,
 }
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         vanish: false,
         tcp: args.tcp,
         simulcast,
+        ssrc_simulcast: args.ssrc_simulcast,
     };
     // SIGINT/SIGTERM end the session politely (DELETE).
     let stop = std::sync::Arc::new(AtomicBool::new(false));

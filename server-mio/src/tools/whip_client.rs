@@ -58,6 +58,40 @@ pub struct WhipOptions {
     /// (`a=simulcast:send q;h;f`), as a browser with `sendEncodings` publishes. Replaces
     /// `video` when not empty.
     pub simulcast: Vec<(String, Vec<u8>)>,
+    /// Signal the simulcast layers as an SSRC group (`a=ssrc-group:SIM`, no RIDs), as WebRTC
+    /// stacks from before RIDs do.
+    pub ssrc_simulcast: bool,
+}
+
+/// An offer's simulcast signalled by SSRC instead of RIDs: the RID and simulcast lines and
+/// the RID header extensions out, `a=ssrc-group:SIM` with each layer's SSRC (the first of
+/// each retransmission pair, in layer order) in.
+pub fn as_ssrc_simulcast(offer: &str) -> String {
+    let pairs: Vec<&str> = offer
+        .lines()
+        .filter(|l| l.starts_with("a=ssrc-group:FID "))
+        .collect();
+    let layers: Vec<&str> = pairs
+        .iter()
+        .filter_map(|l| l.split_ascii_whitespace().nth(1))
+        .collect();
+    let last_pair = pairs.last().copied();
+    let mut out = String::new();
+    for line in offer.lines() {
+        let drop = line.starts_with("a=rid:")
+            || line.starts_with("a=simulcast:")
+            || (line.starts_with("a=extmap:") && line.contains("rtp-stream-id"));
+        if drop {
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+        // After the last retransmission pair, once.
+        if Some(line) == last_pair && layers.len() > 1 {
+            out.push_str(&format!("a=ssrc-group:SIM {}\r\n", layers.join(" ")));
+        }
+    }
+    out
 }
 
 /// What a publishing session did.
@@ -241,6 +275,10 @@ pub fn publish(opts: &WhipOptions, stop: &AtomicBool) -> Result<WhipStats, WhipE
         .as_ref()
         .map(|_| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
     let (offer, pending) = api.apply().ok_or_else(|| webrtc("nothing to publish"))?;
+    let mut offer_sdp = offer.to_sdp_string();
+    if opts.ssrc_simulcast && !opts.simulcast.is_empty() {
+        offer_sdp = as_ssrc_simulcast(&offer_sdp);
+    }
     let auth = format!("Bearer {}", opts.token);
     let r = http(
         server,
@@ -250,7 +288,7 @@ pub fn publish(opts: &WhipOptions, stop: &AtomicBool) -> Result<WhipStats, WhipE
             ("Content-Type", "application/sdp"),
             ("Authorization", &auth),
         ],
-        offer.to_sdp_string().as_bytes(),
+        offer_sdp.as_bytes(),
     )?;
     if r.status != 201 {
         return Err(WhipError::Refused(

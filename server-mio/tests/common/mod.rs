@@ -287,6 +287,7 @@ pub fn whip_options(
         vanish: false,
         tcp: false,
         simulcast: Vec::new(),
+        ssrc_simulcast: false,
     }
 }
 

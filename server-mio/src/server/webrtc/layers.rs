@@ -24,6 +24,9 @@ const MAX_SSRCS: usize = 2 * MAX_LAYERS;
 pub(in crate::server) struct PublisherLayers {
     rids: Vec<Rid>,
     by_ssrc: Vec<(u32, LayerId)>,
+    /// Layers signalled by SSRC (`a=ssrc-group:SIM`, as stacks before RIDs do): a layer's id
+    /// is its SSRC's place in the group.
+    sim: Vec<u32>,
 }
 
 impl PublisherLayers {
@@ -35,7 +38,21 @@ impl PublisherLayers {
                 Rids::None | Rids::Any => Vec::new(),
             },
             by_ssrc: Vec::new(),
+            sim: Vec::new(),
         }
+    }
+
+    /// Layers signalled as an SSRC group (see [`sim_group`]), where the offer has no RIDs.
+    pub(in crate::server) fn with_sim(mut self, ssrcs: Vec<u32>) -> PublisherLayers {
+        if self.rids.is_empty() {
+            self.sim = ssrcs;
+        }
+        self
+    }
+
+    /// The SSRC of a layer signalled by SSRC group (where a keyframe request for it goes).
+    pub(in crate::server) fn ssrc(&self, layer: LayerId) -> Option<u32> {
+        self.sim.get(usize::from(layer.0)).copied()
     }
 
     /// The layer of a video packet on `ssrc`: known, or learned from its RID (`rid` looks it
@@ -48,6 +65,19 @@ impl PublisherLayers {
     ) -> LayerId {
         if let Some((_, l)) = self.by_ssrc.iter().find(|(s, _)| *s == ssrc) {
             return *l;
+        }
+        if !self.sim.is_empty() {
+            // An SSRC outside the group gets a layer the relay keeps no room for.
+            let layer = self
+                .sim
+                .iter()
+                .position(|s| *s == ssrc)
+                .and_then(|i| u8::try_from(i).ok())
+                .map_or(LayerId(u8::MAX), LayerId);
+            if self.by_ssrc.len() < MAX_SSRCS {
+                self.by_ssrc.push((ssrc, layer));
+            }
+            return layer;
         }
         if self.rids.is_empty() {
             return LayerId(0);
@@ -71,6 +101,35 @@ impl PublisherLayers {
     pub(in crate::server) fn rid(&self, layer: LayerId) -> Option<Rid> {
         self.rids.get(usize::from(layer.0)).copied()
     }
+}
+
+/// The SSRCs of a video section's `a=ssrc-group:SIM` (simulcast signalled by SSRC, the
+/// smallest picture first as such offers list them), at most [`MAX_LAYERS`] distinct ones;
+/// empty when there is none or it is malformed.
+pub(in crate::server) fn sim_group(sdp: &str) -> Vec<u32> {
+    let mut video = false;
+    for line in sdp.lines() {
+        let line = line.trim_end();
+        if let Some(m) = line.strip_prefix("m=") {
+            video = m.starts_with("video ");
+            continue;
+        }
+        let Some(rest) = line.strip_prefix("a=ssrc-group:SIM ").filter(|_| video) else {
+            continue;
+        };
+        let mut out: Vec<u32> = Vec::new();
+        for part in rest.split_ascii_whitespace() {
+            let Ok(ssrc) = part.parse::<u32>() else {
+                return Vec::new();
+            };
+            if out.contains(&ssrc) || out.len() >= MAX_LAYERS {
+                return Vec::new();
+            }
+            out.push(ssrc);
+        }
+        return if out.len() >= 2 { out } else { Vec::new() };
+    }
+    Vec::new()
 }
 
 /// Where each network's viewers last were among a simulcast's layers (counted from the top),
@@ -174,6 +233,24 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sim_groups_are_read_from_the_video_section_only() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=ssrc-group:SIM 1 2\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=ssrc-group:FID 10 11\r\n\
+                   a=ssrc-group:SIM 10 20 30\r\n";
+        assert_eq!(sim_group(sdp), [10, 20, 30]);
+        assert!(sim_group(&sdp.replace("SIM 10 20 30", "SIM 10 20 30 40")).is_empty());
+        assert!(sim_group(&sdp.replace("SIM 10 20 30", "SIM 10 10")).is_empty());
+        assert!(sim_group(&sdp.replace("SIM 10 20 30", "SIM 10 x")).is_empty());
+        assert!(sim_group(&sdp.replace("SIM 10 20 30", "SIM 10")).is_empty());
+        assert!(sim_group("m=video 9 X 96\r\n").is_empty());
+        let mut layers = PublisherLayers::default().with_sim(vec![10, 20, 30]);
+        assert_eq!(layers.layer(20, || None), LayerId(1));
+        assert_eq!(layers.layer(30, || None), LayerId(2));
+        assert_eq!(layers.layer(99, || None), LayerId(u8::MAX));
+        assert_eq!(layers.ssrc(LayerId(0)), Some(10));
+    }
 
     #[test]
     fn link_memory_is_bounded_and_forgets() {

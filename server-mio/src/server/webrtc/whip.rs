@@ -536,11 +536,14 @@ impl Server {
             request,
             ..
         } = auth;
+        // Layers signalled by SSRC group rather than RIDs (only the offer says).
+        let sim = super::layers::sim_group(&offer.to_sdp_string());
         let answer_sdp = match self.accept_offer(&mut rtc, offer) {
             Ok(a) => a,
             Err(resp) => return self.whip_refused(from, channel, resp),
         };
         let mut publisher = Publisher::negotiated(&rtc, &answer_sdp, from, video);
+        publisher.layers = std::mem::take(&mut publisher.layers).with_sim(sim);
         if publisher.video_pts.is_empty() && publisher.audio_pts.is_empty() {
             let why = format!("nothing usable was negotiated; this server takes {SUPPORTED}");
             return self.whip_refused(from, channel, Response::text(406, &why));
@@ -782,11 +785,15 @@ impl Server {
         } else {
             p.layers.rid(layer)
         };
+        let ssrc = p.layers.ssrc(layer);
         let rtc = &mut peer.rtc;
         let asked = guarded(|| {
-            rtc.direct_api()
-                .stream_rx_by_mid(mid, rid)
-                .map(|rx| rx.request_keyframe(KeyframeRequestKind::Pli))
+            let mut api = rtc.direct_api();
+            let rx = match ssrc {
+                Some(s) => api.stream_rx(&s.into()),
+                None => api.stream_rx_by_mid(mid, rid),
+            };
+            rx.map(|rx| rx.request_keyframe(KeyframeRequestKind::Pli))
                 .is_some()
         });
         if matches!(asked, Ok(true)) {
