@@ -190,6 +190,10 @@ pub struct ServerArgs {
     /// Widest thumbnail in pixels (the aspect ratio is kept; smaller pictures stay as they are).
     #[arg(long, env = "ITG_THUMBNAIL_WIDTH", default_value_t = 640)]
     pub thumbnail_width: u32,
+    /// The `ffmpeg` that decodes keyframes of H.265, VP8, VP9 and AV1 streams for their
+    /// thumbnails (H.264 is decoded in the server); `none` for H.264 thumbnails only.
+    #[arg(long, env = "ITG_THUMBNAIL_FFMPEG", default_value = "ffmpeg")]
+    pub thumbnail_ffmpeg: String,
     /// The address viewers reach this server at (`https://live.example.com`): link previews
     /// (Open Graph tags of the watch page) need absolute URLs. Without it they are built
     /// from the request's `Host`.
@@ -281,6 +285,12 @@ fn parse_ip(s: &str) -> Result<IpAddr, String> {
 }
 
 impl ServerArgs {
+    /// The `ffmpeg` thumbnails of codecs other than H.264 are decoded with (`None`: off).
+    pub fn thumbnail_decoder(&self) -> Option<std::path::PathBuf> {
+        let f = self.thumbnail_ffmpeg.trim();
+        (!f.is_empty() && f != "none").then(|| f.into())
+    }
+
     /// The public IPs, one of each family at most: a second of a family is an error.
     pub fn public_ips(&self) -> Result<Vec<IpAddr>, String> {
         let v4 = self.ip.iter().filter(|i| i.is_ipv4()).count();

@@ -77,12 +77,14 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the thread. `delay` slows every fragment write (tests of a disk that stalls).
+    /// Starts the thread. `delay` slows every fragment write (tests of a disk that stalls);
+    /// `ffmpeg` decodes the posters of recordings in codecs other than H.264.
     pub fn start(
         root: PathBuf,
         retention: Retention,
         max_queued: usize,
         delay: Duration,
+        ffmpeg: Option<PathBuf>,
     ) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel();
         let queued = Arc::new(AtomicUsize::new(0));
@@ -96,6 +98,7 @@ impl Writer {
             stats: stats.clone(),
             open: open.clone(),
             files: HashMap::new(),
+            ffmpeg,
         };
         let thread = thread::Builder::new()
             .name("recorder".into())
@@ -179,15 +182,16 @@ struct Worker {
     stats: Arc<RecordStats>,
     open: Arc<Mutex<Vec<PathBuf>>>,
     files: HashMap<u64, OpenFile>,
+    ffmpeg: Option<PathBuf>,
 }
 
 /// The recording's poster: its first keyframe as a JPEG beside it (`<start>.jpg`), for the
 /// recordings list. Made here, on the writer's thread, once per recording; a keyframe that
 /// does not decode (or a codec with no decoder here) leaves the recording without one.
-fn write_poster(recording: &Path, codec: VideoCodec, units: &[Vec<u8>]) {
+fn write_poster(recording: &Path, codec: VideoCodec, units: &[Vec<u8>], ffmpeg: Option<&Path>) {
     let path = index::poster_of(recording);
     let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        crate::thumbnail::picture::make(codec, units, POSTER_WIDTH)
+        crate::thumbnail::picture::make_with(codec, units, POSTER_WIDTH, ffmpeg)
     }));
     let jpeg = match made {
         Ok(Ok(p)) => p.jpeg,
@@ -308,7 +312,7 @@ impl Worker {
                 if !f.poster_done {
                     if let Some(frame) = gop.video.iter().find(|v| v.keyframe) {
                         f.poster_done = true;
-                        write_poster(&f.path, f.codec, &frame.nals);
+                        write_poster(&f.path, f.codec, &frame.nals, self.ffmpeg.as_deref());
                     }
                 }
             }

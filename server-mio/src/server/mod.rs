@@ -386,6 +386,7 @@ impl Server {
         let thumbnails = crate::thumbnail::Thumbnails::start(
             Duration::from_secs(args.thumbnail_every),
             args.thumbnail_width,
+            args.thumbnail_decoder(),
             waker.clone(),
         )
         .map_err(StartError::Io)?;

@@ -65,6 +65,7 @@ impl Recorder {
             retention,
             args.record_queue_kb.saturating_mul(1024),
             Duration::from_millis(args.record_write_delay_ms),
+            args.thumbnail_decoder(),
         )?;
         let reader = Reader::start(
             root.clone(),

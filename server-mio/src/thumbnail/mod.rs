@@ -7,12 +7,14 @@
 //! decoded again; a job that fails or panics costs that thumbnail only (logged once per
 //! stream). The loop keeps the pictures; `GET /thumbnails/<channel>.jpg` serves them.
 
+pub mod external;
 pub mod picture;
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -59,6 +61,7 @@ struct Job {
     channel: ChannelId,
     keyframe: Keyframe,
     max_width: u32,
+    ffmpeg: Option<Arc<PathBuf>>,
 }
 
 enum Outcome {
@@ -89,6 +92,8 @@ struct Entry {
 pub struct Thumbnails {
     every: Option<Duration>,
     max_width: u32,
+    /// The `ffmpeg` that decodes the codecs OpenH264 does not (`None`: H.264 only).
+    ffmpeg: Option<Arc<PathBuf>>,
     entries: HashMap<ChannelId, Entry>,
     tx: Option<SyncSender<Job>>,
     rx: Option<Receiver<Done>>,
@@ -99,12 +104,19 @@ pub struct Thumbnails {
 }
 
 impl Thumbnails {
-    /// Starts the thread unless `every` is zero (thumbnails off).
-    pub fn start(every: Duration, max_width: u32, waker: Arc<Waker>) -> std::io::Result<Self> {
+    /// Starts the thread unless `every` is zero (thumbnails off). `ffmpeg` decodes the codecs
+    /// other than H.264.
+    pub fn start(
+        every: Duration,
+        max_width: u32,
+        ffmpeg: Option<PathBuf>,
+        waker: Arc<Waker>,
+    ) -> std::io::Result<Self> {
         let max_width = max_width.clamp(16, 3840);
         let mut t = Thumbnails {
             every: None,
             max_width,
+            ffmpeg: ffmpeg.map(Arc::new),
             entries: HashMap::new(),
             tx: None,
             rx: None,
@@ -169,7 +181,7 @@ impl Thumbnails {
                 stale.push(channel);
                 continue;
             }
-            if !picture::decodes(keyframe.codec) {
+            if !picture::decodes(keyframe.codec, self.ffmpeg.as_deref().map(PathBuf::as_path)) {
                 if !e.told {
                     e.told = true;
                     info!(
@@ -185,6 +197,7 @@ impl Thumbnails {
                 channel,
                 keyframe,
                 max_width: self.max_width,
+                ffmpeg: self.ffmpeg.clone(),
             }) {
                 Ok(()) => {
                     e.in_flight = true;
@@ -289,14 +302,24 @@ fn hash_of<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> u64 {
 }
 
 /// Makes one thumbnail from a keyframe's RTP payloads: what the thread does per job, and what
-/// the fuzz target feeds.
+/// the fuzz target feeds (H.264 only, without `ffmpeg`).
 pub fn thumbnail_of(
     codec: VideoCodec,
     payloads: &[Arc<[u8]>],
     max_width: u32,
 ) -> Result<picture::Picture, PictureError> {
+    thumbnail_with(codec, payloads, max_width, None)
+}
+
+/// [`thumbnail_of`] with an `ffmpeg` for the codecs other than H.264.
+pub fn thumbnail_with(
+    codec: VideoCodec,
+    payloads: &[Arc<[u8]>],
+    max_width: u32,
+    ffmpeg: Option<&Path>,
+) -> Result<picture::Picture, PictureError> {
     let units = codec.frame_units(payloads.iter().map(|p| &p[..]));
-    picture::make(codec, &units, max_width)
+    picture::make_with(codec, &units, max_width, ffmpeg)
 }
 
 /// The thread: one job at a time; the keyframe last decoded per stream is remembered by hash
@@ -310,7 +333,12 @@ fn run(jobs: Receiver<Job>, done: mpsc::Sender<Done>, waker: Arc<Waker>) {
             Outcome::Unchanged
         } else {
             let made = catch_unwind(AssertUnwindSafe(|| {
-                thumbnail_of(job.keyframe.codec, &job.keyframe.payloads, job.max_width)
+                thumbnail_with(
+                    job.keyframe.codec,
+                    &job.keyframe.payloads,
+                    job.max_width,
+                    job.ffmpeg.as_deref().map(PathBuf::as_path),
+                )
             }));
             match made {
                 Ok(Ok(p)) => {

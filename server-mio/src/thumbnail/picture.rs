@@ -1,5 +1,6 @@
-//! From one keyframe to a small JPEG: decode (Cisco's OpenH264, compiled from its source by
-//! the `openh264` crate), scale down keeping the aspect ratio, encode (`image`).
+//! From one keyframe to a small JPEG: decode (H.264 by Cisco's OpenH264, compiled from its
+//! source by the `openh264` crate; the other codecs by an installed `ffmpeg`, see
+//! [`super::external`]), scale down keeping the aspect ratio, encode (`image`).
 //!
 //! Only keyframes are decoded: one picture needs no earlier frame, so the cost is one frame
 //! per thumbnail whatever the stream's frame rate. Everything here runs on the thumbnail
@@ -7,6 +8,7 @@
 //! [`PictureError`] that costs that one picture.
 
 use std::fmt;
+use std::path::Path;
 
 use image::codecs::jpeg::JpegEncoder;
 use image::{ImageBuffer, Rgb, RgbImage};
@@ -25,8 +27,10 @@ const JPEG_QUALITY: u8 = 80;
 /// Why no picture came out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PictureError {
-    /// A codec no decoder here reads (thumbnails are made of H.264).
+    /// A codec no decoder here reads (without `ffmpeg`, thumbnails are made of H.264 only).
     Codec(VideoCodec),
+    /// The decoder for it is missing (no `ffmpeg` where it was looked for).
+    NoDecoder(String),
     TooLarge(String),
     /// The bitstream did not decode to a picture.
     Decode(String),
@@ -37,6 +41,7 @@ impl fmt::Display for PictureError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PictureError::Codec(c) => write!(f, "no thumbnails of {} video", c.label()),
+            PictureError::NoDecoder(why) => f.write_str(why),
             PictureError::TooLarge(what) => write!(f, "too large for a thumbnail: {what}"),
             PictureError::Decode(e) => write!(f, "the keyframe does not decode: {e}"),
             PictureError::Encode(e) => write!(f, "JPEG: {e}"),
@@ -54,9 +59,10 @@ pub struct Picture {
     pub source: (u32, u32),
 }
 
-/// Whether thumbnails can be made of this codec here.
-pub fn decodes(codec: VideoCodec) -> bool {
-    codec == VideoCodec::H264
+/// Whether thumbnails can be made of this codec here: H.264 always, the others with an
+/// `ffmpeg` to decode them.
+pub fn decodes(codec: VideoCodec, ffmpeg: Option<&Path>) -> bool {
+    codec == VideoCodec::H264 || ffmpeg.is_some()
 }
 
 /// The size a `w`x`h` picture is scaled to so that it is at most `max_width` wide (never
@@ -70,10 +76,30 @@ pub fn scaled_size(w: u32, h: u32, max_width: u32) -> (u32, u32) {
     (max_width.max(2) & !1, sh.max(2) & !1)
 }
 
-/// Decodes one keyframe (its NAL units, without start codes: what
+/// Decodes one H.264 keyframe (its NAL units, without start codes: what
 /// [`VideoCodec::frame_units`] gives) and makes a JPEG at most `max_width` wide.
 pub fn make(codec: VideoCodec, units: &[Vec<u8>], max_width: u32) -> Result<Picture, PictureError> {
-    let full = decode(codec, units)?;
+    make_with(codec, units, max_width, None)
+}
+
+/// [`make`] for any codec: those OpenH264 does not read go to the `ffmpeg` at `ffmpeg`.
+pub fn make_with(
+    codec: VideoCodec,
+    units: &[Vec<u8>],
+    max_width: u32,
+    ffmpeg: Option<&Path>,
+) -> Result<Picture, PictureError> {
+    let full = match (codec, ffmpeg) {
+        (VideoCodec::H264, _) => decode(codec, units)?,
+        (_, Some(ffmpeg)) => {
+            let total: usize = units.iter().map(Vec::len).sum();
+            if total > MAX_KEYFRAME_BYTES {
+                return Err(PictureError::TooLarge(format!("a {total}-byte keyframe")));
+            }
+            super::external::decode(ffmpeg, codec, units)?
+        }
+        (_, None) => return Err(PictureError::Codec(codec)),
+    };
     let source = full.dimensions();
     let small = scale(full, max_width);
     let jpeg = encode(&small)?;
@@ -85,9 +111,9 @@ pub fn make(codec: VideoCodec, units: &[Vec<u8>], max_width: u32) -> Result<Pict
     })
 }
 
-/// The first stage of [`make`]: the keyframe decoded to RGB at its own size.
+/// The first stage of [`make`]: an H.264 keyframe decoded to RGB at its own size.
 pub fn decode(codec: VideoCodec, units: &[Vec<u8>]) -> Result<RgbImage, PictureError> {
-    if !decodes(codec) {
+    if codec != VideoCodec::H264 {
         return Err(PictureError::Codec(codec));
     }
     let total: usize = units.iter().map(|u| u.len() + 4).sum();

@@ -2,7 +2,8 @@
 // publish page (WHIP) in VP8, VP9 and AV1 in turn (setCodecPreferences); for each, a Chromium
 // watch page decodes it at the published size, a late viewer starts at once, and the API names
 // the codec. Headless Firefox (no OpenH264 here) plays the VP8 and AV1 streams, which it
-// decodes itself. The server records: the VP9 and AV1 recordings read back in ffprobe with
+// decodes itself. Each stream gets a thumbnail at its size (its keyframes decoded by ffmpeg).
+// The server records: the VP9 and AV1 recordings read back in ffprobe with
 // their codec and size and play in Chromium; the VP8 stream is not recorded (said in a log
 // line). Runs in the loopback-only namespace the caller made, plus a veth pair with a
 // test address for Firefox (it gathers no ICE candidate on loopback alone).
@@ -56,7 +57,7 @@ try {
       .toString().trim().split('\n').pop();
   }
   start(SERVER, ['--http-port', '18110', '--ftl-port', '18114', '--webrtc-port', '20050',
-    '--media-ports', '19100-19110', '--data-dir', dataDir, '--record',
+    '--media-ports', '19100-19110', '--data-dir', dataDir, '--record', '--thumbnail-every', '2',
     // ITG_CAPTURE=<dir>: the sessions captured, as the replay fixtures were made.
     ...(process.env.ITG_CAPTURE ? ['--capture', process.env.ITG_CAPTURE] : [])], 'server');
   await until('the server', 10000, async () => (await fetch(`${HTTP}/api/streams`)).ok);
@@ -102,7 +103,18 @@ try {
     const late = await watch(browser, channel, 10);
     pages.push(late.page);
     await watcher.screenshot({ path: join(ARTIFACTS, `codec-${codec}.png`) });
-    results[codec] = { size, profile: info.profile, first_frame_ms: firstFrameMs, late_first_frame_ms: late.firstFrameMs, offer_to_frames_ms: afterOffer };
+    // Its thumbnail: a keyframe decoded by ffmpeg, at the stream's size (640 wide at most).
+    let thumb = null;
+    await until(`a thumbnail of the ${codec} stream`, 15000, async () => {
+      const r = await fetch(`${HTTP}/thumbnails/${channel}.jpg`);
+      if (r.status !== 200) return false;
+      thumb = { size: r.headers.get('x-itg-thumbnail-size'), bytes: (await r.arrayBuffer()).byteLength };
+      return true;
+    });
+    if (thumb.size !== `${size[0]}x${size[1]}` || !(thumb.bytes > 1000)) {
+      throw new Error(`${codec}: thumbnail ${JSON.stringify(thumb)}, picture ${size}`);
+    }
+    results[codec] = { size, profile: info.profile, first_frame_ms: firstFrameMs, late_first_frame_ms: late.firstFrameMs, offer_to_frames_ms: afterOffer, thumbnail: thumb };
     if (late.firstFrameMs > 3000) throw new Error(`${codec}: the late viewer waited ${late.firstFrameMs} ms`);
   }
 

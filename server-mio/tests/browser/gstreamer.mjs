@@ -77,6 +77,14 @@ try {
   const hevcWatch = await gst('watch', `${HTTP}/whep/79`, ['--codec', 'h265'], 5);
   const h264Only = await gst('watch', `${HTTP}/whep/79`, [], 2);
   const hevcInfo = (await (await fetch(`${HTTP}/api/streams`)).json()).streams.find((s) => s.channel === 79);
+  // Its thumbnail: an H.265 keyframe decoded by ffmpeg.
+  let hevcThumb = null;
+  await until('a thumbnail of the H.265 stream', 10000, async () => {
+    const r = await fetch(`${HTTP}/thumbnails/79.jpg`);
+    hevcThumb = r.status === 200 ? r.headers.get('x-itg-thumbnail-size') : null;
+    return hevcThumb;
+  });
+  if (hevcThumb !== '640x360') throw new Error(`the H.265 thumbnail is ${hevcThumb}`);
   const hevcPublished = await hevcPublishing;
   summary.hevc = { publish: hevcPublished, watch: hevcWatch, h264_only: { code: h264Only.code, status: h264Only.status, error: h264Only.error }, stream: { codec: hevcInfo.codec, profile: hevcInfo.profile, width: hevcInfo.width, height: hevcInfo.height } };
   if (hevcPublished.code !== 0) throw new Error(`GStreamer publishing H.265: ${JSON.stringify(hevcPublished)}`);
@@ -92,6 +100,12 @@ try {
   });
   const file = join(dir, 'hevc.mp4');
   writeFileSync(file, Buffer.from(await (await fetch(`${HTTP}${rec.url}`)).arrayBuffer()));
+  // The recording's poster, its first keyframe.
+  if (!rec.poster) throw new Error(`the H.265 recording has no poster: ${JSON.stringify(rec)}`);
+  const posterFile = join(dir, 'hevc.jpg');
+  writeFileSync(posterFile, Buffer.from(await (await fetch(`${HTTP}${rec.poster}`)).arrayBuffer()));
+  const poster = JSON.parse(execFileSync('ffprobe', ['-v', 'error', '-show_streams', '-of', 'json', posterFile]).toString()).streams[0];
+  if (poster.width !== 640 || poster.height !== 360) throw new Error(`the H.265 poster is ${poster.width}x${poster.height}`);
   const probe = JSON.parse(execFileSync('ffprobe', ['-v', 'error', '-count_frames', '-show_streams', '-of', 'json', file]).toString());
   const hv = probe.streams.find((x) => x.codec_type === 'video');
   summary.hevc.recording = { codec: hv?.codec_name, tag: hv?.codec_tag_string, width: hv?.width, height: hv?.height, frames: hv?.nb_read_frames };
