@@ -22,9 +22,11 @@ fn nft(rules: &str) {
     assert!(c.wait().unwrap().success(), "nft refused:\n{rules}");
 }
 
-/// A firewall on the server's way out refuses 1 in 10 of a viewer's datagrams (`EPERM` from
-/// `sendmmsg`): a loss like any other, which the viewer's NACKs repair; not a slow viewer, so
-/// it is never skipped to a keyframe.
+/// A firewall on the server's way out refuses 1 in 10 of a viewer's video datagrams (`EPERM`
+/// from `sendmmsg`): a loss like any other, which the viewer's NACKs repair; not a slow viewer,
+/// so it is never skipped to a keyframe. (The retransmissions, on their own SSRC, pass: a rule
+/// that refused them at random too would now and then refuse one packet's every resend within
+/// its history, a loss no repair wins, and make the test a lottery.)
 #[test]
 fn refused_sends_are_losses_not_a_slow_viewer() {
     if !in_private_netns("refused_sends_are_losses_not_a_slow_viewer") {
@@ -34,12 +36,15 @@ fn refused_sends_are_losses_not_a_slow_viewer() {
     let streamer = server.stream(77, VIDEO_A, Some(Duration::from_secs(12)));
     assert!(server.wait_for(Duration::from_secs(5), |s| stream_info(s, 77).is_some()));
     let mut viewer = Viewer::whep(server.addrs.http, 77).unwrap();
-    viewer.keep_packets = false;
     assert!(viewer.drive(Duration::from_secs(5), |v| v.video_count > 30));
+    let video = *viewer.video[0].header.ssrc;
+    viewer.keep_packets = false;
     let port = viewer.local_addr().port();
+    // The SSRC sits 8 bytes into the RTP header, behind the 8 of UDP's: bit 128 of the
+    // transport header.
     nft(&format!(
         "table inet itg_refuse {{\n chain out {{\n  type filter hook output priority 0;\n  \
-         udp dport {port} numgen random mod 10 == 0 drop\n }}\n}}\n"
+         udp dport {port} @th,128,32 {video:#010x} numgen random mod 10 == 0 drop\n }}\n}}\n"
     ));
     let before = viewer.video_count;
     viewer.drive(Duration::from_secs(6), |_| false);
@@ -54,7 +59,10 @@ fn refused_sends_are_losses_not_a_slow_viewer() {
         viewer.video_lost(),
         info["viewer_skips_send_failed"]
     );
-    assert!(refused > 20.0, "the firewall refused nothing: {refused}");
+    assert!(
+        refused >= 10.0,
+        "the firewall refused too little: {refused}"
+    );
     assert_eq!(
         info["viewer_skips_send_failed"], 0,
         "a refused send skipped the viewer"
