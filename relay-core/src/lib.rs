@@ -83,7 +83,7 @@ pub use error::Error;
 pub use ftl_proto;
 pub use layers::{LayerChooser, LayerId, LinkReport, Quality, MAX_LAYERS};
 pub use packet::Packet;
-pub use relay::Relay;
+pub use relay::{Relay, TapLayer};
 pub use repair::RepairBudget;
 pub use stats::{LayerStats, Rates, StreamCounters, StreamStats, ViewerStats};
 pub use stream::{RtpIn, StreamParams, MAX_OPUS_PACKET};

@@ -266,18 +266,17 @@ impl Relay {
     /// audience (no viewer count, no limit, no events) and never skips. It ends with the
     /// stream (after [`Event::StreamEnded`] its id is unknown). For recorders.
     pub fn add_tap(&mut self, channel: ChannelId, now: Instant) -> Result<ViewerId, Error> {
-        self.add_tap_on(channel, None, now)
+        self.add_tap_on(channel, TapLayer::Top, now)
     }
 
-    /// A tap of one video layer only (`Some`), or of the top one (`None`, as
-    /// [`Relay::add_tap`]): what an edge pulling every layer of a simulcast opens per layer. A
-    /// tap pinned to a layer stays on it when the layer stops (the edge's viewers move; the
-    /// tap carries the layer again when it comes back) and starts from that layer's cache, or
-    /// asks the encoder for one of its keyframes.
+    /// A tap of the video layer `layer` says (see [`TapLayer`]). A tap pinned to a layer stays
+    /// on it when the layer stops (an edge's viewers move; the tap carries the layer again
+    /// when it comes back) and starts from that layer's cache, or asks the encoder for one of
+    /// its keyframes.
     pub fn add_tap_on(
         &mut self,
         channel: ChannelId,
-        layer: Option<LayerId>,
+        layer: TapLayer,
         now: Instant,
     ) -> Result<ViewerId, Error> {
         let ch = self
@@ -287,10 +286,10 @@ impl Relay {
             .ok_or(Error::UnknownChannel(channel))?;
         let id = self.ids.take();
         let joining = match layer {
-            Some(l) => Join::Pinned(l),
-            None => Join::Tap,
+            TapLayer::Pinned(l) => Join::Pinned(l),
+            TapLayer::Top | TapLayer::Largest => Join::Tap,
         };
-        let (tap, _) = joined(
+        let (mut tap, _) = joined(
             id,
             joining,
             ch.stream.as_mut(),
@@ -298,6 +297,7 @@ impl Relay {
             now,
             &mut self.outputs,
         );
+        tap.largest_only = layer == TapLayer::Largest;
         ch.taps.push(tap);
         self.tap_channel.insert(id, channel);
         Ok(id)
@@ -758,12 +758,15 @@ fn follow_layers(
     }
     let ranked = layers.get(..n).unwrap_or_default();
     let top = ranked.iter().rev().find(|(_, a)| *a).map(|(id, _)| *id);
+    let largest = ranked.last().map(|(id, _)| *id);
     let all_sending = ranked.iter().all(|(_, a)| *a);
+    // What each tap that is not pinned should carry (see `TapLayer`).
+    let tap_wants = |t: &Viewer| if t.largest_only { largest } else { top };
     let taps_on_top = ch
         .taps
         .iter()
         .filter(|t| t.quality == Quality::Auto)
-        .all(|t| Some(t.target.unwrap_or(t.layer)) == top);
+        .all(|t| Some(t.target.unwrap_or(t.layer)) == tap_wants(t));
     if all_sending && taps_on_top {
         return; // the common path
     }
@@ -780,9 +783,10 @@ fn follow_layers(
         }
     };
     for t in ch.taps.iter_mut().filter(|t| t.quality == Quality::Auto) {
-        if let Some(top) = top.filter(|top| t.target.unwrap_or(t.layer) != *top) {
-            if t.retarget(top) {
-                want(top);
+        let goal = tap_wants(t);
+        if let Some(to) = goal.filter(|to| t.target.unwrap_or(t.layer) != *to) {
+            if t.retarget(to) {
+                want(to);
             }
         }
     }
@@ -838,6 +842,20 @@ fn overload_step(ch: &mut Channel, config: &RelayConfig, now: Instant) {
             }
         }
     }
+}
+
+/// Which video layer a tap carries (see [`Relay::add_tap_on`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TapLayer {
+    /// The largest picture that is sending, following it down when it stops: what an edge's
+    /// main pull carries (its viewers need a picture that goes on).
+    Top,
+    /// The largest picture there is, moving up when a larger layer appears and never down: a
+    /// recording keeps one size (a paused top layer is a pause in the file, not a switch to a
+    /// smaller picture the file's track does not describe).
+    Largest,
+    /// That layer only: an edge's pull of one more layer of a simulcast.
+    Pinned(LayerId),
 }
 
 /// Who joins a channel (see [`joined`]).

@@ -196,6 +196,8 @@ pub(crate) struct Viewer {
     pub(crate) target: Option<LayerId>,
     pub(crate) quality: Quality,
     pub(crate) chooser: LayerChooser,
+    /// A tap that carries the largest layer there is and never moves down (a recording).
+    pub(crate) largest_only: bool,
 }
 
 impl Viewer {
@@ -212,6 +214,7 @@ impl Viewer {
             target: None,
             quality: Quality::Auto,
             chooser: LayerChooser::new(),
+            largest_only: false,
         }
     }
 

@@ -78,6 +78,27 @@ fn layer_from_keyframe(sent: &[(LayerId, Sent)], layer: LayerId, at: Duration) -
         .collect()
 }
 
+/// Every video payload one layer sends.
+fn payloads_of(sent: &[(LayerId, Sent)], layer: LayerId) -> std::collections::HashSet<Vec<u8>> {
+    sent.iter()
+        .filter(|(id, s)| *id == layer && s.kind == Some(MediaKind::Video))
+        .map(|(_, s)| s.bytes[12..].to_vec())
+        .collect()
+}
+
+/// `sent` without what `layer` sends from `from` until `to` (the publisher pauses it).
+fn paused(
+    sent: &[(LayerId, Sent)],
+    layer: LayerId,
+    from: Duration,
+    to: Duration,
+) -> Vec<(LayerId, Sent)> {
+    sent.iter()
+        .filter(|(id, s)| *id != layer || s.at < from || s.at >= to)
+        .cloned()
+        .collect()
+}
+
 /// The viewer's video numbering has no gap and its timestamps never go back nor jump ahead
 /// of the real time between its packets.
 fn assert_continuous(h: &Harness, v: ViewerId) {
@@ -371,11 +392,11 @@ fn a_pinned_tap_carries_its_layer_only_and_waits_for_it_when_it_stops() {
     feed_until(&mut h, &sent, &mut i, ms(1600));
     let small = h
         .relay
-        .add_tap_on(ChannelId(77), Some(SMALL), h.now)
+        .add_tap_on(ChannelId(77), TapLayer::Pinned(SMALL), h.now)
         .unwrap();
     let large = h
         .relay
-        .add_tap_on(ChannelId(77), Some(LARGE), h.now)
+        .add_tap_on(ChannelId(77), TapLayer::Pinned(LARGE), h.now)
         .unwrap();
     feed_until(&mut h, &sent, &mut i, ms(3200));
     let got: Vec<Vec<u8>> = h.video(small).iter().map(|f| f.payload.to_vec()).collect();
@@ -394,11 +415,7 @@ fn a_pinned_tap_carries_its_layer_only_and_waits_for_it_when_it_stops() {
         .find(|(id, s)| *id == LARGE && s.at >= ms(6100) && s.bytes[12] & 0x1f == 7)
         .map(|(_, s)| s.at)
         .unwrap();
-    let rest: Vec<(LayerId, Sent)> = sent[i..]
-        .iter()
-        .filter(|(id, s)| *id != LARGE || s.at < gap_from || s.at >= gap_to)
-        .cloned()
-        .collect();
+    let rest = paused(&sent[i..], LARGE, gap_from, gap_to);
     let mut j = 0;
     feed_until(&mut h, &rest, &mut j, ms(6000));
     assert_eq!(
@@ -427,11 +444,7 @@ fn a_pinned_tap_carries_its_layer_only_and_waits_for_it_when_it_stops() {
         }
     }
     // Only its layer, all along: every packet is one of the large layer's.
-    let large_payloads: std::collections::HashSet<Vec<u8>> = sent
-        .iter()
-        .filter(|(id, s)| *id == LARGE && s.kind == Some(MediaKind::Video))
-        .map(|(_, s)| s.bytes[12..].to_vec())
-        .collect();
+    let large_payloads = payloads_of(&sent, LARGE);
     assert!(large_video
         .iter()
         .all(|f| large_payloads.contains(&f.payload.to_vec())));
@@ -475,4 +488,63 @@ fn a_returning_viewer_starts_where_its_link_carried_it_last_time() {
             "a fixed choice is not the link's"
         );
     }
+}
+
+/// A recording's tap (`TapLayer::Largest`) joins before the larger layers exist, moves up to
+/// the largest as it appears, and stays on it while it pauses (a pause in the file), where a
+/// `Top` tap follows it down to the best layer still sending.
+#[test]
+fn a_recording_tap_moves_up_to_the_largest_layer_and_never_down() {
+    let sent = layers(3);
+    let mut h = Harness::new(RelayConfig::default());
+    h.start_rtp(77);
+    // Only the small layer at first.
+    let small_only: Vec<(LayerId, Sent)> = sent
+        .iter()
+        .filter(|(id, s)| *id == SMALL || s.kind != Some(MediaKind::Video))
+        .filter(|(_, s)| s.at < ms(1200))
+        .cloned()
+        .collect();
+    let mut i = 0;
+    feed_until(&mut h, &small_only, &mut i, ms(1200));
+    let rec = h
+        .relay
+        .add_tap_on(ChannelId(77), TapLayer::Largest, h.now)
+        .unwrap();
+    let follow = h.relay.add_tap(ChannelId(77), h.now).unwrap();
+    // Every layer from 1.2 s on.
+    let rest: Vec<(LayerId, Sent)> = sent
+        .iter()
+        .filter(|(_, s)| s.at >= ms(1200))
+        .cloned()
+        .collect();
+    let mut j = 0;
+    feed_until(&mut h, &rest, &mut j, ms(3500));
+    let large_payloads = payloads_of(&sent, LARGE);
+    let on_large = |v: ViewerId, h: &Harness| {
+        h.video(v)
+            .last()
+            .is_some_and(|f| large_payloads.contains(&f.payload.to_vec()))
+    };
+    assert!(on_large(rec, &h), "the recording moved up to the largest");
+    assert!(on_large(follow, &h));
+    // The large layer pauses for 3 s.
+    let pause = paused(&rest[j..], LARGE, ms(0), ms(6500));
+    let before = h.video(rec).len();
+    let mut k = 0;
+    feed_until(&mut h, &pause, &mut k, ms(6000));
+    let still = h.video(rec).len();
+    assert_eq!(
+        still, before,
+        "a pause in the recording, no smaller picture"
+    );
+    assert!(
+        !on_large(follow, &h),
+        "the Top tap went down to a layer still sending"
+    );
+    feed_until(&mut h, &pause, &mut k, ms(9000));
+    assert!(
+        on_large(rec, &h),
+        "the recording goes on with the largest when it is back"
+    );
 }

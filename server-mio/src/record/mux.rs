@@ -8,6 +8,10 @@ use relay_core::VideoCodec;
 use super::assemble::Gop;
 use super::fmp4::{self, MuxError, Sample, Tracks, VideoConfig, VideoTrack};
 
+/// How long (seconds of media) a recording may have run before a larger picture no longer
+/// starts it over (see [`FileMux::starts_over`]).
+const START_OVER_WITHIN_S: f64 = 10.0;
+
 /// The muxing state of one file.
 #[derive(Debug)]
 pub struct FileMux {
@@ -38,6 +42,33 @@ impl FileMux {
     /// sample entry for VP8 (it belongs in WebM), so that is the one it does not.
     pub fn carries(codec: VideoCodec) -> bool {
         codec != VideoCodec::Vp8
+    }
+
+    /// A fresh muxer for the same stream (a file started over).
+    pub fn fresh(&self) -> FileMux {
+        FileMux::new(self.expect_audio, self.codec)
+    }
+
+    /// Whether `gop` should start the file over: it opens with a larger picture than the one
+    /// the file was started with, while the file is young. That is a simulcast publisher's
+    /// top layer arriving after the recording began on a smaller one (a browser turns its
+    /// upper layers on as its bandwidth estimate grows); the first seconds of the smaller
+    /// layer are given up so the file has the top layer's size from its start.
+    pub fn starts_over(&self, gop: &Gop) -> bool {
+        let Some(old) = self.tracks.as_ref().and_then(|t| t.video.as_ref()) else {
+            return false;
+        };
+        if self.duration >= START_OVER_WITHIN_S {
+            return false;
+        }
+        let Some(first) = gop.video.first().filter(|f| f.keyframe) else {
+            return false;
+        };
+        let Some(new) = video_track(&first.nals, self.codec) else {
+            return false;
+        };
+        let pixels = |t: &VideoTrack| u32::from(t.width) * u32::from(t.height);
+        pixels(&new) > pixels(old)
     }
 
     /// The bytes that put `gop` in the file: the init segment first if this is the first
@@ -270,6 +301,47 @@ mod tests {
                     .unwrap();
             }
         }
+    }
+
+    #[test]
+    fn a_larger_picture_early_on_starts_the_file_over() {
+        const VIDEO_640: &[u8] =
+            include_bytes!("../../../relay-core/tests/data/video-640x360-30fps-4s.h264");
+        let nals = ftl_proto::media::packetize::split_annexb(VIDEO_640);
+        let find = |t: u8| {
+            nals.iter()
+                .find(|n| n.first().is_some_and(|h| h & 0x1f == t))
+                .map(|n| n.to_vec())
+                .unwrap_or_default()
+        };
+        let mut big = gop(9000, &[0, 3000], Some(15000));
+        big.video[0].nals = vec![find(7), find(8), vec![0x65, 1]];
+        let mut m = FileMux::new(true, VideoCodec::H264);
+        m.push(&gop(0, &[0, 3000, 6000], Some(9000))).unwrap();
+        assert!(m.starts_over(&big), "640x360 after 320x180, 0.1 s in");
+        assert!(
+            !m.starts_over(&gop(9000, &[0, 3000], None)),
+            "the same size"
+        );
+        let mut fresh = m.fresh();
+        let init = fresh.push(&big).unwrap();
+        assert_eq!(
+            &init[4..8],
+            b"ftyp",
+            "a new file begins with its init segment"
+        );
+        assert!(
+            !fresh.starts_over(&gop(15000, &[0, 3000], None)),
+            "smaller: kept"
+        );
+        // Past the first seconds a larger picture no longer starts the file over.
+        let mut old = FileMux::new(true, VideoCodec::H264);
+        let mut t = 0;
+        while old.duration < START_OVER_WITHIN_S {
+            old.push(&gop(t, &[0, 3000, 6000], Some(t + 9000))).unwrap();
+            t += 9000;
+        }
+        assert!(!old.starts_over(&big));
     }
 
     #[test]

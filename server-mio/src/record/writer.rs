@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -292,6 +292,23 @@ impl Worker {
         };
         if !self.delay.is_zero() {
             thread::sleep(self.delay);
+        }
+        if f.mux.starts_over(gop) {
+            // The top layer of a simulcast arrived after the recording began on a smaller one.
+            match file.set_len(0).and_then(|()| file.seek(SeekFrom::Start(0))) {
+                Ok(_) => {
+                    info!(
+                        "recording {}: a larger picture came {:.1} s in (a simulcast's top \
+                         layer): the file starts over with it",
+                        f.path.display(),
+                        f.mux.duration
+                    );
+                    f.mux = f.mux.fresh();
+                    f.written = 0;
+                    f.poster_done = false;
+                }
+                Err(e) => warn!("recording {}: cannot start over: {e}", f.path.display()),
+            }
         }
         let result = f
             .mux

@@ -125,7 +125,11 @@ impl Server {
             );
             return;
         }
-        let tap = match self.relay.add_tap(channel, now) {
+        // The largest layer of a simulcast, and only upwards: one picture size per file.
+        let tap = match self
+            .relay
+            .add_tap_on(channel, relay_core::TapLayer::Largest, now)
+        {
             Ok(t) => t,
             Err(e) => {
                 warn!("channel {channel}: not recorded: {e}");

@@ -165,12 +165,17 @@ try {
   await until('the stream to end', 10000, async () => !(await streamInfo()));
   await sleep(1000);
   const recDir = join(dataDir, 'recordings', '77');
-  const files = readdirSync(recDir).filter((f) => !f.endsWith('.part'));
+  const files = readdirSync(recDir).filter((f) => f.endsWith('.mp4'));
   if (!files.length) throw new Error(`no recording in ${recDir}`);
   const probe = JSON.parse(execFileSync('ffprobe', ['-v', 'error', '-select_streams', 'v:0', '-show_entries',
     'stream=width,height', '-of', 'json', join(recDir, files[0])]).toString());
   summary.recording = probe.streams[0];
   if (probe.streams[0].width !== 1280) throw new Error(`recorded ${JSON.stringify(probe.streams[0])}`);
+  // Its poster is the top layer's first picture (scaled to the thumbnail width).
+  const poster = JSON.parse(execFileSync('ffprobe', ['-v', 'error', '-show_entries', 'stream=width,height', '-of', 'json',
+    join(recDir, files[0].replace('.mp4', '.jpg'))]).toString()).streams[0];
+  summary.poster = poster;
+  if (poster.width !== 640 || poster.height !== 360) throw new Error(`poster ${JSON.stringify(poster)}`);
   writeFileSync(join(ARTIFACTS, 'simulcast-summary.json'), JSON.stringify(summary, null, 2));
   console.log(JSON.stringify(summary));
 } catch (e) {

@@ -1275,7 +1275,11 @@ impl Server {
         }
         match e {
             Event::Connected if v.is_pull() => {
-                match self.relay.add_tap_on(v.channel, v.pull_layer, now) {
+                let layer = match v.pull_layer {
+                    Some(l) => relay_core::TapLayer::Pinned(l),
+                    None => relay_core::TapLayer::Top,
+                };
+                match self.relay.add_tap_on(v.channel, layer, now) {
                     Ok(rid) => {
                         v.relay_id = Some(rid);
                         relay_link(&mut self.viewers.by_relay, rid, id);
