@@ -5,7 +5,7 @@
 //! (the error says so), and H.264 never needs it.
 //!
 //! Bounded like any other input: the process gets at most [`DEADLINE`] (then it is killed),
-//! its answer at most what a picture of [`MAX_PIXELS`] takes, and only this thread waits.
+//! it hands back a picture of at most [`MAX_SIDE`] a side, and only this thread waits.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -16,10 +16,12 @@ use std::time::Duration;
 use image::RgbImage;
 use relay_core::VideoCodec;
 
-use super::picture::{PictureError, MAX_PIXELS};
+use super::picture::PictureError;
 
 /// How long one decode may take.
 pub const DEADLINE: Duration = Duration::from_secs(5);
+/// The largest side of the picture ffmpeg hands back (scaled down in ffmpeg when larger).
+pub const MAX_SIDE: u32 = 1920;
 
 /// An IVF file of one frame (the container FFmpeg reads VP8, VP9 and AV1 from a pipe in).
 fn ivf(fourcc: &[u8; 4], frame: &[u8]) -> Vec<u8> {
@@ -90,6 +92,12 @@ pub fn decode(
             "1",
         ])
         .args(["-f", format, "-i", "pipe:0"])
+        // At most `MAX_SIDE` a side before it comes back: a picture declared huge costs
+        // ffmpeg's decoder, not this process's memory.
+        .arg("-vf")
+        .arg(format!(
+            "scale=w='min(iw,{MAX_SIDE})':h='min(ih,{MAX_SIDE})':force_original_aspect_ratio=decrease"
+        ))
         .args([
             "-frames:v",
             "1",
@@ -121,7 +129,7 @@ pub fn decode(
         let _ = stdin.write_all(&input);
     });
     let (tx, rx) = mpsc::channel();
-    let limit = MAX_PIXELS * 3 + 64;
+    let limit = u64::from(MAX_SIDE) * u64::from(MAX_SIDE) * 3 + 64;
     std::thread::spawn(move || {
         let mut out = Vec::new();
         let read = stdout.take(limit + 1).read_to_end(&mut out);
@@ -158,6 +166,10 @@ mod tests {
     /// One 320x180 keyframe of `codec`, made by ffmpeg's encoder `encoder`, as the units
     /// [`VideoCodec::frame_units`] would give for it.
     fn keyframe(codec: VideoCodec, encoder: &str) -> Vec<Vec<u8>> {
+        keyframe_of_size(codec, encoder, "320x180")
+    }
+
+    fn keyframe_of_size(codec: VideoCodec, encoder: &str, size: &str) -> Vec<Vec<u8>> {
         let (format, extra): (&str, &[&str]) = match codec {
             VideoCodec::H265 => ("hevc", &["-x265-params", "log-level=none"]),
             VideoCodec::Av1 => ("ivf", &["-cpu-used", "8"]),
@@ -165,7 +177,9 @@ mod tests {
         };
         let out = Command::new("ffmpeg")
             .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi"])
-            .args(["-i", "testsrc=size=320x180:rate=30", "-frames:v", "1"])
+            .arg("-i")
+            .arg(format!("testsrc=size={size}:rate=30"))
+            .args(["-frames:v", "1"])
             .args(["-c:v", encoder])
             .args(extra)
             .args(["-f", format, "pipe:1"])
@@ -211,6 +225,15 @@ mod tests {
                 "{codec:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_large_picture_comes_back_from_ffmpeg_already_smaller() {
+        let units = keyframe_of_size(VideoCodec::Vp8, "libvpx", "2560x1440");
+        let p = make_with(VideoCodec::Vp8, &units, 640, Some(Path::new("ffmpeg")));
+        let p = p.unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(p.source, (MAX_SIDE, MAX_SIDE * 9 / 16), "scaled in ffmpeg");
+        assert_eq!((p.width, p.height), (640, 360));
     }
 
     #[test]
