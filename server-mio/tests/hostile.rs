@@ -245,6 +245,14 @@ fn finish(h: Healthy) -> (u64, u64) {
 fn under_attack(name: &str, extra: &[&str], attack: impl FnOnce(&Spawned) -> String) {
     let srv = Spawned::start(extra);
     let h = healthy(&srv);
+    // The baseline is the server in its usual state with a live stream: its thumbnail thread
+    // has made a picture (its decoder's one-time allocation, ~7 MB, is not the attack's).
+    assert!(
+        srv.wait_for(Duration::from_secs(15), |s| s
+            .metric("itg_thumbnails_total")
+            >= 1.0),
+        "{name}: no thumbnail of the healthy stream"
+    );
     let rss_before = srv.rss_kb();
     let controls = srv.metric("itg_control_connections");
     let started = Instant::now();

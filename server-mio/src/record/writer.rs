@@ -98,7 +98,7 @@ impl Writer {
             stats: stats.clone(),
             open: open.clone(),
             files: HashMap::new(),
-            ffmpeg,
+            decoders: crate::thumbnail::picture::Decoders::new(ffmpeg),
         };
         let thread = thread::Builder::new()
             .name("recorder".into())
@@ -182,17 +182,27 @@ struct Worker {
     stats: Arc<RecordStats>,
     open: Arc<Mutex<Vec<PathBuf>>>,
     files: HashMap<u64, OpenFile>,
-    ffmpeg: Option<PathBuf>,
+    /// What posters are decoded with (kept from one recording to the next).
+    decoders: crate::thumbnail::picture::Decoders,
 }
 
 /// The recording's poster: its first keyframe as a JPEG beside it (`<start>.jpg`), for the
 /// recordings list. Made here, on the writer's thread, once per recording; a keyframe that
 /// does not decode (or a codec with no decoder here) leaves the recording without one.
-fn write_poster(recording: &Path, codec: VideoCodec, units: &[Vec<u8>], ffmpeg: Option<&Path>) {
+fn write_poster(
+    recording: &Path,
+    codec: VideoCodec,
+    units: &[Vec<u8>],
+    decoders: &mut crate::thumbnail::picture::Decoders,
+) {
     let path = index::poster_of(recording);
     let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        crate::thumbnail::picture::make_with(codec, units, POSTER_WIDTH, ffmpeg)
+        decoders.make(codec, units, POSTER_WIDTH)
     }));
+    if made.is_err() {
+        // A decoder that panicked is not used again.
+        *decoders = crate::thumbnail::picture::Decoders::new(decoders.ffmpeg_path());
+    }
     let jpeg = match made {
         Ok(Ok(p)) => p.jpeg,
         Ok(Err(e)) => {
@@ -329,7 +339,7 @@ impl Worker {
                 if !f.poster_done {
                     if let Some(frame) = gop.video.iter().find(|v| v.keyframe) {
                         f.poster_done = true;
-                        write_poster(&f.path, f.codec, &frame.nals, self.ffmpeg.as_deref());
+                        write_poster(&f.path, f.codec, &frame.nals, &mut self.decoders);
                     }
                 }
             }

@@ -61,7 +61,6 @@ struct Job {
     channel: ChannelId,
     keyframe: Keyframe,
     max_width: u32,
-    ffmpeg: Option<Arc<PathBuf>>,
 }
 
 enum Outcome {
@@ -93,7 +92,7 @@ pub struct Thumbnails {
     every: Option<Duration>,
     max_width: u32,
     /// The `ffmpeg` that decodes the codecs OpenH264 does not (`None`: H.264 only).
-    ffmpeg: Option<Arc<PathBuf>>,
+    ffmpeg: Option<PathBuf>,
     entries: HashMap<ChannelId, Entry>,
     tx: Option<SyncSender<Job>>,
     rx: Option<Receiver<Done>>,
@@ -116,7 +115,7 @@ impl Thumbnails {
         let mut t = Thumbnails {
             every: None,
             max_width,
-            ffmpeg: ffmpeg.map(Arc::new),
+            ffmpeg,
             entries: HashMap::new(),
             tx: None,
             rx: None,
@@ -130,9 +129,10 @@ impl Thumbnails {
         }
         let (tx, jobs) = mpsc::sync_channel::<Job>(QUEUE);
         let (done_tx, rx) = mpsc::channel();
+        let decoders = picture::Decoders::new(t.ffmpeg.clone());
         let thread = thread::Builder::new()
             .name("thumbnails".into())
-            .spawn(move || run(jobs, done_tx, waker))?;
+            .spawn(move || run(jobs, done_tx, waker, decoders))?;
         t.every = Some(every);
         t.tx = Some(tx);
         t.rx = Some(rx);
@@ -181,7 +181,7 @@ impl Thumbnails {
                 stale.push(channel);
                 continue;
             }
-            if !picture::decodes(keyframe.codec, self.ffmpeg.as_deref().map(PathBuf::as_path)) {
+            if !picture::decodes(keyframe.codec, self.ffmpeg.as_deref()) {
                 if !e.told {
                     e.told = true;
                     info!(
@@ -197,7 +197,6 @@ impl Thumbnails {
                 channel,
                 keyframe,
                 max_width: self.max_width,
-                ffmpeg: self.ffmpeg.clone(),
             }) {
                 Ok(()) => {
                     e.in_flight = true;
@@ -324,7 +323,12 @@ pub fn thumbnail_with(
 
 /// The thread: one job at a time; the keyframe last decoded per stream is remembered by hash
 /// so an unchanged one costs a hash, not a decode.
-fn run(jobs: Receiver<Job>, done: mpsc::Sender<Done>, waker: Arc<Waker>) {
+fn run(
+    jobs: Receiver<Job>,
+    done: mpsc::Sender<Done>,
+    waker: Arc<Waker>,
+    mut decoders: picture::Decoders,
+) {
     let mut last: HashMap<ChannelId, u64> = HashMap::new();
     while let Ok(job) = jobs.recv() {
         let started = Instant::now();
@@ -332,14 +336,15 @@ fn run(jobs: Receiver<Job>, done: mpsc::Sender<Done>, waker: Arc<Waker>) {
         let outcome = if last.get(&job.channel) == Some(&key) {
             Outcome::Unchanged
         } else {
+            let codec = job.keyframe.codec;
             let made = catch_unwind(AssertUnwindSafe(|| {
-                thumbnail_with(
-                    job.keyframe.codec,
-                    &job.keyframe.payloads,
-                    job.max_width,
-                    job.ffmpeg.as_deref().map(PathBuf::as_path),
-                )
+                let units = codec.frame_units(job.keyframe.payloads.iter().map(|p| &p[..]));
+                decoders.make(codec, &units, job.max_width)
             }));
+            if made.is_err() {
+                // A decoder that panicked is not used again.
+                decoders = picture::Decoders::new(decoders.ffmpeg_path());
+            }
             match made {
                 Ok(Ok(p)) => {
                     last.insert(job.channel, key);

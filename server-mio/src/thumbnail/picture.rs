@@ -8,7 +8,7 @@
 //! [`PictureError`] that costs that one picture.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use image::codecs::jpeg::JpegEncoder;
 use image::{ImageBuffer, Rgb, RgbImage};
@@ -79,7 +79,7 @@ pub fn scaled_size(w: u32, h: u32, max_width: u32) -> (u32, u32) {
 /// Decodes one H.264 keyframe (its NAL units, without start codes: what
 /// [`VideoCodec::frame_units`] gives) and makes a JPEG at most `max_width` wide.
 pub fn make(codec: VideoCodec, units: &[Vec<u8>], max_width: u32) -> Result<Picture, PictureError> {
-    make_with(codec, units, max_width, None)
+    Decoders::new(None).make(codec, units, max_width)
 }
 
 /// [`make`] for any codec: those OpenH264 does not read go to the `ffmpeg` at `ffmpeg`.
@@ -89,26 +89,7 @@ pub fn make_with(
     max_width: u32,
     ffmpeg: Option<&Path>,
 ) -> Result<Picture, PictureError> {
-    let full = match (codec, ffmpeg) {
-        (VideoCodec::H264, _) => decode(codec, units)?,
-        (_, Some(ffmpeg)) => {
-            let total: usize = units.iter().map(Vec::len).sum();
-            if total > MAX_KEYFRAME_BYTES {
-                return Err(PictureError::TooLarge(format!("a {total}-byte keyframe")));
-            }
-            super::external::decode(ffmpeg, codec, units)?
-        }
-        (_, None) => return Err(PictureError::Codec(codec)),
-    };
-    let source = full.dimensions();
-    let small = scale(full, max_width);
-    let jpeg = encode(&small)?;
-    Ok(Picture {
-        jpeg,
-        width: small.width(),
-        height: small.height(),
-        source,
-    })
+    Decoders::new(ffmpeg.map(Path::to_path_buf)).make(codec, units, max_width)
 }
 
 /// The first stage of [`make`]: an H.264 keyframe decoded to RGB at its own size.
@@ -116,32 +97,99 @@ pub fn decode(codec: VideoCodec, units: &[Vec<u8>]) -> Result<RgbImage, PictureE
     if codec != VideoCodec::H264 {
         return Err(PictureError::Codec(codec));
     }
-    let total: usize = units.iter().map(|u| u.len() + 4).sum();
-    if total > MAX_KEYFRAME_BYTES {
-        return Err(PictureError::TooLarge(format!("a {total}-byte keyframe")));
+    Decoders::new(None).decode_h264(units)
+}
+
+/// The decoders a thread keeps from one picture to the next: OpenH264's, made once and kept
+/// (its buffers are not allocated anew for every picture, which would leave the allocator
+/// holding more memory after each; it is dropped after an error, so a bitstream that upset it
+/// cannot spoil the next picture), and where `ffmpeg` is for the other codecs.
+pub struct Decoders {
+    h264: Option<Decoder>,
+    ffmpeg: Option<PathBuf>,
+}
+
+impl Decoders {
+    pub fn new(ffmpeg: Option<PathBuf>) -> Decoders {
+        Decoders { h264: None, ffmpeg }
     }
-    if units.is_empty() {
-        return Err(PictureError::Decode("no NAL unit".into()));
+
+    /// Where `ffmpeg` is, if anywhere.
+    pub fn ffmpeg_path(&self) -> Option<PathBuf> {
+        self.ffmpeg.clone()
     }
-    // A parameter set declaring a huge picture is refused before the decoder allocates for
-    // it (a single NAL unit is a valid RTP payload, which is what `inspect` reads).
-    for unit in units {
-        if let Some(VideoInfo {
-            format: Some(f), ..
-        }) = VideoCodec::H264.inspect(unit)
-        {
-            if u64::from(f.width) * u64::from(f.height) > MAX_PIXELS {
-                return Err(PictureError::TooLarge(format!("{}x{}", f.width, f.height)));
+
+    /// Decodes one keyframe of any codec and makes a JPEG at most `max_width` wide.
+    pub fn make(
+        &mut self,
+        codec: VideoCodec,
+        units: &[Vec<u8>],
+        max_width: u32,
+    ) -> Result<Picture, PictureError> {
+        let full = match (codec, self.ffmpeg.as_deref()) {
+            (VideoCodec::H264, _) => self.decode_h264(units)?,
+            (_, Some(ffmpeg)) => {
+                let total: usize = units.iter().map(Vec::len).sum();
+                if total > MAX_KEYFRAME_BYTES {
+                    return Err(PictureError::TooLarge(format!("a {total}-byte keyframe")));
+                }
+                super::external::decode(ffmpeg, codec, units)?
+            }
+            (_, None) => return Err(PictureError::Codec(codec)),
+        };
+        let source = full.dimensions();
+        let small = scale(full, max_width);
+        let jpeg = encode(&small)?;
+        Ok(Picture {
+            jpeg,
+            width: small.width(),
+            height: small.height(),
+            source,
+        })
+    }
+
+    fn decode_h264(&mut self, units: &[Vec<u8>]) -> Result<RgbImage, PictureError> {
+        let total: usize = units.iter().map(|u| u.len() + 4).sum();
+        if total > MAX_KEYFRAME_BYTES {
+            return Err(PictureError::TooLarge(format!("a {total}-byte keyframe")));
+        }
+        if units.is_empty() {
+            return Err(PictureError::Decode("no NAL unit".into()));
+        }
+        // A parameter set declaring a huge picture is refused before the decoder allocates
+        // for it (a single NAL unit is a valid RTP payload, which is what `inspect` reads).
+        for unit in units {
+            if let Some(VideoInfo {
+                format: Some(f), ..
+            }) = VideoCodec::H264.inspect(unit)
+            {
+                if u64::from(f.width) * u64::from(f.height) > MAX_PIXELS {
+                    return Err(PictureError::TooLarge(format!("{}x{}", f.width, f.height)));
+                }
             }
         }
+        let mut stream = Vec::with_capacity(total);
+        for unit in units {
+            stream.extend_from_slice(&[0, 0, 0, 1]);
+            stream.extend_from_slice(unit);
+        }
+        let decoder = match self.h264.as_mut() {
+            Some(d) => d,
+            None => self
+                .h264
+                .insert(Decoder::new().map_err(|e| PictureError::Decode(e.to_string()))?),
+        };
+        let picture = decode_with(decoder, &stream);
+        if picture.is_err() {
+            self.h264 = None;
+        }
+        picture
     }
-    let mut stream = Vec::with_capacity(total);
-    for unit in units {
-        stream.extend_from_slice(&[0, 0, 0, 1]);
-        stream.extend_from_slice(unit);
-    }
-    let mut decoder = Decoder::new().map_err(|e| PictureError::Decode(e.to_string()))?;
-    let yuv = match decoder.decode(&stream) {
+}
+
+/// One Annex B keyframe through an OpenH264 decoder, to RGB.
+fn decode_with(decoder: &mut Decoder, stream: &[u8]) -> Result<RgbImage, PictureError> {
+    let yuv = match decoder.decode(stream) {
         Ok(Some(yuv)) => Some(yuv),
         Ok(None) => None,
         Err(e) => return Err(PictureError::Decode(e.to_string())),
@@ -271,6 +319,26 @@ mod tests {
             .collect();
         let got = make(VideoCodec::H264, &units, 640);
         assert!(matches!(got, Err(PictureError::Decode(_))), "{got:?}");
+    }
+
+    #[test]
+    fn one_decoder_serves_picture_after_picture_and_recovers_from_garbage() {
+        let mut d = Decoders::new(None);
+        let good = first_keyframe();
+        let junk = vec![vec![0x65, 0x88, 0x84, 0x00, 0xff, 0x13]];
+        for round in 0..3 {
+            let p = d.make(VideoCodec::H264, &good, 640);
+            assert_eq!(
+                p.map(|p| (p.width, p.height)),
+                Ok((320, 180)),
+                "round {round}"
+            );
+            assert!(d.make(VideoCodec::H264, &junk, 640).is_err());
+        }
+        // The same picture from a kept decoder as from a fresh one.
+        let kept = d.make(VideoCodec::H264, &good, 640).map(|p| p.jpeg);
+        let fresh = make(VideoCodec::H264, &good, 640).map(|p| p.jpeg);
+        assert_eq!(kept, fresh);
     }
 
     #[test]
