@@ -61,6 +61,16 @@ fn feed_until(h: &mut Harness, sent: &[(LayerId, Sent)], from: &mut usize, until
     }
 }
 
+/// A harness whose channel 77 is a WebRTC source fed `sent` up to `until`; with where the
+/// feeding stopped.
+fn fed(sent: Vec<(LayerId, Sent)>, until: Duration) -> (Vec<(LayerId, Sent)>, Harness, usize) {
+    let mut h = Harness::new(RelayConfig::default());
+    h.start_rtp(77);
+    let mut i = 0;
+    feed_until(&mut h, &sent, &mut i, until);
+    (sent, h, i)
+}
+
 /// The payloads one layer sent from the keyframe at or after `at` on.
 fn layer_from_keyframe(sent: &[(LayerId, Sent)], layer: LayerId, at: Duration) -> Vec<Vec<u8>> {
     let video: Vec<&Sent> = sent
@@ -117,11 +127,7 @@ fn assert_continuous(h: &Harness, v: ViewerId) {
 
 #[test]
 fn layers_rank_by_picture_size_and_a_viewer_starts_on_the_middle_one_from_its_cache() {
-    let sent = layers(1);
-    let mut h = Harness::new(RelayConfig::default());
-    h.start_rtp(77);
-    let mut i = 0;
-    feed_until(&mut h, &sent, &mut i, ms(1600));
+    let (sent, mut h, mut i) = fed(layers(1), ms(1600));
     let st = h.relay.stream_stats(ChannelId(77), h.now).unwrap();
     let sizes: Vec<(LayerId, Option<u32>)> = st.layers.iter().map(|l| (l.id, l.width)).collect();
     assert_eq!(
@@ -148,11 +154,7 @@ fn layers_rank_by_picture_size_and_a_viewer_starts_on_the_middle_one_from_its_ca
 
 #[test]
 fn a_chosen_layer_starts_at_its_next_keyframe_which_is_asked_for_and_numbering_runs_on() {
-    let sent = layers(1);
-    let mut h = Harness::new(RelayConfig::default());
-    h.start_rtp(77);
-    let mut i = 0;
-    feed_until(&mut h, &sent, &mut i, ms(1600));
+    let (sent, mut h, mut i) = fed(layers(1), ms(1600));
     let v = h.join(77);
     feed_until(&mut h, &sent, &mut i, ms(1700));
     h.keyframe_requests.clear();
@@ -204,11 +206,7 @@ fn a_chosen_layer_starts_at_its_next_keyframe_which_is_asked_for_and_numbering_r
 
 #[test]
 fn loss_moves_a_viewer_down_and_calm_moves_it_back_up() {
-    let sent = layers(5);
-    let mut h = Harness::new(RelayConfig::default());
-    h.start_rtp(77);
-    let mut i = 0;
-    feed_until(&mut h, &sent, &mut i, ms(1000));
+    let (sent, mut h, mut i) = fed(layers(5), ms(1000));
     let v = h.join(77);
     let lossy = LinkReport {
         loss: Some(0.3),
@@ -242,11 +240,7 @@ fn loss_moves_a_viewer_down_and_calm_moves_it_back_up() {
 
 #[test]
 fn a_layer_that_stops_moves_its_viewers_to_one_that_sends_and_taps_take_the_top() {
-    let sent = layers(2);
-    let mut h = Harness::new(RelayConfig::default());
-    h.start_rtp(77);
-    let mut i = 0;
-    feed_until(&mut h, &sent, &mut i, ms(1600));
+    let (sent, mut h, mut i) = fed(layers(2), ms(1600));
     let tap = h.relay.add_tap(ChannelId(77), h.now).unwrap();
     let v = h.join(77);
     h.relay
@@ -294,11 +288,7 @@ fn a_layer_that_stops_moves_its_viewers_to_one_that_sends_and_taps_take_the_top(
 
 #[test]
 fn a_fourth_layer_is_dropped() {
-    let sent = layers(1);
-    let mut h = Harness::new(RelayConfig::default());
-    h.start_rtp(77);
-    let mut i = 0;
-    feed_until(&mut h, &sent, &mut i, ms(500));
+    let (sent, mut h, _) = fed(layers(1), ms(500));
     let video = sent
         .iter()
         .find(|(_, s)| s.kind == Some(MediaKind::Video))
@@ -314,11 +304,7 @@ fn a_fourth_layer_is_dropped() {
 
 #[test]
 fn a_viewer_on_an_upper_layer_plays_the_next_stream_of_one_layer() {
-    let sent = layers(1);
-    let mut h = Harness::new(RelayConfig::default());
-    h.start_rtp(77);
-    let mut i = 0;
-    feed_until(&mut h, &sent, &mut i, ms(1600));
+    let (sent, mut h, mut i) = fed(layers(1), ms(1600));
     let v = h.join(77);
     h.relay
         .set_viewer_quality(v, Quality::Fixed(LARGE), h.now)
@@ -346,11 +332,7 @@ fn a_viewer_on_an_upper_layer_plays_the_next_stream_of_one_layer() {
 
 #[test]
 fn a_keyframe_request_during_a_move_restarts_the_viewer_on_the_layer_it_moves_to() {
-    let sent = layers(1);
-    let mut h = Harness::new(RelayConfig::default());
-    h.start_rtp(77);
-    let mut i = 0;
-    feed_until(&mut h, &sent, &mut i, ms(1700));
+    let (sent, mut h, mut i) = fed(layers(1), ms(1700));
     let v = h.join(77);
     feed_until(&mut h, &sent, &mut i, ms(2200));
     h.relay
@@ -385,11 +367,7 @@ fn a_keyframe_request_during_a_move_restarts_the_viewer_on_the_layer_it_moves_to
 /// and the viewers move) and carries it again, numbering on, when it comes back.
 #[test]
 fn a_pinned_tap_carries_its_layer_only_and_waits_for_it_when_it_stops() {
-    let sent = layers(3);
-    let mut h = Harness::new(RelayConfig::default());
-    h.start_rtp(77);
-    let mut i = 0;
-    feed_until(&mut h, &sent, &mut i, ms(1600));
+    let (sent, mut h, mut i) = fed(layers(3), ms(1600));
     let small = h
         .relay
         .add_tap_on(ChannelId(77), TapLayer::Pinned(SMALL), h.now)
@@ -454,11 +432,7 @@ fn a_pinned_tap_carries_its_layer_only_and_waits_for_it_when_it_stops() {
 /// the middle layer; its place is read back from the top.
 #[test]
 fn a_returning_viewer_starts_where_its_link_carried_it_last_time() {
-    let sent = layers(1);
-    let mut h = Harness::new(RelayConfig::default());
-    h.start_rtp(77);
-    let mut i = 0;
-    feed_until(&mut h, &sent, &mut i, ms(1600));
+    let (_, mut h, _) = fed(layers(1), ms(1600));
     for (from_top, layer) in [
         (Some(0), LARGE),
         (Some(2), SMALL),

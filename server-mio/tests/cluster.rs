@@ -776,12 +776,10 @@ fn an_edge_carries_every_simulcast_layer_and_its_viewers_switch_among_them() {
         (layer_ids[0], VIDEO_B, "smallest"),
         (layer_ids[2], VIDEO_640, "largest"),
     ] {
-        let r = http(
+        let r = post_layer(
             edge.addrs.http,
-            "POST",
-            &format!("{location}/layer"),
-            &[("Content-Type", "application/json")],
-            format!(r#"{{"encodingId":"{id}"}}"#).as_bytes(),
+            &location,
+            &format!(r#"{{"encodingId":"{id}"}}"#),
         );
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         let from = viewer.video.len();

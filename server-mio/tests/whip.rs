@@ -472,15 +472,7 @@ fn the_whep_layer_extension_answers_each_request_with_its_status() {
         .len()
         > 30));
     let location = viewer.whep_location.clone().unwrap();
-    let layer = |body: &str| {
-        http(
-            server.addrs.http,
-            "POST",
-            &format!("{location}/layer"),
-            &[("Content-Type", "application/json")],
-            body.as_bytes(),
-        )
-    };
+    let layer = |body: &str| post_layer(server.addrs.http, &location, body);
     let ok = layer(r#"{"encodingId":"0"}"#);
     assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
     let v: serde_json::Value = serde_json::from_slice(&ok.body).unwrap();
@@ -548,12 +540,10 @@ fn a_simulcast_publisher_s_layers_reach_viewers_bit_exact_and_switch_at_keyframe
     let mut viewer = Viewer::whep(server.addrs.http, 77).unwrap();
     let location = viewer.whep_location.clone().unwrap();
     let choose = |layer: &str| {
-        http(
+        post_layer(
             server.addrs.http,
-            "POST",
-            &format!("{location}/layer"),
-            &[("Content-Type", "application/json")],
-            format!(r#"{{"encodingId":"{layer}"}}"#).as_bytes(),
+            &location,
+            &format!(r#"{{"encodingId":"{layer}"}}"#),
         )
     };
     // Fixed on the layer it starts on (the middle one) once connected, so its link does not
@@ -625,15 +615,7 @@ fn a_returning_network_starts_on_the_layer_its_link_carried_last_time() {
         "a first visit: the middle"
     );
     let location = first.whep_location.clone().unwrap();
-    let post = |body: &str| {
-        http(
-            server.addrs.http,
-            "POST",
-            &format!("{location}/layer"),
-            &[("Content-Type", "application/json")],
-            body.as_bytes(),
-        )
-    };
+    let post = |body: &str| post_layer(server.addrs.http, &location, body);
     // Up to the largest, then back in the link's hands there.
     assert_eq!(post(r#"{"encodingId":"2"}"#).status, 200);
     let from = first.video.len();
@@ -699,13 +681,7 @@ fn ssrc_signalled_simulcast_layers_are_kept_apart() {
         .video
         .is_empty()));
     let location = viewer.whep_location.clone().unwrap();
-    let r = http(
-        server.addrs.http,
-        "POST",
-        &format!("{location}/layer"),
-        &[("Content-Type", "application/json")],
-        br#"{"encodingId":"0"}"#,
-    );
+    let r = post_layer(server.addrs.http, &location, r#"{"encodingId":"0"}"#);
     assert_eq!(r.status, 200);
     let from = viewer.video.len();
     assert!(drive_until(&mut viewer, Duration::from_secs(8), |v| v

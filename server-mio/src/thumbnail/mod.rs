@@ -14,7 +14,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -300,25 +300,15 @@ fn hash_of<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> u64 {
     h.finish()
 }
 
-/// Makes one thumbnail from a keyframe's RTP payloads: what the thread does per job, and what
-/// the fuzz target feeds (H.264 only, without `ffmpeg`).
+/// Makes one H.264 thumbnail from a keyframe's RTP payloads as the thread does (with a fresh
+/// decoder): what the fuzz target feeds.
 pub fn thumbnail_of(
     codec: VideoCodec,
     payloads: &[Arc<[u8]>],
     max_width: u32,
 ) -> Result<picture::Picture, PictureError> {
-    thumbnail_with(codec, payloads, max_width, None)
-}
-
-/// [`thumbnail_of`] with an `ffmpeg` for the codecs other than H.264.
-pub fn thumbnail_with(
-    codec: VideoCodec,
-    payloads: &[Arc<[u8]>],
-    max_width: u32,
-    ffmpeg: Option<&Path>,
-) -> Result<picture::Picture, PictureError> {
     let units = codec.frame_units(payloads.iter().map(|p| &p[..]));
-    picture::make_with(codec, &units, max_width, ffmpeg)
+    picture::make(codec, &units, max_width)
 }
 
 /// The thread: one job at a time; the keyframe last decoded per stream is remembered by hash

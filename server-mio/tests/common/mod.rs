@@ -517,3 +517,14 @@ pub fn nals_after(v: &Viewer, n: usize) -> Vec<Vec<u8>> {
     pkts.sort_by_key(|p| *p.seq_no);
     ftl_proto::media::packetize::depacketize(pkts.iter().map(|p| &p.payload[..]))
 }
+
+/// `POST {location}/layer` (the WHEP layer extension) on the node at `http` with `body`.
+pub fn post_layer(http_addr: SocketAddr, location: &str, body: &str) -> HttpResponse {
+    http(
+        http_addr,
+        "POST",
+        &format!("{location}/layer"),
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+}

@@ -87,8 +87,6 @@ pub(in crate::server) struct LayerPull {
     /// Its id here (the main pull's video is layer 0).
     pub(in crate::server) here: LayerId,
     pub(in crate::server) peer: Option<u64>,
-    /// The origin's session path, for its `DELETE`.
-    location: Option<String>,
 }
 
 /// One channel pulled (or being pulled) from its origin.
@@ -402,7 +400,6 @@ impl Server {
                 origin_layer: *l,
                 here: LayerId(u8::try_from(i + 1).unwrap_or(u8::MAX)),
                 peer: None,
-                location: None,
             });
         }
         info!(
@@ -441,7 +438,10 @@ impl Server {
             Ok(a) if wanted => self.pull_connect(channel, a, Some(layer), now),
             Ok(a) => {
                 // Too late (the pull ended): let the origin's session go.
-                self.pull_delete_at_origin(channel, a.location);
+                let url = self
+                    .cluster_origin_elsewhere(channel)
+                    .map(|(_, url, _)| url);
+                self.pull_delete_at(url, a.location);
             }
         }
     }
@@ -546,7 +546,6 @@ impl Server {
                 Some(l) => {
                     if let Some(x) = p.layers.iter_mut().find(|x| x.origin_layer == l) {
                         x.peer = Some(id);
-                        x.location = location;
                     }
                 }
             }
@@ -627,16 +626,10 @@ impl Server {
         }
     }
 
-    /// Tells the origin at once that a pull's session is over (instead of letting its peer
-    /// time out), on a short-lived thread.
-    fn pull_delete_at_origin(&self, channel: ChannelId, location: Option<String>) {
-        let Some(path) = location else {
-            return;
-        };
-        let Some((_, url, _)) = self.cluster_origin_elsewhere(channel).or_else(|| {
-            let p = self.pulls.map.get(&channel)?;
-            Some((p.origin.clone(), self.cluster_node_url(&p.origin)?, p.epoch))
-        }) else {
+    /// Tells the origin at once that a pull's session (at `path` on the node at `url`) is
+    /// over, instead of letting its peer time out; on a short-lived thread.
+    fn pull_delete_at(&self, url: Option<String>, path: Option<String>) {
+        let (Some(url), Some(path)) = (url, path) else {
             return;
         };
         let tls = self.pulls.tls.clone();
@@ -649,45 +642,22 @@ impl Server {
             });
     }
 
-    /// Ends a pull here; its stream ends (viewers see "offline" and stay for the next).
+    /// Ends a pull here, with its pulls of more layers; its stream ends (viewers see
+    /// "offline" and stay for the next).
     pub(in crate::server) fn pull_end(&mut self, channel: ChannelId, why: &str) {
         let Some(p) = self.pulls.map.remove(&channel) else {
             return;
         };
         info!("channel {channel}: pull ends ({why})");
         let url = self.cluster_node_url(&p.origin);
-        for l in &p.layers {
-            if let Some(id) = l.peer {
-                self.viewer_drop(id, why);
-            }
-            if let (Some(path), Some(url)) = (l.location.clone(), url.clone()) {
-                let tls = self.pulls.tls.clone();
-                let _ = std::thread::Builder::new()
-                    .name("pull-end".into())
-                    .spawn(move || {
-                        if let Ok(to) = endpoint(&url) {
-                            let _ = request_to(&to, tls.as_ref(), "DELETE", &path, &[], b"");
-                        }
-                    });
-            }
-        }
-        if let Some(id) = p.peer {
+        let peers = p.layers.iter().filter_map(|l| l.peer).chain(p.peer);
+        for id in peers {
             let location = match self.viewers.map.get(&id).map(|v| &v.signal) {
                 Some(Signal::Pull(l)) => l.clone(),
                 _ => None,
             };
             self.viewer_drop(id, why);
-            // Tell the origin at once instead of letting its peer time out.
-            if let (Some(path), Some(url)) = (location, self.cluster_node_url(&p.origin)) {
-                let tls = self.pulls.tls.clone();
-                let _ = std::thread::Builder::new()
-                    .name("pull-end".into())
-                    .spawn(move || {
-                        if let Ok(to) = endpoint(&url) {
-                            let _ = request_to(&to, tls.as_ref(), "DELETE", &path, &[], b"");
-                        }
-                    });
-            }
+            self.pull_delete_at(url.clone(), location);
         }
     }
 
