@@ -67,6 +67,12 @@ pub struct RelayConfig {
     pub catch_up_ticks: u32,
     /// A viewer's keyframe requests are answered from the cache at most this often.
     pub keyframe_request_interval: Duration,
+    /// A watching viewer's keyframe request is answered from the cache only while the cached
+    /// GOP is younger than this, where the encoder can be asked for a keyframe instead: the
+    /// replay sends all of it at once, and a viewer that asks is often one whose link just
+    /// lost packets (a browser publisher's GOP runs until someone asks, often many seconds).
+    /// Joins always start from the cache.
+    pub restart_replay_max_age: Duration,
     /// Keyframes are asked of an encoder that can be asked (a WebRTC publisher) at most this
     /// often per stream.
     pub upstream_keyframe_interval: Duration,
@@ -89,6 +95,7 @@ impl Default for RelayConfig {
             media_timeout: Duration::from_secs(15),
             catch_up_ticks: 90,
             keyframe_request_interval: Duration::from_secs(1),
+            restart_replay_max_age: Duration::from_millis(500),
             upstream_keyframe_interval: Duration::from_secs(1),
             nack: NackConfig::default(),
         }

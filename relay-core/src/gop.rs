@@ -125,6 +125,12 @@ impl GopCache {
         self.started_at.map(|_| self.keyframe_ts)
     }
 
+    /// How long ago the cached GOP's keyframe came: a replay of it sends that much of the
+    /// stream at once.
+    pub fn age(&self, now: Instant) -> Option<Duration> {
+        self.started_at.map(|t| now.saturating_duration_since(t))
+    }
+
     /// Bytes held, slot overhead included.
     pub fn bytes(&self) -> usize {
         self.bytes

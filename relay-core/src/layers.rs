@@ -13,6 +13,16 @@
 //! is to try the layer above: it tries after a calm spell, and a try that fails at once
 //! (loss again within [`LayerChooser::TRY_FAILS_WITHIN`]) doubles the wait before the next,
 //! so a viewer on a link that stays narrow is disturbed less and less often.
+//!
+//! With an estimate (the caller probes the link for the layer above) it never tries a layer:
+//! it moves down at the first loss when the estimate is short of its layer as well as on heavy
+//! loss, and when the estimate has room for the layer above it first holds a trial: the caller
+//! fills the viewer's link with padding up to that layer's rate for [`LayerChooser::TRIAL`]
+//! while the viewer stays where it is, and only clean reports through it move the viewer up.
+//! A probe is a few packets: a policer with a bucket of a few kilobytes lets it through at
+//! any rate, so an estimate from probes alone can promise a rate the link cannot hold. Padding
+//! lost in a trial costs no picture; a trial that shows loss ends at once and doubles the wait
+//! before the next, as a failed try does.
 
 use std::time::{Duration, Instant};
 
@@ -57,6 +67,11 @@ pub enum Move {
     Down,
     /// One layer up.
     Up,
+    /// Fill the viewer's link with padding up to the rate of the layer above, as a trial of
+    /// whether it carries that layer (with an estimate only; see the module documentation).
+    Trial,
+    /// The trial showed loss: stop the padding; the viewer stays.
+    EndTrial,
 }
 
 /// One viewer's layer decisions (see the module documentation).
@@ -72,6 +87,11 @@ pub struct LayerChooser {
     up_at: Option<Instant>,
     /// Consecutive reports whose estimate would carry the layer above.
     room: u8,
+    /// Since when a trial of the layer above has been padding the link.
+    trial: Option<Instant>,
+    /// No trial before this, and the wait after a failed one (doubled by each failure).
+    trial_after: Option<Instant>,
+    trial_wait: Duration,
 }
 
 impl Default for LayerChooser {
@@ -82,6 +102,9 @@ impl Default for LayerChooser {
             try_wait: Self::FIRST_TRY_AFTER,
             up_at: None,
             room: 0,
+            trial: None,
+            trial_after: None,
+            trial_wait: Self::FIRST_TRIAL_AFTER,
         }
     }
 }
@@ -103,6 +126,12 @@ impl LayerChooser {
     /// An estimate carries a layer when it is this much over the layer's rate (headroom for
     /// the keyframes' bursts and the repair).
     pub const ESTIMATE_HEADROOM: f32 = 1.25;
+    /// How long a trial pads the link before the viewer moves up: three clean reports (a
+    /// policer's loss shows in the first report or two only partly).
+    pub const TRIAL: Duration = Duration::from_millis(2900);
+    /// The wait after a failed trial before the next, at first; doubled by each failure up to
+    /// [`LayerChooser::MAX_TRY_AFTER`].
+    pub const FIRST_TRIAL_AFTER: Duration = Duration::from_secs(5);
 
     pub fn new() -> LayerChooser {
         LayerChooser::default()
@@ -122,9 +151,31 @@ impl LayerChooser {
             return Move::Stay;
         }
         let loss = r.loss.filter(|l| l.is_finite()).unwrap_or(0.0);
-        let short = r
-            .estimate_bps
-            .is_some_and(|e| (e as f32) < rate as f32 * 0.9);
+        if let Some(since) = self.trial {
+            let holds = above.is_some_and(|a| {
+                r.estimate_bps
+                    .is_some_and(|e| e as f32 >= a as f32 * Self::ESTIMATE_HEADROOM)
+            });
+            if loss >= Self::CALM_LOSS || !holds {
+                self.trial_failed(now);
+                return Move::EndTrial;
+            }
+            if now.saturating_duration_since(since) < Self::TRIAL {
+                return Move::Stay;
+            }
+            self.trial = None;
+            self.trial_wait = Self::FIRST_TRIAL_AFTER;
+            self.room = 0;
+            self.up_at = Some(now);
+            self.settle_until = Some(now + Self::SETTLE);
+            return Move::Up;
+        }
+        // An estimate under the layer's rate moves down at the first loss, before repair falls
+        // behind; without loss it is the estimator's caution (after a loss it undershoots, and
+        // it grows no faster than what the viewer receives), not a link that drops the layer.
+        let short = loss >= Self::CALM_LOSS
+            && r.estimate_bps
+                .is_some_and(|e| (e as f32) < rate as f32 * 0.9);
         if below && (loss >= Self::DOWN_AT_LOSS || short) {
             let failed_try = self
                 .up_at
@@ -145,11 +196,19 @@ impl LayerChooser {
             return Move::Stay;
         };
         let up = match r.estimate_bps {
-            // An estimate tells room without trying: two reports in a row.
+            // An estimate tells room without trying a layer: two reports in a row, then a
+            // trial with padding (unless the last one failed only a while ago).
             Some(e) => {
                 let fits = e as f32 >= above as f32 * Self::ESTIMATE_HEADROOM;
                 self.room = if fits { self.room.saturating_add(1) } else { 0 };
-                self.room >= 2
+                if self.room >= 2
+                    && loss < Self::CALM_LOSS
+                    && self.trial_after.is_none_or(|t| now >= t)
+                {
+                    self.trial = Some(now);
+                    return Move::Trial;
+                }
+                false
             }
             None => loss < Self::CALM_LOSS && self.try_after.is_none_or(|t| now >= t),
         };
@@ -179,6 +238,32 @@ impl LayerChooser {
         self.settle_until = Some(now + Self::SETTLE);
         self.room = 0;
         self.up_at = None;
+        self.trial = None;
+    }
+
+    /// Whether a trial is padding the link.
+    pub fn in_trial(&self) -> bool {
+        self.trial.is_some()
+    }
+
+    /// Ends a running trial as failed, between reports: the caller saw the link give way
+    /// sooner (its estimate fell under the padding) than the next report would say. Whether
+    /// one was running.
+    pub fn abort_trial(&mut self, now: Instant) -> bool {
+        if self.trial.is_none() {
+            return false;
+        }
+        self.trial_failed(now);
+        true
+    }
+
+    fn trial_failed(&mut self, now: Instant) {
+        self.trial = None;
+        self.room = 0;
+        self.trial_wait = (self.trial_wait * 2).min(Self::MAX_TRY_AFTER);
+        self.trial_after = Some(now + self.trial_wait);
+        // The next report still covers the padding's loss: not the layer's.
+        self.settle_until = Some(now + Self::SETTLE);
     }
 }
 
@@ -271,8 +356,14 @@ mod tests {
             estimate_bps: Some(e),
         };
         let mut c = LayerChooser::new();
-        // Under the layer's own rate: down, without any loss.
-        assert_eq!(c.report(est(400_000), RATE, ABOVE, true, t), Move::Down);
+        // Under the layer's own rate without loss: the estimator's caution, not a move.
+        assert_eq!(c.report(est(400_000), RATE, ABOVE, true, t), Move::Stay);
+        // With the first loss (under the 10 % that moves a viewer without an estimate): down.
+        let short = LinkReport {
+            loss: Some(0.03),
+            estimate_bps: Some(400_000),
+        };
+        assert_eq!(c.report(short, RATE, ABOVE, true, t), Move::Down);
         // Short of the layer above: stays, however calm.
         for n in 3..30 {
             assert_eq!(
@@ -280,12 +371,25 @@ mod tests {
                 Move::Stay
             );
         }
-        // Room for it, twice in a row: up, long before a try would be due.
+        // Room for it, twice in a row: a trial (padding) long before a try would be due, and
+        // up after two clean reports through it.
         assert_eq!(
             c.report(est(2_000_000), RATE, ABOVE, true, s(30)),
             Move::Stay
         );
-        assert_eq!(c.report(est(2_000_000), RATE, ABOVE, true, s(31)), Move::Up);
+        assert_eq!(
+            c.report(est(2_000_000), RATE, ABOVE, true, s(31)),
+            Move::Trial
+        );
+        assert!(c.in_trial());
+        for n in 32..34 {
+            assert_eq!(
+                c.report(est(2_000_000), RATE, ABOVE, true, s(n)),
+                Move::Stay
+            );
+        }
+        assert_eq!(c.report(est(2_000_000), RATE, ABOVE, true, s(34)), Move::Up);
+        assert!(!c.in_trial());
     }
 
     #[test]
@@ -306,5 +410,83 @@ mod tests {
         let t = Instant::now();
         let mut c = LayerChooser::new();
         assert_eq!(c.report(loss(f32::NAN), RATE, ABOVE, true, t), Move::Up);
+    }
+
+    #[test]
+    fn a_trial_that_shows_loss_ends_at_once_and_the_next_waits_longer() {
+        let t = Instant::now();
+        let s = |n: u64| t + Duration::from_secs(n);
+        let est = |e: u64, l: f32| LinkReport {
+            loss: Some(l),
+            estimate_bps: Some(e),
+        };
+        let mut c = LayerChooser::new();
+        // A probe through a policer's bucket promised room the link does not have.
+        assert_eq!(
+            c.report(est(2_000_000, 0.0), RATE, ABOVE, true, s(0)),
+            Move::Stay
+        );
+        assert_eq!(
+            c.report(est(2_000_000, 0.0), RATE, ABOVE, true, s(1)),
+            Move::Trial
+        );
+        // The padding is lost: the trial ends, the viewer stays (no move, no keyframe).
+        assert_eq!(
+            c.report(est(2_000_000, 0.15), RATE, ABOVE, true, s(2)),
+            Move::EndTrial
+        );
+        // The estimate still says room: the next trial waits 10 s, the one after 20 s.
+        let mut trials = Vec::new();
+        for n in 3..60 {
+            match c.report(est(2_000_000, 0.0), RATE, ABOVE, true, s(n)) {
+                Move::Trial => {
+                    trials.push(n);
+                    // It fails as well.
+                    let end = c.report(
+                        est(2_000_000, 0.2),
+                        RATE,
+                        ABOVE,
+                        true,
+                        s(n) + Duration::from_millis(500),
+                    );
+                    assert_eq!(end, Move::EndTrial);
+                }
+                Move::Stay => {}
+                m => panic!("{m:?} at {n}"),
+            }
+        }
+        assert_eq!(trials, [12, 33]);
+        // Aborted between reports: the same as a failed one.
+        let mut c = LayerChooser::new();
+        assert!(!c.abort_trial(s(0)));
+        c.report(est(2_000_000, 0.0), RATE, ABOVE, true, s(0));
+        assert_eq!(
+            c.report(est(2_000_000, 0.0), RATE, ABOVE, true, s(1)),
+            Move::Trial
+        );
+        assert!(c.abort_trial(s(1) + Duration::from_millis(300)));
+        assert!(!c.in_trial());
+        // The next 10 s after it (at 11.3 s).
+        for n in 2..12 {
+            assert_eq!(
+                c.report(est(2_000_000, 0.0), RATE, ABOVE, true, s(n)),
+                Move::Stay
+            );
+        }
+        assert_eq!(
+            c.report(est(2_000_000, 0.0), RATE, ABOVE, true, s(12)),
+            Move::Trial
+        );
+        // An estimate that falls back during a trial ends it too.
+        let mut c = LayerChooser::new();
+        c.report(est(2_000_000, 0.0), RATE, ABOVE, true, s(0));
+        assert_eq!(
+            c.report(est(2_000_000, 0.0), RATE, ABOVE, true, s(1)),
+            Move::Trial
+        );
+        assert_eq!(
+            c.report(est(1_000_000, 0.0), RATE, ABOVE, true, s(2)),
+            Move::EndTrial
+        );
     }
 }

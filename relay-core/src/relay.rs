@@ -10,7 +10,7 @@ use log::{debug, info};
 use crate::codec::VideoCodec;
 use crate::config::RelayConfig;
 use crate::ids::Ids;
-use crate::layers::{LayerId, LinkReport, Move, Quality, MAX_LAYERS};
+use crate::layers::{LayerChooser, LayerId, LinkReport, Move, Quality, MAX_LAYERS};
 use crate::stats::{StreamStats, ViewerStats};
 use crate::stream::{RtpIn, Stream, StreamParams};
 use crate::types::{
@@ -18,6 +18,10 @@ use crate::types::{
 };
 use crate::viewer::{TrackState, Viewer};
 use crate::Error;
+
+/// A trial of the layer above pads the viewer's link to that layer's rate and this share more:
+/// the headroom the estimate had to show (the layer's audio, keyframes and repair).
+const TRIAL_PADDING: f64 = LayerChooser::ESTIMATE_HEADROOM as f64;
 
 /// A channel: at most one live stream, and the viewers attached to it whether live or not.
 #[derive(Debug)]
@@ -378,7 +382,15 @@ impl Relay {
             (Some(t), Some(s)) if is_cached(s, t) => t,
             _ => v.layer,
         };
-        let cached = |s: &Stream| is_cached(s, layer);
+        // From the cache while its replay is short or the encoder cannot be asked.
+        let max_age = self.config.restart_replay_max_age;
+        let cached = |s: &Stream| {
+            is_cached(s, layer)
+                && (!s.keyframes_on_demand()
+                    || s.layer(layer)
+                        .and_then(|l| l.gop.age(now))
+                        .is_some_and(|a| a <= max_age))
+        };
         match ch.stream.as_mut() {
             Some(stream) if !recent && cached(stream) => {
                 v.last_keyframe_request = Some(now);
@@ -404,18 +416,23 @@ impl Relay {
     /// What a viewer's link showed over its last reporting interval (its receiver report, a
     /// bandwidth estimate): on a stream with video layers, a viewer on `Quality::Auto` may be
     /// moved a layer down or up (see [`crate::layers`]). Unknown ids are ignored.
-    pub fn viewer_link(&mut self, viewer: ViewerId, report: LinkReport, now: Instant) {
-        let Some((ch, i)) = self.locate(viewer) else {
-            return;
-        };
-        let Some(ch) = self.channels.get_mut(&ch) else {
-            return;
-        };
+    ///
+    /// Returns, when it changes, the rate in bits per second the caller should fill the
+    /// viewer's link to with padding: the layer above's (with a quarter more) for a trial of
+    /// it, 0 when the trial ends or the viewer moved.
+    pub fn viewer_link(
+        &mut self,
+        viewer: ViewerId,
+        report: LinkReport,
+        now: Instant,
+    ) -> Option<u64> {
+        let (ch, i) = self.locate(viewer)?;
+        let ch = self.channels.get_mut(&ch)?;
         let (Some(stream), Some(v)) = (ch.stream.as_mut(), ch.viewers.get_mut(i)) else {
-            return;
+            return None;
         };
         if v.quality != Quality::Auto || stream.layers.len() < 2 {
-            return;
+            return None;
         }
         let active: Vec<LayerId> = stream
             .ranked()
@@ -424,15 +441,24 @@ impl Relay {
             .filter(|id| stream.layer(*id).is_some_and(|l| l.active(now)))
             .collect();
         let on = v.target.unwrap_or(v.layer);
-        let Some(pos) = active.iter().position(|id| *id == on) else {
-            return;
-        };
+        let pos = active.iter().position(|id| *id == on)?;
         let rate =
             |id: Option<&LayerId>| id.and_then(|id| stream.layer(*id)).map(|l| l.bitrate(now));
         let here = rate(active.get(pos)).unwrap_or(0);
         let above = rate(active.get(pos + 1));
         let to = match v.chooser.report(report, here, above, pos > 0, now) {
-            Move::Stay => return,
+            Move::Stay => return None,
+            Move::Trial => {
+                stream.counters.layer_trials += 1;
+                let pad = (above.unwrap_or(here) as f64 * TRIAL_PADDING) as u64;
+                debug!("viewer {viewer}: trial of layer above at {pad} bit/s ({report:?})");
+                return Some(pad);
+            }
+            Move::EndTrial => {
+                stream.counters.layer_trials_failed += 1;
+                debug!("viewer {viewer}: trial failed ({report:?})");
+                return Some(0);
+            }
             Move::Down => pos.checked_sub(1).and_then(|p| active.get(p)),
             Move::Up => active.get(pos + 1),
         };
@@ -442,6 +468,29 @@ impl Relay {
                 stream.want_keyframe_of(to, now, &mut self.outputs);
             }
         }
+        // A move ends any trial.
+        Some(0)
+    }
+
+    /// A viewer's trial of the layer above failed between its reports (its link gave way
+    /// under the padding: see [`crate::layers`]): it ends now, counted as failed. Whether one
+    /// was running; the caller stops the padding.
+    pub fn viewer_trial_failed(&mut self, viewer: ViewerId, now: Instant) -> bool {
+        let Some((ch, i)) = self.locate(viewer) else {
+            return false;
+        };
+        let Some(ch) = self.channels.get_mut(&ch) else {
+            return false;
+        };
+        let (Some(stream), Some(v)) = (ch.stream.as_mut(), ch.viewers.get_mut(i)) else {
+            return false;
+        };
+        if !v.chooser.abort_trial(now) {
+            return false;
+        }
+        stream.counters.layer_trials_failed += 1;
+        debug!("viewer {viewer}: trial failed between reports");
+        true
     }
 
     /// Sets which layer a viewer wants: the best its link carries, or a fixed one (from the
@@ -487,6 +536,38 @@ impl Relay {
         let on = v.target.unwrap_or(v.layer);
         let pos = ranked.iter().position(|l| *l == on)?;
         Some(ranked.len() - 1 - pos)
+    }
+
+    /// How many video layers `channel`'s live stream has (0 when it is not live). A viewer of a
+    /// stream of more than one gets a bandwidth estimate for choosing between them.
+    pub fn layer_count(&self, channel: ChannelId) -> usize {
+        self.channels
+            .get(&channel)
+            .and_then(|ch| ch.stream.as_ref())
+            .map_or(0, |s| s.ranked().len())
+    }
+
+    /// What a viewer of a simulcast stream that follows its link would move up to: the bits
+    /// per second of the next layer up now sending. Its bandwidth estimate has to show room
+    /// for this, so it is what the estimate probes for. `None` for a viewer at the top, on a
+    /// fixed layer, or of a stream of one layer.
+    pub fn viewer_next_rate(&self, viewer: ViewerId, now: Instant) -> Option<u64> {
+        let (ch, i) = self.locate(viewer)?;
+        let ch = self.channels.get(&ch)?;
+        let stream = ch.stream.as_ref()?;
+        let v = ch.viewers.get(i)?;
+        if v.quality != Quality::Auto || stream.layers.len() < 2 {
+            return None;
+        }
+        let on = v.target.unwrap_or(v.layer);
+        let active: Vec<&crate::stream::VideoLayer> = stream
+            .ranked()
+            .iter()
+            .filter_map(|id| stream.layer(*id))
+            .filter(|l| l.active(now))
+            .collect();
+        let pos = active.iter().position(|l| l.id == on)?;
+        active.get(pos + 1).map(|l| l.bitrate(now))
     }
 
     /// The layer a viewer is on, and the one it is moving to.

@@ -92,6 +92,10 @@ pub struct StreamCounters {
     pub dropped_extra_layer: u64,
     /// Viewers moved from one video layer to another (simulcast).
     pub layer_switches: u64,
+    /// Trials of the layer above by padding a viewer's link (see `layers`), and those that
+    /// showed loss (the viewer stayed).
+    pub layer_trials: u64,
+    pub layer_trials_failed: u64,
     pub dropped_too_old: u64,
     /// Packets dropped while a sequence jump waited for confirmation.
     pub dropped_sequence_jump: u64,

@@ -25,6 +25,15 @@ fn payloads(h: &Harness, v: ViewerId) -> Vec<Vec<u8>> {
     h.video(v).iter().map(|f| f.payload.to_vec()).collect()
 }
 
+/// When the fixture's second keyframe (its SPS) was sent.
+fn second_keyframe_at(sent: &[Sent]) -> Duration {
+    sent.iter()
+        .filter(|s| s.kind == Some(MediaKind::Video) && s.bytes[12] & 0x1f == 7)
+        .nth(1)
+        .unwrap()
+        .at
+}
+
 #[test]
 fn an_rtp_stream_reaches_viewers_exactly_as_an_ftl_stream_does() {
     let sent = session(&SessionSpec::default());
@@ -121,12 +130,7 @@ fn a_joiner_with_nothing_cached_gets_a_keyframe_asked_of_the_encoder() {
     let mut h = Harness::new(RelayConfig::default());
     h.start_rtp(77);
     // Media starts mid-GOP: drop everything before the second keyframe's frame.
-    let second_kf = sent
-        .iter()
-        .filter(|s| s.kind == Some(MediaKind::Video) && s.bytes[12] & 0x1f == 7)
-        .nth(1)
-        .unwrap()
-        .at;
+    let second_kf = second_keyframe_at(&sent);
     let mid: Vec<&Sent> = sent.iter().filter(|s| s.at >= ms(200)).collect();
     h.feed_rtp(77, mid[0]);
     assert!(h.keyframe_requests.is_empty(), "nobody is waiting yet");
@@ -214,6 +218,50 @@ fn a_viewer_pli_goes_to_the_cache_first_and_to_the_encoder_when_it_is_empty() {
     assert_eq!(h.keyframe_requests.len(), 1);
     let vs = h.relay.viewer_stats(v).unwrap();
     assert_eq!((vs.keyframes_from_cache, vs.keyframes_from_encoder), (1, 1));
+}
+
+/// A browser publisher's GOP runs until someone asks for a keyframe: a replay of a GOP that
+/// old would send seconds of the stream at once to a viewer that just lost packets. Past
+/// `restart_replay_max_age` a watching viewer's PLI goes to the encoder; an FTL stream (which
+/// cannot be asked) still answers from the cache.
+#[test]
+fn a_pli_late_in_a_long_gop_goes_to_the_encoder_not_to_a_replay() {
+    let sent = session(&SessionSpec::default());
+    let second_kf = second_keyframe_at(&sent);
+    let late = ms(900);
+    assert!(second_kf > late, "the fixture's first GOP runs past 900 ms");
+    for rtp in [true, false] {
+        let mut h = Harness::new(RelayConfig::default());
+        if rtp {
+            h.start_rtp(77);
+        } else {
+            h.start(77);
+        }
+        let v = h.join(77);
+        for s in sent.iter().filter(|s| s.at < late) {
+            if rtp {
+                h.feed_rtp(77, s);
+            } else {
+                h.feed(77, peer(), &s.bytes, s.at);
+            }
+        }
+        h.advance_to(late);
+        h.drain();
+        let before = h.video(v).len();
+        h.relay.request_keyframe(v, h.now).unwrap();
+        h.drain();
+        let replayed = h.video(v)[before..].iter().filter(|f| f.cached).count();
+        let vs = h.relay.viewer_stats(v).unwrap();
+        if rtp {
+            assert_eq!(replayed, 0, "no replay of a 900 ms GOP");
+            assert_eq!(h.keyframe_requests.len(), 1);
+            assert_eq!((vs.keyframes_from_cache, vs.keyframes_from_encoder), (0, 1));
+        } else {
+            assert!(replayed > 20, "FTL: the GOP replayed ({replayed} packets)");
+            assert!(h.keyframe_requests.is_empty());
+            assert_eq!((vs.keyframes_from_cache, vs.keyframes_from_encoder), (1, 0));
+        }
+    }
 }
 
 #[test]

@@ -238,6 +238,80 @@ fn loss_moves_a_viewer_down_and_calm_moves_it_back_up() {
     assert_continuous(&h, v);
 }
 
+/// With a bandwidth estimate a viewer never tries a layer: room in the estimate starts a trial
+/// (the caller pads the link to the layer above's rate), clean reports through it move the
+/// viewer up; loss in a trial ends it and the viewer stays where it is.
+#[test]
+fn an_estimate_moves_a_viewer_up_only_through_a_clean_trial() {
+    let (sent, mut h, mut i) = fed(layers(5), ms(1000));
+    let v = h.join(77);
+    let report = |loss: f32| LinkReport {
+        loss: Some(loss),
+        estimate_bps: Some(50_000_000),
+    };
+    let mut at = 1000;
+    let mut step = |h: &mut Harness, i: &mut usize, loss: f32| {
+        at += 1000;
+        feed_until(h, &sent, i, ms(at));
+        let pad = h.relay.viewer_link(v, report(loss), h.now);
+        h.drain();
+        pad
+    };
+    // Settling after the join, then room twice: a trial padding to the top layer's rate.
+    let mut pads = Vec::new();
+    for _ in 0..4 {
+        pads.push(step(&mut h, &mut i, 0.0));
+    }
+    let top = h.relay.stream_stats(ChannelId(77), h.now).unwrap().layers[2]
+        .video
+        .bits_per_second;
+    assert_eq!(
+        pads[..3],
+        [None, None, None],
+        "settle, room once, room twice"
+    );
+    let pad = pads[3].expect("a trial") as f64;
+    assert!(
+        (pad / top - 1.25).abs() < 0.05,
+        "padded to {pad} bit/s for a layer of {top}"
+    );
+    assert_eq!(h.relay.viewer_layer(v), Some((MIDDLE, None)), "no move yet");
+    // Loss in the trial: it ends (padding off), the viewer stays, nothing is asked of the
+    // encoder.
+    let asked = h.keyframe_requests.len();
+    assert_eq!(step(&mut h, &mut i, 0.05), Some(0));
+    assert_eq!(h.relay.viewer_layer(v), Some((MIDDLE, None)));
+    assert_eq!(h.keyframe_requests.len(), asked);
+    // The next trial waits (10 s after a first failure); this one is clean: up.
+    let mut outcome = Vec::new();
+    for _ in 0..14 {
+        outcome.push(step(&mut h, &mut i, 0.0));
+        if h.relay.viewer_layer(v).unwrap().1.is_some() {
+            break;
+        }
+    }
+    let trial = outcome
+        .iter()
+        .position(|p| p.is_some_and(|b| b > 0))
+        .unwrap();
+    assert!(
+        trial >= 9,
+        "the second trial came {trial} s after the failed one"
+    );
+    assert_eq!(
+        outcome[trial + 1..trial + 3],
+        [None, None],
+        "two clean reports into the trial"
+    );
+    assert_eq!(outcome[trial + 3], Some(0), "up, and the padding ends");
+    assert_eq!(h.relay.viewer_layer(v), Some((MIDDLE, Some(LARGE))));
+    let c = h.relay.stream_stats(ChannelId(77), h.now).unwrap().counters;
+    assert_eq!((c.layer_trials, c.layer_trials_failed), (2, 1));
+    feed_until(&mut h, &sent, &mut i, ms(at + 3000));
+    assert_eq!(h.relay.viewer_layer(v), Some((LARGE, None)));
+    assert_continuous(&h, v);
+}
+
 #[test]
 fn a_layer_that_stops_moves_its_viewers_to_one_that_sends_and_taps_take_the_top() {
     let (sent, mut h, mut i) = fed(layers(2), ms(1600));

@@ -34,6 +34,7 @@ const PAYLOAD: usize = 1200;
 /// passing datagrams between them in memory, and the clock they share.
 struct Pair {
     server: Rtc,
+    client: Rtc,
     video: (Ssrc, Pt),
     now: Instant,
 }
@@ -79,10 +80,19 @@ fn pair() -> Pair {
 
 /// A connected viewer whose video is in `codec`.
 fn pair_in(codec: str0m::format::Codec) -> Pair {
+    pair_with(codec, server_mio::server::viewer_config())
+}
+
+/// A connected viewer with the server side built from `config`.
+fn pair_with(codec: str0m::format::Codec, config: str0m::RtcConfig) -> Pair {
     let mut now = Instant::now();
-    let mut server = server_mio::server::viewer_config().build(now);
+    let mut server = config.build(now);
     server.add_local_candidate(Candidate::host(addr(SERVER), "udp").unwrap());
-    let mut client = Rtc::builder().set_rtp_mode(true).build(now);
+    // A browser's side: the standard extensions (transport-wide sequence numbers among them).
+    let mut client = Rtc::builder()
+        .set_rtp_mode(true)
+        .set_extension_map(str0m::rtp::ExtensionMap::standard())
+        .build(now);
     client.add_local_candidate(Candidate::host(addr(CLIENT), "udp").unwrap());
     let mut api = client.sdp_api();
     let video_mid: Mid = api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
@@ -112,28 +122,43 @@ fn pair_in(codec: str0m::format::Codec) -> Pair {
     let ssrc = {
         let mut api = server.direct_api();
         let tx = api.stream_tx_by_mid(video_mid, None).unwrap();
-        server_mio::server::viewer_rtx_history(tx, relay_core::repair::RTX_SHARES[0]);
+        server_mio::server::viewer_video_tx(tx, relay_core::repair::RTX_SHARES[0]);
         tx.ssrc()
     };
     Pair {
         server,
+        client,
         video: (ssrc, pt),
         now,
     }
 }
 
 impl Pair {
+    /// Writes video packet `seq` (its timestamp from it) to the server side at `now`.
+    fn write(&mut self, seq: u64, payload: &Arc<[u8]>) {
+        let (ssrc, pt) = self.video;
+        let w = RtpWrite::new(
+            pt,
+            seq.into(),
+            (seq * 270) as u32,
+            self.now,
+            payload.clone(),
+        )
+        .nackable(true);
+        self.server
+            .direct_api()
+            .stream_tx(&ssrc)
+            .unwrap()
+            .write_rtp(w);
+    }
+
     /// `n` packets through the server side, as the loop sends a burst of them: all written,
     /// then one timeout and the polls. Returns the datagram bytes.
     fn send(&mut self, seq: u64, n: u64, payload: &Arc<[u8]>) -> usize {
         // Packets 3 ms apart: a 2.5 Mbit/s stream's pace (RTX history evicts by time).
         self.now += Duration::from_millis(3 * n);
-        let (ssrc, pt) = self.video;
         for s in seq..seq + n {
-            let w = RtpWrite::new(pt, s.into(), (s * 270) as u32, self.now, payload.clone())
-                .nackable(true);
-            let mut api = self.server.direct_api();
-            api.stream_tx(&ssrc).unwrap().write_rtp(w);
+            self.write(s, payload);
         }
         self.server.handle_input(Input::Timeout(self.now)).unwrap();
         let mut bytes = 0;
@@ -174,24 +199,11 @@ impl Pair {
     /// (after `base`); the polls as the loop does them. Returns datagram bytes.
     fn replay(&mut self, seq: &mut u64, video: &[(Duration, Arc<[u8]>)]) -> usize {
         let base = self.now;
-        let (ssrc, pt) = self.video;
         let mut bytes = 0;
         for (at, payload) in video {
             self.now = base + *at;
             *seq += 1;
-            let w = RtpWrite::new(
-                pt,
-                (*seq).into(),
-                (*seq * 270) as u32,
-                self.now,
-                payload.clone(),
-            )
-            .nackable(true);
-            self.server
-                .direct_api()
-                .stream_tx(&ssrc)
-                .unwrap()
-                .write_rtp(w);
+            self.write(*seq, payload);
             self.server.handle_input(Input::Timeout(self.now)).unwrap();
             loop {
                 match self.server.poll_output().unwrap() {
@@ -204,6 +216,96 @@ impl Pair {
         self.now += Duration::from_millis(33);
         bytes
     }
+}
+
+/// Drives an `Rtc` until it wants time to pass, feeding back at once the timeouts that are
+/// already due (a paced `Rtc` wants one between packets; the loop does the same, see
+/// `viewer_drive`). Returns its datagrams.
+fn drain(rtc: &mut Rtc, now: Instant) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for _ in 0..4096 {
+        match rtc.poll_output().unwrap() {
+            Output::Transmit(t) => out.push(t.contents.to_vec()),
+            Output::Event(_) => {}
+            Output::Timeout(t) if t <= now => rtc.handle_input(Input::Timeout(now)).unwrap(),
+            Output::Timeout(_) => break,
+        }
+    }
+    out
+}
+
+fn receive(rtc: &mut Rtc, from: &str, to: &str, datagrams: &[Vec<u8>], now: Instant) {
+    for d in datagrams {
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source: addr(from),
+                destination: addr(to),
+                contents: d.as_slice().try_into().unwrap(),
+            },
+        );
+        rtc.handle_input(input).unwrap();
+    }
+}
+
+impl Pair {
+    /// `n` packets 3 ms apart through the server side, the client's feedback (receiver
+    /// reports, NACKs, transport-wide feedback where negotiated) fed back to it every 100 ms as
+    /// a browser sends it. Returns the time the server side took (the client's is not counted)
+    /// and its datagrams' bytes.
+    fn send_fed(&mut self, seq: &mut u64, n: u64, payload: &Arc<[u8]>) -> (Duration, usize) {
+        let mut spent = Duration::ZERO;
+        let mut bytes = 0;
+        let mut sent = Vec::new();
+        for _ in 0..n {
+            self.now += Duration::from_millis(3);
+            *seq += 1;
+            let s = *seq;
+            let t0 = Instant::now();
+            self.write(s, payload);
+            self.server.handle_input(Input::Timeout(self.now)).unwrap();
+            let out = drain(&mut self.server, self.now);
+            spent += t0.elapsed();
+            bytes += out.iter().map(Vec::len).sum::<usize>();
+            sent.extend(out);
+            if s % 33 == 0 {
+                receive(&mut self.client, SERVER, CLIENT, &sent, self.now);
+                sent.clear();
+                self.client.handle_input(Input::Timeout(self.now)).unwrap();
+                let feedback = drain(&mut self.client, self.now);
+                let t0 = Instant::now();
+                receive(&mut self.server, CLIENT, SERVER, &feedback, self.now);
+                let _ = drain(&mut self.server, self.now);
+                spent += t0.elapsed();
+            }
+        }
+        (spent, bytes)
+    }
+}
+
+/// What a viewer of a simulcast stream costs per packet with its bandwidth estimate
+/// (transport-wide sequence numbers, str0m's estimator and probes) against a viewer without
+/// (every other viewer), each with its client's feedback coming back.
+fn egress_estimating(c: &mut Criterion) {
+    use str0m::format::Codec;
+    let payload: Arc<[u8]> = vec![0x5c; PAYLOAD].into();
+    let mut g = c.benchmark_group("egress_estimating");
+    g.throughput(Throughput::Elements(1));
+    for (name, config) in [
+        ("plain", server_mio::server::viewer_config()),
+        ("estimating", server_mio::server::estimating_viewer_config()),
+    ] {
+        let mut pair = pair_with(Codec::H264, config);
+        let mut seq = 1000u64;
+        // Warm up: the RTX history and (estimating) the estimator's start.
+        let (_, bytes) = pair.send_fed(&mut seq, 2000, &payload);
+        assert!(bytes > 2000 * PAYLOAD);
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| pair.send_fed(&mut seq, iters, &payload).0)
+        });
+    }
+    g.finish();
 }
 
 fn egress_codec(c: &mut Criterion) {
@@ -297,5 +399,5 @@ fn egress(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, egress, egress_codec);
+criterion_group!(benches, egress, egress_codec, egress_estimating);
 criterion_main!(benches);

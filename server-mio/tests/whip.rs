@@ -18,6 +18,16 @@ fn drive_until(v: &mut Viewer, limit: Duration, mut f: impl FnMut(&Viewer) -> bo
 }
 
 /// A minimal offer with the given video codec line (no H.264 when `codec` is not it).
+/// How many viewers each layer of a live channel has, smallest layer first.
+fn viewers_per_layer(s: &TestServer, channel: u32) -> Vec<u64> {
+    stream_info(s, channel).unwrap()["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["viewers"].as_u64().unwrap())
+        .collect()
+}
+
 fn offer(codec: &str, fmtp: &str) -> String {
     format!(
         "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
@@ -588,6 +598,73 @@ fn a_simulcast_publisher_s_layers_reach_viewers_bit_exact_and_switch_at_keyframe
     assert!(st.video_packets > 1000);
 }
 
+/// A viewer of a simulcast stream gets transport-wide feedback negotiated and its layer
+/// follows str0m's bandwidth estimate: on loopback the estimate has room, so it climbs from
+/// the middle layer to the largest through a clean trial (padding), never trying a layer; its
+/// numbering stays continuous. A viewer of a stream of one layer negotiates none (the estimate
+/// would cost every packet for nothing).
+#[test]
+fn a_simulcast_viewer_climbs_on_its_bandwidth_estimate_through_a_trial() {
+    let server = TestServer::start();
+    let publisher = publish_with(simulcast_options(&server, 77, 30));
+    let single = server.publish(88, VIDEO_A, Some(Duration::from_secs(30)));
+    assert!(server.wait_for(Duration::from_secs(8), |s| {
+        stream_info(s, 77).is_some_and(|i| i["layers"].as_array().is_some_and(|l| l.len() == 3))
+            && stream_info(s, 88).is_some()
+    }));
+    let twcc = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+    let mut plain = Viewer::whep(server.addrs.http, 88).unwrap();
+    let answer = plain.remote_sdp.clone().unwrap();
+    // (str0m lists `transport-cc` feedback for its codecs either way; without the sequence
+    // number extension it is never used.)
+    assert!(!answer.contains(twcc), "{answer}");
+    let mut viewer = Viewer::whep(server.addrs.http, 77).unwrap();
+    let answer = viewer.remote_sdp.clone().unwrap();
+    assert!(answer.contains(twcc), "{answer}");
+    assert!(answer.contains(" transport-cc"), "{answer}");
+    let per_layer = |s: &TestServer| viewers_per_layer(s, 77);
+    assert!(drive_until(&mut viewer, Duration::from_secs(5), |v| !v
+        .video
+        .is_empty()));
+    assert_eq!(per_layer(&server), [0, 1, 0], "it starts on the middle");
+    assert_eq!(stream_info(&server, 77).unwrap()["estimating_viewers"], 1);
+    let joined = Instant::now();
+    let mut on_top = false;
+    while joined.elapsed() < Duration::from_secs(20) && !on_top {
+        viewer.drive(Duration::from_millis(250), |_| false);
+        plain.drive(Duration::from_millis(10), |_| false);
+        on_top = per_layer(&server) == [0, 0, 1];
+    }
+    assert!(on_top, "still {:?} after 20 s", per_layer(&server));
+    let climbed = joined.elapsed();
+    let info = stream_info(&server, 77).unwrap();
+    assert_eq!(info["layer_trials"], 1, "{info}");
+    assert_eq!(info["layer_trials_failed"], 0, "{info}");
+    assert_eq!(info["layer_switches"], 1, "one move, no try: {info}");
+    assert_eq!(
+        server.metric("itg_stream_layer_trials_total{channel=\"77\"}"),
+        1.0
+    );
+    // It plays the largest layer's file from a keyframe, numbering continuous.
+    let from = viewer.video.len();
+    assert!(drive_until(&mut viewer, Duration::from_secs(8), |v| v
+        .video
+        .len()
+        > from + 150));
+    let n = fixture_nals(VIDEO_640);
+    let big = [n.clone(), n.clone(), n.clone(), n].concat();
+    let after = nals_after(&viewer, from);
+    let start = after
+        .iter()
+        .position(|n| n.first().map(|b| b & 0x1f) == Some(7) && big.contains(n))
+        .unwrap();
+    assert_run_from_keyframe(&after[start..], &big);
+    assert_eq!(viewer.video_lost(), 0);
+    eprintln!("estimate: middle -> largest in {} ms", climbed.as_millis());
+    publisher.stop().unwrap();
+    let _ = single.stop();
+}
+
 /// A viewer whose link carried it to the largest layer leaves; the next viewer from the same
 /// network starts on the largest layer (from its cache) instead of the middle one.
 #[test]
@@ -597,14 +674,7 @@ fn a_returning_network_starts_on_the_layer_its_link_carried_last_time() {
     assert!(server.wait_for(Duration::from_secs(8), |s| {
         stream_info(s, 77).is_some_and(|i| i["layers"].as_array().is_some_and(|l| l.len() == 3))
     }));
-    let viewers_per_layer = |s: &TestServer| -> Vec<u64> {
-        stream_info(s, 77).unwrap()["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| l["viewers"].as_u64().unwrap())
-            .collect()
-    };
+    let viewers_per_layer = |s: &TestServer| viewers_per_layer(s, 77);
     let mut first = Viewer::whep(server.addrs.http, 77).unwrap();
     assert!(drive_until(&mut first, Duration::from_secs(5), |v| !v
         .video

@@ -169,6 +169,8 @@ impl Server {
                     v["late_packets"] = json!(s.counters.late_packets);
                     v["dropped_foreign_source"] = json!(s.counters.dropped_foreign_source);
                     v["layer_switches"] = json!(s.counters.layer_switches);
+                    v["layer_trials"] = json!(s.counters.layer_trials);
+                    v["layer_trials_failed"] = json!(s.counters.layer_trials_failed);
                     // Simulcast: each video layer, smallest picture first (one without).
                     let layers: Vec<serde_json::Value> = s
                         .layers
@@ -188,6 +190,17 @@ impl Server {
                         })
                         .collect();
                     v["layers"] = json!(layers);
+                    if s.layers.len() > 1 {
+                        // Viewers whose layer follows a bandwidth estimate (see
+                        // `webrtc::estimate`); the others move on reported loss alone.
+                        let estimating = self
+                            .viewers
+                            .map
+                            .values()
+                            .filter(|p| p.channel == c && p.estimate.is_some())
+                            .count();
+                        v["estimating_viewers"] = json!(estimating);
+                    }
                 }
                 v
             })
@@ -518,7 +531,7 @@ impl Server {
             &'static str,
             fn(&relay_core::StreamStats) -> f64,
         );
-        let per_stream: [Gauge; 16] = [
+        let per_stream: [Gauge; 18] = [
             ("stream_bitrate_bps", "Ingest bitrate.", |s| {
                 s.video.bits_per_second + s.audio.bits_per_second
             }),
@@ -593,6 +606,16 @@ impl Server {
                 "stream_layer_switches_total",
                 "Viewers moved from one simulcast layer to another.",
                 |s| s.counters.layer_switches as f64,
+            ),
+            (
+                "stream_layer_trials_total",
+                "Trials of the layer above by padding a viewer's link, its estimate showing room.",
+                |s| s.counters.layer_trials as f64,
+            ),
+            (
+                "stream_layer_trials_failed_total",
+                "Trials that showed loss: the viewer stayed on its layer.",
+                |s| s.counters.layer_trials_failed as f64,
             ),
         ];
         let live: Vec<(ChannelId, relay_core::StreamStats)> = self

@@ -29,7 +29,7 @@ mod thumbnails_http;
 mod tls;
 mod webrtc;
 /// A viewer's str0m settings, for the egress benchmark.
-pub use webrtc::pool::{viewer_config, viewer_rtx_history};
+pub use webrtc::pool::{estimating_viewer_config, viewer_config, viewer_video_tx};
 mod ws;
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,9 +1,10 @@
 // Simulcast: headless Chromium publishes three layers (1280x720, 640x360, 320x180) through
 // the publish page over WHIP, inside the loopback-only namespace the caller made. A clean
 // viewer climbs to the top layer; a viewer choosing the smallest in the quality menu gets it;
-// a viewer whose link nftables polices below the top layer's rate moves down within 5 s and
-// then plays without a freeze over 300 ms, and climbs back when the limit is lifted; the
-// recording has the top layer.
+// a viewer whose link nftables polices below the top layer's rate moves down within 5 s,
+// then plays for 20 s without a freeze over 300 ms and without trying the top layer again
+// (its layer follows a bandwidth estimate from transport-wide feedback, with probes), and
+// climbs back when the limit is lifted; the recording has the top layer.
 //
 // Environment: ITG_SERVER_BIN, ITG_ARTIFACTS.
 import { chromium } from 'playwright-core';
@@ -30,9 +31,12 @@ async function watch(browser, name) {
   await page.goto(`${HTTP}/watch/77`);
   await page.evaluate(() => {
     const v = document.getElementById('video');
-    window.gaps = { last: 0, max: 0 };
+    window.gaps = { last: 0, max: 0, at: 0, from: 0 };
     const tick = (now) => {
-      if (window.gaps.last) window.gaps.max = Math.max(window.gaps.max, now - window.gaps.last);
+      if (window.gaps.last && now - window.gaps.last > window.gaps.max) {
+        window.gaps.max = now - window.gaps.last;
+        window.gaps.at = Math.round(window.gaps.last - window.gaps.from);
+      }
       window.gaps.last = now;
       v.requestVideoFrameCallback(tick);
     };
@@ -42,7 +46,11 @@ async function watch(browser, name) {
   return page;
 }
 const width = (page) => page.evaluate(() => document.getElementById('video').videoWidth);
-const mark = (page) => page.evaluate(() => { window.gaps.max = 0; window.gaps.last = 0; });
+const mark = (page) => page.evaluate(() => {
+  window.gaps.max = 0; window.gaps.last = 0; window.gaps.at = 0; window.gaps.from = performance.now();
+});
+/** When the longest gap since `mark()` began, in ms after the mark. */
+const maxGapAt = (page) => page.evaluate(() => window.gaps.at);
 const maxGap = (page) => page.evaluate(() => window.gaps.max);
 /** The viewer's local UDP port (its nominated candidate pair). */
 const localPort = (page) => page.evaluate(async () => {
@@ -113,6 +121,15 @@ try {
   pages.limited = await watch(browser, 'limited viewer');
   await until('the limited viewer on the top layer first', 20000, async () => (await width(pages.limited)) === 1280);
   await sleep(3000); // watching for a while before its link narrows
+  // Its layer follows a bandwidth estimate: the answer negotiated transport-wide feedback,
+  // and the server counts every viewer of this simulcast stream as estimating.
+  const answer = await pages.limited.evaluate(() => window.itg.player.pc.remoteDescription.sdp);
+  if (!/a=extmap:\d+ http:\/\/www\.ietf\.org\/id\/draft-holmer-rmcat-transport-wide-cc-extensions-01/.test(answer)
+    || !/a=rtcp-fb:\d+ transport-cc/.test(answer)) {
+    throw new Error(`no transport-wide feedback in the answer:\n${answer}`);
+  }
+  summary.estimatingViewers = (await streamInfo()).estimating_viewers;
+  if (summary.estimatingViewers !== 3) throw new Error(`estimating viewers ${summary.estimatingViewers}`);
   const port = await localPort(pages.limited);
   if (!port) throw new Error('no candidate pair on the limited viewer');
   const now = await streamInfo();
@@ -143,12 +160,20 @@ try {
   summary.downTo = await width(pages.limited);
   await sleep(1000); // the switch's own keyframe
   await mark(pages.limited);
-  await sleep(6000);
+  // 20 s on the narrow link, longer than a viewer without an estimate waits before it tries
+  // the layer above (10 s): this one probes instead and never goes back up while limited.
+  const widths = new Set();
+  for (const until = Date.now() + 20000; Date.now() < until;) {
+    widths.add(await width(pages.limited));
+    await sleep(250);
+  }
+  summary.limitedWidths = [...widths].sort((a, b) => a - b);
   summary.limitedGapMs = Math.round(await maxGap(pages.limited));
+  summary.limitedGapAtMs = await maxGapAt(pages.limited);
   summary.limitedWidth = await width(pages.limited);
-  console.error(`top layer ${topKbps} kbit/s, link ${limitKbps} kbit/s: down in ${summary.downAfterMs} ms to ${summary.downTo}, then longest gap ${summary.limitedGapMs} ms`);
+  console.error(`top layer ${topKbps} kbit/s, link ${limitKbps} kbit/s: down in ${summary.downAfterMs} ms to ${summary.downTo}, then longest gap ${summary.limitedGapMs} ms, widths ${summary.limitedWidths}`);
   if (summary.limitedGapMs > 300) throw new Error(`froze ${summary.limitedGapMs} ms on the lower layer`);
-  if (summary.limitedWidth >= 1280) throw new Error('back on the top layer while limited');
+  if (widths.has(1280)) throw new Error(`back on the top layer while limited: widths ${summary.limitedWidths}`);
   nft('delete', 'table', 'inet', 'itgsim');
   const liftedAt = Date.now();
   await until('the viewer to climb back once the limit is lifted', 45000, async () => (await width(pages.limited)) === 1280);

@@ -203,13 +203,13 @@ impl Server {
         body: &[u8],
         now: Instant,
     ) -> Response {
-        let Some(viewer) = self
+        let peer = self
             .viewers
             .by_whep
             .get(session)
-            .and_then(|id| self.viewers.map.get(id))
-            .and_then(|v| v.relay_id())
-        else {
+            .and_then(|id| self.viewers.map.get(id));
+        let estimate = peer.and_then(|v| v.estimate.as_ref()).map(|e| e.last());
+        let Some(viewer) = peer.and_then(|v| v.relay_id()) else {
             return Response::text(404, "no such session, or not connected yet").cors();
         };
         let quality = match layer_request(body) {
@@ -226,6 +226,16 @@ impl Server {
             "target": to.flatten().map(|l| l.0),
             "auto": quality == Quality::Auto,
         });
+        let body = match estimate {
+            // Its link's bandwidth estimate, where its layer follows one (null before the
+            // first).
+            Some(e) => {
+                let mut body = body;
+                body["estimate_bps"] = serde_json::json!(e);
+                body
+            }
+            None => body,
+        };
         Response::new(200, "application/json", body.to_string()).cors()
     }
 }

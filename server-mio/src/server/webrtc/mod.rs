@@ -7,8 +7,10 @@
 //! - [`feedback`]: congestion feedback to publishers (TWCC, REMB, the operator's cap).
 //! - [`layers`]: simulcast on the wire: a publisher's RIDs as layers, the WHEP layer extension.
 //! - [`pool`]: `Rtc`s built off the loop and handed over through the `mio::Waker`.
+//! - [`estimate`]: a simulcast viewer's bandwidth estimate, read for its layer choice.
 
 pub(super) mod admission;
+pub(super) mod estimate;
 pub(super) mod feedback;
 pub(super) mod layers;
 pub(super) mod peers;

@@ -31,6 +31,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rtc};
 
+use super::pool::ViewerKind;
 use super::whip::{check_offer, Offerer};
 use crate::server::http::{Reply, Response};
 use crate::server::{Server, READ_BUDGET};
@@ -44,6 +45,15 @@ pub(in crate::server) const CODEC_HEADER: &str = "ITG-Video-Codec";
 /// packets) then passes through str0m's send queue in slices; that queue keeps the capacity
 /// of its longest moment for the viewer's life (~0.4 KB a packet).
 const WRITE_AHEAD: usize = 32;
+
+/// Timeouts already due that one drive of a viewer feeds straight back (see `viewer_drive`);
+/// past this many the rest wait for the loop's next turn, so no peer holds the loop.
+const IMMEDIATE_TIMEOUTS: usize = 256;
+
+/// The share of a viewer's video bytes a trial's padding may take besides its repair budget
+/// (see `Viewer::rtx_cap`): the padding fills the link to 1.25 times the layer above, which
+/// runs at about twice the rate of the one the viewer is on.
+const TRIAL_RTX_ALLOWANCE: f32 = 0.6;
 
 /// How a viewer was signalled.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +119,9 @@ pub(in crate::server) struct Viewer {
     origin: Option<IpAddr>,
     /// A socket of its own (an edge's pull: see `pull.rs`), instead of the shared one.
     pub(in crate::server) own_socket: Option<Box<super::pull::OwnSocket>>,
+    /// Its bandwidth estimate, where its `Rtc` makes one (a viewer of a simulcast stream: see
+    /// `pool::ViewerKind`).
+    pub(in crate::server) estimate: Option<super::estimate::Estimate>,
 }
 
 impl Viewer {
@@ -127,6 +140,19 @@ impl Viewer {
     /// An input was taken from UDP or from an ICE-TCP connection.
     pub(in crate::server) fn note_input(&mut self, tcp: bool) {
         self.last_tcp = tcp;
+    }
+
+    /// How much of its video may be retransmissions (str0m drops queued resends past it): its
+    /// repair budget, and during a trial of the layer above as much more as the trial's
+    /// padding takes (str0m pads with retransmissions, and counts them against the same cap:
+    /// without the allowance a trial would starve the repair of the media it competes with).
+    pub(in crate::server) fn rtx_cap(&self) -> f32 {
+        let share = self.repair.share();
+        if self.estimate.as_ref().is_some_and(|e| e.padding()) {
+            (share + TRIAL_RTX_ALLOWANCE).min(0.95)
+        } else {
+            share
+        }
     }
 
     /// Its id in the relay, once it connected (viewers only).
@@ -450,6 +476,25 @@ pub(in crate::server) fn parse_candidate(line: &str) -> Option<Candidate> {
         .flatten()
 }
 
+/// A call into a peer's `Rtc` through [`guarded`]: its value, or why the peer has to go (an
+/// error from str0m, or a panic inside it; logged here).
+fn rtc_outcome<T, E: std::fmt::Display>(
+    id: u64,
+    r: Result<Result<T, E>, String>,
+) -> Result<T, &'static str> {
+    match r {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            debug!("viewer {id}: {e}");
+            Err("connection error")
+        }
+        Err(p) => {
+            warn!("viewer {id}: str0m panicked: {p}");
+            Err("internal error")
+        }
+    }
+}
+
 /// Runs `f` on a viewer's `Rtc`, turning a panic into an error.
 pub(in crate::server) fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
@@ -517,8 +562,9 @@ impl Server {
         if pull.is_none() {
             self.pull_wanted(channel, now);
         }
-        match self.pool.take() {
-            Some(rtc) => Reply::Now(self.whep_answer(rtc, channel, offer, pull, origin, now)),
+        let kind = self.viewer_kind(channel, pull.is_some());
+        match self.pool.take(kind) {
+            Some(rtc) => Reply::Now(self.whep_answer(rtc, kind, channel, offer, pull, origin, now)),
             None => {
                 if let Some(g) = origin {
                     self.viewers.admission.opened(g);
@@ -530,8 +576,64 @@ impl Server {
                     pull,
                     origin,
                 });
-                self.pool.want(self.viewers.pending.len());
+                self.pool.want(kind, self.viewers.pending.len());
                 Reply::Later
+            }
+        }
+    }
+
+    /// Which `Rtc` a viewer of `channel` gets: one that estimates its bandwidth where the
+    /// stream has layers to choose between (an edge's pull is pinned to its layer: plain).
+    fn viewer_kind(&self, channel: ChannelId, pull: bool) -> ViewerKind {
+        if !pull && self.relay.layer_count(channel) > 1 {
+            ViewerKind::Estimating
+        } else {
+            ViewerKind::Plain
+        }
+    }
+
+    /// Marks a new viewer whose `Rtc` estimates its bandwidth.
+    fn viewer_estimating(&mut self, id: u64, kind: ViewerKind) {
+        if kind == ViewerKind::Estimating {
+            if let Some(v) = self.viewers.map.get_mut(&id) {
+                v.estimate = Some(super::estimate::Estimate::default());
+            }
+        }
+    }
+
+    /// Tells an estimating viewer's `Rtc` how far to probe (the rate of the layer it would
+    /// move up to, with headroom, re-armed on a schedule while there is no room) and what to
+    /// pad its link to (a trial of that layer, `pad`; see `estimate`), when either changed.
+    fn viewer_probe_for(&mut self, id: u64, pad: Option<u64>, now: Instant) {
+        let Some(v) = self.viewers.map.get_mut(&id) else {
+            return;
+        };
+        let (Some(e), Some(rid)) = (v.estimate.as_mut(), v.relay_id) else {
+            return;
+        };
+        let padded = pad.is_some_and(|p| e.pad(p));
+        let next = self.relay.viewer_next_rate(rid, now);
+        let desired = e.desired(next, now).is_some();
+        if padded || desired {
+            let (minimum, desired) = e.bitrates();
+            log::debug!("viewer {id}: padding to {minimum}, probing for {desired}");
+            let _ = guarded(|| v.rtc.bwe().set_bitrate(minimum, desired));
+        }
+        if padded {
+            if e.padding() {
+                // The trial's allowance at once (this starts the RTX history afresh: the
+                // link was clean, so little in it could be asked for).
+                let cap = v.rtx_cap();
+                if let Some(ssrc) = v.tx_ssrc.0 {
+                    let _ = guarded(|| {
+                        if let Some(tx) = v.rtc.direct_api().stream_tx(&ssrc) {
+                            super::pool::viewer_video_tx(tx, cap);
+                        }
+                    });
+                }
+            } else {
+                // Back to the budget once what the trial lost has been repaired.
+                v.rtx_reset = Some(now + super::pool::RTX_RESET_AFTER_REPLAY);
             }
         }
     }
@@ -662,9 +764,11 @@ impl Server {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn whep_answer(
         &mut self,
         mut rtc: Rtc,
+        kind: ViewerKind,
         channel: ChannelId,
         offer: SdpOffer,
         pull: Option<super::pull::PullAsk>,
@@ -690,6 +794,7 @@ impl Server {
             origin,
             now,
         );
+        self.viewer_estimating(id, kind);
         if let (Some(v), Some(ask)) = (self.viewers.map.get_mut(&id), pull) {
             match ask.layer {
                 Some(l) => info!(
@@ -790,8 +895,9 @@ impl Server {
             }
         };
         self.pull_wanted(channel, now);
-        match self.pool.take() {
-            Some(rtc) => self.ws_offer(token, rtc, channel, origin, now),
+        let kind = self.viewer_kind(channel, false);
+        match self.pool.take(kind) {
+            Some(rtc) => self.ws_offer(token, rtc, kind, channel, origin, now),
             None => {
                 if let Some(g) = origin {
                     self.viewers.admission.opened(g);
@@ -801,7 +907,7 @@ impl Server {
                     channel,
                     origin,
                 });
-                self.pool.want(self.viewers.pending.len());
+                self.pool.want(kind, self.viewers.pending.len());
             }
         }
     }
@@ -810,6 +916,7 @@ impl Server {
         &mut self,
         token: Token,
         mut rtc: Rtc,
+        kind: ViewerKind,
         channel: ChannelId,
         origin: Option<IpAddr>,
         now: Instant,
@@ -839,6 +946,7 @@ impl Server {
             return;
         };
         let id = self.viewer_insert(rtc, channel, Signal::Ws(token), Some(pending), origin, now);
+        self.viewer_estimating(id, kind);
         if let Some(v) = self.viewers.map.get_mut(&id) {
             // Payload types are known once the answer arrives; the mids are ours already.
             v.video = Some((vmid, Pt::from(0)));
@@ -955,6 +1063,7 @@ impl Server {
                 role: Role::Viewer,
                 origin,
                 own_socket: None,
+                estimate: None,
             },
         );
         self.counters.viewers_created += 1;
@@ -1067,7 +1176,7 @@ impl Server {
             let share = v.repair.share();
             let _ = guarded(|| {
                 if let Some(tx) = v.rtc.direct_api().stream_tx_by_mid(mid, None) {
-                    super::pool::viewer_rtx_history(tx, share);
+                    super::pool::viewer_video_tx(tx, share);
                 }
             });
         }
@@ -1081,9 +1190,13 @@ impl Server {
     pub(in crate::server) fn pool_ready(&mut self, now: Instant) {
         self.pool.collect();
         while let Some(p) = self.viewers.pending.pop_front() {
-            let Some(rtc) = self.pool.take() else {
+            let kind = match &p {
+                Pending::Whep { channel, pull, .. } => self.viewer_kind(*channel, pull.is_some()),
+                Pending::Ws { channel, .. } => self.viewer_kind(*channel, false),
+            };
+            let Some(rtc) = self.pool.take(kind) else {
                 self.viewers.pending.push_front(p);
-                self.pool.want(self.viewers.pending.len());
+                self.pool.want(kind, self.viewers.pending.len());
                 return;
             };
             // Counted again as the peer it becomes.
@@ -1098,7 +1211,7 @@ impl Server {
                     pull,
                     origin,
                 } => {
-                    let resp = self.whep_answer(rtc, channel, offer, pull, origin, now);
+                    let resp = self.whep_answer(rtc, kind, channel, offer, pull, origin, now);
                     self.http_respond(token, resp);
                 }
                 Pending::Ws {
@@ -1107,7 +1220,7 @@ impl Server {
                     origin,
                 } => {
                     if self.ws_is_open(token) {
-                        self.ws_offer(token, rtc, channel, origin, now);
+                        self.ws_offer(token, rtc, kind, channel, origin, now);
                     }
                 }
             }
@@ -1199,20 +1312,14 @@ impl Server {
     /// Polls a peer's `Rtc` until it wants a timeout; sends its datagrams, handles events.
     pub(in crate::server) fn viewer_drive(&mut self, id: u64, now: Instant) {
         let connect_timeout = Duration::from_secs(self.args.viewer_connect_timeout);
+        let mut immediate = 0;
         loop {
             let Some(v) = self.viewers.map.get_mut(&id) else {
                 return;
             };
-            let out = match guarded(|| v.rtc.poll_output()) {
-                Ok(Ok(o)) => o,
-                Ok(Err(e)) => {
-                    debug!("viewer {id}: {e}");
-                    return self.viewer_drop(id, "connection error");
-                }
-                Err(p) => {
-                    warn!("viewer {id}: str0m panicked: {p}");
-                    return self.viewer_drop(id, "internal error");
-                }
+            let out = match rtc_outcome(id, guarded(|| v.rtc.poll_output())) {
+                Ok(o) => o,
+                Err(why) => return self.viewer_drop(id, why),
             };
             match out {
                 RtcOutput::Transmit(t) if t.proto == Protocol::Tcp => {
@@ -1246,6 +1353,15 @@ impl Server {
                     } else {
                         t
                     };
+                    if t <= now && v.estimate.is_some() && immediate < IMMEDIATE_TIMEOUTS {
+                        // A paced `Rtc` (an estimating viewer's) wants its clock between two
+                        // packets: give it now rather than one loop turn per packet.
+                        immediate += 1;
+                        match rtc_outcome(id, guarded(|| v.rtc.handle_input(Input::Timeout(now)))) {
+                            Ok(()) => continue,
+                            Err(why) => return self.viewer_drop(id, why),
+                        }
+                    }
                     if t != v.timeout || t <= now {
                         v.timeout = t.max(now);
                         self.viewers.heap.push(Reverse((v.timeout, id)));
@@ -1299,10 +1415,16 @@ impl Server {
                     v.relay_id = Some(rid);
                     relay_link(&mut self.viewers.by_relay, rid, id);
                     info!(
-                        "channel {}: viewer {id} connected in {} ms",
+                        "channel {}: viewer {id} connected in {} ms{}",
                         v.channel,
-                        now.saturating_duration_since(v.created).as_millis()
+                        now.saturating_duration_since(v.created).as_millis(),
+                        if v.estimate.is_some() {
+                            ", estimating its bandwidth"
+                        } else {
+                            ""
+                        }
                     );
+                    self.viewer_probe_for(id, None, now);
                     self.drain_relay(now);
                 }
                 Err(err) => {
@@ -1320,22 +1442,59 @@ impl Server {
                     self.drain_relay(now);
                 }
             }
+            Event::EgressBitrateEstimate(kind) => {
+                let Some(e) = v.estimate.as_mut() else {
+                    return;
+                };
+                log::trace!("viewer {id}: estimate {kind:?}");
+                e.on_event(&kind);
+                // The estimate follows every feedback (every ~100 ms): one that falls under a
+                // trial's padding ends the trial now, not at the next report a second later,
+                // before the padding starves the media it shares the link with.
+                if e.gave_way() {
+                    if let Some(rid) = v.relay_id {
+                        if self.relay.viewer_trial_failed(rid, now) {
+                            self.viewer_probe_for(id, Some(0), now);
+                        }
+                    }
+                }
+            }
+            Event::PeerStats(s) => {
+                if let Some(e) = v.estimate.as_mut() {
+                    log::trace!(
+                        "viewer {id}: feedback loss {:?}, sent {} bytes in all",
+                        s.egress_loss_fraction,
+                        s.peer_bytes_tx
+                    );
+                    e.on_feedback(s.egress_loss_fraction, now);
+                }
+            }
             Event::MediaEgressStats(s) if v.video.is_some_and(|(mid, _)| mid == s.mid) => {
                 let (sent, resent) = std::mem::take(&mut v.repair_sent);
+                // A trial's padding goes out as retransmissions (str0m pads with RTX): not
+                // repair, so the interval's resends do not count toward the budget.
+                let padded = v.estimate.as_ref().is_some_and(|e| e.padding());
                 let report = relay_core::repair::RepairReport {
                     loss: s.loss,
                     sent,
-                    resent,
+                    resent: if padded { 0 } else { resent },
                 };
-                log::trace!("viewer {id}: {report:?}");
+                log::trace!("viewer {id}: {report:?} (padded: {padded}, rtx datagrams {resent})");
                 v.repair.report(report, now);
                 if let Some(rid) = v.relay_id {
                     // The same report moves a viewer of a simulcast between layers.
-                    let link = relay_core::LinkReport {
-                        loss: s.loss,
-                        estimate_bps: None,
+                    let link = match v.estimate.as_ref() {
+                        Some(e) => relay_core::LinkReport {
+                            loss: e.loss(s.loss, now),
+                            estimate_bps: e.usable(now),
+                        },
+                        None => relay_core::LinkReport {
+                            loss: s.loss,
+                            estimate_bps: None,
+                        },
                     };
-                    self.relay.viewer_link(rid, link, now);
+                    let pad = self.relay.viewer_link(rid, link, now);
+                    self.viewer_probe_for(id, pad, now);
                     self.drain_relay(now);
                 }
             }
@@ -1484,6 +1643,8 @@ impl Server {
         } else {
             None
         };
+        // (With a trial's allowance while one runs.)
+        let budget = budget.map(|_| v.rtx_cap());
         // Every keyframe tells the browser how little it may hold video back (see
         // `--playout-delay-max-ms`); the browser keeps the latest it was told.
         let delay = (video && f.keyframe).then_some(self.args.playout_delay_max_ms);
@@ -1511,7 +1672,7 @@ impl Server {
             }
             *cached = Some(tx.ssrc());
             if let Some(share) = budget {
-                super::pool::viewer_rtx_history(tx, share);
+                super::pool::viewer_video_tx(tx, share);
             }
             let mut w = RtpWrite::new(pt, f.seq.into(), f.timestamp, f.wallclock, f.payload)
                 .marker(f.marker)
@@ -1587,10 +1748,10 @@ impl Server {
         if v.rtx_reset.is_some_and(|t| now >= t) {
             v.rtx_reset = None;
             if let Some(ssrc) = v.tx_ssrc.0 {
-                let share = v.repair.share();
+                let share = v.rtx_cap();
                 let _ = guarded(|| {
                     if let Some(tx) = v.rtc.direct_api().stream_tx(&ssrc) {
-                        super::pool::viewer_rtx_history(tx, share);
+                        super::pool::viewer_video_tx(tx, share);
                     }
                 });
             }

@@ -11,6 +11,7 @@ use std::time::Instant;
 use log::warn;
 use mio::Waker;
 use relay_core::VideoCodec;
+use str0m::bwe::Bitrate;
 use str0m::{Rtc, RtcConfig};
 
 /// How many ready `Rtc`s the loop keeps at hand.
@@ -38,19 +39,53 @@ pub(in crate::server) const RTX_RESET_AFTER_REPLAY: std::time::Duration =
 pub(in crate::server) const VIEWER_STATS_INTERVAL: std::time::Duration =
     std::time::Duration::from_secs(1);
 
+/// How many ready `Rtc`s of the estimating kind the loop keeps at hand: simulcast streams are
+/// few, and one more is built while the first is used.
+pub(in crate::server) const WARM_ESTIMATING: usize = 2;
+/// The bandwidth estimate an estimating viewer starts from, before its feedback says more:
+/// str0m probes from it at once (3x and 6x), so the first second of feedback finds the link.
+pub(in crate::server) const INITIAL_ESTIMATE: Bitrate = Bitrate::kbps(1000);
+
+/// Which viewer configuration an `Rtc` was built with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::server) enum ViewerKind {
+    /// No congestion feedback: a stream of one layer has nothing to choose between, so the
+    /// estimate would cost every packet for nothing (see [`rtc_config`]).
+    Plain,
+    /// Transport-wide sequence numbers and str0m's bandwidth estimate (with its probing): a
+    /// viewer of a simulcast stream learns which layer its link carries without trying it.
+    Estimating,
+}
+
+impl ViewerKind {
+    fn index(self) -> usize {
+        match self {
+            ViewerKind::Plain => 0,
+            ViewerKind::Estimating => 1,
+        }
+    }
+
+    fn warm(self) -> usize {
+        match self {
+            ViewerKind::Plain => WARM,
+            ViewerKind::Estimating => WARM_ESTIMATING,
+        }
+    }
+}
+
 enum Request {
-    Build(usize),
+    Build(usize, ViewerKind),
     Stop,
 }
 
-/// The helper thread and the ready `Rtc`s.
+/// The helper thread and the ready `Rtc`s, per kind.
 pub(in crate::server) struct RtcPool {
     /// The DTLS certificate every `Rtc` shares (a publisher's is built on the loop).
     cert: Option<str0m::config::DtlsCert>,
-    ready: Vec<Rtc>,
-    requested: usize,
+    ready: [Vec<Rtc>; 2],
+    requested: [usize; 2],
     tx: Sender<Request>,
-    rx: Receiver<Rtc>,
+    rx: Receiver<(ViewerKind, Rtc)>,
 }
 
 /// The configuration every peer's `Rtc` gets: ICE-lite, RTP mode, H.264 (packetization mode 1,
@@ -109,8 +144,15 @@ pub(in crate::server) fn publisher_config(video: Option<VideoCodec>) -> RtcConfi
 
 /// A viewer's configuration: every codec the relay passes through, so one `Rtc` kept ready
 /// serves a stream in any of them; the stream's codec is picked from the answer.
-fn viewer_rtc_config() -> RtcConfig {
+fn viewer_rtc_config(kind: ViewerKind) -> RtcConfig {
     let mut cfg = rtc_config(false);
+    if kind == ViewerKind::Estimating {
+        let mut exts = viewer_extensions();
+        exts.set(3, str0m::rtp::Extension::TransportSequenceNumber);
+        cfg = cfg
+            .set_extension_map(exts)
+            .enable_bwe(Some(INITIAL_ESTIMATE));
+    }
     for codec in VideoCodec::ALL {
         add_video(&mut cfg, codec);
     }
@@ -120,7 +162,13 @@ fn viewer_rtc_config() -> RtcConfig {
 /// A viewer's `Rtc` configuration and send-stream settings, as the loop uses them: for the
 /// per-packet egress benchmark, which drives one viewer's `Rtc` outside the loop.
 pub fn viewer_config() -> RtcConfig {
-    viewer_rtc_config()
+    viewer_rtc_config(ViewerKind::Plain)
+}
+
+/// The configuration of a viewer of a simulcast stream (see [`ViewerKind::Estimating`]), for
+/// the same benchmark.
+pub fn estimating_viewer_config() -> RtcConfig {
+    viewer_rtc_config(ViewerKind::Estimating)
 }
 
 /// The header extensions a viewer's answer may carry: playout delay only (see
@@ -131,17 +179,23 @@ fn viewer_extensions() -> str0m::rtp::ExtensionMap {
     map
 }
 
-/// RTX history by time (see [`RTX_HISTORY`]) on a viewer's video send stream, with the share
-/// of retransmissions its budget allows (`relay_core::repair`): queued resends past it are
-/// dropped, so a viewer that NACKs everything cannot make the server send its stream twice.
-pub fn viewer_rtx_history(tx: &mut str0m::rtp::StreamTx, share: f32) {
+/// A viewer's video send stream as the loop keeps it. RTX history by time (see
+/// [`RTX_HISTORY`]), with the share of retransmissions its budget allows
+/// (`relay_core::repair`): queued resends past it are dropped, so a viewer that NACKs
+/// everything cannot make the server send its stream twice. And unpaced: an estimating viewer's
+/// str0m would otherwise pace the video at its estimate, but the publisher paced it already and
+/// a join's GOP replay must reach the viewer at once; the estimate still follows every
+/// packet's feedback, and probes go out between packets. (A viewer without the estimate has no
+/// pacer: the setting changes nothing there.)
+pub fn viewer_video_tx(tx: &mut str0m::rtp::StreamTx, share: f32) {
     tx.set_rtx_cache(SEND_BUFFER_VIDEO, RTX_HISTORY, Some(share));
+    tx.set_unpaced(true);
 }
 
 impl RtcPool {
     pub(in crate::server) fn start(waker: Arc<Waker>) -> RtcPool {
         let (req_tx, req_rx) = mpsc::channel::<Request>();
-        let (rtc_tx, rtc_rx) = mpsc::channel::<Rtc>();
+        let (rtc_tx, rtc_rx) = mpsc::channel::<(ViewerKind, Rtc)>();
         let cert = crate::dtls::provider().dtls_provider.generate_certificate();
         if cert.is_none() {
             warn!("could not pre-generate a DTLS certificate; each peer makes its own");
@@ -151,13 +205,13 @@ impl RtcPool {
             .name("rtc-builder".into())
             .spawn(move || {
                 let cert = shared;
-                while let Ok(Request::Build(n)) = req_rx.recv() {
+                while let Ok(Request::Build(n, kind)) = req_rx.recv() {
                     for _ in 0..n {
-                        let mut cfg = viewer_rtc_config();
+                        let mut cfg = viewer_rtc_config(kind);
                         if let Some(c) = &cert {
                             cfg = cfg.set_dtls_cert(c.clone());
                         }
-                        if rtc_tx.send(cfg.build(Instant::now())).is_err() {
+                        if rtc_tx.send((kind, cfg.build(Instant::now()))).is_err() {
                             return;
                         }
                     }
@@ -169,20 +223,22 @@ impl RtcPool {
         }
         let mut pool = RtcPool {
             cert,
-            ready: Vec::new(),
-            requested: 0,
+            ready: [Vec::new(), Vec::new()],
+            requested: [0, 0],
             tx: req_tx,
             rx: rtc_rx,
         };
-        pool.refill();
+        pool.want(ViewerKind::Plain, 0);
+        pool.want(ViewerKind::Estimating, 0);
         pool
     }
 
-    /// Moves finished `Rtc`s into the ready list (call on the waker's event).
+    /// Moves finished `Rtc`s into the ready lists (call on the waker's event).
     pub(in crate::server) fn collect(&mut self) {
-        while let Ok(rtc) = self.rx.try_recv() {
-            self.requested = self.requested.saturating_sub(1);
-            self.ready.push(rtc);
+        while let Ok((kind, rtc)) = self.rx.try_recv() {
+            let k = kind.index();
+            self.requested[k] = self.requested[k].saturating_sub(1);
+            self.ready[k].push(rtc);
         }
     }
 
@@ -196,26 +252,23 @@ impl RtcPool {
         cfg.build(Instant::now())
     }
 
-    /// A ready viewer `Rtc`, if any; asks for more in the background either way.
-    pub(in crate::server) fn take(&mut self) -> Option<Rtc> {
-        let rtc = self.ready.pop();
-        self.refill();
+    /// A ready viewer `Rtc` of `kind`, if any; asks for more in the background either way.
+    pub(in crate::server) fn take(&mut self, kind: ViewerKind) -> Option<Rtc> {
+        let rtc = self.ready[kind.index()].pop();
+        self.want(kind, 0);
         rtc
     }
 
-    /// Asks for `n` more beyond the warm level (a burst of joins waiting).
-    pub(in crate::server) fn want(&mut self, waiting: usize) {
-        let target = WARM + waiting;
-        let have = self.ready.len() + self.requested;
+    /// Asks for `waiting` more of `kind` beyond its warm level (a burst of joins waiting).
+    pub(in crate::server) fn want(&mut self, kind: ViewerKind, waiting: usize) {
+        let k = kind.index();
+        let target = kind.warm() + waiting;
+        let have = self.ready[k].len() + self.requested[k];
         if have < target {
             let n = target - have;
-            self.requested += n;
-            let _ = self.tx.send(Request::Build(n));
+            self.requested[k] += n;
+            let _ = self.tx.send(Request::Build(n, kind));
         }
-    }
-
-    fn refill(&mut self) {
-        self.want(0);
     }
 
     pub(in crate::server) fn stop(&mut self) {
