@@ -95,7 +95,11 @@ fuzz_target!(|data: &[u8]| {
                     loss: Some(f32::from(*dt) / 255.0),
                     estimate_bps: (dt & 1 != 0).then(|| u64::from(*dt) * 10_000),
                 };
-                relay.viewer_link(viewers[viewers.len() - 1], link, now);
+                let v = viewers[viewers.len() - 1];
+                // A trial the link gives way under, now and then, between reports.
+                if relay.viewer_link(v, link, now).is_some_and(|pad| pad > 0) && dt & 2 != 0 {
+                    relay.viewer_trial_failed(v, now);
+                }
             }
             9 => {
                 let quality = match dt % 5 {

@@ -87,6 +87,8 @@ pub struct LayerChooser {
     up_at: Option<Instant>,
     /// Consecutive reports whose estimate would carry the layer above.
     room: u8,
+    /// Consecutive reports whose estimate is far under the layer's rate.
+    starved: u8,
     /// Since when a trial of the layer above has been padding the link.
     trial: Option<Instant>,
     /// No trial before this, and the wait after a failed one (doubled by each failure).
@@ -102,6 +104,7 @@ impl Default for LayerChooser {
             try_wait: Self::FIRST_TRY_AFTER,
             up_at: None,
             room: 0,
+            starved: 0,
             trial: None,
             trial_after: None,
             trial_wait: Self::FIRST_TRIAL_AFTER,
@@ -126,12 +129,23 @@ impl LayerChooser {
     /// An estimate carries a layer when it is this much over the layer's rate (headroom for
     /// the keyframes' bursts and the repair).
     pub const ESTIMATE_HEADROOM: f32 = 1.25;
-    /// How long a trial pads the link before the viewer moves up: three clean reports (a
-    /// policer's loss shows in the first report or two only partly).
+    /// An estimate under this share of the layer's rate for three reports in a row moves a
+    /// viewer down without loss (after a loss the estimate undershoots, but not this far for
+    /// long).
+    pub const STARVED_AT: f32 = 0.6;
+    /// How long a trial pads the link before the viewer moves up: three clean seconds (a
+    /// policer's loss shows in the first second only partly).
     pub const TRIAL: Duration = Duration::from_millis(2900);
     /// The wait after a failed trial before the next, at first; doubled by each failure up to
     /// [`LayerChooser::MAX_TRY_AFTER`].
     pub const FIRST_TRIAL_AFTER: Duration = Duration::from_secs(5);
+    /// The wait after a move down before a trial of the layer left. A trial on a link that
+    /// still cannot carry that layer costs its picture a freeze of a few hundred milliseconds
+    /// (measured on a policed link: its bucket holds about a second of the rate, so the loss
+    /// shows only once the trial has spent it, and the media loses its share before the trial
+    /// ends), so trials there stay rare; probes (a few packets) go on meanwhile, and a clean
+    /// trial resets the wait.
+    pub const TRIAL_AFTER_DOWN: Duration = Duration::from_secs(30);
 
     pub fn new() -> LayerChooser {
         LayerChooser::default()
@@ -173,10 +187,21 @@ impl LayerChooser {
         // An estimate under the layer's rate moves down at the first loss, before repair falls
         // behind; without loss it is the estimator's caution (after a loss it undershoots, and
         // it grows no faster than what the viewer receives), not a link that drops the layer.
+        // Far under it for three reports in a row, loss or not: a queue building up on the path
+        // (the estimator sees the delay grow before anything is lost; the undershoot after a
+        // loss does not stay that deep that long, it grows back by some 8 % a second).
         let short = loss >= Self::CALM_LOSS
             && r.estimate_bps
                 .is_some_and(|e| (e as f32) < rate as f32 * 0.9);
-        if below && (loss >= Self::DOWN_AT_LOSS || short) {
+        let starved = r
+            .estimate_bps
+            .is_some_and(|e| (e as f32) < rate as f32 * Self::STARVED_AT);
+        self.starved = if starved {
+            self.starved.saturating_add(1)
+        } else {
+            0
+        };
+        if below && (loss >= Self::DOWN_AT_LOSS || short || self.starved >= 3) {
             let failed_try = self
                 .up_at
                 .is_some_and(|t| now.saturating_duration_since(t) < Self::TRY_FAILS_WITHIN);
@@ -189,6 +214,11 @@ impl LayerChooser {
             self.settle_until = Some(now + Self::SETTLE);
             self.up_at = None;
             self.room = 0;
+            self.starved = 0;
+            // The link just showed it cannot carry the layer left: a trial of it (which
+            // overloads the link if it still cannot) waits, longer after each failed one.
+            self.trial_wait = self.trial_wait.max(Self::TRIAL_AFTER_DOWN);
+            self.trial_after = Some(now + self.trial_wait);
             return Move::Down;
         }
         let Some(above) = above else {
@@ -244,6 +274,15 @@ impl LayerChooser {
     /// Whether a trial is padding the link.
     pub fn in_trial(&self) -> bool {
         self.trial.is_some()
+    }
+
+    /// Whether a trial could start now if the estimate showed room: what the caller's probes
+    /// are for, so it probes only then (no trial running, none failed or moved down lately,
+    /// the last move settled).
+    pub fn may_trial(&self, now: Instant) -> bool {
+        self.trial.is_none()
+            && self.trial_after.is_none_or(|t| now >= t)
+            && self.settle_until.is_none_or(|t| now >= t)
     }
 
     /// Ends a running trial as failed, between reports: the caller saw the link give way
@@ -358,6 +397,11 @@ mod tests {
         let mut c = LayerChooser::new();
         // Under the layer's own rate without loss: the estimator's caution, not a move.
         assert_eq!(c.report(est(400_000), RATE, ABOVE, true, t), Move::Stay);
+        // Far under it, three reports in a row: down without loss (a queue building up).
+        let mut q = LayerChooser::new();
+        assert_eq!(q.report(est(300_000), RATE, ABOVE, true, t), Move::Stay);
+        assert_eq!(q.report(est(300_000), RATE, ABOVE, true, s(1)), Move::Stay);
+        assert_eq!(q.report(est(300_000), RATE, ABOVE, true, s(2)), Move::Down);
         // With the first loss (under the 10 % that moves a viewer without an estimate): down.
         let short = LinkReport {
             loss: Some(0.03),
@@ -488,5 +532,25 @@ mod tests {
             c.report(est(1_000_000, 0.0), RATE, ABOVE, true, s(2)),
             Move::EndTrial
         );
+    }
+
+    #[test]
+    fn after_a_move_down_the_layer_left_waits_for_its_trial() {
+        let t = Instant::now();
+        let s = |n: u64| t + Duration::from_secs(n);
+        let room = LinkReport {
+            loss: Some(0.0),
+            estimate_bps: Some(5_000_000),
+        };
+        let mut c = LayerChooser::new();
+        assert_eq!(c.report(loss(0.3), RATE, ABOVE, true, s(0)), Move::Down);
+        assert!(!c.may_trial(s(29)));
+        assert!(c.may_trial(s(30)));
+        // The estimate shows room at once (a probe through a policer's bucket): no trial for
+        // 30 s.
+        for n in 3..30 {
+            assert_eq!(c.report(room, RATE, ABOVE, true, s(n)), Move::Stay, "{n}");
+        }
+        assert_eq!(c.report(room, RATE, ABOVE, true, s(30)), Move::Trial);
     }
 }

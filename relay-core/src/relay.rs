@@ -10,7 +10,7 @@ use log::{debug, info};
 use crate::codec::VideoCodec;
 use crate::config::RelayConfig;
 use crate::ids::Ids;
-use crate::layers::{LayerChooser, LayerId, LinkReport, Move, Quality, MAX_LAYERS};
+use crate::layers::{LayerId, LinkReport, Move, Quality, MAX_LAYERS};
 use crate::stats::{StreamStats, ViewerStats};
 use crate::stream::{RtpIn, Stream, StreamParams};
 use crate::types::{
@@ -19,9 +19,10 @@ use crate::types::{
 use crate::viewer::{TrackState, Viewer};
 use crate::Error;
 
-/// A trial of the layer above pads the viewer's link to that layer's rate and this share more:
-/// the headroom the estimate had to show (the layer's audio, keyframes and repair).
-const TRIAL_PADDING: f64 = LayerChooser::ESTIMATE_HEADROOM as f64;
+/// A trial of the layer above pads the viewer's link to that layer's rate and this share more
+/// (its audio, its keyframes). Not the whole headroom the estimate had to show: on a link that
+/// cannot carry the layer, every bit over its capacity is lost from the media too.
+const TRIAL_PADDING: f64 = 1.1;
 
 /// A channel: at most one live stream, and the viewers attached to it whether live or not.
 #[derive(Debug)]
@@ -418,8 +419,8 @@ impl Relay {
     /// moved a layer down or up (see [`crate::layers`]). Unknown ids are ignored.
     ///
     /// Returns, when it changes, the rate in bits per second the caller should fill the
-    /// viewer's link to with padding: the layer above's (with a quarter more) for a trial of
-    /// it, 0 when the trial ends or the viewer moved.
+    /// viewer's link to with padding: the layer above's (with a tenth more) for a trial of it,
+    /// 0 when the trial ends or the viewer moved.
     pub fn viewer_link(
         &mut self,
         viewer: ViewerId,
@@ -445,7 +446,8 @@ impl Relay {
         let rate =
             |id: Option<&LayerId>| id.and_then(|id| stream.layer(*id)).map(|l| l.bitrate(now));
         let here = rate(active.get(pos)).unwrap_or(0);
-        let above = rate(active.get(pos + 1));
+        // A layer that just started sending has no rate yet: nothing to weigh a move up by.
+        let above = rate(active.get(pos + 1)).filter(|r| *r > 0);
         let to = match v.chooser.report(report, here, above, pos > 0, now) {
             Move::Stay => return None,
             Move::Trial => {
@@ -549,14 +551,15 @@ impl Relay {
 
     /// What a viewer of a simulcast stream that follows its link would move up to: the bits
     /// per second of the next layer up now sending. Its bandwidth estimate has to show room
-    /// for this, so it is what the estimate probes for. `None` for a viewer at the top, on a
-    /// fixed layer, or of a stream of one layer.
+    /// for this, so it is what the estimate probes for. `None` when there is nothing to probe
+    /// for now: a viewer at the top, on a fixed layer, of a stream of one layer, or one that
+    /// could not start a trial of the layer above now (see `LayerChooser::may_trial`).
     pub fn viewer_next_rate(&self, viewer: ViewerId, now: Instant) -> Option<u64> {
         let (ch, i) = self.locate(viewer)?;
         let ch = self.channels.get(&ch)?;
         let stream = ch.stream.as_ref()?;
         let v = ch.viewers.get(i)?;
-        if v.quality != Quality::Auto || stream.layers.len() < 2 {
+        if v.quality != Quality::Auto || stream.layers.len() < 2 || !v.chooser.may_trial(now) {
             return None;
         }
         let on = v.target.unwrap_or(v.layer);

@@ -26,12 +26,11 @@ pub(in crate::server) const TRUST_AFTER: Duration = Duration::from_secs(2);
 const DESIRED_HEADROOM: f64 = 1.5;
 /// A new next layer is one whose rate moved by more than this share.
 const DESIRED_STEP: f64 = 0.2;
-/// How long after a move (or a new next layer) the first probe waits: the switch's keyframe
-/// and the reports that still describe the old layer come first. Each probe that finds no
-/// room doubles the wait before the next, up to [`REPROBE_MAX`]. A probe is a few packets
-/// above the estimate for some milliseconds (str0m's allocation probe), so a link that stays
-/// narrow loses a packet or two per probe at most, where trying the next layer would cost it
-/// seconds of loss.
+/// The wait after a probe that found no room before the next, at first; each doubles it up to
+/// [`REPROBE_MAX`]. Probes go out only while a trial could follow (the relay says when: not
+/// right after a move, nor soon after a failed trial), the first at once. A probe is a few
+/// packets above the estimate for some milliseconds (str0m's allocation probe), so a link that
+/// stays narrow loses a packet or two per probe at most.
 const REPROBE_FIRST: Duration = Duration::from_secs(4);
 const REPROBE_MAX: Duration = Duration::from_secs(32);
 
@@ -104,8 +103,8 @@ impl Estimate {
     }
 
     /// The desired rate to give str0m now, if it is to change (`None` otherwise), for a viewer
-    /// whose next layer up runs at `next_bps` (`None` at the top; see
-    /// `Relay::viewer_next_rate`), called once per report. str0m probes when the desired rate
+    /// whose next layer up runs at `next_bps` (`None` when there is nothing to probe for now;
+    /// see `Relay::viewer_next_rate`), called once per report. str0m probes when the desired rate
     /// rises above its estimate (an allocation probe), so the desired rate stays at or under
     /// the estimate and is raised to the target only when a probe is due, then lowered at the
     /// next report: a link that widened is found within seconds (str0m's own probe of a
@@ -123,7 +122,7 @@ impl Estimate {
     fn next_desired(&mut self, next_bps: Option<u64>, now: Instant) -> Option<Bitrate> {
         let want = next_bps.map(|b| (b as f64 * DESIRED_HEADROOM) as u64);
         let Some(want) = want.filter(|w| *w > 0) else {
-            // At the top: nothing to probe for.
+            // Nothing to probe for now (at the top, or no trial could follow).
             self.target = None;
             self.probe_at = None;
             return self.lower(self.current);
@@ -132,11 +131,10 @@ impl Estimate {
             .target
             .is_none_or(|d| (want as f64 - d as f64).abs() > d as f64 * DESIRED_STEP);
         if new {
+            // Something to probe for (again): at once, then on the schedule.
             self.target = Some(want);
             self.reprobe = REPROBE_FIRST;
-            self.probe_at = Some(now + REPROBE_FIRST);
-            self.raised = true;
-            return self.lower(want);
+            self.probe_at = None;
         }
         if self.raised {
             return self.lower(want);
@@ -149,8 +147,8 @@ impl Estimate {
         if self.probe_at.is_some_and(|t| now < t) {
             return None;
         }
-        self.reprobe = (self.reprobe * 2).min(REPROBE_MAX);
         self.probe_at = Some(now + self.reprobe);
+        self.reprobe = (self.reprobe * 2).min(REPROBE_MAX);
         self.raised = true;
         Some(Bitrate::bps(want))
     }
@@ -258,10 +256,10 @@ mod tests {
         let mut e = Estimate::default();
         e.on_feedback(Some(0.0), t);
         e.on_event(&twcc(300_000, true));
-        // At the top, nothing to probe for.
+        // Nothing to probe for (at the top, or no trial could follow).
         assert_eq!(e.desired(None, t), None);
-        // A next layer: the desired rate goes to the estimate at once (no probe while the
-        // move settles), and the first probe (the raise to 1.5x the next layer) 4 s later.
+        // A next layer: a probe at once (the raise to 1.5x its rate), lowered at the next
+        // report, then again 4, 8, 16 and at most 32 s apart.
         let mut asked = Vec::new();
         for n in 1..130 {
             if let Some(b) = e.desired(Some(400_000), s(n)) {
@@ -269,9 +267,10 @@ mod tests {
             }
         }
         assert_eq!(
-            &asked[..7],
+            &asked[..8],
             &[
-                (1, 300_000),
+                (1, 600_000),
+                (2, 300_000),
                 (5, 600_000),
                 (6, 300_000),
                 (13, 600_000),
@@ -280,14 +279,17 @@ mod tests {
                 (30, 300_000)
             ]
         );
-        // Then every 32 s at most.
-        assert_eq!(asked[7].0, 61);
-        assert_eq!(asked[9].0, 93);
+        assert_eq!(asked[8].0, 61);
+        assert_eq!(asked[10].0, 93);
         // A small move of the next layer's rate is not a new one.
         assert_eq!(e.desired(Some(440_000), s(130)), None);
-        // A new next layer: under the estimate at once, a probe 4 s later.
+        // A new next layer: a probe at once, and the schedule starts over.
         assert_eq!(
             e.desired(Some(800_000), s(131)),
+            Some(Bitrate::bps(1_200_000))
+        );
+        assert_eq!(
+            e.desired(Some(800_000), s(132)),
             Some(Bitrate::bps(300_000))
         );
         assert_eq!(e.desired(Some(800_000), s(134)), None);
@@ -304,7 +306,8 @@ mod tests {
         for n in 137..200 {
             assert_eq!(e.desired(Some(800_000), s(n)), None, "{n}");
         }
-        // Moved to the top while raised: lowered, then quiet.
+        // Nothing to probe for while raised (a move, a trial that may not start): lowered,
+        // then quiet; probing starts again at once when there is.
         e.on_event(&twcc(900_000, true));
         assert_eq!(
             e.desired(Some(800_000), s(205)),
@@ -312,6 +315,10 @@ mod tests {
         );
         assert_eq!(e.desired(None, s(206)), Some(Bitrate::bps(900_000)));
         assert_eq!(e.desired(None, s(207)), None);
+        assert_eq!(
+            e.desired(Some(800_000), s(208)),
+            Some(Bitrate::bps(1_200_000))
+        );
     }
 
     #[test]
@@ -320,18 +327,33 @@ mod tests {
         let mut e = Estimate::default();
         e.on_feedback(Some(0.0), t);
         e.on_event(&twcc(2_000_000, true));
-        assert_eq!(e.desired(Some(400_000), t), Some(Bitrate::bps(600_000)));
-        assert_eq!(e.bitrates(), (Bitrate::bps(0), Bitrate::bps(600_000)));
-        assert!(e.pad(440_000));
-        assert!(!e.pad(440_000));
-        assert_eq!(e.bitrates(), (Bitrate::bps(440_000), Bitrate::bps(600_000)));
-        assert!(e.pad(900_000));
-        assert_eq!(e.bitrates(), (Bitrate::bps(900_000), Bitrate::bps(900_000)));
+        assert_eq!(e.desired(Some(2_000_000), t), Some(Bitrate::bps(3_000_000)));
+        assert_eq!(e.bitrates(), (Bitrate::bps(0), Bitrate::bps(3_000_000)));
+        assert!(e.pad(1_100_000));
+        assert!(!e.pad(1_100_000));
+        assert_eq!(
+            e.bitrates(),
+            (Bitrate::bps(1_100_000), Bitrate::bps(3_000_000))
+        );
+        // Lowered under the padding: the desired rate stays at the padding's.
+        assert_eq!(e.desired(Some(2_000_000), t), Some(Bitrate::bps(2_000_000)));
+        assert!(e.pad(1_500_000));
+        assert_eq!(
+            e.bitrates(),
+            (Bitrate::bps(1_500_000), Bitrate::bps(2_000_000))
+        );
+        assert!(e.pad(2_200_000));
+        assert_eq!(
+            e.bitrates(),
+            (Bitrate::bps(2_200_000), Bitrate::bps(2_200_000))
+        );
+        assert!(e.gave_way(), "the estimate is under the padding");
+        assert!(e.pad(1_500_000));
         assert!(!e.gave_way());
-        e.on_event(&twcc(800_000, true));
+        e.on_event(&twcc(1_000_000, true));
         assert!(e.gave_way(), "the estimate fell under the padding");
         assert!(e.pad(0));
         assert!(!e.gave_way());
-        assert_eq!(e.bitrates(), (Bitrate::bps(0), Bitrate::bps(600_000)));
+        assert_eq!(e.bitrates(), (Bitrate::bps(0), Bitrate::bps(2_000_000)));
     }
 }
