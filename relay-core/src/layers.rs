@@ -133,6 +133,10 @@ impl LayerChooser {
     /// viewer down without loss (after a loss the estimate undershoots, but not this far for
     /// long).
     pub const STARVED_AT: f32 = 0.6;
+    /// A trial pads the viewer's link to the layer above's rate and this share more (its audio,
+    /// its keyframes). Not the whole headroom the estimate had to show: on a link that cannot
+    /// carry the layer, every bit over its capacity is lost from the media too.
+    pub const TRIAL_PADDING: f32 = 1.1;
     /// How long a trial pads the link before the viewer moves up: three clean seconds (a
     /// policer's loss shows in the first second only partly).
     pub const TRIAL: Duration = Duration::from_millis(2900);
@@ -166,9 +170,11 @@ impl LayerChooser {
         }
         let loss = r.loss.filter(|l| l.is_finite()).unwrap_or(0.0);
         if let Some(since) = self.trial {
+            // The estimate may settle anywhere over the padding: the trial itself tests the
+            // headroom, and an estimate under the padding is the link giving way.
             let holds = above.is_some_and(|a| {
                 r.estimate_bps
-                    .is_some_and(|e| e as f32 >= a as f32 * Self::ESTIMATE_HEADROOM)
+                    .is_some_and(|e| e as f32 >= a as f32 * Self::TRIAL_PADDING)
             });
             if loss >= Self::CALM_LOSS || !holds {
                 self.trial_failed(now);

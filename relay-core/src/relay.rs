@@ -10,7 +10,7 @@ use log::{debug, info};
 use crate::codec::VideoCodec;
 use crate::config::RelayConfig;
 use crate::ids::Ids;
-use crate::layers::{LayerId, LinkReport, Move, Quality, MAX_LAYERS};
+use crate::layers::{LayerChooser, LayerId, LinkReport, Move, Quality, MAX_LAYERS};
 use crate::stats::{StreamStats, ViewerStats};
 use crate::stream::{RtpIn, Stream, StreamParams};
 use crate::types::{
@@ -18,11 +18,6 @@ use crate::types::{
 };
 use crate::viewer::{TrackState, Viewer};
 use crate::Error;
-
-/// A trial of the layer above pads the viewer's link to that layer's rate and this share more
-/// (its audio, its keyframes). Not the whole headroom the estimate had to show: on a link that
-/// cannot carry the layer, every bit over its capacity is lost from the media too.
-const TRIAL_PADDING: f64 = 1.1;
 
 /// A channel: at most one live stream, and the viewers attached to it whether live or not.
 #[derive(Debug)]
@@ -452,7 +447,8 @@ impl Relay {
             Move::Stay => return None,
             Move::Trial => {
                 stream.counters.layer_trials += 1;
-                let pad = (above.unwrap_or(here) as f64 * TRIAL_PADDING) as u64;
+                let pad =
+                    (above.unwrap_or(here) as f64 * f64::from(LayerChooser::TRIAL_PADDING)) as u64;
                 debug!("viewer {viewer}: trial of layer above at {pad} bit/s ({report:?})");
                 return Some(pad);
             }

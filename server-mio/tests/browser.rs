@@ -163,6 +163,23 @@ fn simulcast_layers_follow_each_viewers_link_and_choice() {
     run_script("simulcast.mjs", "simulcast test", "simulcast-summary.json");
 }
 
+/// Simulcast through an edge: Chromium publishes three layers to the origin, a Chromium viewer
+/// whose watch page is served by the origin is placed on the edge, which pulls every layer
+/// under the origin's ids; the viewer climbs to 1280x720 on its estimate there and the quality
+/// menu fixes it on 320x180 at the edge.
+#[test]
+fn an_edge_viewer_of_a_simulcast_climbs_and_chooses_among_the_origin_s_layers() {
+    if !ready() {
+        return;
+    }
+    let _turn = turn();
+    run_script(
+        "cluster_simulcast.mjs",
+        "cluster simulcast test",
+        "cluster-simulcast-summary.json",
+    );
+}
+
 /// Firefox publishes three VP8 simulcast layers over WHIP (its own offer and RID handling):
 /// Chromium viewers climb to the largest and take the smallest from the menu, and a Firefox
 /// viewer switches to it too.

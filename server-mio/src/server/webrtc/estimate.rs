@@ -32,7 +32,7 @@ const DESIRED_STEP: f64 = 0.2;
 /// packets above the estimate for some milliseconds (str0m's allocation probe), so a link that
 /// stays narrow loses a packet or two per probe at most.
 const REPROBE_FIRST: Duration = Duration::from_secs(4);
-const REPROBE_MAX: Duration = Duration::from_secs(32);
+const REPROBE_MAX: Duration = Duration::from_secs(16);
 
 /// One viewer's estimate, as its `Rtc` reports it.
 #[derive(Debug, Clone, Default)]
@@ -259,7 +259,7 @@ mod tests {
         // Nothing to probe for (at the top, or no trial could follow).
         assert_eq!(e.desired(None, t), None);
         // A next layer: a probe at once (the raise to 1.5x its rate), lowered at the next
-        // report, then again 4, 8, 16 and at most 32 s apart.
+        // report, then again 4, 8 and at most 16 s apart.
         let mut asked = Vec::new();
         for n in 1..130 {
             if let Some(b) = e.desired(Some(400_000), s(n)) {
@@ -279,8 +279,8 @@ mod tests {
                 (30, 300_000)
             ]
         );
-        assert_eq!(asked[8].0, 61);
-        assert_eq!(asked[10].0, 93);
+        assert_eq!(asked[8].0, 45);
+        assert_eq!(asked[10].0, 61);
         // A small move of the next layer's rate is not a new one.
         assert_eq!(e.desired(Some(440_000), s(130)), None);
         // A new next layer: a probe at once, and the schedule starts over.

@@ -55,6 +55,9 @@ const IMMEDIATE_TIMEOUTS: usize = 256;
 /// runs at about twice the rate of the one the viewer is on.
 const TRIAL_RTX_ALLOWANCE: f32 = 0.6;
 
+/// How long a paced `Rtc` that asked for its clock at once but sent nothing waits for it.
+const PACED_IDLE_WAIT: Duration = Duration::from_millis(1);
+
 /// How a viewer was signalled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(in crate::server) enum Signal {
@@ -583,9 +586,13 @@ impl Server {
     }
 
     /// Which `Rtc` a viewer of `channel` gets: one that estimates its bandwidth where the
-    /// stream has layers to choose between (an edge's pull is pinned to its layer: plain).
+    /// stream has layers to choose between (an edge's pull is pinned to its layer: plain). A
+    /// stream live on another node and not yet here (an edge's first viewers, while its pull
+    /// starts) may have layers: those get one too, at the estimate's cost if it has not.
     fn viewer_kind(&self, channel: ChannelId, pull: bool) -> ViewerKind {
-        if !pull && self.relay.layer_count(channel) > 1 {
+        let layers = self.relay.layer_count(channel);
+        let maybe_layers = layers == 0 && self.cluster_channels().contains(&channel);
+        if !pull && (layers > 1 || maybe_layers) {
             ViewerKind::Estimating
         } else {
             ViewerKind::Plain
@@ -1313,6 +1320,8 @@ impl Server {
     pub(in crate::server) fn viewer_drive(&mut self, id: u64, now: Instant) {
         let connect_timeout = Duration::from_secs(self.args.viewer_connect_timeout);
         let mut immediate = 0;
+        // Whether str0m put anything out since the last timeout fed back at once.
+        let mut progress = true;
         loop {
             let Some(v) = self.viewers.map.get_mut(&id) else {
                 return;
@@ -1323,9 +1332,11 @@ impl Server {
             };
             match out {
                 RtcOutput::Transmit(t) if t.proto == Protocol::Tcp => {
+                    progress = true;
                     self.ice_tcp_send(t.destination, &t.contents);
                 }
                 RtcOutput::Transmit(t) => {
+                    progress = true;
                     if let Some((video, rtx)) = v.repair_ssrcs {
                         match rtp_ssrc(&t.contents) {
                             Some(s) if s == video => v.repair_sent.0 += 1,
@@ -1353,15 +1364,25 @@ impl Server {
                     } else {
                         t
                     };
-                    if t <= now && v.estimate.is_some() && immediate < IMMEDIATE_TIMEOUTS {
+                    let paced = v.estimate.is_some();
+                    if t <= now && paced && progress && immediate < IMMEDIATE_TIMEOUTS {
                         // A paced `Rtc` (an estimating viewer's) wants its clock between two
                         // packets: give it now rather than one loop turn per packet.
                         immediate += 1;
+                        progress = false;
                         match rtc_outcome(id, guarded(|| v.rtc.handle_input(Input::Timeout(now)))) {
                             Ok(()) => continue,
                             Err(why) => return self.viewer_drop(id, why),
                         }
                     }
+                    // A paced `Rtc` that wants its clock again at once without having sent anything
+                    // (its pacer has nothing it may send yet) waits a moment instead: fed back at
+                    // once it would hold the loop in a spin.
+                    let t = if paced && t <= now && !progress {
+                        now + PACED_IDLE_WAIT
+                    } else {
+                        t
+                    };
                     if t != v.timeout || t <= now {
                         v.timeout = t.max(now);
                         self.viewers.heap.push(Reverse((v.timeout, id)));

@@ -82,9 +82,9 @@ impl OwnSocket {
 /// One more layer of a simulcast pulled beside the main pull (which carries the top layer and
 /// the audio), so viewers here choose among the same layers as at the origin.
 pub(in crate::server) struct LayerPull {
-    /// The layer's id at the origin (what the offer asks for).
+    /// The layer's id at the origin (what the offer asks for), and its id here: the same, so a
+    /// layer has one id across the cluster (the main pull's video takes the top layer's).
     origin_layer: LayerId,
-    /// Its id here (the main pull's video is layer 0).
     pub(in crate::server) here: LayerId,
     pub(in crate::server) peer: Option<u64>,
 }
@@ -395,10 +395,10 @@ impl Server {
             return;
         }
         let epoch = p.epoch;
-        for (i, l) in top.iter().enumerate() {
+        for l in top {
             p.layers.push(LayerPull {
                 origin_layer: *l,
-                here: LayerId(u8::try_from(i + 1).unwrap_or(u8::MAX)),
+                here: *l,
                 peer: None,
             });
         }
@@ -476,7 +476,7 @@ impl Server {
             sdp,
             location,
             codec,
-            ..
+            layers,
         } = answered;
         let sdp = sdp.as_str();
         let Some(origin) = udp_candidate(sdp) else {
@@ -514,6 +514,10 @@ impl Server {
                 .map(|x| x.here)
         });
         publisher.feeds_layer = here;
+        if layer.is_none() && layers.len() > 1 {
+            // The main pull carries the top layer: under the origin's id for it.
+            publisher.video_layer = layers.last().copied();
+        }
         let id = self.viewer_insert(
             rtc,
             channel,

@@ -74,6 +74,11 @@ pub(in crate::server) struct Publisher {
     /// An edge's pull of one more layer of a simulcast: its video feeds this layer of the
     /// stream the channel's main pull owns, and it never starts, owns or ends a stream.
     pub(in crate::server) feeds_layer: Option<LayerId>,
+    /// The layer its video is filed under when another node named it: an edge's main pull of
+    /// a simulcast takes the origin's id of the top layer (as its layer pulls take theirs), so a
+    /// layer has one id across the cluster and a watch page served by the origin can fix its
+    /// viewer on the edge by the origin's ids.
+    pub(in crate::server) video_layer: Option<LayerId>,
 }
 
 impl Publisher {
@@ -101,6 +106,7 @@ impl Publisher {
             capture: None,
             feedback: None,
             feeds_layer: None,
+            video_layer: None,
         };
         for (mid, kind) in mids_from_sdp(sdp) {
             let mid = Mid::from(mid.as_str());
@@ -632,7 +638,7 @@ impl Server {
                 } else {
                     return;
                 };
-                let layer = match (kind, p.feeds_layer) {
+                let layer = match (kind, p.feeds_layer.or(p.video_layer)) {
                     (RelayKind::Audio, _) => LayerId(0),
                     (RelayKind::Video, Some(l)) => l,
                     (RelayKind::Video, None) => p.layers.layer(*pkt.header.ssrc, || {
