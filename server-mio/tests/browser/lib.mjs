@@ -99,3 +99,18 @@ export async function finish({ error, name, page, browser, dir, artifacts }) {
   for (const c of children) c.kill('SIGTERM');
   rmSync(dir, { recursive: true, force: true });
 }
+
+/** Chromium publishing its fake camera at 1280x720 in three simulcast layers through the
+ *  publish page of `base` (an http:// URL on 127.0.0.1, a secure context) on `channel`. Returns
+ *  the publish page once it says live. */
+export async function publishLayers(browser, base, channel, key) {
+  const publisher = await browser.newPage({ viewport: { width: 960, height: 760 } });
+  publisher.on('console', (m) => process.stderr.write(`[publish page] ${m.text()}\n`));
+  await publisher.goto(`${base}/publish/${channel}`);
+  await publisher.selectOption('#resolution', '1280x720');
+  await publisher.selectOption('#layers', '3');
+  await publisher.fill('#key', key);
+  await publisher.click('#go');
+  await publisher.waitForFunction(() => document.body.dataset.state === 'live', null, { timeout: 15000 });
+  return publisher;
+}

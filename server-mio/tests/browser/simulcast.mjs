@@ -12,7 +12,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, writeFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { children, sleep, env, start, until, CHROMIUM_ARGS } from './lib.mjs';
+import { children, sleep, env, start, until, CHROMIUM_ARGS, publishLayers } from './lib.mjs';
 
 const SERVER = env('ITG_SERVER_BIN');
 const ARTIFACTS = env('ITG_ARTIFACTS');
@@ -81,14 +81,7 @@ try {
     executablePath: '/usr/bin/chromium',
     args: [...CHROMIUM_ARGS, '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'],
   });
-  const publisher = await browser.newPage({ viewport: { width: 960, height: 760 } });
-  publisher.on('console', (m) => process.stderr.write(`[publish page] ${m.text()}\n`));
-  await publisher.goto(`${HTTP}/publish/77`);
-  await publisher.selectOption('#resolution', '1280x720');
-  await publisher.selectOption('#layers', '3');
-  await publisher.fill('#key', key);
-  await publisher.click('#go');
-  await publisher.waitForFunction(() => document.body.dataset.state === 'live', null, { timeout: 15000 });
+  const publisher = await publishLayers(browser, HTTP, 77, key);
   let info = null;
   await until('three layers sending', 30000, async () => {
     info = await streamInfo();
