@@ -424,18 +424,11 @@ impl Relay {
     ) -> Option<u64> {
         let (ch, i) = self.locate(viewer)?;
         let ch = self.channels.get_mut(&ch)?;
-        let (Some(stream), Some(v)) = (ch.stream.as_mut(), ch.viewers.get_mut(i)) else {
-            return None;
-        };
+        let (stream, v) = (ch.stream.as_mut()?, ch.viewers.get_mut(i)?);
         if v.quality != Quality::Auto || stream.layers.len() < 2 {
             return None;
         }
-        let active: Vec<LayerId> = stream
-            .ranked()
-            .iter()
-            .copied()
-            .filter(|id| stream.layer(*id).is_some_and(|l| l.active(now)))
-            .collect();
+        let active = sending_layers(stream, now);
         let on = v.target.unwrap_or(v.layer);
         let pos = active.iter().position(|id| *id == on)?;
         let rate =
@@ -474,21 +467,18 @@ impl Relay {
     /// under the padding: see [`crate::layers`]): it ends now, counted as failed. Whether one
     /// was running; the caller stops the padding.
     pub fn viewer_trial_failed(&mut self, viewer: ViewerId, now: Instant) -> bool {
-        let Some((ch, i)) = self.locate(viewer) else {
-            return false;
-        };
-        let Some(ch) = self.channels.get_mut(&ch) else {
-            return false;
-        };
-        let (Some(stream), Some(v)) = (ch.stream.as_mut(), ch.viewers.get_mut(i)) else {
-            return false;
-        };
-        if !v.chooser.abort_trial(now) {
-            return false;
+        let aborted = (|| {
+            let (ch, i) = self.locate(viewer)?;
+            let ch = self.channels.get_mut(&ch)?;
+            let (stream, v) = (ch.stream.as_mut()?, ch.viewers.get_mut(i)?);
+            v.chooser.abort_trial(now).then(|| {
+                stream.counters.layer_trials_failed += 1;
+            })
+        })();
+        if aborted.is_some() {
+            debug!("viewer {viewer}: trial failed between reports");
         }
-        stream.counters.layer_trials_failed += 1;
-        debug!("viewer {viewer}: trial failed between reports");
-        true
+        aborted.is_some()
     }
 
     /// Sets which layer a viewer wants: the best its link carries, or a fixed one (from the
@@ -559,14 +549,10 @@ impl Relay {
             return None;
         }
         let on = v.target.unwrap_or(v.layer);
-        let active: Vec<&crate::stream::VideoLayer> = stream
-            .ranked()
-            .iter()
-            .filter_map(|id| stream.layer(*id))
-            .filter(|l| l.active(now))
-            .collect();
-        let pos = active.iter().position(|l| l.id == on)?;
-        active.get(pos + 1).map(|l| l.bitrate(now))
+        let active = sending_layers(stream, now);
+        let pos = active.iter().position(|id| *id == on)?;
+        let above = stream.layer(*active.get(pos + 1)?)?;
+        Some(above.bitrate(now)).filter(|r| *r > 0)
     }
 
     /// The layer a viewer is on, and the one it is moving to.
@@ -1005,6 +991,16 @@ fn joined(
 }
 
 /// Queues the cached GOP for one viewer (join or keyframe request).
+/// A stream's video layers now sending, smallest picture first: those a viewer moves among.
+fn sending_layers(stream: &Stream, now: Instant) -> Vec<LayerId> {
+    stream
+        .ranked()
+        .iter()
+        .copied()
+        .filter(|id| stream.layer(*id).is_some_and(|l| l.active(now)))
+        .collect()
+}
+
 fn replay_gop(
     viewer: &mut Viewer,
     stream: &Stream,

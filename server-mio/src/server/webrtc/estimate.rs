@@ -16,7 +16,12 @@
 
 use std::time::{Duration, Instant};
 
+use ftl_proto::ChannelId;
 use str0m::bwe::{Bitrate, BweKind};
+
+use super::peers::guarded;
+use super::pool::ViewerKind;
+use crate::server::Server;
 
 /// How long feedback has to arrive before the estimate counts: the starting probes (3x and 6x
 /// the start) are answered within the first second, and a second more lets the estimate settle.
@@ -191,6 +196,103 @@ impl Estimate {
     /// The latest estimate, believed or not (for the statistics).
     pub(in crate::server) fn last(&self) -> Option<u64> {
         self.bps
+    }
+}
+
+/// What a viewer's report says of its link, for its layer choice: the receiver's loss, and
+/// with an estimate the estimate and (during a trial) the loss its feedback shows.
+pub(in crate::server) fn link_report(
+    estimate: Option<&Estimate>,
+    loss: Option<f32>,
+    now: Instant,
+) -> relay_core::LinkReport {
+    match estimate {
+        Some(e) => relay_core::LinkReport {
+            loss: e.loss(loss, now),
+            estimate_bps: e.usable(now),
+        },
+        None => relay_core::LinkReport {
+            loss,
+            estimate_bps: None,
+        },
+    }
+}
+
+impl Server {
+    /// Which `Rtc` a viewer of `channel` gets: one that estimates its bandwidth where the
+    /// stream has layers to choose between (an edge's pull is pinned to its layer: plain). A
+    /// stream live on another node and not yet here (an edge's first viewers, while its pull
+    /// starts) may have layers: those get one too, at the estimate's cost if it has not.
+    pub(in crate::server) fn viewer_kind(&self, channel: ChannelId, pull: bool) -> ViewerKind {
+        let layers = self.relay.layer_count(channel);
+        let estimating = layers > 1 || (layers == 0 && self.cluster_channels().contains(&channel));
+        if !pull && estimating {
+            ViewerKind::Estimating
+        } else {
+            ViewerKind::Plain
+        }
+    }
+
+    /// Marks a new viewer whose `Rtc` estimates its bandwidth.
+    pub(in crate::server) fn viewer_estimating(&mut self, id: u64, kind: ViewerKind) {
+        if kind == ViewerKind::Estimating {
+            if let Some(v) = self.viewers.map.get_mut(&id) {
+                v.estimate = Some(Estimate::default());
+            }
+        }
+    }
+
+    /// A viewer's `Rtc` estimated its bandwidth again (after each feedback, every ~100 ms): one
+    /// that falls under a trial's padding ends the trial now, not at the next report, before
+    /// the padding starves the media it shares the link with.
+    pub(in crate::server) fn viewer_estimate(&mut self, id: u64, kind: &BweKind, now: Instant) {
+        let Some(v) = self.viewers.map.get_mut(&id) else {
+            return;
+        };
+        let Some(e) = v.estimate.as_mut() else {
+            return;
+        };
+        e.on_event(kind);
+        let failed = e.gave_way()
+            && v.relay_id()
+                .is_some_and(|rid| self.relay.viewer_trial_failed(rid, now));
+        if failed {
+            self.viewer_probe_for(id, Some(0), now);
+        }
+    }
+
+    /// Tells an estimating viewer's `Rtc` how far to probe (the rate of the layer it would
+    /// move up to, with headroom, re-armed on a schedule while there is no room) and what to
+    /// pad its link to (a trial of that layer, `pad`), when either changed.
+    pub(in crate::server) fn viewer_probe_for(&mut self, id: u64, pad: Option<u64>, now: Instant) {
+        let Some(v) = self.viewers.map.get_mut(&id) else {
+            return;
+        };
+        let Some(rid) = v.relay_id() else {
+            return;
+        };
+        let Some(e) = v.estimate.as_mut() else {
+            return;
+        };
+        let padded = pad.is_some_and(|p| e.pad(p));
+        let next = self.relay.viewer_next_rate(rid, now);
+        let desired = e.desired(next, now).is_some();
+        let padding = e.padding();
+        if padded || desired {
+            let (minimum, desired) = e.bitrates();
+            log::debug!("viewer {id}: padding to {minimum}, probing for {desired}");
+            let _ = guarded(|| v.rtc.bwe().set_bitrate(minimum, desired));
+        }
+        if padded {
+            if padding {
+                // The trial's allowance at once (this starts the RTX history afresh: the
+                // link was clean, so little in it could be asked for).
+                v.renew_video_tx();
+            } else {
+                // Back to the budget once what the trial lost has been repaired.
+                v.renew_video_tx_at(now + super::pool::RTX_RESET_AFTER_REPLAY);
+            }
+        }
     }
 }
 

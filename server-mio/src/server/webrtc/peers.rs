@@ -158,6 +158,25 @@ impl Viewer {
         }
     }
 
+    /// Starts its video send stream's RTX history afresh with the cap in force
+    /// ([`Viewer::rtx_cap`]; see `pool::viewer_video_tx`).
+    pub(in crate::server) fn renew_video_tx(&mut self) {
+        let (Some(ssrc), cap) = (self.tx_ssrc.0, self.rtx_cap()) else {
+            return;
+        };
+        let rtc = &mut self.rtc;
+        let _ = guarded(|| {
+            if let Some(tx) = rtc.direct_api().stream_tx(&ssrc) {
+                super::pool::viewer_video_tx(tx, cap);
+            }
+        });
+    }
+
+    /// Does [`Viewer::renew_video_tx`] when it is next driven at or after `at`.
+    pub(in crate::server) fn renew_video_tx_at(&mut self, at: Instant) {
+        self.rtx_reset = Some(at);
+    }
+
     /// Its id in the relay, once it connected (viewers only).
     pub(in crate::server) fn relay_id(&self) -> Option<ViewerId> {
         self.relay_id
@@ -581,66 +600,6 @@ impl Server {
                 });
                 self.pool.want(kind, self.viewers.pending.len());
                 Reply::Later
-            }
-        }
-    }
-
-    /// Which `Rtc` a viewer of `channel` gets: one that estimates its bandwidth where the
-    /// stream has layers to choose between (an edge's pull is pinned to its layer: plain). A
-    /// stream live on another node and not yet here (an edge's first viewers, while its pull
-    /// starts) may have layers: those get one too, at the estimate's cost if it has not.
-    fn viewer_kind(&self, channel: ChannelId, pull: bool) -> ViewerKind {
-        let layers = self.relay.layer_count(channel);
-        let maybe_layers = layers == 0 && self.cluster_channels().contains(&channel);
-        if !pull && (layers > 1 || maybe_layers) {
-            ViewerKind::Estimating
-        } else {
-            ViewerKind::Plain
-        }
-    }
-
-    /// Marks a new viewer whose `Rtc` estimates its bandwidth.
-    fn viewer_estimating(&mut self, id: u64, kind: ViewerKind) {
-        if kind == ViewerKind::Estimating {
-            if let Some(v) = self.viewers.map.get_mut(&id) {
-                v.estimate = Some(super::estimate::Estimate::default());
-            }
-        }
-    }
-
-    /// Tells an estimating viewer's `Rtc` how far to probe (the rate of the layer it would
-    /// move up to, with headroom, re-armed on a schedule while there is no room) and what to
-    /// pad its link to (a trial of that layer, `pad`; see `estimate`), when either changed.
-    fn viewer_probe_for(&mut self, id: u64, pad: Option<u64>, now: Instant) {
-        let Some(v) = self.viewers.map.get_mut(&id) else {
-            return;
-        };
-        let (Some(e), Some(rid)) = (v.estimate.as_mut(), v.relay_id) else {
-            return;
-        };
-        let padded = pad.is_some_and(|p| e.pad(p));
-        let next = self.relay.viewer_next_rate(rid, now);
-        let desired = e.desired(next, now).is_some();
-        if padded || desired {
-            let (minimum, desired) = e.bitrates();
-            log::debug!("viewer {id}: padding to {minimum}, probing for {desired}");
-            let _ = guarded(|| v.rtc.bwe().set_bitrate(minimum, desired));
-        }
-        if padded {
-            if e.padding() {
-                // The trial's allowance at once (this starts the RTX history afresh: the
-                // link was clean, so little in it could be asked for).
-                let cap = v.rtx_cap();
-                if let Some(ssrc) = v.tx_ssrc.0 {
-                    let _ = guarded(|| {
-                        if let Some(tx) = v.rtc.direct_api().stream_tx(&ssrc) {
-                            super::pool::viewer_video_tx(tx, cap);
-                        }
-                    });
-                }
-            } else {
-                // Back to the budget once what the trial lost has been repaired.
-                v.rtx_reset = Some(now + super::pool::RTX_RESET_AFTER_REPLAY);
             }
         }
     }
@@ -1463,30 +1422,9 @@ impl Server {
                     self.drain_relay(now);
                 }
             }
-            Event::EgressBitrateEstimate(kind) => {
-                let Some(e) = v.estimate.as_mut() else {
-                    return;
-                };
-                log::trace!("viewer {id}: estimate {kind:?}");
-                e.on_event(&kind);
-                // The estimate follows every feedback (every ~100 ms): one that falls under a
-                // trial's padding ends the trial now, not at the next report a second later,
-                // before the padding starves the media it shares the link with.
-                if e.gave_way() {
-                    if let Some(rid) = v.relay_id {
-                        if self.relay.viewer_trial_failed(rid, now) {
-                            self.viewer_probe_for(id, Some(0), now);
-                        }
-                    }
-                }
-            }
+            Event::EgressBitrateEstimate(kind) => self.viewer_estimate(id, &kind, now),
             Event::PeerStats(s) => {
                 if let Some(e) = v.estimate.as_mut() {
-                    log::trace!(
-                        "viewer {id}: feedback loss {:?}, sent {} bytes in all",
-                        s.egress_loss_fraction,
-                        s.peer_bytes_tx
-                    );
                     e.on_feedback(s.egress_loss_fraction, now);
                 }
             }
@@ -1504,16 +1442,7 @@ impl Server {
                 v.repair.report(report, now);
                 if let Some(rid) = v.relay_id {
                     // The same report moves a viewer of a simulcast between layers.
-                    let link = match v.estimate.as_ref() {
-                        Some(e) => relay_core::LinkReport {
-                            loss: e.loss(s.loss, now),
-                            estimate_bps: e.usable(now),
-                        },
-                        None => relay_core::LinkReport {
-                            loss: s.loss,
-                            estimate_bps: None,
-                        },
-                    };
+                    let link = super::estimate::link_report(v.estimate.as_ref(), s.loss, now);
                     let pad = self.relay.viewer_link(rid, link, now);
                     self.viewer_probe_for(id, pad, now);
                     self.drain_relay(now);
@@ -1768,14 +1697,7 @@ impl Server {
         v.unsent = 0;
         if v.rtx_reset.is_some_and(|t| now >= t) {
             v.rtx_reset = None;
-            if let Some(ssrc) = v.tx_ssrc.0 {
-                let share = v.rtx_cap();
-                let _ = guarded(|| {
-                    if let Some(tx) = v.rtc.direct_api().stream_tx(&ssrc) {
-                        super::pool::viewer_video_tx(tx, share);
-                    }
-                });
-            }
+            v.renew_video_tx();
         }
         match guarded(|| v.rtc.handle_input(Input::Timeout(now))) {
             Ok(_) => {
