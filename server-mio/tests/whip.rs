@@ -17,7 +17,6 @@ fn drive_until(v: &mut Viewer, limit: Duration, mut f: impl FnMut(&Viewer) -> bo
     v.drive(limit, |v| f(v))
 }
 
-/// A minimal offer with the given video codec line (no H.264 when `codec` is not it).
 /// How many viewers each layer of a live channel has, smallest layer first.
 fn viewers_per_layer(s: &TestServer, channel: u32) -> Vec<u64> {
     stream_info(s, channel).unwrap()["layers"]
@@ -28,6 +27,7 @@ fn viewers_per_layer(s: &TestServer, channel: u32) -> Vec<u64> {
         .collect()
 }
 
+/// A minimal offer with the given video codec line (no H.264 when `codec` is not it).
 fn offer(codec: &str, fmtp: &str) -> String {
     format!(
         "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
@@ -600,14 +600,15 @@ fn a_simulcast_publisher_s_layers_reach_viewers_bit_exact_and_switch_at_keyframe
 
 /// A viewer of a simulcast stream gets transport-wide feedback negotiated and its layer
 /// follows str0m's bandwidth estimate: on loopback the estimate has room, so it climbs from
-/// the middle layer to the largest through a clean trial (padding), never trying a layer; its
-/// numbering stays continuous. A viewer of a stream of one layer negotiates none (the estimate
+/// the middle layer to the largest through a clean trial (padding), never trying a layer (a
+/// trial that fails moves nothing); its numbering stays continuous. A viewer of a stream of one layer negotiates none (the estimate
 /// would cost every packet for nothing).
 #[test]
 fn a_simulcast_viewer_climbs_on_its_bandwidth_estimate_through_a_trial() {
     let server = TestServer::start();
-    let publisher = publish_with(simulcast_options(&server, 77, 30));
-    let single = server.publish(88, VIDEO_A, Some(Duration::from_secs(30)));
+    // Long enough for the climb's 45 s and the check after it on a busy machine.
+    let publisher = publish_with(simulcast_options(&server, 77, 70));
+    let single = server.publish(88, VIDEO_A, Some(Duration::from_secs(70)));
     assert!(server.wait_for(Duration::from_secs(8), |s| {
         stream_info(s, 77).is_some_and(|i| i["layers"].as_array().is_some_and(|l| l.len() == 3))
             && stream_info(s, 88).is_some()
@@ -630,20 +631,31 @@ fn a_simulcast_viewer_climbs_on_its_bandwidth_estimate_through_a_trial() {
     assert_eq!(stream_info(&server, 77).unwrap()["estimating_viewers"], 1);
     let joined = Instant::now();
     let mut on_top = false;
-    while joined.elapsed() < Duration::from_secs(20) && !on_top {
+    // Room for two failed trials (5 s, then 10 s apart): on a machine busy with other tests
+    // the client's feedback can come late, the estimate then dips under the padding and the
+    // trial ends, which is the server doing its job, not a fault.
+    while joined.elapsed() < Duration::from_secs(45) && !on_top {
         viewer.drive(Duration::from_millis(250), |_| false);
         plain.drive(Duration::from_millis(10), |_| false);
         on_top = per_layer(&server) == [0, 0, 1];
     }
-    assert!(on_top, "still {:?} after 20 s", per_layer(&server));
+    assert!(on_top, "still {:?} after 45 s", per_layer(&server));
     let climbed = joined.elapsed();
     let info = stream_info(&server, 77).unwrap();
-    assert_eq!(info["layer_trials"], 1, "{info}");
-    assert_eq!(info["layer_trials_failed"], 0, "{info}");
-    assert_eq!(info["layer_switches"], 1, "one move, no try: {info}");
+    let trials = info["layer_trials"].as_u64().unwrap();
+    let failed = info["layer_trials_failed"].as_u64().unwrap();
+    assert_eq!(trials - failed, 1, "one clean trial moved it: {info}");
+    assert_eq!(
+        info["layer_switches"], 1,
+        "one move, a failed trial moves nothing: {info}"
+    );
     assert_eq!(
         server.metric("itg_stream_layer_trials_total{channel=\"77\"}"),
-        1.0
+        trials as f64
+    );
+    assert_eq!(
+        server.metric("itg_stream_layer_trials_failed_total{channel=\"77\"}"),
+        failed as f64
     );
     // It plays the largest layer's file from a keyframe, numbering continuous.
     let from = viewer.video.len();
@@ -660,7 +672,10 @@ fn a_simulcast_viewer_climbs_on_its_bandwidth_estimate_through_a_trial() {
         .unwrap();
     assert_run_from_keyframe(&after[start..], &big);
     assert_eq!(viewer.video_lost(), 0);
-    eprintln!("estimate: middle -> largest in {} ms", climbed.as_millis());
+    eprintln!(
+        "estimate: middle -> largest in {} ms, {trials} trials, {failed} failed",
+        climbed.as_millis()
+    );
     publisher.stop().unwrap();
     let _ = single.stop();
 }
