@@ -37,6 +37,8 @@ pub struct Counters {
     /// ICE-TCP: packets received, connections refused at the limits.
     pub ice_tcp_packets: u64,
     pub ice_tcp_refused: u64,
+    /// Binding requests made for peers whose ICE sends none once connected (libnice).
+    pub ice_keepalives: u64,
     /// ICE-TCP: packets dropped at a full connection queue, connections closed as stalled.
     pub ice_tcp_dropped: u64,
     pub ice_tcp_stalled: u64,
@@ -310,6 +312,11 @@ impl Server {
             "viewers_dropped_total",
             "Viewer sessions ended.",
             c.viewers_dropped,
+        );
+        counter(
+            "ice_keepalives_total",
+            "Binding requests made on behalf of connected peers that send none but are still heard from (libnice without consent freshness): each keeps the peer's ICE pair open.",
+            c.ice_keepalives,
         );
         counter(
             "ice_tcp_packets_total",

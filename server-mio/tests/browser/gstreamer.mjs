@@ -3,7 +3,9 @@
 //
 // - it publishes 640x360 x264 + Opus over WHIP with the stream key; its DTLS certificate is
 //   RSA-2048 (GStreamer's own), which the server's DTLS must take;
-// - a second webrtcbin watches that stream over WHEP and decodes it at 640x360 with sound;
+// - a second webrtcbin watches that stream over WHEP and decodes it at 640x360 with sound, for
+//   20 s: libnice sends no binding requests once connected, and both sessions outlive str0m's
+//   15 s ICE-lite cutoff on the requests the server makes for them from their traffic;
 // - it watches an FTL stream (our client, the fixture) over WHEP;
 // - a wrong key is refused with 401 before any WebRTC state is made;
 // - it publishes H.265 (x265, as OBS's HEVC over WHIP) and another webrtcbin watches it in
@@ -49,23 +51,32 @@ try {
   // GStreamer publishes over WHIP; another webrtcbin watches it.
   const metric = async (re) => Number((re.exec(await (await fetch(`${HTTP}/metrics`)).text()) || [])[1] || 0);
   const rsaBefore = await metric(/^itg_dtls_handshakes_total\{peer_key="rsa"\} (\d+)/m);
-  const publishing = gst('publish', `${HTTP}/whip/78`, ['--key', key78, '--width', '640', '--height', '360', '--kbps', '1200'], 12);
+  const keepalivesBefore = await metric(/^itg_ice_keepalives_total (\d+)/m);
+  const publishing = gst('publish', `${HTTP}/whip/78`, ['--key', key78, '--width', '640', '--height', '360', '--kbps', '1200'], 24);
   await until('channel 78 live over WHIP', 10000, async () => (await (await fetch(`${HTTP}/api/streams`)).json())
     .streams.some((s) => s.channel === 78 && s.live && s.protocol === 'whip'));
-  const watchWhip = await gst('watch', `${HTTP}/whep/78`, [], 5);
-  const info = (await (await fetch(`${HTTP}/api/streams`)).json()).streams.find((s) => s.channel === 78);
+  const watchWhip = await gst('watch', `${HTTP}/whep/78`, [], 20);
+  // More than 15 s in, the publisher is still live.
+  const info = (await (await fetch(`${HTTP}/api/streams`)).json()).streams.find((s) => s.channel === 78 && s.live);
+  const keepalives = (await metric(/^itg_ice_keepalives_total (\d+)/m)) - keepalivesBefore;
   const published = await publishing;
   const rsa = (await metric(/^itg_dtls_handshakes_total\{peer_key="rsa"\} (\d+)/m)) - rsaBefore;
   summary.publish = published;
   summary.watch_whip = watchWhip;
-  summary.stream = { width: info.width, height: info.height, codecs: info.codecs, bitrate_bps: info.bitrate_bps, congestion_control: info.congestion_control };
+  summary.stream = { width: info?.width, height: info?.height, codecs: info?.codecs, bitrate_bps: info?.bitrate_bps, congestion_control: info?.congestion_control };
   summary.rsa_handshakes = rsa;
+  summary.keepalives = keepalives;
   if (published.code !== 0) throw new Error(`GStreamer as a WHIP publisher: ${JSON.stringify(published)}`);
   if (rsa < 1) throw new Error('no handshake with an RSA certificate was counted');
+  if (!info) throw new Error('the GStreamer publisher was let go within 20 s');
   if (!(info.width === 640 && info.height === 360 && info.codecs.includes('opus'))) throw new Error(`the server saw ${JSON.stringify(summary.stream)}`);
-  if (watchWhip.code !== 0 || watchWhip.width !== 640 || watchWhip.height !== 360 || watchWhip.frames < 60 || watchWhip.audio_buffers < 50) {
+  // Frames to the end: the viewer was not cut off 15 s in.
+  if (watchWhip.code !== 0 || watchWhip.width !== 640 || watchWhip.height !== 360 || watchWhip.frames < 400
+    || watchWhip.audio_buffers < 500 || !(watchWhip.last_frame_ms > 17000)) {
     throw new Error(`GStreamer watching GStreamer: ${JSON.stringify(watchWhip)}`);
   }
+  // Each of the two had requests made for it (one every 5 s once it stopped asking).
+  if (keepalives < 4) throw new Error(`${keepalives} binding requests made for the GStreamer peers`);
 
   // H.265 in, H.265 out (channel 79).
   const key79 = execFileSync(SERVER, ['keys', 'add', '--data-dir', `${dir}/data`, '--channel', '79', '--name', 'HEVC'])

@@ -4,7 +4,10 @@
 // a viewer whose link nftables polices below the top layer's rate moves down within 5 s,
 // then plays for 20 s without a freeze over 300 ms and without trying the top layer again
 // (its layer follows a bandwidth estimate from transport-wide feedback, with probes), and
-// climbs back when the limit is lifted; the recording has the top layer.
+// climbs back when the limit is lifted; GStreamer's webrtcbin, a viewer from a network the
+// server has not seen, starts on the middle layer, climbs to the top on the estimate its own
+// transport-wide feedback drives, then takes the smallest layer asked for through the WHEP
+// layer extension; the recording has the top layer.
 //
 // Environment: ITG_SERVER_BIN, ITG_ARTIFACTS.
 import { chromium } from 'playwright-core';
@@ -12,11 +15,12 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, writeFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { children, sleep, env, start, until, CHROMIUM_ARGS, publishLayers } from './lib.mjs';
+import { children, sleep, env, start, until, CHROMIUM_ARGS, publishLayers, gstreamer } from './lib.mjs';
 
 const SERVER = env('ITG_SERVER_BIN');
 const ARTIFACTS = env('ITG_ARTIFACTS');
 const HTTP = 'http://127.0.0.1:18400';
+const GST = new URL('../gst/itg_gst.py', import.meta.url).pathname;
 const nft = (...args) => execFileSync('nft', args);
 
 async function streamInfo() {
@@ -171,6 +175,33 @@ try {
   const liftedAt = Date.now();
   await until('the viewer to climb back once the limit is lifted', 45000, async () => (await width(pages.limited)) === 1280);
   summary.upAfterLiftMs = Date.now() - liftedAt;
+
+  // GStreamer's webrtcbin watches too, its WHEP requests from 127.0.0.2 (a network with no
+  // remembered layer, so it starts on the middle one) with transport-wide feedback offered:
+  // its RTP session's feedback drives the server's estimate, which takes it to the top layer
+  // through a trial. Then it asks for the smallest layer (20 s after its first frame), and
+  // for auto again (25 s), whose answer carries its estimate.
+  const trialsBefore = (await streamInfo()).layer_trials;
+  const gst = await gstreamer(GST, 'watch', `${HTTP}/whep/77`,
+    ['--twcc', '--http-source', '127.0.0.2', '--choose', `20=${small.id}`, '--choose', '25=auto'], 30);
+  const trials = (await streamInfo()).layer_trials - trialsBefore;
+  summary.gstreamer = { frames: gst.frames, first_frame_ms: gst.first_frame_ms, sizes: gst.sizes, max_gap_ms: gst.max_gap_ms,
+    answer_twcc: gst.answer_twcc, choices: gst.choices, trials, error: gst.error };
+  console.error(`GStreamer viewer: ${JSON.stringify(summary.gstreamer)}`);
+  if (gst.code !== 0 || !gst.answer_twcc) throw new Error(`GStreamer viewer: ${JSON.stringify(summary.gstreamer)}`);
+  const sizes = gst.sizes || [];
+  const [chosen, auto] = gst.choices || [];
+  const topAt = sizes.find(([, w]) => w === 1280)?.[0];
+  const smallAt = sizes.find(([at, w]) => w === 320 && chosen && at >= chosen.at_ms)?.[0];
+  if (sizes[0]?.[1] !== 640) throw new Error(`GStreamer started at ${JSON.stringify(sizes[0])}, not on the middle layer`);
+  if (!(topAt < chosen?.at_ms)) throw new Error(`GStreamer never reached the top layer on its estimate: ${JSON.stringify(sizes)}`);
+  if (trials < 1) throw new Error('no trial: the climb did not come from an estimate');
+  if (chosen?.status !== 200 || smallAt === undefined || smallAt - chosen.at_ms > 3000) {
+    throw new Error(`GStreamer's choice of the smallest layer: ${JSON.stringify({ chosen, sizes })}`);
+  }
+  if (auto?.status !== 200 || !(auto.answer?.estimate_bps > 0)) throw new Error(`back to auto: ${JSON.stringify(auto)}`);
+  // Every switch at a keyframe: the decoder never stalls for long.
+  if (!(gst.max_gap_ms < 1000)) throw new Error(`GStreamer's picture stalled ${gst.max_gap_ms} ms`);
 
   info = await streamInfo();
   summary.layerViewers = info.layers.map((l) => l.viewers);

@@ -9,6 +9,13 @@ trickle), the answer applied, DELETE on the Location at the end.
 
     itg_gst.py publish --url http://127.0.0.1:8080/whip/77 --key 77-secret --seconds 8
     itg_gst.py watch --url http://127.0.0.1:8080/whep/77 --seconds 8
+    itg_gst.py watch --url ... --twcc --choose 15=0 --choose 20=auto --http-source 127.0.0.2
+
+A viewer can offer transport-wide congestion feedback (`--twcc`: webrtcbin's RTP session then
+sends it, and a server with a bandwidth estimate uses it), pick a simulcast layer at given
+seconds after its first frame through the WHEP layer extension (`--choose`), and send its HTTP
+from another local address (`--http-source`, a network the server has not seen). It reports
+every change of the decoded picture's size with when it happened.
 
 Prints one JSON line with what happened (`ice`, `dtls`, frames and their size, audio buffers,
 bytes sent) and exits 0 when the session connected and media flowed, 1 otherwise.
@@ -17,6 +24,8 @@ python3-gi and gir1.2-gst-plugins-bad-1.0.
 """
 
 import argparse
+import functools
+import http.client
 import json
 import sys
 import time
@@ -32,6 +41,21 @@ gi.require_version("GstSdp", "1.0")
 from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
 
 Gst.init(None)
+
+TWCC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+
+
+class SourceHandler(urllib.request.HTTPHandler):
+    """Plain HTTP from a chosen local address."""
+
+    def __init__(self, source):
+        super().__init__()
+        self.source = source
+
+    def http_open(self, req):
+        return self.do_open(
+            functools.partial(http.client.HTTPConnection, source_address=(self.source, 0)), req
+        )
 
 # The encoder, payloader and caps of each codec it can publish, and the depayloader and decoder
 # it watches with.
@@ -82,9 +106,17 @@ class Session:
             "gstreamer": Gst.version_string(),
         }
         self.location = None
+        self.layer_url = None
+        self.opener = (
+            urllib.request.build_opener(SourceHandler(args.http_source))
+            if args.http_source
+            else urllib.request.build_opener()
+        )
         self.started = time.monotonic()
+        self.last_frame = None
         self.offer_at = None
         self.first_frame_ms = None
+        self.first_frame_at = None
         if args.mode == "publish":
             encode = CODECS[args.codec][0].format(kbps=args.kbps)
             desc = PUBLISH.format(width=args.width, height=args.height, encode=encode)
@@ -103,12 +135,17 @@ class Session:
         for ip in args.local_ip or []:
             self.ice.emit("add-local-ip-address", ip)
         if args.mode == "watch":
+            # Transport-wide sequence numbers on both (one counter per transport, as browsers).
+            twcc = f',extmap-3=(string)"{TWCC}"' if args.twcc else ""
             for kind in ("video", "audio"):
                 caps = Gst.Caps.from_string(
-                    CODECS[args.codec][1]
-                    if kind == "video"
-                    else "application/x-rtp,media=audio,encoding-name=OPUS,clock-rate=48000,payload=111,"
-                    "encoding-params=(string)2"
+                    (
+                        CODECS[args.codec][1]
+                        if kind == "video"
+                        else "application/x-rtp,media=audio,encoding-name=OPUS,clock-rate=48000,"
+                        "payload=111,encoding-params=(string)2"
+                    )
+                    + twcc
                 )
                 self.rtc.emit(
                     "add-transceiver",
@@ -158,11 +195,16 @@ class Session:
             headers["Authorization"] = f"Bearer {self.args.key}"
         req = urllib.request.Request(self.args.url, data=sdp.encode(), headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
+            with self.opener.open(req, timeout=10) as resp:
                 self.result["status"] = resp.status
                 answer = resp.read().decode()
                 loc = resp.headers.get("Location")
                 self.location = urllib.parse.urljoin(self.args.url, loc) if loc else None
+                for link in resp.headers.get_all("Link") or []:
+                    for part in link.split(","):
+                        if 'rel="urn:ietf:params:whep:ext:core:layer"' in part:
+                            url = part.split(";")[0].strip().strip("<>")
+                            self.layer_url = urllib.parse.urljoin(self.args.url, url)
         except urllib.error.HTTPError as e:
             self.result["status"] = e.code
             self.result["error"] = e.read().decode(errors="replace")
@@ -175,6 +217,7 @@ class Session:
         self.result["answer_bandwidth"] = [
             line for line in answer.splitlines() if line.startswith("b=")
         ]
+        self.result["answer_twcc"] = TWCC in answer
         if self.args.verbose:
             print(answer, file=sys.stderr)
         _, msg = GstSdp.SDPMessage.new_from_text(answer)
@@ -189,9 +232,40 @@ class Session:
         if self.args.key:
             req.add_header("Authorization", f"Bearer {self.args.key}")
         try:
-            urllib.request.urlopen(req, timeout=5).read()
+            self.opener.open(req, timeout=5).read()
         except (urllib.error.HTTPError, OSError):
             pass
+
+    def choose(self, layer):
+        """Asks for a simulcast layer (an encoding id, or "auto") through the WHEP layer
+        extension; notes the status and the answer."""
+        body = b"{}" if layer == "auto" else json.dumps({"encodingId": layer}).encode()
+        entry = {"layer": layer, "at_ms": self.since_first_frame(), "status": None}
+        if not self.layer_url:
+            entry["error"] = "the answer had no layer link"
+        else:
+            req = urllib.request.Request(
+                self.layer_url,
+                data=body,
+                headers={"Content-Type": "application/json"},
+                method="POST",
+            )
+            try:
+                with self.opener.open(req, timeout=5) as resp:
+                    entry["status"] = resp.status
+                    entry["answer"] = json.loads(resp.read().decode() or "null")
+            except urllib.error.HTTPError as e:
+                entry["status"] = e.code
+                entry["error"] = e.read().decode(errors="replace")
+            except (OSError, ValueError) as e:
+                entry["error"] = str(e)
+        self.result.setdefault("choices", []).append(entry)
+        return False
+
+    def since_first_frame(self):
+        if self.first_frame_at is None:
+            return None
+        return round((time.monotonic() - self.first_frame_at) * 1000)
 
     # -- state ------------------------------------------------------------------------------
 
@@ -240,14 +314,27 @@ class Session:
         sink.connect("handoff", self.on_video if media == "video" else self.on_audio)
 
     def on_video(self, _sink, buf, pad):
+        now = time.monotonic()
         if self.first_frame_ms is None and self.offer_at:
             # From the offer's POST: what a viewer waits once it asked.
-            self.first_frame_ms = round((time.monotonic() - self.offer_at) * 1000)
+            self.first_frame_ms = round((now - self.offer_at) * 1000)
             self.result["first_frame_ms"] = self.first_frame_ms
+            self.first_frame_at = now
+            for spec in self.args.choose or []:
+                at, layer = spec.split("=", 1)
+                GLib.timeout_add(int(float(at) * 1000), self.choose, layer)
+        if self.last_frame is not None:
+            gap = round((now - self.last_frame) * 1000)
+            self.result["max_gap_ms"] = max(self.result.get("max_gap_ms", 0), gap)
+        self.last_frame = now
+        self.result["last_frame_ms"] = self.since_first_frame()
         self.result["frames"] += 1
         s = pad.get_current_caps().get_structure(0)
-        self.result["width"] = s.get_int("width")[1]
-        self.result["height"] = s.get_int("height")[1]
+        size = (s.get_int("width")[1], s.get_int("height")[1])
+        if size != (self.result["width"], self.result["height"]):
+            # Every size the picture had, from when (ms after the first frame).
+            self.result.setdefault("sizes", []).append([self.since_first_frame(), *size])
+        self.result["width"], self.result["height"] = size
 
     def on_audio(self, _sink, _buf, _pad):
         self.result["audio_buffers"] += 1
@@ -308,6 +395,14 @@ def main():
     p.add_argument("--codec", choices=sorted(CODECS), default="h264")
     p.add_argument("--verbose", action="store_true", help="print the answer and the pads")
     p.add_argument("--local-ip", action="append", help="an address to gather ICE candidates on")
+    p.add_argument("--twcc", action="store_true", help="offer transport-wide congestion feedback")
+    p.add_argument(
+        "--choose",
+        action="append",
+        metavar="SECONDS=LAYER",
+        help="ask for a simulcast layer (an encoding id, or auto) this long after the first frame",
+    )
+    p.add_argument("--http-source", help="the local address to send HTTP from")
     args = p.parse_args()
     return Session(args).run()
 

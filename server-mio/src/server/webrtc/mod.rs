@@ -8,10 +8,12 @@
 //! - [`layers`]: simulcast on the wire: a publisher's RIDs as layers, the WHEP layer extension.
 //! - [`pool`]: `Rtc`s built off the loop and handed over through the `mio::Waker`.
 //! - [`estimate`]: a simulcast viewer's bandwidth estimate, read for its layer choice.
+//! - [`keepalive`]: binding requests made for peers whose ICE sends none once connected.
 
 pub(super) mod admission;
 pub(super) mod estimate;
 pub(super) mod feedback;
+pub(super) mod keepalive;
 pub(super) mod layers;
 pub(super) mod peers;
 pub(super) mod pool;

@@ -125,6 +125,8 @@ pub(in crate::server) struct Viewer {
     /// Its bandwidth estimate, where its `Rtc` makes one (a viewer of a simulcast stream: see
     /// `pool::ViewerKind`).
     pub(in crate::server) estimate: Option<super::estimate::Estimate>,
+    /// Its liveness by its traffic, for stacks that send no binding requests once connected.
+    pub(in crate::server) keepalive: super::keepalive::Keepalive,
 }
 
 impl Viewer {
@@ -997,7 +999,8 @@ impl Server {
         }
         let id = self.viewers.next_id;
         self.viewers.next_id += 1;
-        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        let creds = rtc.direct_api().local_ice_credentials();
+        let ufrag = creds.ufrag;
         self.viewers.by_ufrag.insert(ufrag.clone(), id);
         let deadline = now + Duration::from_secs(self.args.viewer_connect_timeout);
         self.viewers.heap.push(Reverse((deadline, id)));
@@ -1030,6 +1033,7 @@ impl Server {
                 origin,
                 own_socket: None,
                 estimate: None,
+                keepalive: super::keepalive::Keepalive::new(creds.pass),
             },
         );
         self.counters.viewers_created += 1;
@@ -1266,6 +1270,8 @@ impl Server {
                 }
             }
             v.note_input(false);
+            v.keepalive
+                .on_input(Protocol::Udp, source, destination, data, now);
             if !v.addrs.contains(&source) && v.addrs.len() < 8 {
                 v.addrs.push(source);
                 self.viewers.by_addr.insert(source, id);
@@ -1290,6 +1296,10 @@ impl Server {
                 Err(why) => return self.viewer_drop(id, why),
             };
             match out {
+                // Its answer to a request made for the peer: the peer did not ask.
+                RtcOutput::Transmit(t) if v.keepalive.swallows(&t.contents) => {
+                    progress = true;
+                }
                 RtcOutput::Transmit(t) if t.proto == Protocol::Tcp => {
                     progress = true;
                     self.ice_tcp_send(t.destination, &t.contents);
@@ -1464,6 +1474,29 @@ impl Server {
             };
             if v.timeout > now && v.connected_at.is_some() {
                 continue; // a stale heap entry
+            }
+            if let Some(made) = v.keepalive.due(v.connected_at.is_some(), now) {
+                if v.keepalive.made == 1 {
+                    info!(
+                        "peer {id}: its ICE sends no binding requests once connected (libnice \
+                         without consent freshness): kept open while its traffic comes"
+                    );
+                }
+                self.counters.ice_keepalives += 1;
+                if let Ok(contents) = made.bytes.as_slice().try_into() {
+                    let input = Input::Receive(
+                        now,
+                        Receive {
+                            proto: made.proto,
+                            source: made.source,
+                            destination: made.destination,
+                            contents,
+                        },
+                    );
+                    if let Ok(Err(e)) = guarded(|| v.rtc.handle_input(input)) {
+                        debug!("peer {id}: the binding request made for it: {e}");
+                    }
+                }
             }
             match guarded(|| v.rtc.handle_input(Input::Timeout(now))) {
                 Ok(_) => self.viewer_drive(id, now),

@@ -225,6 +225,8 @@ impl Server {
                 }
                 self.counters.ice_tcp_packets += 1;
                 v.note_input(true);
+                v.keepalive
+                    .on_input(Protocol::Tcp, peer, local, packet, now);
                 // No arrival stamp through a TCP stream: not a late packet.
                 self.rtc_waited = Duration::ZERO;
                 if let Ok(Err(e)) = guarded(|| v.rtc.handle_input(input)) {
