@@ -54,6 +54,11 @@ fn gstreamer_missing() -> Option<String> {
     None
 }
 
+/// The Python of the virtualenv `.ci/install-deps` makes for aiortc.
+fn aiortc_python() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aiortc/venv/bin/python")
+}
+
 fn missing() -> Option<String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     if !Path::new("/usr/bin/chromium").exists() {
@@ -74,6 +79,16 @@ fn missing() -> Option<String> {
     }
     if let Some(what) = gstreamer_missing() {
         return Some(what);
+    }
+    let aiortc = Command::new(aiortc_python())
+        .args(["-c", "import aiortc"])
+        .output();
+    if !aiortc.is_ok_and(|o| o.status.success()) {
+        return Some(
+            "aiortc (python3 -m venv server-mio/tests/aiortc/venv, then its pip install -r \
+             requirements.txt)"
+                .into(),
+        );
     }
     if !Path::new("/usr/bin/firefox-esr").exists() {
         return Some("/usr/bin/firefox-esr (apt-get install firefox-esr)".into());
@@ -392,6 +407,14 @@ fn the_tested_clients_matrix_plays_every_row() {
             (
                 "ITG_GST",
                 manifest.join("tests/gst/itg_gst.py").display().to_string(),
+            ),
+            ("ITG_AIORTC_PY", aiortc_python().display().to_string()),
+            (
+                "ITG_AIORTC",
+                manifest
+                    .join("tests/aiortc/itg_aiortc.py")
+                    .display()
+                    .to_string(),
             ),
         ],
     );

@@ -24,25 +24,43 @@ export async function until(what, ms, f) {
 }
 
 /**
- * Runs GStreamer's webrtcbin client (tests/gst/itg_gst.py at `script`) as a WHIP publisher or a
- * WHEP viewer of `url`; resolves with its JSON result line and exit code.
+ * Runs a Python WebRTC client (`script` under `python`) as a WHIP publisher or a WHEP viewer of
+ * `url`; resolves with its JSON result line and exit code.
  */
-export function gstreamer(script, mode, url, extra = [], seconds = 6) {
+function pythonClient(name, python, script, mode, url, args) {
   return new Promise((resolve, reject) => {
-    const p = spawn('/usr/bin/python3', [script, mode, '--url', url, '--seconds', String(seconds), '--local-ip', '127.0.0.1', ...extra],
-      { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(python, [script, mode, '--url', url, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     children.push(p);
     let out = '';
     p.stdout.on('data', (d) => { out += d; });
-    p.stderr.on('data', (d) => process.stderr.write(`[gst ${mode}] ${d}`));
+    p.stderr.on('data', (d) => process.stderr.write(`[${name} ${mode}] ${d}`));
     p.on('close', (code) => {
       try {
         resolve({ code, ...JSON.parse(out.trim().split('\n').pop()) });
       } catch (_) {
-        reject(new Error(`GStreamer ${mode} printed no result (exit ${code}): ${out}`));
+        reject(new Error(`${name} ${mode} printed no result (exit ${code}): ${out}`));
       }
     });
   });
+}
+
+/** GStreamer's webrtcbin client (tests/gst/itg_gst.py at `script`), gathering on 127.0.0.1. */
+export function gstreamer(script, mode, url, extra = [], seconds = 6) {
+  return pythonClient('gst', '/usr/bin/python3', script, mode, url,
+    ['--seconds', String(seconds), '--local-ip', '127.0.0.1', ...extra]);
+}
+
+/**
+ * aiortc's client (tests/aiortc/itg_aiortc.py) under the virtualenv's `python`. aioice gathers
+ * on no address 127.0.0.1: the caller gives loopback another (see `loopbackAlias`).
+ */
+export function aiortc(python, script, mode, url, extra = [], seconds = 6) {
+  return pythonClient('aiortc', python, script, mode, url, ['--seconds', String(seconds), ...extra]);
+}
+
+/** A second loopback address in the test's namespace (127.0.0.2), for stacks that skip 127.0.0.1. */
+export function loopbackAlias() {
+  execFileSync('ip', ['addr', 'add', '127.0.0.2/8', 'dev', 'lo']);
 }
 
 /**

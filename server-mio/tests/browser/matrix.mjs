@@ -12,23 +12,29 @@
 //   73  Chromium publish page (WHIP, fake camera)                  -> Chromium watch page
 //   74  OBS 29.0.2 (FTL, its capture re-streamed)                  -> Chromium watch page
 //   75  Mixer's ftl-sdk ftl_app (FTL, its capture re-streamed)    -> GStreamer webrtcbin (WHEP)
+//   71                                        -> aiortc (WHEP)
+//   76  aiortc (WHIP, 640x360 H.264 + Opus, stream key)          -> Chromium watch page, aiortc
+//   77  aiortc (WHIP, 640x360 VP8 + Opus)                         -> aiortc (WHEP, in VP8)
 //
 // Writes matrix.json (a row per line, with versions, first frame and delivered bitrate) to the
 // artifacts folder and prints the table. Firefox's row has its own script (firefox.mjs).
 //
 // Environment: ITG_SERVER_BIN, ITG_CLIENT_BIN, ITG_REPLAY_BIN, ITG_VIDEO, ITG_AUDIO,
-// ITG_CAPTURES, ITG_GST, ITG_ARTIFACTS. Runs inside a loopback-only namespace.
+// ITG_CAPTURES, ITG_GST, ITG_AIORTC_PY (the virtualenv's python), ITG_AIORTC, ITG_ARTIFACTS.
+// Runs inside a loopback-only namespace (it adds 127.0.0.2 to lo for aiortc).
 import { chromium } from 'playwright-core';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { children, sleep, env, start, until, gstreamer, CHROMIUM_ARGS } from './lib.mjs';
+import { children, sleep, env, start, until, gstreamer, aiortc, loopbackAlias, CHROMIUM_ARGS } from './lib.mjs';
 
 const SERVER = env('ITG_SERVER_BIN');
 const ARTIFACTS = env('ITG_ARTIFACTS');
 const CAPTURES = env('ITG_CAPTURES');
 const GST = env('ITG_GST');
+const AIORTC_PY = env('ITG_AIORTC_PY');
+const AIORTC = env('ITG_AIORTC');
 const HTTP = 'http://127.0.0.1:18200';
 const FTL = '127.0.0.1:18204';
 
@@ -48,6 +54,8 @@ async function live(channel) {
 
 /** Runs GStreamer's webrtcbin client; resolves with its JSON line. */
 const gst = (mode, url, extra = [], seconds = 6) => gstreamer(GST, mode, url, extra, seconds);
+/** Runs aiortc's client; resolves with its JSON line. */
+const aio = (mode, url, extra = [], seconds = 6) => aiortc(AIORTC_PY, AIORTC, mode, url, extra, seconds);
 
 /** The watch page on `channel`: waits for `frames` decoded; returns what it saw. */
 async function watchPage(channel, { frames = 30, audio = true, size = null } = {}) {
@@ -77,7 +85,8 @@ function row(r) {
 
 try {
   mkdirSync(ARTIFACTS, { recursive: true });
-  const keys = Object.fromEntries([71, 72, 73, 74, 75].map((c) => [c, addKey(c)]));
+  const keys = Object.fromEntries([71, 72, 73, 74, 75, 76, 77].map((c) => [c, addKey(c)]));
+  loopbackAlias();
   start(SERVER, ['--addr', '127.0.0.1', '--http-port', '18200', '--ftl-port', '18204', '--webrtc-port', '20200',
     '--media-ports', '19200-19220', '--data-dir', dir], 'server');
   await until('the server', 10000, async () => (await fetch(`${HTTP}/api/streams`)).ok);
@@ -190,6 +199,40 @@ try {
   if (gf.code !== 0 || gf.width !== 640 || gf.frames < 30 || gf.audio_buffers < 30) throw new Error(`GStreamer viewer of ftl_app: ${JSON.stringify(gf)}`);
   row({ publisher: "Mixer ftl-sdk ftl_app 0.9.14 (FTL, captured)", viewer: `${gf.gstreamer} webrtcbin (WHEP)`, size: `${gf.width}x${gf.height}`,
     audio_packets: gf.audio_buffers, first_frame_ms: gf.first_frame_ms, kbps: gf.kbps });
+
+  // aiortc watches the FTL stream over WHEP.
+  const aw = await aio('watch', `${HTTP}/whep/71`);
+  if (aw.code !== 0 || aw.width !== 320 || aw.frames < 60 || aw.audio_frames < 50) throw new Error(`aiortc viewer: ${JSON.stringify(aw)}`);
+  row({ publisher: 'ITG ftl-client (FTL)', viewer: `aiortc ${aw.aiortc} (WHEP)`, size: `${aw.width}x${aw.height}`,
+    audio_packets: aw.audio_frames, first_frame_ms: aw.first_frame_ms, kbps: null });
+
+  // 76: aiortc publishes H.264 over WHIP (its own ICE with consent freshness, its ECDSA
+  // certificate, libx264 through PyAV); Chromium and another aiortc watch.
+  const ap = aio('publish', `${HTTP}/whip/76`, ['--key', keys[76], '--codec', 'h264'], 16);
+  await until('channel 76 over WHIP', 10000, async () => (await live(76))?.protocol === 'whip');
+  s = await watchPage(76, { size: [640, 360] });
+  const aw76 = await aio('watch', `${HTTP}/whep/76`);
+  const info76 = await live(76);
+  const apr = await ap;
+  if (apr.code !== 0) throw new Error(`aiortc publisher: ${JSON.stringify(apr)}`);
+  if (aw76.code !== 0 || aw76.width !== 640 || aw76.height !== 360 || aw76.frames < 60 || aw76.audio_frames < 50) {
+    throw new Error(`aiortc watching aiortc: ${JSON.stringify(aw76)}`);
+  }
+  row({ publisher: `aiortc ${apr.aiortc} (WHIP, H.264)`, viewer: `${chromiumVersion}, watch page (WHEP)`, size: `${s.width}x${s.height}`,
+    audio_packets: s.audioPackets, first_frame_ms: Math.round(s.firstFrameMs), kbps: Math.round(s.kbps || 0),
+    publisher_connected_ms: apr.connected_ms, ingest_kbps: Math.round(info76.bitrate_bps / 1000) });
+  row({ publisher: `aiortc ${apr.aiortc} (WHIP, H.264)`, viewer: `aiortc ${aw76.aiortc} (WHEP)`, size: `${aw76.width}x${aw76.height}`,
+    audio_packets: aw76.audio_frames, first_frame_ms: aw76.first_frame_ms, kbps: null });
+
+  // 77: aiortc publishes VP8; an aiortc viewer (which offers VP8 and H.264) gets VP8.
+  const ap77 = aio('publish', `${HTTP}/whip/77`, ['--key', keys[77], '--codec', 'vp8'], 10);
+  await until('channel 77 in VP8', 10000, async () => (await live(77))?.codec === 'VP8');
+  const aw77 = await aio('watch', `${HTTP}/whep/77`);
+  const apr77 = await ap77;
+  if (apr77.code !== 0) throw new Error(`aiortc VP8 publisher: ${JSON.stringify(apr77)}`);
+  if (aw77.code !== 0 || aw77.width !== 640 || aw77.frames < 60) throw new Error(`aiortc watching VP8: ${JSON.stringify(aw77)}`);
+  row({ publisher: `aiortc ${apr77.aiortc} (WHIP, VP8)`, viewer: `aiortc ${aw77.aiortc} (WHEP)`, size: `${aw77.width}x${aw77.height}`,
+    audio_packets: aw77.audio_frames, first_frame_ms: aw77.first_frame_ms, kbps: null });
 
   writeFileSync(join(ARTIFACTS, 'matrix.json'), `${rows.map((r) => JSON.stringify(r)).join('\n')}\n`);
   console.log('| publisher | viewer | size | first frame ms | kbit/s |');

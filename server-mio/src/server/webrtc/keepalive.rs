@@ -23,8 +23,10 @@ use sha1::Sha1;
 use str0m::ice::{StunMessage, TransId};
 use str0m::net::Protocol;
 
-/// No request from the peer for this long: one is made for it (a third of str0m's 15 s).
-pub(in crate::server) const REQUEST_AFTER: Duration = Duration::from_secs(5);
+/// No request from the peer for this long: one is made for it. Longer than consent
+/// freshness's 4-6 s between checks (RFC 7675: browsers, aiortc), so a stack that checks is
+/// left alone; short enough that one made request lands well inside str0m's 15 s.
+pub(in crate::server) const REQUEST_AFTER: Duration = Duration::from_secs(7);
 /// Made only while the peer was heard from within this (its RTCP comes every 1-5 s).
 pub(in crate::server) const HEARD_WITHIN: Duration = Duration::from_secs(10);
 /// The longest ICE username kept (STUN allows 513 bytes; ufrags are at most 256 characters).
@@ -327,9 +329,9 @@ mod tests {
             peer,
             us,
             &[0x80; 20],
-            t0 + Duration::from_secs(10),
+            t0 + Duration::from_secs(11),
         );
-        let made = k.due(true, t0 + Duration::from_secs(11)).unwrap();
+        let made = k.due(true, t0 + Duration::from_secs(12)).unwrap();
         assert_eq!(made.source, peer);
         // Junk that looks like STUN: no panic, no path.
         for junk in [

@@ -1478,8 +1478,9 @@ impl Server {
             if let Some(made) = v.keepalive.due(v.connected_at.is_some(), now) {
                 if v.keepalive.made == 1 {
                     info!(
-                        "peer {id}: its ICE sends no binding requests once connected (libnice \
-                         without consent freshness): kept open while its traffic comes"
+                        "peer {id}: no ICE binding request from it for {} s while its traffic \
+                         comes (libnice sends none once connected): the server makes them",
+                        super::keepalive::REQUEST_AFTER.as_secs()
                     );
                 }
                 self.counters.ice_keepalives += 1;
