@@ -15,14 +15,13 @@ address (e.g. 127.0.0.2) first. Prints one JSON line with what happened and exit
 session connected and media flowed, 1 otherwise. Needs `pip install -r requirements.txt`.
 """
 
-import argparse
 import asyncio
-import json
 import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import av
 from aiortc import (
@@ -33,6 +32,9 @@ from aiortc import (
     VideoStreamTrack,
 )
 from aiortc.mediastreams import MediaStreamError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import client_args  # noqa: E402
 
 
 class Bars(VideoStreamTrack):
@@ -150,20 +152,11 @@ async def run(args):
             None, lambda: http("DELETE", location, headers=headers)
         )
     await pc.close()
-    connected = result.get("connected_ms") is not None
-    ok = connected and (result["frames"] > 0 if args.mode == "watch" else result["bytes_sent"] > 0)
-    print(json.dumps(result), flush=True)
-    return 0 if ok else 1
+    return client_args.report(result, args.mode, result.get("connected_ms") is not None)
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("mode", choices=["publish", "watch"])
-    p.add_argument("--url", required=True)
-    p.add_argument("--key")
-    p.add_argument("--seconds", type=float, default=8)
-    p.add_argument("--width", type=int, default=640)
-    p.add_argument("--height", type=int, default=360)
+    p = client_args.parser(__doc__.splitlines()[0])
     p.add_argument("--codec", choices=["h264", "vp8"], default="h264")
     args = p.parse_args()
     return asyncio.run(run(args))

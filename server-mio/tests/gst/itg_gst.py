@@ -23,7 +23,6 @@ Needs Debian's gstreamer1.0-plugins-{base,good,bad,ugly}, gstreamer1.0-nice, gst
 python3-gi and gir1.2-gst-plugins-bad-1.0.
 """
 
-import argparse
 import functools
 import http.client
 import json
@@ -32,6 +31,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import gi
 
@@ -39,6 +39,9 @@ gi.require_version("Gst", "1.0")
 gi.require_version("GstWebRTC", "1.0")
 gi.require_version("GstSdp", "1.0")
 from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import client_args  # noqa: E402
 
 Gst.init(None)
 
@@ -375,22 +378,11 @@ class Session:
         self.delete()
         self.pipe.set_state(Gst.State.NULL)
         connected = self.result["connection"] == "connected"
-        if self.args.mode == "watch":
-            ok = connected and self.result["frames"] > 0
-        else:
-            ok = connected and self.result["bytes_sent"] > 0
-        print(json.dumps(self.result), flush=True)
-        return 0 if ok else 1
+        return client_args.report(self.result, self.args.mode, connected)
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("mode", choices=["publish", "watch"])
-    p.add_argument("--url", required=True)
-    p.add_argument("--key")
-    p.add_argument("--seconds", type=float, default=8)
-    p.add_argument("--width", type=int, default=640)
-    p.add_argument("--height", type=int, default=360)
+    p = client_args.parser(__doc__.splitlines()[0])
     p.add_argument("--kbps", type=int, default=1500)
     p.add_argument("--codec", choices=sorted(CODECS), default="h264")
     p.add_argument("--verbose", action="store_true", help="print the answer and the pads")
