@@ -93,7 +93,7 @@ fn missing() -> Option<String> {
     if !Path::new("/usr/bin/firefox-esr").exists() {
         return Some("/usr/bin/firefox-esr (apt-get install firefox-esr)".into());
     }
-    for module in ["playwright-core", "puppeteer-core"] {
+    for module in ["playwright-core", "puppeteer-core", "node-datachannel"] {
         if !dir.join("node_modules").join(module).exists() {
             return Some(format!("{module} (npm ci in {})", dir.display()));
         }
@@ -397,7 +397,7 @@ fn the_tested_clients_matrix_plays_every_row() {
         "matrix.mjs",
         "tested-clients matrix",
         "matrix.json",
-        &[],
+        &[("ITG_VIDEO_640", "video-640x360-30fps-4s.h264")],
         &[
             ("ITG_REPLAY_BIN", env!("CARGO_BIN_EXE_itg-replay").into()),
             (

@@ -15,12 +15,15 @@
 //   71                                        -> aiortc (WHEP)
 //   76  aiortc (WHIP, 640x360 H.264 + Opus, stream key)          -> Chromium watch page, aiortc
 //   77  aiortc (WHIP, 640x360 VP8 + Opus)                         -> aiortc (WHEP, in VP8)
+//   78  libdatachannel set up as OBS 30+'s WHIP output (the 640x360 fixture + Opus)
+//                                                                 -> Chromium watch page
 //
 // Writes matrix.json (a row per line, with versions, first frame and delivered bitrate) to the
 // artifacts folder and prints the table. Firefox's row has its own script (firefox.mjs).
 //
 // Environment: ITG_SERVER_BIN, ITG_CLIENT_BIN, ITG_REPLAY_BIN, ITG_VIDEO, ITG_AUDIO,
-// ITG_CAPTURES, ITG_GST, ITG_AIORTC_PY (the virtualenv's python), ITG_AIORTC, ITG_ARTIFACTS.
+// ITG_CAPTURES, ITG_GST, ITG_AIORTC_PY (the virtualenv's python), ITG_AIORTC, ITG_VIDEO_640,
+// ITG_ARTIFACTS.
 // Runs inside a loopback-only namespace (it adds 127.0.0.2 to lo for aiortc).
 import { chromium } from 'playwright-core';
 import { execFileSync } from 'node:child_process';
@@ -28,6 +31,7 @@ import { mkdtempSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { children, sleep, env, start, until, gstreamer, aiortc, loopbackAlias, CHROMIUM_ARGS } from './lib.mjs';
+import { publishLikeObs, closeLibrary } from './obs_whip.mjs';
 
 const SERVER = env('ITG_SERVER_BIN');
 const ARTIFACTS = env('ITG_ARTIFACTS');
@@ -85,7 +89,7 @@ function row(r) {
 
 try {
   mkdirSync(ARTIFACTS, { recursive: true });
-  const keys = Object.fromEntries([71, 72, 73, 74, 75, 76, 77].map((c) => [c, addKey(c)]));
+  const keys = Object.fromEntries([71, 72, 73, 74, 75, 76, 77, 78].map((c) => [c, addKey(c)]));
   loopbackAlias();
   start(SERVER, ['--addr', '127.0.0.1', '--http-port', '18200', '--ftl-port', '18204', '--webrtc-port', '20200',
     '--media-ports', '19200-19220', '--data-dir', dir], 'server');
@@ -234,6 +238,18 @@ try {
   row({ publisher: `aiortc ${apr77.aiortc} (WHIP, VP8)`, viewer: `aiortc ${aw77.aiortc} (WHEP)`, size: `${aw77.width}x${aw77.height}`,
     audio_packets: aw77.audio_frames, first_frame_ms: aw77.first_frame_ms, kbps: null });
 
+  // 78: libdatachannel, the library under OBS 30+'s WHIP output, set up as OBS sets it up.
+  const obs = publishLikeObs({ url: `${HTTP}/whip/78`, key: keys[78], video: env('ITG_VIDEO_640'), seconds: 12 });
+  await until('channel 78 over WHIP', 10000, async () => (await live(78))?.protocol === 'whip');
+  s = await watchPage(78, { size: [640, 360] });
+  const info78 = await live(78);
+  const obsr = await obs;
+  if (obsr.error || obsr.status !== 201 || obsr.frames_sent < 300) throw new Error(`the libdatachannel publisher: ${JSON.stringify(obsr)}`);
+  if (!(info78.codecs.includes('opus') && info78.fps >= 25)) throw new Error(`the server saw ${JSON.stringify(info78)}`);
+  row({ publisher: `${obsr.library} (WHIP, set up as OBS 30+'s WHIP output)`, viewer: `${chromiumVersion}, watch page (WHEP)`,
+    size: `${s.width}x${s.height}`, audio_packets: s.audioPackets, first_frame_ms: Math.round(s.firstFrameMs), kbps: Math.round(s.kbps || 0),
+    publisher_connected_ms: obsr.connected_ms, ingest_kbps: Math.round(info78.bitrate_bps / 1000) });
+
   writeFileSync(join(ARTIFACTS, 'matrix.json'), `${rows.map((r) => JSON.stringify(r)).join('\n')}\n`);
   console.log('| publisher | viewer | size | first frame ms | kbit/s |');
   for (const r of rows) console.log(`| ${r.publisher} | ${r.viewer} | ${r.size} | ${r.first_frame_ms} | ${r.kbps} |`);
@@ -246,4 +262,6 @@ try {
   if (browser) await browser.close().catch(() => {});
   for (const c of children) c.kill('SIGTERM');
   rmSync(dir, { recursive: true, force: true });
+  closeLibrary();
 }
+process.exit(process.exitCode ?? 0);
