@@ -680,6 +680,68 @@ fn a_simulcast_viewer_climbs_on_its_bandwidth_estimate_through_a_trial() {
     let _ = single.stop();
 }
 
+/// A viewer that arrives while a simulcast publisher still holds its upper layers back (a
+/// browser sends them only once its own estimate allows, seconds in) gets an estimating `Rtc`
+/// all the same, since the publisher's offer declared three layers; once they send, its
+/// estimate takes it up through clean trials, each move one of them.
+#[test]
+fn a_viewer_arriving_before_the_upper_layers_send_still_estimates() {
+    let server = TestServer::start();
+    let mut opts = simulcast_options(&server, 77, 80);
+    opts.upper_layers_after = Some(Duration::from_secs(4));
+    let publisher = publish_with(opts);
+    assert!(server.wait_for(Duration::from_secs(8), |s| stream_info(s, 77).is_some()));
+    let mut viewer = Viewer::whep(server.addrs.http, 77).unwrap();
+    let layers_then = stream_info(&server, 77).unwrap()["layers"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert!(
+        layers_then <= 1,
+        "the upper layers already sent: {layers_then}"
+    );
+    let answer = viewer.remote_sdp.clone().unwrap();
+    assert!(
+        answer.contains("draft-holmer-rmcat-transport-wide-cc-extensions-01"),
+        "{answer}"
+    );
+    assert!(drive_until(&mut viewer, Duration::from_secs(5), |v| !v
+        .video
+        .is_empty()));
+    assert_eq!(stream_info(&server, 77).unwrap()["estimating_viewers"], 1);
+    let per_layer = |s: &TestServer| {
+        stream_info(s, 77).unwrap()["layers"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .map(|l| l["viewers"].as_u64().unwrap())
+                    .collect::<Vec<u64>>()
+            })
+            .unwrap_or_default()
+    };
+    let joined = Instant::now();
+    let mut on_top = false;
+    while joined.elapsed() < Duration::from_secs(60) && !on_top {
+        viewer.drive(Duration::from_millis(250), |_| false);
+        on_top = per_layer(&server) == [0, 0, 1];
+    }
+    assert!(on_top, "still {:?} after 60 s", per_layer(&server));
+    let info = stream_info(&server, 77).unwrap();
+    let clean =
+        info["layer_trials"].as_u64().unwrap() - info["layer_trials_failed"].as_u64().unwrap();
+    assert!(clean >= 1, "no clean trial: {info}");
+    assert_eq!(
+        info["layer_switches"].as_u64().unwrap(),
+        clean,
+        "every move up came from a clean trial: {info}"
+    );
+    assert_eq!(viewer.video_lost(), 0, "numbering continuous");
+    eprintln!(
+        "declared layers: smallest -> largest in {} ms, {clean} clean trials",
+        joined.elapsed().as_millis()
+    );
+    publisher.stop().unwrap();
+}
+
 /// A viewer whose link carried it to the largest layer leaves; the next viewer from the same
 /// network starts on the largest layer (from its cache) instead of the middle one.
 #[test]

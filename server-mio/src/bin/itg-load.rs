@@ -228,6 +228,7 @@ fn main() {
         tcp: false,
         simulcast: Vec::new(),
         ssrc_simulcast: false,
+        upper_layers_after: None,
     };
     let ingest = args.ingest;
     let sender = std::thread::spawn(move || match (target, ingest) {

@@ -71,6 +71,7 @@ fn main() -> ExitCode {
         tcp: args.tcp,
         simulcast,
         ssrc_simulcast: args.ssrc_simulcast,
+        upper_layers_after: None,
     };
     // SIGINT/SIGTERM end the session politely (DELETE).
     let stop = std::sync::Arc::new(AtomicBool::new(false));

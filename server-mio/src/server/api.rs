@@ -192,15 +192,16 @@ impl Server {
                         })
                         .collect();
                     v["layers"] = json!(layers);
-                    if s.layers.len() > 1 {
-                        // Viewers whose layer follows a bandwidth estimate (see
-                        // `webrtc::estimate`); the others move on reported loss alone.
-                        let estimating = self
-                            .viewers
-                            .map
-                            .values()
-                            .filter(|p| p.channel == c && p.estimate.is_some())
-                            .count();
+                    // Viewers whose layer follows a bandwidth estimate (see
+                    // `webrtc::estimate`); the others move on reported loss alone. Shown
+                    // with layers, or before them (declared, not sending yet).
+                    let estimating = self
+                        .viewers
+                        .map
+                        .values()
+                        .filter(|p| p.channel == c && p.estimate.is_some())
+                        .count();
+                    if s.layers.len() > 1 || estimating > 0 {
                         v["estimating_viewers"] = json!(estimating);
                     }
                 }

@@ -61,6 +61,9 @@ pub struct WhipOptions {
     /// Signal the simulcast layers as an SSRC group (`a=ssrc-group:SIM`, no RIDs), as WebRTC
     /// stacks from before RIDs do.
     pub ssrc_simulcast: bool,
+    /// Simulcast: hold every layer but the first (smallest) this long after connecting, as a
+    /// browser does while its bandwidth estimate is still low.
+    pub upper_layers_after: Option<Duration>,
 }
 
 /// An offer's simulcast signalled by SSRC instead of RIDs: the RID and simulcast lines and
@@ -436,12 +439,19 @@ pub fn publish(opts: &WhipOptions, stop: &AtomicBool) -> Result<WhipStats, WhipE
                         stats.connected_after = Some(now.saturating_duration_since(started));
                         info!("WHIP: connected in {:?}", stats.connected_after);
                         connected = true;
-                        for (rid, packets, length) in plans.take().unwrap_or_default() {
+                        let plans = plans.take().unwrap_or_default();
+                        for (k, (rid, packets, length)) in plans.into_iter().enumerate() {
+                            // The main schedule (audio, with simulcast), then the layers.
+                            let held = if k >= 2 {
+                                opts.upper_layers_after.unwrap_or_default()
+                            } else {
+                                Duration::ZERO
+                            };
                             let c = Cursor {
                                 packets,
                                 length,
                                 pos: 0,
-                                base: now,
+                                base: now + held,
                                 video_ts_offset: 0,
                                 audio_ts_offset: 0,
                                 last_video_ts: None,

@@ -288,6 +288,7 @@ pub fn whip_options(
         tcp: false,
         simulcast: Vec::new(),
         ssrc_simulcast: false,
+        upper_layers_after: None,
     }
 }
 

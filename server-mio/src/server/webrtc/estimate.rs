@@ -220,12 +220,25 @@ pub(in crate::server) fn link_report(
 
 impl Server {
     /// Which `Rtc` a viewer of `channel` gets: one that estimates its bandwidth where the
-    /// stream has layers to choose between (an edge's pull is pinned to its layer: plain). A
-    /// stream live on another node and not yet here (an edge's first viewers, while its pull
-    /// starts) may have layers: those get one too, at the estimate's cost if it has not.
+    /// stream has layers to choose between (an edge's pull is pinned to its layer: plain):
+    /// layers seen, or declared by its WHIP publisher's offer before they send (a browser
+    /// sends its upper layers only once its own estimate allows them, seconds in; a viewer
+    /// arriving before would otherwise keep a plain `Rtc` for good). A stream live on another
+    /// node and not yet here (an edge's first viewers, while its pull starts) may have layers:
+    /// those get one too, at the estimate's cost if it has not.
     pub(in crate::server) fn viewer_kind(&self, channel: ChannelId, pull: bool) -> ViewerKind {
         let layers = self.relay.layer_count(channel);
-        let estimating = layers > 1 || (layers == 0 && self.cluster_channels().contains(&channel));
+        let declared = self
+            .whip_live
+            .get(&channel)
+            .and_then(|id| self.viewers.map.get(id))
+            .map_or(0, |p| match &p.role {
+                super::peers::Role::Publisher(p) => p.declared_layers(),
+                _ => 0,
+            });
+        let estimating = layers > 1
+            || declared > 1
+            || (layers == 0 && self.cluster_channels().contains(&channel));
         if !pull && estimating {
             ViewerKind::Estimating
         } else {

@@ -42,6 +42,13 @@ impl PublisherLayers {
         }
     }
 
+    /// How many layers the publisher's offer declared (RIDs, or an SSRC group): known from the
+    /// negotiation on, before each layer's first packet (a browser holds its upper layers back
+    /// until its estimate allows them).
+    pub(in crate::server) fn declared(&self) -> usize {
+        self.rids.len().max(self.sim.len())
+    }
+
     /// Layers signalled as an SSRC group (see [`sim_group`]), where the offer has no RIDs.
     pub(in crate::server) fn with_sim(mut self, ssrcs: Vec<u32>) -> PublisherLayers {
         if self.rids.is_empty() {

@@ -82,6 +82,11 @@ pub(in crate::server) struct Publisher {
 }
 
 impl Publisher {
+    /// How many video layers its offer declared (see `PublisherLayers::declared`).
+    pub(in crate::server) fn declared_layers(&self) -> usize {
+        self.layers.declared()
+    }
+
     /// A publisher of what `rtc` negotiated in `sdp` (the session's answer, or the origin's
     /// answer to an edge's pull): the payload types of each track (RTX is unwrapped by str0m).
     /// Its video is in `video` when that is known (the codec chosen from a WHIP offer, the
