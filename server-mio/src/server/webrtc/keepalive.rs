@@ -19,9 +19,14 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
+use log::{debug, info};
 use sha1::Sha1;
 use str0m::ice::{StunMessage, TransId};
-use str0m::net::Protocol;
+use str0m::net::{Protocol, Receive};
+use str0m::Input;
+
+use super::peers::guarded;
+use crate::server::Server;
 
 /// No request from the peer for this long: one is made for it. Longer than consent
 /// freshness's 4-6 s between checks (RFC 7675: browsers, aiortc), so a stack that checks is
@@ -193,6 +198,42 @@ impl Keepalive {
             self.pending = None;
         }
         answer
+    }
+}
+
+impl Server {
+    /// Feeds peer `id`'s `Rtc` the binding request made for it, when one is due (see the
+    /// module's doc); runs before the peer's timeout, where str0m would drop a quiet pair.
+    pub(in crate::server) fn peer_keepalive(&mut self, id: u64, now: Instant) {
+        let Some(v) = self.viewers.map.get_mut(&id) else {
+            return;
+        };
+        let Some(made) = v.keepalive.due(v.connected(), now) else {
+            return;
+        };
+        if v.keepalive.made == 1 {
+            info!(
+                "peer {id}: no ICE binding request from it for {} s while its traffic comes \
+                 (libnice sends none once connected): the server makes them",
+                REQUEST_AFTER.as_secs()
+            );
+        }
+        self.counters.ice_keepalives += 1;
+        let Ok(contents) = made.bytes.as_slice().try_into() else {
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: made.proto,
+                source: made.source,
+                destination: made.destination,
+                contents,
+            },
+        );
+        if let Ok(Err(e)) = guarded(|| v.rtc.handle_input(input)) {
+            debug!("peer {id}: the binding request made for it: {e}");
+        }
     }
 }
 

@@ -142,6 +142,11 @@ impl Viewer {
         }
     }
 
+    /// Whether its session connected (ICE and DTLS).
+    pub(in crate::server) fn connected(&self) -> bool {
+        self.connected_at.is_some()
+    }
+
     /// An input was taken from UDP or from an ICE-TCP connection.
     pub(in crate::server) fn note_input(&mut self, tcp: bool) {
         self.last_tcp = tcp;
@@ -1475,30 +1480,10 @@ impl Server {
             if v.timeout > now && v.connected_at.is_some() {
                 continue; // a stale heap entry
             }
-            if let Some(made) = v.keepalive.due(v.connected_at.is_some(), now) {
-                if v.keepalive.made == 1 {
-                    info!(
-                        "peer {id}: no ICE binding request from it for {} s while its traffic \
-                         comes (libnice sends none once connected): the server makes them",
-                        super::keepalive::REQUEST_AFTER.as_secs()
-                    );
-                }
-                self.counters.ice_keepalives += 1;
-                if let Ok(contents) = made.bytes.as_slice().try_into() {
-                    let input = Input::Receive(
-                        now,
-                        Receive {
-                            proto: made.proto,
-                            source: made.source,
-                            destination: made.destination,
-                            contents,
-                        },
-                    );
-                    if let Ok(Err(e)) = guarded(|| v.rtc.handle_input(input)) {
-                        debug!("peer {id}: the binding request made for it: {e}");
-                    }
-                }
-            }
+            self.peer_keepalive(id, now);
+            let Some(v) = self.viewers.map.get_mut(&id) else {
+                continue;
+            };
             match guarded(|| v.rtc.handle_input(Input::Timeout(now))) {
                 Ok(_) => self.viewer_drive(id, now),
                 Err(p) => {
