@@ -9,6 +9,7 @@
 //! - [`pool`]: `Rtc`s built off the loop and handed over through the `mio::Waker`.
 //! - [`estimate`]: a simulcast viewer's bandwidth estimate, read for its layer choice.
 //! - [`keepalive`]: binding requests made for peers whose ICE sends none once connected.
+//! - [`vp8`]: VP8 picture IDs that run on across a viewer's layer switches.
 
 pub(super) mod admission;
 pub(super) mod estimate;
@@ -19,4 +20,5 @@ pub(super) mod peers;
 pub(super) mod pool;
 pub(super) mod pull;
 pub(super) mod tcp;
+pub(super) mod vp8;
 pub(super) mod whip;

@@ -127,6 +127,8 @@ pub(in crate::server) struct Viewer {
     pub(in crate::server) estimate: Option<super::estimate::Estimate>,
     /// Its liveness by its traffic, for stacks that send no binding requests once connected.
     pub(in crate::server) keepalive: super::keepalive::Keepalive,
+    /// Its VP8 picture numbering across layer switches, where the stream is VP8.
+    vp8: Option<super::vp8::Vp8Ids>,
 }
 
 impl Viewer {
@@ -1039,6 +1041,7 @@ impl Server {
                 own_socket: None,
                 estimate: None,
                 keepalive: super::keepalive::Keepalive::new(creds.pass),
+                vp8: None,
             },
         );
         self.counters.viewers_created += 1;
@@ -1071,6 +1074,7 @@ impl Server {
         let Some(v) = self.viewers.map.get_mut(&id) else {
             return Err("no viewer");
         };
+        v.vp8 = (stream_codec == VideoCodec::Vp8).then(super::vp8::Vp8Ids::default);
         // Polling yields MediaAdded for media the offer created.
         let mut added: Vec<(Mid, MediaKind)> = Vec::new();
         for (mid, kind) in [
@@ -1617,6 +1621,12 @@ impl Server {
         // Every keyframe tells the browser how little it may hold video back (see
         // `--playout-delay-max-ms`); the browser keeps the latest it was told.
         let delay = (video && f.keyframe).then_some(self.args.playout_delay_max_ms);
+        // VP8 picture IDs that run on across layer switches (see `vp8`).
+        let vp8 = v
+            .vp8
+            .as_mut()
+            .filter(|_| video)
+            .and_then(|ids| ids.patch(&f.payload, f.keyframe));
         v.unsent += 1;
         let unsent = v.unsent;
         let cached = if video {
@@ -1646,6 +1656,9 @@ impl Server {
             let mut w = RtpWrite::new(pt, f.seq.into(), f.timestamp, f.wallclock, f.payload)
                 .marker(f.marker)
                 .nackable(video);
+            if let Some(patch) = vp8 {
+                w = w.vp8_patch(patch);
+            }
             if let Some(max_ms) = delay {
                 let ext = str0m::rtp::ExtensionValues {
                     play_delay_min: Some(str0m::media::MediaTime::from_hundredths(0)),
