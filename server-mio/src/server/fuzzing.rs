@@ -181,3 +181,50 @@ pub fn recording(data: &[u8]) {
         push(gop, &mut mux);
     }
 }
+
+/// Datagrams from a peer as its keepalive reads them (STUN or not, signed or not, a few
+/// seconds apart), and the same bytes as VP8 payloads a viewer's picture numbering rewrites:
+/// no panic, and a request made for the peer is a STUN binding request whose answer is kept
+/// back.
+pub fn peer_datagrams(data: &[u8]) {
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use super::webrtc::keepalive::{hmac_sha1, Keepalive};
+    use super::webrtc::vp8::Vp8Ids;
+    use str0m::ice::{StunMessage, TransId};
+    use str0m::net::Protocol;
+
+    let peer = SocketAddr::from(([127, 0, 0, 1], 5000));
+    let us = SocketAddr::from(([127, 0, 0, 1], 20000));
+    const PASSWORD: &str = "fuzzing-password-0123456";
+    let mut k = Keepalive::new(PASSWORD.into());
+    let mut ids = Vp8Ids::default();
+    let t0 = Instant::now();
+    // The peer's own signed request first, so that requests can be made for it.
+    let mut genuine = [0_u8; 256];
+    let request = StunMessage::binding_request("srv:cli", TransId::new(), true, 7, 1234, false);
+    if let Ok(n) = request.to_bytes(Some(PASSWORD.as_bytes()), &mut genuine, hmac_sha1) {
+        k.on_input(
+            Protocol::Udp,
+            peer,
+            us,
+            genuine.get(..n).unwrap_or_default(),
+            t0,
+        );
+    }
+    for (i, datagram) in data.split(|b| *b == 0xfe).enumerate() {
+        let now = t0 + Duration::from_secs(3) * u32::try_from(i).unwrap_or(u32::MAX / 4);
+        k.on_input(Protocol::Udp, peer, us, datagram, now);
+        if let Some(made) = k.due(true, now) {
+            assert!(StunMessage::parse(&made.bytes).is_ok_and(|m| m.is_binding_request()));
+            let mut answer = made.bytes.clone();
+            if let Some(class) = answer.get_mut(0..2) {
+                class.copy_from_slice(&[0x01, 0x01]);
+            }
+            assert!(k.swallows(&answer) && !k.swallows(&answer));
+        }
+        let keyframe = datagram.first().is_some_and(|b| b & 1 == 1);
+        let _ = ids.patch(datagram, keyframe);
+    }
+}

@@ -74,7 +74,7 @@ pub(in crate::server) struct Keepalive {
 }
 
 /// HMAC-SHA1 over the parts, as STUN's MESSAGE-INTEGRITY wants it.
-fn hmac_sha1(key: &[u8], parts: &[&[u8]]) -> [u8; 20] {
+pub(in crate::server) fn hmac_sha1(key: &[u8], parts: &[&[u8]]) -> [u8; 20] {
     let Ok(mut mac) = Hmac::<Sha1>::new_from_slice(key) else {
         return [0; 20]; // HMAC takes keys of any length
     };
