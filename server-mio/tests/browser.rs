@@ -2,7 +2,8 @@
 //! `playwright-core` from npm) plays the watch page against the real server; headless Firefox
 //! (`firefox-esr`, driven by `puppeteer-core`) checks the path of a browser without H.264;
 //! GStreamer's `webrtcbin` (from Python, `tests/gst/itg_gst.py`) publishes and watches in the
-//! tested-clients matrix. Everything runs in a fresh network namespace, so no traffic leaves
+//! tested-clients matrix; Pion (Go, `tests/pion/itg_pion.go`, built against Debian's packages)
+//! publishes and watches. Everything runs in a fresh network namespace, so no traffic leaves
 //! the machine. The tests take turns (one browser at a time): they measure what a browser's
 //! congestion control does, which a second browser encoding on the same two cores would skew.
 //!
@@ -59,8 +60,33 @@ fn aiortc_python() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aiortc/venv/bin/python")
 }
 
+/// Builds the Pion client (`tests/pion/itg_pion.go`) with Go against the Pion Debian packages,
+/// offline; returns the binary, or what is missing.
+fn pion_client() -> Result<std::path::PathBuf, String> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pion/itg_pion");
+    let built = Command::new(manifest.join("tests/pion/build.sh"))
+        .arg(&out)
+        .output()
+        .map_err(|e| format!("tests/pion/build.sh: {e}"))?;
+    if !built.status.success() {
+        return Err(format!(
+            "the Pion client (golang-go and golang-github-pion-webrtc.v3-dev): {}",
+            String::from_utf8_lossy(&built.stderr)
+        ));
+    }
+    Ok(out)
+}
+
 fn missing() -> Option<String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    if Command::new("go").arg("version").output().is_err()
+        || !Path::new("/usr/share/gocode/src/github.com/pion/webrtc").exists()
+    {
+        return Some(
+            "Go with Pion (apt-get install golang-go golang-github-pion-webrtc.v3-dev)".into(),
+        );
+    }
     if !Path::new("/usr/bin/chromium").exists() {
         return Some("/usr/bin/chromium (apt-get install chromium)".into());
     }
@@ -417,6 +443,31 @@ fn the_tested_clients_matrix_plays_every_row() {
                     .to_string(),
             ),
         ],
+    );
+}
+
+/// Pion, the Go stack under most Go streaming tools, publishes (H.264, and VP8 from an offer
+/// that lists every codec it knows) and watches through the server (see `browser/pion.mjs`).
+#[test]
+fn pion_publishes_and_watches_through_the_server() {
+    if !ready() {
+        return;
+    }
+    let pion = match pion_client() {
+        Ok(p) => p,
+        Err(what) if std::env::var_os("CI").is_some() => panic!("the Pion test needs {what}"),
+        Err(what) => {
+            eprintln!("\n\n*** SKIPPED the Pion test: {what} ***\n\n");
+            return;
+        }
+    };
+    let _turn = turn();
+    run_with_fixture(
+        "pion.mjs",
+        "Pion test",
+        "pion-summary.json",
+        &[("ITG_VIDEO_640", "video-640x360-30fps-4s.h264")],
+        &[("ITG_PION", pion.display().to_string())],
     );
 }
 

@@ -1094,6 +1094,7 @@ fn whip_attacks() {
                 simulcast: Vec::new(),
                 ssrc_simulcast: false,
                 upper_layers_after: None,
+                video_after: None,
             };
             let stats = server_mio::tools::whip_client::publish(&opts, &AtomicBool::new(false)).unwrap();
             assert!(stats.video_packets > 50, "{stats:?}");

@@ -443,6 +443,51 @@ fn a_whip_stream_outlives_the_connect_deadline() {
     assert_eq!(viewer.video_lost(), 0);
 }
 
+/// Our client's offer lists every codec str0m knows (VP8 first) and it sends H.264, so its
+/// answer names several and the stream waits for the first video packet to tell the codec
+/// (see `codec_choice`). One whose video starts late goes live in the answer's first codec
+/// after a second without waiting for it, and plays once its video comes.
+#[test]
+fn a_publisher_whose_video_comes_late_goes_live_in_the_answer_s_first_codec() {
+    let server = TestServer::start();
+    let mut opts = server.whip_options(77, &server.key(77), VIDEO_A, Some(Duration::from_secs(12)));
+    opts.video_after = Some(Duration::from_secs(6));
+    let publisher = publish_with(opts);
+    let began = Instant::now();
+    assert!(server.wait_for(Duration::from_secs(10), |s| stream_info(s, 77).is_some()));
+    let live_after = began.elapsed();
+    let info = stream_info(&server, 77).unwrap();
+    // Live before any video came: no picture size yet, the codec the answer named first.
+    assert!(
+        info["width"].is_null(),
+        "live only once video came ({live_after:?}): {info}"
+    );
+    assert!(
+        live_after < Duration::from_secs(5),
+        "live {live_after:?} in: waited for the video"
+    );
+    assert_eq!(info["codec"], "H264", "{info}");
+    assert!(
+        info["codecs"].as_array().unwrap().contains(&"opus".into()),
+        "{info}"
+    );
+    let mut viewer = TestViewer::whep(&server, 77).unwrap();
+    assert!(drive_until(&mut viewer, Duration::from_secs(15), |v| v
+        .video
+        .len()
+        > 100));
+    let info = stream_info(&server, 77).unwrap();
+    assert_eq!(
+        (info["width"].as_u64(), info["height"].as_u64()),
+        (Some(320), Some(180))
+    );
+    assert!(!viewer.audio.is_empty());
+    publisher
+        .stop
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(publisher.join().is_ok());
+}
+
 /// A viewer whose browser offers no H.264 (Firefox without its OpenH264 plugin) is refused by
 /// name instead of getting an answer whose video is rejected and whose transport is gone.
 #[test]

@@ -229,6 +229,7 @@ fn main() {
         simulcast: Vec::new(),
         ssrc_simulcast: false,
         upper_layers_after: None,
+        video_after: None,
     };
     let ingest = args.ingest;
     let sender = std::thread::spawn(move || match (target, ingest) {

@@ -72,6 +72,7 @@ fn main() -> ExitCode {
         simulcast,
         ssrc_simulcast: args.ssrc_simulcast,
         upper_layers_after: None,
+        video_after: None,
     };
     // SIGINT/SIGTERM end the session politely (DELETE).
     let stop = std::sync::Arc::new(AtomicBool::new(false));

@@ -41,11 +41,14 @@ pub struct WhipExchange {
     pub channel: Option<u32>,
     /// The server's status (`201` when the publisher was taken).
     pub status: u16,
-    /// Payload types of the answer's video (in `video_codec`) and Opus formats.
+    /// Payload types of the stream's video (in `video_codec`) and Opus formats.
     pub video_pts: Vec<u8>,
-    /// The codec of the answer's video (a publisher's answer names one).
+    /// The codec of the stream's video: the answer's when it names one; when it names several,
+    /// the one the first video datagram came in, as the server decides (see [`Self::settle`]).
     pub video_codec: Option<relay_core::VideoCodec>,
     pub audio_pts: Vec<u8>,
+    /// Every video payload type of the answer in a codec the relay passes through, in order.
+    pub video_named: Vec<(u8, relay_core::VideoCodec)>,
 }
 
 impl WhipExchange {
@@ -92,13 +95,10 @@ impl WhipExchange {
                 let video = relay_core::VideoCodec::ALL
                     .into_iter()
                     .find(|c| c.name().eq_ignore_ascii_case(name));
-                if section == "video"
-                    && video.is_some()
-                    && w.video_codec.is_none_or(|c| Some(c) == video)
-                    && !w.video_pts.contains(&pt)
-                {
-                    w.video_codec = video;
-                    w.video_pts.push(pt);
+                if let Some(video) = video.filter(|_| section == "video") {
+                    if !w.video_named.iter().any(|(p, _)| *p == pt) {
+                        w.video_named.push((pt, video));
+                    }
                 } else if section == "audio"
                     && codec.starts_with("opus/")
                     && !w.audio_pts.contains(&pt)
@@ -112,7 +112,25 @@ impl WhipExchange {
                 }
             }
         }
+        w.settle(None);
         Some((w, port))
+    }
+
+    /// Takes the stream's video codec: that of payload type `first_video` when the answer
+    /// names it, else the answer's first; `video_pts` become that codec's.
+    pub fn settle(&mut self, first_video: Option<u8>) {
+        let named = |pt: u8| self.video_named.iter().find(|(p, _)| *p == pt);
+        let codec = first_video
+            .and_then(named)
+            .or(self.video_named.first())
+            .map(|(_, c)| *c);
+        self.video_codec = codec;
+        self.video_pts = self
+            .video_named
+            .iter()
+            .filter(|(_, c)| Some(*c) == codec)
+            .map(|(p, _)| *p)
+            .collect();
     }
 }
 
@@ -275,6 +293,14 @@ pub fn read_sessions(bytes: &[u8]) -> Result<Vec<Recorded>, ReadError> {
                 }
             }
         }
+        if let Some(w) = rec.whip.as_mut() {
+            let first_video = rec.media_in.iter().find_map(|(_, _, d)| {
+                let pt = d.get(1)? & 0x7f;
+                let rtp = d.first().is_some_and(|b| b >> 6 == 2) && !(72..=79).contains(&pt);
+                (rtp && w.video_named.iter().any(|(p, _)| *p == pt)).then_some(pt)
+            });
+            w.settle(first_video);
+        }
         sessions.push(rec);
     }
     Ok(sessions)
@@ -300,6 +326,37 @@ pub fn port_from_replies(replies: &[u8]) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use relay_core::VideoCodec;
+
+    #[test]
+    fn a_whip_answer_naming_several_codecs_settles_on_the_one_that_came() {
+        let request = b"POST /whip/77 HTTP/1.1\r\nContent-Type: application/sdp\r\n\r\n";
+        let response = b"HTTP/1.1 201 Created\r\nContent-Type: application/sdp\r\n\r\n\
+            v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 102 103 96 97\r\na=rtpmap:102 H264/90000\r\n\
+            a=rtpmap:103 rtx/90000\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:97 rtx/90000\r\n\
+            a=candidate:1 1 udp 2130706431 127.0.0.1 20000 typ host\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n";
+        let (mut w, port) = WhipExchange::parse(request, response).unwrap();
+        assert_eq!(port, Some(20000));
+        assert_eq!(
+            w.video_named,
+            vec![(102, VideoCodec::H264), (96, VideoCodec::Vp8)]
+        );
+        // Before any media: the answer's first.
+        assert_eq!(
+            (w.video_codec, w.video_pts.clone()),
+            (Some(VideoCodec::H264), vec![102])
+        );
+        w.settle(Some(96));
+        assert_eq!(
+            (w.video_codec, w.video_pts.clone()),
+            (Some(VideoCodec::Vp8), vec![96])
+        );
+        assert_eq!(w.audio_pts, vec![111]);
+        // A payload type the answer did not name changes nothing but falls back to the first.
+        w.settle(Some(100));
+        assert_eq!(w.video_codec, Some(VideoCodec::H264));
+    }
 
     #[test]
     fn reassembles_out_of_order_and_retransmitted_segments() {

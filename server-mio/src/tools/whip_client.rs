@@ -64,6 +64,9 @@ pub struct WhipOptions {
     /// Simulcast: hold every layer but the first (smallest) this long after connecting, as a
     /// browser does while its bandwidth estimate is still low.
     pub upper_layers_after: Option<Duration>,
+    /// Send no video for this long after connecting (audio goes out), as an encoder whose
+    /// camera starts late does; the first video sent is then where the file has got to.
+    pub video_after: Option<Duration>,
 }
 
 /// An offer's simulcast signalled by SSRC instead of RIDs: the RID and simulcast lines and
@@ -374,6 +377,7 @@ pub fn publish(opts: &WhipOptions, stop: &AtomicBool) -> Result<WhipStats, WhipE
     };
     let mut cursors: Vec<(Option<Rid>, Cursor)> = Vec::new();
     let mut connected = false;
+    let mut video_from: Option<Instant> = None;
     // Sequence numbers: per layer for video (main first), then audio.
     let mut seq = vec![0u64; 2 + opts.simulcast.len()];
     let end = opts.duration.map(|d| started + d);
@@ -389,6 +393,9 @@ pub fn publish(opts: &WhipOptions, stop: &AtomicBool) -> Result<WhipStats, WhipE
         for (layer, (rid, c)) in cursors.iter_mut().enumerate() {
             while let Some((is_video, marker, ts, i)) = c.next_due(now, opts.repeat) {
                 let Some(p) = c.packets.get(i) else { break };
+                if is_video && video_from.is_some_and(|t| now < t) {
+                    continue;
+                }
                 let (t, slot) = match (is_video, &video, &audio) {
                     (true, Some(t), _) => (t, layer),
                     (false, _, Some(t)) => (t, seq.len() - 1),
@@ -439,6 +446,7 @@ pub fn publish(opts: &WhipOptions, stop: &AtomicBool) -> Result<WhipStats, WhipE
                         stats.connected_after = Some(now.saturating_duration_since(started));
                         info!("WHIP: connected in {:?}", stats.connected_after);
                         connected = true;
+                        video_from = Some(now + opts.video_after.unwrap_or_default());
                         let plans = plans.take().unwrap_or_default();
                         for (k, (rid, packets, length)) in plans.into_iter().enumerate() {
                             // The main schedule (audio, with simulcast), then the layers.

@@ -289,6 +289,7 @@ pub fn whip_options(
         simulcast: Vec::new(),
         ssrc_simulcast: false,
         upper_layers_after: None,
+        video_after: None,
     }
 }
 

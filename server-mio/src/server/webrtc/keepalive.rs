@@ -5,8 +5,10 @@
 //! freshness, RFC 7675), so their sessions last as long as they do. libnice, under GStreamer's
 //! `webrtcbin`, sends none after nomination unless its consent freshness is turned on (it is
 //! not in GStreamer 1.22): it keeps the pair open with its media and RTCP and a binding
-//! indication now and then, as RFC 8445 (section 11) allows. Without help every GStreamer
-//! viewer and publisher was cut 15 s in.
+//! indication now and then, as RFC 8445 (section 11) allows. Pion (ice v2, under Go tools)
+//! sends a request only when its pair has been idle one way or the other for 2 s, which media
+//! flowing both ways never lets happen. Without help every GStreamer and Pion viewer and
+//! publisher was cut 15 s in.
 //!
 //! So a connected peer that has been heard from lately but has sent no binding request for a
 //! while gets one made on its behalf: from the path and with the username, priority and
@@ -214,7 +216,7 @@ impl Server {
         if v.keepalive.made == 1 {
             info!(
                 "peer {id}: no ICE binding request from it for {} s while its traffic comes \
-                 (libnice sends none once connected): the server makes them",
+                 (libnice and Pion send none while media flows): the server makes them",
                 REQUEST_AFTER.as_secs()
             );
         }

@@ -4,6 +4,8 @@
 //! - [`peers`]: the one table of str0m peers: routing by source address and ICE username,
 //!   the timeout heap, `catch_unwind` around every call; viewers fed by the relay.
 //! - [`whip`]: publishers: the WHIP endpoint and their RTP into the relay.
+//! - [`codec_choice`]: a publisher whose answer names several video codecs: the first video
+//!   packet tells its stream's.
 //! - [`feedback`]: congestion feedback to publishers (TWCC, REMB, the operator's cap).
 //! - [`layers`]: simulcast on the wire: a publisher's RIDs as layers, the WHEP layer extension.
 //! - [`pool`]: `Rtc`s built off the loop and handed over through the `mio::Waker`.
@@ -12,6 +14,7 @@
 //! - [`vp8`]: VP8 picture IDs that run on across a viewer's layer switches.
 
 pub(super) mod admission;
+pub(super) mod codec_choice;
 pub(super) mod estimate;
 pub(super) mod feedback;
 pub(super) mod keepalive;

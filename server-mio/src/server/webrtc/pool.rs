@@ -139,11 +139,19 @@ fn add_video(cfg: &mut RtcConfig, codec: VideoCodec) {
     }
 }
 
-/// A WHIP publisher's configuration: its video in the one codec chosen from its offer (see
-/// `whip::check_offer`), so the answer names only that one and the encoder cannot switch.
-pub(in crate::server) fn publisher_config(video: Option<VideoCodec>) -> RtcConfig {
+/// A WHIP publisher's configuration: its video in `video`, the codecs its offer has that the
+/// relay passes through, the preferred first (see `whip::publisher_codecs`). str0m answers in
+/// this order, and a stack that may send any of them sends the answer's first; one whose
+/// encoder is fixed (while its offer lists every codec it knows, as Pion's does) sends its
+/// own, which the stream then takes (see `codec_choice`).
+pub(in crate::server) fn publisher_config(video: &[VideoCodec]) -> RtcConfig {
     let mut cfg = rtc_config(true);
-    add_video(&mut cfg, video.unwrap_or_default());
+    if video.is_empty() {
+        add_video(&mut cfg, VideoCodec::default());
+    }
+    for codec in video {
+        add_video(&mut cfg, *codec);
+    }
     cfg
 }
 
@@ -250,7 +258,7 @@ impl RtcPool {
 
     /// An `Rtc` for a WHIP publisher, built here (authorized publishers are few; their
     /// configuration differs from the viewers' kept ready).
-    pub(in crate::server) fn publisher(&self, video: Option<VideoCodec>) -> Rtc {
+    pub(in crate::server) fn publisher(&self, video: &[VideoCodec]) -> Rtc {
         let mut cfg = publisher_config(video);
         if let Some(c) = &self.cert {
             cfg = cfg.set_dtls_cert(c.clone());

@@ -29,6 +29,7 @@ use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::{Event, Rtc};
 
+use super::codec_choice::CODEC_WAIT;
 use super::feedback::{self, Feedback};
 use super::layers::PublisherLayers;
 use super::peers::{guarded, mids_from_sdp, Role, Signal};
@@ -52,9 +53,16 @@ pub(in crate::server) struct Publisher {
     /// Where the offer came from (logs, the failed-authentication limit).
     pub(in crate::server) from: SocketAddr,
     video_mid: Option<Mid>,
-    /// The codec of its video, and the payload types it may come in.
-    video_codec: Option<VideoCodec>,
-    video_pts: Vec<Pt>,
+    /// The codec of its video: known from the answer when it names one, else from the first
+    /// video packet (see `codec_choice`).
+    pub(super) video_codec: Option<VideoCodec>,
+    /// The payload types its video may come in, each with its codec, the preferred first.
+    pub(super) video_pts: Vec<(Pt, VideoCodec)>,
+    /// While its codec is not known yet: when to stop waiting for its video and take the
+    /// preferred codec (see `codec_choice`). Its stream starts once the codec is known.
+    pub(super) codec_wait: Option<Instant>,
+    /// Video packets in a codec other than its stream's, dropped (an encoder that switched).
+    pub(super) other_codec_packets: u64,
     audio_pts: Vec<Pt>,
     /// Its simulcast layers (one without).
     layers: PublisherLayers,
@@ -89,8 +97,9 @@ impl Publisher {
 
     /// A publisher of what `rtc` negotiated in `sdp` (the session's answer, or the origin's
     /// answer to an edge's pull): the payload types of each track (RTX is unwrapped by str0m).
-    /// Its video is in `video` when that is known (the codec chosen from a WHIP offer, the
-    /// origin's word for a pull), else in the first codec the answer names.
+    /// Its video is in `video` when that is known (the origin's word for a pull); else in the
+    /// codec the answer names, or, when it names several, in the one its first video packet
+    /// comes in.
     pub(in crate::server) fn negotiated(
         rtc: &Rtc,
         sdp: &str,
@@ -103,6 +112,8 @@ impl Publisher {
             video_mid: None,
             video_codec: None,
             video_pts: Vec::new(),
+            codec_wait: None,
+            other_codec_packets: 0,
             audio_pts: Vec::new(),
             layers: PublisherLayers::default(),
             live: false,
@@ -126,17 +137,22 @@ impl Publisher {
                 match (kind, p.spec().codec) {
                     (MediaKind::Video, _) => {
                         let Some(c) = relay_codec(p) else { continue };
-                        let want = video.or(publisher.video_codec).unwrap_or(c);
-                        if c == want {
+                        // One video section is relayed: the first with a relayed codec.
+                        let first = publisher.video_mid.is_none_or(|m| m == mid);
+                        if first && video.is_none_or(|v| v == c) {
                             publisher.video_mid = Some(mid);
-                            publisher.video_codec = Some(c);
-                            publisher.video_pts.push(p.pt());
+                            publisher.video_pts.push((p.pt(), c));
                         }
                     }
                     (MediaKind::Audio, Codec::Opus) => publisher.audio_pts.push(p.pt()),
                     _ => {}
                 }
             }
+        }
+        let mut codecs = publisher.video_pts.iter().map(|(_, c)| *c);
+        let first = codecs.next();
+        if codecs.all(|c| Some(c) == first) {
+            publisher.video_codec = first;
         }
         publisher
     }
@@ -152,8 +168,8 @@ pub(in crate::server) struct WhipAuth {
     channel: ChannelId,
     secret: StreamKey,
     offer: SdpOffer,
-    /// The codec its video will be in (see `check_offer`).
-    video: Option<VideoCodec>,
+    /// The video codecs its answer may name, the preferred first (see `publisher_codecs`).
+    video: Vec<VideoCodec>,
     from: SocketAddr,
     /// The request with its key redacted, kept only with `--capture`.
     request: Option<Vec<u8>>,
@@ -269,6 +285,24 @@ pub(in crate::server) fn offered_video_codecs(sdp: &str) -> Vec<VideoCodec> {
         }
     }
     out
+}
+
+/// The video codecs a publisher's answer names: those of `sdp`'s first video section that the
+/// relay passes through, `preferred` (see `check_offer`) first, then in the offer's order.
+pub(in crate::server) fn publisher_codecs(
+    sdp: &str,
+    preferred: Option<VideoCodec>,
+) -> Vec<VideoCodec> {
+    let Some(preferred) = preferred else {
+        return Vec::new();
+    };
+    let mut codecs = vec![preferred];
+    codecs.extend(
+        offered_video_codecs(sdp)
+            .into_iter()
+            .filter(|c| *c != preferred),
+    );
+    codecs
 }
 
 /// Checks an offer before any WebRTC state is made: it parses, it has media, and the media
@@ -474,8 +508,10 @@ impl Server {
         }
         let offer = std::str::from_utf8(&req.body)
             .map_err(|_| Response::text(400, "the offer is not UTF-8"))?;
-        let (offer, video) = check_offer(offer, Offerer::Publisher)
+        let (parsed, preferred) = check_offer(offer, Offerer::Publisher)
             .map_err(|(status, why)| Response::text(status, &why))?;
+        let video = publisher_codecs(offer, preferred);
+        let offer = parsed;
         Ok(WhipAuth {
             channel,
             secret,
@@ -528,7 +564,7 @@ impl Server {
         if let Some(resp) = refusal {
             return self.whip_refused(from, channel, resp);
         }
-        let rtc = self.pool.publisher(auth.video);
+        let rtc = self.pool.publisher(&auth.video);
         self.whip_answer(rtc, auth, now)
     }
 
@@ -542,7 +578,6 @@ impl Server {
         let WhipAuth {
             channel,
             offer,
-            video,
             from,
             request,
             ..
@@ -553,7 +588,7 @@ impl Server {
             Ok(a) => a,
             Err(resp) => return self.whip_refused(from, channel, resp),
         };
-        let mut publisher = Publisher::negotiated(&rtc, &answer_sdp, from, video);
+        let mut publisher = Publisher::negotiated(&rtc, &answer_sdp, from, None);
         publisher.layers = std::mem::take(&mut publisher.layers).with_sim(sim);
         if publisher.video_pts.is_empty() && publisher.audio_pts.is_empty() {
             let why = format!("nothing usable was negotiated; this server takes {SUPPORTED}");
@@ -623,6 +658,9 @@ impl Server {
         match e {
             Event::Connected => self.publisher_connected(id, now),
             Event::RtpPacket(pkt) => {
+                if self.publisher_codec_arrives(id, pkt.header.payload_type) {
+                    self.publisher_connected(id, now);
+                }
                 let server = self.addrs.webrtc;
                 let Some(peer) = self.viewers.map.get_mut(&id) else {
                     return;
@@ -636,8 +674,15 @@ impl Server {
                     return;
                 }
                 let pt = pkt.header.payload_type;
-                let kind = if p.video_pts.contains(&pt) {
+                let kind = if p
+                    .video_pts
+                    .iter()
+                    .any(|(q, c)| *q == pt && Some(*c) == p.video_codec)
+                {
                     RelayKind::Video
+                } else if p.video_pts.iter().any(|(q, _)| *q == pt) {
+                    p.other_codec(id, pt);
+                    return;
                 } else if p.audio_pts.contains(&pt) {
                     RelayKind::Audio
                 } else {
@@ -736,18 +781,24 @@ impl Server {
     }
 
     /// ICE and DTLS are up: the publisher's stream goes live, replacing any other.
-    fn publisher_connected(&mut self, id: u64, now: Instant) {
-        let Some(peer) = self.viewers.map.get(&id) else {
+    pub(in crate::server) fn publisher_connected(&mut self, id: u64, now: Instant) {
+        let Some(peer) = self.viewers.map.get_mut(&id) else {
             return;
         };
         let channel = peer.channel;
-        let Role::Publisher(p) = &peer.role else {
+        let Role::Publisher(p) = &mut peer.role else {
             return;
         };
         if let Some(layer) = p.feeds_layer {
             info!("channel {channel}: pulling layer {layer} too (peer {id})");
             return;
         }
+        if p.codec_pending() {
+            // Its first video packet tells the codec (see `codec_choice`).
+            p.codec_wait.get_or_insert(now + CODEC_WAIT);
+            return;
+        }
+        let p = &**p;
         let from = p.from;
         let params = StreamParams::Rtp {
             video: p.video_mid.and(p.video_codec),
@@ -979,7 +1030,8 @@ mod tests {
             + "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\n\
                a=mid:1\r\na=sctp-port:5000\r\n";
         let (offer, video) = check_offer(&with_app, Offerer::Publisher).unwrap();
-        let mut rtc = super::super::pool::publisher_config(video).build(Instant::now());
+        let video = publisher_codecs(&with_app, video);
+        let mut rtc = super::super::pool::publisher_config(&video).build(Instant::now());
         let answer = rtc.sdp_api().accept_offer(offer).unwrap().to_sdp_string();
         assert!(answer.contains("m=application 9"), "str0m answers it");
         let answer = super::super::peers::refuse_data_channels(&answer);
