@@ -9,7 +9,9 @@
 //! video packet comes in: the stream starts with that packet (a few milliseconds after DTLS,
 //! and it is the keyframe an encoder starts with), not before, so no viewer is ever told the
 //! wrong codec. A publisher whose video does not come within [`CODEC_WAIT`] starts in the
-//! preferred codec, as an answer naming one would have had it.
+//! preferred codec, as an answer naming one would have had it. What comes before (its audio)
+//! is held, [`MAX_HELD`] packets at most, and goes to the relay first once the stream starts:
+//! nothing the publisher sent is lost to the wait.
 //!
 //! Once the codec is known, video in another (an encoder that switched mid-stream) is
 //! dropped and logged once: the viewers' sessions were negotiated for the first.
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 use relay_core::VideoCodec;
 use str0m::media::Pt;
+use str0m::rtp::RtpPacket;
 
 use super::peers::Role;
 use super::whip::Publisher;
@@ -26,6 +29,9 @@ use crate::server::Server;
 
 /// How long a connected publisher's stream waits for its first video packet to tell its codec.
 pub(in crate::server) const CODEC_WAIT: Duration = Duration::from_secs(1);
+/// Packets held while the codec is not known: [`CODEC_WAIT`] of Opus is 50; a publisher
+/// sending more than this of something else loses the oldest.
+const MAX_HELD: usize = 128;
 
 impl Publisher {
     /// The codec a payload type of its video stands for.
@@ -62,17 +68,27 @@ impl Publisher {
 }
 
 impl Server {
-    /// A connected publisher's packet in payload type `pt`: when its stream waits for its codec
-    /// and this is video, the codec is decided. Returns whether the stream is to start now.
-    pub(in crate::server) fn publisher_codec_arrives(&mut self, id: u64, pt: Pt) -> bool {
+    /// A publisher's packet: given back to go to the relay, or held while its stream waits for
+    /// its codec. A video packet then decides the codec: the stream starts and what was held
+    /// goes first.
+    pub(in crate::server) fn publisher_codec_gate(
+        &mut self,
+        id: u64,
+        pkt: RtpPacket,
+        now: Instant,
+    ) -> Option<RtpPacket> {
         let Some(Role::Publisher(p)) = self.viewers.map.get_mut(&id).map(|v| &mut v.role) else {
-            return false;
+            return Some(pkt);
         };
         if p.codec_wait.is_none() {
-            return false;
+            return Some(pkt);
         }
-        let Some(codec) = p.codec_of(pt) else {
-            return false;
+        let Some(codec) = p.codec_of(pkt.header.payload_type) else {
+            if p.held.len() >= MAX_HELD {
+                p.held.remove(0);
+            }
+            p.held.push(pkt);
+            return None;
         };
         p.video_codec = Some(codec);
         p.codec_wait = None;
@@ -81,17 +97,30 @@ impl Server {
             codec.label(),
             names(&p.video_pts)
         );
-        true
+        self.publisher_starts(id, now);
+        Some(pkt)
+    }
+
+    /// The codec is known: the stream starts, and what was held goes to the relay.
+    fn publisher_starts(&mut self, id: u64, now: Instant) {
+        self.publisher_connected(id, now);
+        let held = match self.viewers.map.get_mut(&id).map(|v| &mut v.role) {
+            Some(Role::Publisher(p)) => std::mem::take(&mut p.held),
+            _ => return,
+        };
+        for pkt in held {
+            self.publisher_rtp(id, pkt, now);
+        }
     }
 
     /// Run with a publisher's timeouts: when its stream has waited [`CODEC_WAIT`] for video,
-    /// it starts in the preferred codec. Returns whether it is to start now.
-    pub(in crate::server) fn publisher_codec_timeout(&mut self, id: u64, now: Instant) -> bool {
+    /// it starts in the preferred codec.
+    pub(in crate::server) fn publisher_codec_timeout(&mut self, id: u64, now: Instant) {
         let Some(Role::Publisher(p)) = self.viewers.map.get_mut(&id).map(|v| &mut v.role) else {
-            return false;
+            return;
         };
         if p.codec_wait.is_none_or(|t| now < t) {
-            return false;
+            return;
         }
         p.video_codec = p.preferred();
         p.codec_wait = None;
@@ -100,7 +129,7 @@ impl Server {
             CODEC_WAIT.as_millis(),
             p.video_codec.map_or("no video", |c| c.label())
         );
-        true
+        self.publisher_starts(id, now);
     }
 }
 

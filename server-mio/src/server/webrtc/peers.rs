@@ -1485,9 +1485,7 @@ impl Server {
                 continue; // a stale heap entry
             }
             self.peer_keepalive(id, now);
-            if self.publisher_codec_timeout(id, now) {
-                self.publisher_connected(id, now);
-            }
+            self.publisher_codec_timeout(id, now);
             let Some(v) = self.viewers.map.get_mut(&id) else {
                 continue;
             };

@@ -27,6 +27,7 @@ use relay_core::{
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::rtp::RtpPacket;
 use str0m::{Event, Rtc};
 
 use super::codec_choice::CODEC_WAIT;
@@ -63,6 +64,8 @@ pub(in crate::server) struct Publisher {
     pub(super) codec_wait: Option<Instant>,
     /// Video packets in a codec other than its stream's, dropped (an encoder that switched).
     pub(super) other_codec_packets: u64,
+    /// What came while its codec was not known (see `codec_choice`), for the relay once known.
+    pub(super) held: Vec<RtpPacket>,
     audio_pts: Vec<Pt>,
     /// Its simulcast layers (one without).
     layers: PublisherLayers,
@@ -114,6 +117,7 @@ impl Publisher {
             video_pts: Vec::new(),
             codec_wait: None,
             other_codec_packets: 0,
+            held: Vec::new(),
             audio_pts: Vec::new(),
             layers: PublisherLayers::default(),
             live: false,
@@ -658,101 +662,9 @@ impl Server {
         match e {
             Event::Connected => self.publisher_connected(id, now),
             Event::RtpPacket(pkt) => {
-                if self.publisher_codec_arrives(id, pkt.header.payload_type) {
-                    self.publisher_connected(id, now);
+                if let Some(pkt) = self.publisher_codec_gate(id, pkt, now) {
+                    self.publisher_rtp(id, pkt, now);
                 }
-                let server = self.addrs.webrtc;
-                let Some(peer) = self.viewers.map.get_mut(&id) else {
-                    return;
-                };
-                let remote = peer.remote();
-                let channel = peer.channel;
-                let Role::Publisher(p) = &mut peer.role else {
-                    return;
-                };
-                if !p.live && p.feeds_layer.is_none() {
-                    return;
-                }
-                let pt = pkt.header.payload_type;
-                let kind = if p
-                    .video_pts
-                    .iter()
-                    .any(|(q, c)| *q == pt && Some(*c) == p.video_codec)
-                {
-                    RelayKind::Video
-                } else if p.video_pts.iter().any(|(q, _)| *q == pt) {
-                    p.other_codec(id, pt);
-                    return;
-                } else if p.audio_pts.contains(&pt) {
-                    RelayKind::Audio
-                } else {
-                    return;
-                };
-                let layer = match (kind, p.feeds_layer.or(p.video_layer)) {
-                    (RelayKind::Audio, _) => LayerId(0),
-                    (RelayKind::Video, Some(l)) => l,
-                    (RelayKind::Video, None) => p.layers.layer(*pkt.header.ssrc, || {
-                        let rtc = &mut peer.rtc;
-                        let ssrc = pkt.header.ssrc;
-                        pkt.header.ext_vals.rid.or_else(|| {
-                            guarded(|| rtc.direct_api().stream_rx(&ssrc).and_then(|rx| rx.rid()))
-                                .ok()
-                                .flatten()
-                        })
-                    }),
-                };
-                let slot = match kind {
-                    RelayKind::Audio => 0,
-                    RelayKind::Video => 1 + usize::from(layer.0).min(MAX_LAYERS - 1),
-                };
-                let report = pkt
-                    .last_sender_info
-                    .filter(|i| p.reports.get(slot).copied().flatten() != Some(i.ntp_time));
-                if let Some(info) = report {
-                    if let Some(r) = p.reports.get_mut(slot) {
-                        *r = Some(info.ntp_time);
-                    }
-                    let sr = SenderReport {
-                        ssrc: Ssrc(*info.ssrc),
-                        ntp: ntp_of(info.ntp_time),
-                        rtp_timestamp: info.rtp_time.numer() as u32,
-                        packet_count: info.sender_packet_count,
-                        octet_count: info.sender_octet_count,
-                    };
-                    if let (Some(c), Some(remote)) = (p.capture.as_mut(), remote) {
-                        c.media(remote, server, &sr.build(), now);
-                    }
-                    self.relay.handle_sender_report(
-                        channel,
-                        kind,
-                        layer,
-                        sr.ntp,
-                        sr.rtp_timestamp,
-                        now,
-                    );
-                }
-                if let (Some(c), Some(remote)) = (p.capture.as_mut(), remote) {
-                    let header = RtpHeader {
-                        marker: pkt.header.marker,
-                        payload_type: *pt,
-                        sequence_number: pkt.header.sequence_number,
-                        timestamp: pkt.header.timestamp,
-                        ssrc: Ssrc(*pkt.header.ssrc),
-                    };
-                    c.media(remote, server, &header.build(&pkt.payload), now);
-                }
-                let rtp = RtpIn {
-                    kind,
-                    layer,
-                    seq: pkt.header.sequence_number,
-                    timestamp: pkt.header.timestamp,
-                    marker: pkt.header.marker,
-                    payload: pkt.payload,
-                };
-                self.counters.whip_packets += 1;
-                self.relay
-                    .handle_rtp_queued(channel, rtp, self.rtc_waited, now);
-                self.drain_relay(now);
             }
             Event::MediaIngressStats(stats) => {
                 let Some(peer) = self.viewers.map.get_mut(&id) else {
@@ -778,6 +690,97 @@ impl Server {
             Event::Closed => self.viewer_drop(id, "closed by the publisher"),
             _ => {}
         }
+    }
+
+    /// A publisher's RTP packet, once its stream's codec is known: into the relay (and its
+    /// capture), with any new sender report.
+    pub(in crate::server) fn publisher_rtp(&mut self, id: u64, pkt: RtpPacket, now: Instant) {
+        let server = self.addrs.webrtc;
+        let Some(peer) = self.viewers.map.get_mut(&id) else {
+            return;
+        };
+        let remote = peer.remote();
+        let channel = peer.channel;
+        let Role::Publisher(p) = &mut peer.role else {
+            return;
+        };
+        if !p.live && p.feeds_layer.is_none() {
+            return;
+        }
+        let pt = pkt.header.payload_type;
+        let kind = if p
+            .video_pts
+            .iter()
+            .any(|(q, c)| *q == pt && Some(*c) == p.video_codec)
+        {
+            RelayKind::Video
+        } else if p.video_pts.iter().any(|(q, _)| *q == pt) {
+            p.other_codec(id, pt);
+            return;
+        } else if p.audio_pts.contains(&pt) {
+            RelayKind::Audio
+        } else {
+            return;
+        };
+        let layer = match (kind, p.feeds_layer.or(p.video_layer)) {
+            (RelayKind::Audio, _) => LayerId(0),
+            (RelayKind::Video, Some(l)) => l,
+            (RelayKind::Video, None) => p.layers.layer(*pkt.header.ssrc, || {
+                let rtc = &mut peer.rtc;
+                let ssrc = pkt.header.ssrc;
+                pkt.header.ext_vals.rid.or_else(|| {
+                    guarded(|| rtc.direct_api().stream_rx(&ssrc).and_then(|rx| rx.rid()))
+                        .ok()
+                        .flatten()
+                })
+            }),
+        };
+        let slot = match kind {
+            RelayKind::Audio => 0,
+            RelayKind::Video => 1 + usize::from(layer.0).min(MAX_LAYERS - 1),
+        };
+        let report = pkt
+            .last_sender_info
+            .filter(|i| p.reports.get(slot).copied().flatten() != Some(i.ntp_time));
+        if let Some(info) = report {
+            if let Some(r) = p.reports.get_mut(slot) {
+                *r = Some(info.ntp_time);
+            }
+            let sr = SenderReport {
+                ssrc: Ssrc(*info.ssrc),
+                ntp: ntp_of(info.ntp_time),
+                rtp_timestamp: info.rtp_time.numer() as u32,
+                packet_count: info.sender_packet_count,
+                octet_count: info.sender_octet_count,
+            };
+            if let (Some(c), Some(remote)) = (p.capture.as_mut(), remote) {
+                c.media(remote, server, &sr.build(), now);
+            }
+            self.relay
+                .handle_sender_report(channel, kind, layer, sr.ntp, sr.rtp_timestamp, now);
+        }
+        if let (Some(c), Some(remote)) = (p.capture.as_mut(), remote) {
+            let header = RtpHeader {
+                marker: pkt.header.marker,
+                payload_type: *pt,
+                sequence_number: pkt.header.sequence_number,
+                timestamp: pkt.header.timestamp,
+                ssrc: Ssrc(*pkt.header.ssrc),
+            };
+            c.media(remote, server, &header.build(&pkt.payload), now);
+        }
+        let rtp = RtpIn {
+            kind,
+            layer,
+            seq: pkt.header.sequence_number,
+            timestamp: pkt.header.timestamp,
+            marker: pkt.header.marker,
+            payload: pkt.payload,
+        };
+        self.counters.whip_packets += 1;
+        self.relay
+            .handle_rtp_queued(channel, rtp, self.rtc_waited, now);
+        self.drain_relay(now);
     }
 
     /// ICE and DTLS are up: the publisher's stream goes live, replacing any other.
