@@ -447,7 +447,8 @@ fn the_tested_clients_matrix_plays_every_row() {
 }
 
 /// Pion, the Go stack under most Go streaming tools, publishes (H.264, and VP8 from an offer
-/// that lists every codec it knows) and watches through the server (see `browser/pion.mjs`).
+/// that lists every codec it knows) and watches through the server, a simulcast too (see
+/// `browser/pion.mjs`).
 #[test]
 fn pion_publishes_and_watches_through_the_server() {
     if !ready() {
@@ -466,8 +467,17 @@ fn pion_publishes_and_watches_through_the_server() {
         "pion.mjs",
         "Pion test",
         "pion-summary.json",
-        &[("ITG_VIDEO_640", "video-640x360-30fps-4s.h264")],
-        &[("ITG_PION", pion.display().to_string())],
+        &[
+            ("ITG_VIDEO_640", "video-640x360-30fps-4s.h264"),
+            ("ITG_VIDEO_160", "video-160x90-main-4s.h264"),
+        ],
+        &[
+            ("ITG_PION", pion.display().to_string()),
+            (
+                "ITG_WHIP_CLIENT_BIN",
+                env!("CARGO_BIN_EXE_whip-client").into(),
+            ),
+        ],
     );
 }
 

@@ -13,19 +13,22 @@
 // - it publishes VP8 with the same offer: the answer names VP8 too, so Pion's VP8 track
 //   starts, and the stream is VP8 (the codec its first video packet came in); a Pion viewer
 //   offering VP8 decodes it at 640x360, Chromium's watch page plays it, and a viewer offering
-//   H.264 alone is refused with 406 naming VP8.
+//   H.264 alone is refused with 406 naming VP8;
+// - it watches a simulcast (our WHIP client's three H.264 layers): it starts on the middle
+//   layer and climbs to the top on the estimate its own transport-wide feedback drives, its
+//   file decoding across the switch.
 //
 // Pion keeps its own defaults: full ICE (controlling, its own consent checks), an ECDSA
 // certificate, NACK, reports and transport-wide feedback from the viewer.
 //
-// Environment: ITG_SERVER_BIN, ITG_CLIENT_BIN, ITG_VIDEO, ITG_AUDIO, ITG_VIDEO_640, ITG_PION,
-// ITG_ARTIFACTS.
+// Environment: ITG_SERVER_BIN, ITG_CLIENT_BIN, ITG_WHIP_CLIENT_BIN, ITG_VIDEO, ITG_AUDIO,
+// ITG_VIDEO_160, ITG_VIDEO_640, ITG_PION, ITG_ARTIFACTS.
 import { chromium } from 'playwright-core';
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { env, until, sleep, children, serveLiveChannel, finish, CHROMIUM_ARGS } from './lib.mjs';
+import { env, until, sleep, start, children, serveLiveChannel, finish, CHROMIUM_ARGS } from './lib.mjs';
 
 const ARTIFACTS = env('ITG_ARTIFACTS');
 const PION = env('ITG_PION');
@@ -58,6 +61,12 @@ function probe(file) {
   return { codec: s.codec_name, frames: Number(s.nb_read_frames || 0), width: f.width, height: f.height };
 }
 
+/** The width of every frame ffprobe decodes of a file, in order. */
+function widths(file) {
+  return execFileSync('ffprobe', ['-v', 'error', '-select_streams', 'v:0', '-show_entries', 'frame=width', '-of', 'csv=p=0', file])
+    .toString().split('\n').map((l) => Number(l.trim().replace(/,$/, ''))).filter((w) => w > 0);
+}
+
 let error;
 let browser;
 const dir = mkdtempSync(join(tmpdir(), 'itg-pion-'));
@@ -78,6 +87,7 @@ try {
     .toString().trim().split('\n').pop();
   const key78 = addKey(78);
   const key79 = addKey(79);
+  const key80 = addKey(80);
   const streams = async () => (await (await fetch(`${HTTP}/api/streams`)).json()).streams;
   await until('the new channels', 5000, async () => (await streams()).some((s) => s.channel === 79));
 
@@ -167,6 +177,23 @@ try {
     if (result.h264_viewer && !(result.h264_viewer.code !== 0 && result.h264_viewer.status === 406 && /VP8/.test(result.h264_viewer.error))) {
       throw new Error(`an H.264-only viewer of a VP8 stream: ${JSON.stringify(result.h264_viewer)}`);
     }
+  }
+
+  // A simulcast: our WHIP client's three layers on channel 80; Pion watches.
+  start(env('ITG_WHIP_CLIENT_BIN'), ['--url', `${HTTP}/whip/80`, '--key', key80, '--layer', `q=${env('ITG_VIDEO_160')}`,
+    '--layer', `h=${env('ITG_VIDEO')}`, '--layer', `f=${env('ITG_VIDEO_640')}`, '--audio', env('ITG_AUDIO'), '--loop'], 'whip-client');
+  await until('channel 80 with three layers', 10000, async () => (await streams())
+    .some((s) => s.channel === 80 && s.live && (s.layers || []).filter((l) => l.width).length === 3));
+  const simFile = join(dir, 'simulcast.h264');
+  const sim = await pion('watch', `${HTTP}/whep/80`, ['--out', simFile], 25);
+  const sizes = widths(simFile);
+  const stream80 = (await streams()).find((s) => s.channel === 80 && s.live);
+  const climbedAt = sizes.indexOf(640);
+  summary.simulcast = { viewer: sim, frames_decoded: sizes.length, first_width: sizes[0], last_width: sizes[sizes.length - 1],
+    top_from_frame: climbedAt, layer_switches: stream80?.layer_switches, layer_trials: stream80?.layer_trials };
+  if (sim.code !== 0 || sim.seq_gaps !== 0 || sizes.length < sim.frames - 2 || sizes.length < 500
+    || sizes[0] !== 320 || climbedAt < 0 || sizes.slice(climbedAt).some((w) => w !== 640) || !(stream80?.layer_switches >= 1)) {
+    throw new Error(`Pion watching a simulcast: ${JSON.stringify(summary.simulcast)}`);
   }
   console.error(`PION ${JSON.stringify(summary)}`);
 } catch (e) {
