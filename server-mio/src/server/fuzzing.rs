@@ -58,8 +58,18 @@ pub fn signalling(text: &str) {
 /// [`signalling`] covers, at a few hundred inputs a second): the media sections and codecs of
 /// an offer, and the checks for a publisher and for a viewer of each codec.
 pub fn sdp_text(text: &str) {
-    use super::webrtc::whip::{check_media, offered_video_codecs, Offerer};
-    let _ = check_media(text, Offerer::Publisher);
+    use super::webrtc::whip::{check_media, offered_video_codecs, publisher_codecs, Offerer};
+    if let Ok(preferred) = check_media(text, Offerer::Publisher) {
+        // What a publisher's answer names: the preferred codec first, each once.
+        let codecs = publisher_codecs(text, preferred);
+        assert_eq!(codecs.first().copied(), preferred);
+        for (i, c) in codecs.iter().enumerate() {
+            assert!(
+                !codecs.iter().skip(i + 1).any(|d| d == c),
+                "{c:?} named twice"
+            );
+        }
+    }
     for codec in relay_core::VideoCodec::ALL {
         let _ = check_media(text, Offerer::Viewer(codec));
     }
