@@ -311,8 +311,8 @@ pub(in crate::server) fn publisher_codecs(
 
 /// Checks an offer before any WebRTC state is made: it parses, it has media, and the media
 /// is what the relay passes through. Returns the offer and, for a publisher offering video,
-/// the codec its stream will be in: H.264 when it is among those offered (every viewer's
-/// browser decodes it), else the publisher's first choice.
+/// the codec its answer names first: H.264 when it is among those offered (every viewer's
+/// browser decodes it), else the publisher's first choice (see `publisher_codecs`).
 pub(in crate::server) fn check_offer(
     sdp: &str,
     who: Offerer,
