@@ -294,10 +294,10 @@ pub fn read_sessions(bytes: &[u8]) -> Result<Vec<Recorded>, ReadError> {
             }
         }
         if let Some(w) = rec.whip.as_mut() {
+            // RTCP's packet types read as 72-79, which no video payload type of an answer is.
             let first_video = rec.media_in.iter().find_map(|(_, _, d)| {
-                let pt = d.get(1)? & 0x7f;
-                let rtp = d.first().is_some_and(|b| b >> 6 == 2) && !(72..=79).contains(&pt);
-                (rtp && w.video_named.iter().any(|(p, _)| *p == pt)).then_some(pt)
+                let pt = ftl_proto::media::RtpPacket::parse(d).ok()?.payload_type();
+                w.video_named.iter().any(|(p, _)| *p == pt).then_some(pt)
             });
             w.settle(first_video);
         }

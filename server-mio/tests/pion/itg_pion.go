@@ -380,15 +380,8 @@ func sendSamples(res *result, track *webrtc.TrackLocalStaticSample, load func() 
 }
 
 func sendVideo(res *result, track *webrtc.TrackLocalStaticSample, path string, vp8 bool, stop <-chan struct{}) error {
-	load := func() ([][]byte, error) {
-		file, err := os.Open(path)
-		if err != nil {
-			return nil, err
-		}
-		defer file.Close()
-		return readFrames(file, vp8)
-	}
-	return sendSamples(res, track, load, time.Second/30, &res.FramesSent, stop)
+	read := func(r io.Reader) ([][]byte, error) { return readFrames(r, vp8) }
+	return sendSamples(res, track, fromFile(path, read), time.Second/30, &res.FramesSent, stop)
 }
 
 // readFrames splits a file into frames: IVF frames, or H.264 access units. An access unit
@@ -401,16 +394,10 @@ func readFrames(r io.Reader, vp8 bool) ([][]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		for {
+		return readAll(func() ([]byte, error) {
 			f, _, err := ivf.ParseNextFrame()
-			if errors.Is(err, io.EOF) {
-				return frames, nil
-			}
-			if err != nil {
-				return nil, err
-			}
-			frames = append(frames, f)
-		}
+			return f, err
+		})
 	}
 	h, err := h264reader.NewReader(r)
 	if err != nil {
@@ -451,15 +438,7 @@ func readFrames(r io.Reader, vp8 bool) ([][]byte, error) {
 }
 
 func sendAudio(res *result, track *webrtc.TrackLocalStaticSample, path string, stop <-chan struct{}) error {
-	load := func() ([][]byte, error) {
-		file, err := os.Open(path)
-		if err != nil {
-			return nil, err
-		}
-		defer file.Close()
-		return readPages(file)
-	}
-	return sendSamples(res, track, load, 20*time.Millisecond, &res.AudioSent, stop)
+	return sendSamples(res, track, fromFile(path, readPages), 20*time.Millisecond, &res.AudioSent, stop)
 }
 
 // readPages reads an Ogg Opus file's audio pages (one Opus packet each, as ffmpeg writes them
@@ -469,18 +448,41 @@ func readPages(r io.Reader) ([][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	var pages [][]byte
-	for {
+	return readAll(func() ([]byte, error) {
 		page, _, err := ogg.ParseNextPage()
+		if err == nil && bytes.HasPrefix(page, []byte("OpusTags")) {
+			return nil, nil
+		}
+		return page, err
+	})
+}
+
+// readAll collects what next gives (nil: skip it) until io.EOF.
+func readAll(next func() ([]byte, error)) ([][]byte, error) {
+	var out [][]byte
+	for {
+		b, err := next()
 		if errors.Is(err, io.EOF) {
-			return pages, nil
+			return out, nil
 		}
 		if err != nil {
 			return nil, err
 		}
-		if !bytes.HasPrefix(page, []byte("OpusTags")) {
-			pages = append(pages, page)
+		if b != nil {
+			out = append(out, b)
 		}
+	}
+}
+
+// fromFile is a loader of what read takes from the file at path, opened afresh each time.
+func fromFile(path string, read func(io.Reader) ([][]byte, error)) func() ([][]byte, error) {
+	return func() ([][]byte, error) {
+		file, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		defer file.Close()
+		return read(file)
 	}
 }
 

@@ -68,27 +68,24 @@ impl Publisher {
 }
 
 impl Server {
-    /// A publisher's packet: given back to go to the relay, or held while its stream waits for
-    /// its codec. A video packet then decides the codec: the stream starts and what was held
-    /// goes first.
-    pub(in crate::server) fn publisher_codec_gate(
+    /// A packet of a publisher whose stream waits for its codec (`Server::publisher_rtp`
+    /// sends it here): held, unless it is video, which decides the codec: the stream starts,
+    /// what was held goes to the relay, then this packet.
+    pub(in crate::server) fn publisher_codec_waits(
         &mut self,
         id: u64,
         pkt: RtpPacket,
         now: Instant,
-    ) -> Option<RtpPacket> {
+    ) {
         let Some(Role::Publisher(p)) = self.viewers.map.get_mut(&id).map(|v| &mut v.role) else {
-            return Some(pkt);
+            return;
         };
-        if p.codec_wait.is_none() {
-            return Some(pkt);
-        }
         let Some(codec) = p.codec_of(pkt.header.payload_type) else {
             if p.held.len() >= MAX_HELD {
-                p.held.remove(0);
+                p.held.pop_front();
             }
-            p.held.push(pkt);
-            return None;
+            p.held.push_back(pkt);
+            return;
         };
         p.video_codec = Some(codec);
         p.codec_wait = None;
@@ -98,7 +95,7 @@ impl Server {
             names(&p.video_pts)
         );
         self.publisher_starts(id, now);
-        Some(pkt)
+        self.publisher_rtp(id, pkt, now);
     }
 
     /// The codec is known: the stream starts, and what was held goes to the relay.

@@ -85,34 +85,25 @@ mod tests {
 
     #[test]
     fn picture_ids_run_on_across_a_switch_and_keep_a_layers_own_steps() {
+        // (picture ID, TL0PICIDX, S bit, body, keyframe) as the publisher sends them, and what
+        // the viewer gets.
+        type Sent<'a> = (u16, u8, bool, &'a [u8], bool);
+        let steps: [(Sent, (u16, u8)); 6] = [
+            // The first layer as it comes (its first keyframe sets nothing to follow).
+            ((1000, 10, true, &[0x10], true), (1000, 10)),
+            ((1000, 10, false, &[1], false), (1000, 10)),
+            ((1001, 11, true, &[2], false), (1001, 11)),
+            // A switch: the other layer's keyframe at 20000 / 200 follows 1001 / 11.
+            ((20000, 200, true, &[0x10], true), (1002, 12)),
+            ((20001, 200, true, &[3], false), (1003, 12)),
+            // Its own gap (a picture lost upstream) stays a gap.
+            ((20003, 201, true, &[4], false), (1005, 13)),
+        ];
         let mut ids = Vp8Ids::default();
-        // The first layer as it comes (its first keyframe sets nothing to follow).
-        assert_eq!(
-            sent(&mut ids, &packet(1000, 10, true, &[0x10]), true),
-            (1000, 10)
-        );
-        assert_eq!(
-            sent(&mut ids, &packet(1000, 10, false, &[1]), false),
-            (1000, 10)
-        );
-        assert_eq!(
-            sent(&mut ids, &packet(1001, 11, true, &[2]), false),
-            (1001, 11)
-        );
-        // A switch: the other layer's keyframe at 20000 / 200 follows 1001 / 11.
-        assert_eq!(
-            sent(&mut ids, &packet(20000, 200, true, &[0x10]), true),
-            (1002, 12)
-        );
-        assert_eq!(
-            sent(&mut ids, &packet(20001, 200, true, &[3]), false),
-            (1003, 12)
-        );
-        // Its own gap (a picture lost upstream) stays a gap.
-        assert_eq!(
-            sent(&mut ids, &packet(20003, 201, true, &[4]), false),
-            (1005, 13)
-        );
+        for ((picture, tl0, start, body, keyframe), want) in steps {
+            let got = sent(&mut ids, &packet(picture, tl0, start, body), keyframe);
+            assert_eq!(got, want, "publisher's {picture} / {tl0}");
+        }
         // Wrapping at 15 bits and at 8.
         let mut ids = Vp8Ids::default();
         sent(&mut ids, &packet(0x7fff, 255, true, &[0x10]), true);

@@ -12,6 +12,7 @@
 //! - The relay asks for keyframes when its GOP cache cannot serve a viewer; they go to the
 //!   publisher as a PLI.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -65,7 +66,7 @@ pub(in crate::server) struct Publisher {
     /// Video packets in a codec other than its stream's, dropped (an encoder that switched).
     pub(super) other_codec_packets: u64,
     /// What came while its codec was not known (see `codec_choice`), for the relay once known.
-    pub(super) held: Vec<RtpPacket>,
+    pub(super) held: VecDeque<RtpPacket>,
     audio_pts: Vec<Pt>,
     /// Its simulcast layers (one without).
     layers: PublisherLayers,
@@ -117,7 +118,7 @@ impl Publisher {
             video_pts: Vec::new(),
             codec_wait: None,
             other_codec_packets: 0,
-            held: Vec::new(),
+            held: VecDeque::new(),
             audio_pts: Vec::new(),
             layers: PublisherLayers::default(),
             live: false,
@@ -662,9 +663,7 @@ impl Server {
         match e {
             Event::Connected => self.publisher_connected(id, now),
             Event::RtpPacket(pkt) => {
-                if let Some(pkt) = self.publisher_codec_gate(id, pkt, now) {
-                    self.publisher_rtp(id, pkt, now);
-                }
+                self.publisher_rtp(id, pkt, now);
             }
             Event::MediaIngressStats(stats) => {
                 let Some(peer) = self.viewers.map.get_mut(&id) else {
@@ -692,8 +691,8 @@ impl Server {
         }
     }
 
-    /// A publisher's RTP packet, once its stream's codec is known: into the relay (and its
-    /// capture), with any new sender report.
+    /// A publisher's RTP packet: into the relay (and its capture), with any new sender report;
+    /// while its stream waits for its codec, to `codec_choice` instead.
     pub(in crate::server) fn publisher_rtp(&mut self, id: u64, pkt: RtpPacket, now: Instant) {
         let server = self.addrs.webrtc;
         let Some(peer) = self.viewers.map.get_mut(&id) else {
@@ -704,6 +703,10 @@ impl Server {
         let Role::Publisher(p) = &mut peer.role else {
             return;
         };
+        if p.codec_wait.is_some() {
+            self.publisher_codec_waits(id, pkt, now);
+            return;
+        }
         if !p.live && p.feeds_layer.is_none() {
             return;
         }
